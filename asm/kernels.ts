@@ -1,0 +1,375 @@
+// The numeric kernels of the Gemma 3 forward pass, compiled to WebAssembly with SIMD.
+//
+// Every function here is a pure operation over pointers into linear memory (the memory is
+// imported: engine/runtime.ts owns it and lays out weights, KV cache and activations). The
+// kernels know nothing about models or tensor names; engine/model.ts decides what to call.
+//
+// Conventions:
+// - Pointers are byte addresses (usize). Activations are f32, row-major: a batch of `tokens`
+//   vectors lies one after the other.
+// - A weight matrix has `rows` output features, each a row of `cols` inputs (PyTorch's
+//   nn.Linear layout), stored as f32 or bf16. Products always accumulate in f32.
+// - No kernel allocates. Scratch space, when needed, is passed in.
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products: y[t][r] = sum_c W[r][c] * x[t][c]
+//
+// Decode reads every weight once per token, so these loops are the engine's speed. Four rows are
+// processed per pass so each load of x is shared by four weight rows, and the inner loop works
+// on 4 (f32) or 8 (bf16) columns per step. Columns that do not fill a SIMD vector and rows that
+// do not fill a block of four are handled by scalar/single-row tails, so any shape is valid.
+// ---------------------------------------------------------------------------------------------
+
+@inline function hsum(v: v128): f32 {
+  return f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) +
+    (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
+}
+
+/** f32 weights: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ. */
+export function matmulF32(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
+  const rowBytes = <usize>cols << 2;
+  const vecCols = cols & ~3;
+  let r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const w0 = w + <usize>r * rowBytes;
+    const w1 = w0 + rowBytes;
+    const w2 = w1 + rowBytes;
+    const w3 = w2 + rowBytes;
+    for (let t = 0; t < tokens; t++) {
+      const xt = x + <usize>t * rowBytes;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let c = 0; c < vecCols; c += 4) {
+        const off = <usize>c << 2;
+        const xv = v128.load(xt + off);
+        a0 = f32x4.add(a0, f32x4.mul(v128.load(w0 + off), xv));
+        a1 = f32x4.add(a1, f32x4.mul(v128.load(w1 + off), xv));
+        a2 = f32x4.add(a2, f32x4.mul(v128.load(w2 + off), xv));
+        a3 = f32x4.add(a3, f32x4.mul(v128.load(w3 + off), xv));
+      }
+      let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+      for (let c = vecCols; c < cols; c++) {
+        const off = <usize>c << 2;
+        const xs = load<f32>(xt + off);
+        s0 += load<f32>(w0 + off) * xs;
+        s1 += load<f32>(w1 + off) * xs;
+        s2 += load<f32>(w2 + off) * xs;
+        s3 += load<f32>(w3 + off) * xs;
+      }
+      const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
+      store<f32>(yt, s0);
+      store<f32>(yt, s1, 4);
+      store<f32>(yt, s2, 8);
+      store<f32>(yt, s3, 12);
+    }
+  }
+  for (; r < rows; r++) {
+    const w0 = w + <usize>r * rowBytes;
+    for (let t = 0; t < tokens; t++) {
+      const xt = x + <usize>t * rowBytes;
+      let a0 = f32x4.splat(0);
+      for (let c = 0; c < vecCols; c += 4) {
+        const off = <usize>c << 2;
+        a0 = f32x4.add(a0, f32x4.mul(v128.load(w0 + off), v128.load(xt + off)));
+      }
+      let s0 = hsum(a0);
+      for (let c = vecCols; c < cols; c++) {
+        const off = <usize>c << 2;
+        s0 += load<f32>(w0 + off) * load<f32>(xt + off);
+      }
+      store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), s0);
+    }
+  }
+}
+
+// bf16 is the top half of an f32. A v128 of eight bf16 values read as four i32 lanes holds
+// (even element in the low half, odd element in the high half) per lane, so `lane << 16` gives
+// the even elements as f32 and `lane & 0xffff0000` the odd ones: widening costs one op per
+// four weights. x is shuffled once per 8 columns into matching even/odd vectors, shared by the
+// four rows of the block.
+
+@inline function evenLanes(lo: v128, hi: v128): v128 {
+  return v128.shuffle<f32>(lo, hi, 0, 2, 4, 6);
+}
+@inline function oddLanes(lo: v128, hi: v128): v128 {
+  return v128.shuffle<f32>(lo, hi, 1, 3, 5, 7);
+}
+@inline function bf16ToF32(bits: u16): f32 {
+  return reinterpret<f32>(<u32>bits << 16);
+}
+@inline function bf16Dot8(acc: v128, wv: v128, xe: v128, xo: v128): v128 {
+  const hiMask = i32x4.splat(0xffff0000);
+  acc = f32x4.add(acc, f32x4.mul(i32x4.shl(wv, 16), xe));
+  return f32x4.add(acc, f32x4.mul(v128.and(wv, hiMask), xo));
+}
+
+/** bf16 weights: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ, accumulated in f32. */
+export function matmulBF16(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
+  const wRowBytes = <usize>cols << 1;
+  const xRowBytes = <usize>cols << 2;
+  const vecCols = cols & ~7;
+  let r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const w0 = w + <usize>r * wRowBytes;
+    const w1 = w0 + wRowBytes;
+    const w2 = w1 + wRowBytes;
+    const w3 = w2 + wRowBytes;
+    for (let t = 0; t < tokens; t++) {
+      const xt = x + <usize>t * xRowBytes;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let c = 0; c < vecCols; c += 8) {
+        const xp = xt + (<usize>c << 2);
+        const lo = v128.load(xp);
+        const hi = v128.load(xp, 16);
+        const xe = evenLanes(lo, hi);
+        const xo = oddLanes(lo, hi);
+        const off = <usize>c << 1;
+        a0 = bf16Dot8(a0, v128.load(w0 + off), xe, xo);
+        a1 = bf16Dot8(a1, v128.load(w1 + off), xe, xo);
+        a2 = bf16Dot8(a2, v128.load(w2 + off), xe, xo);
+        a3 = bf16Dot8(a3, v128.load(w3 + off), xe, xo);
+      }
+      let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+      for (let c = vecCols; c < cols; c++) {
+        const xs = load<f32>(xt + (<usize>c << 2));
+        const off = <usize>c << 1;
+        s0 += bf16ToF32(load<u16>(w0 + off)) * xs;
+        s1 += bf16ToF32(load<u16>(w1 + off)) * xs;
+        s2 += bf16ToF32(load<u16>(w2 + off)) * xs;
+        s3 += bf16ToF32(load<u16>(w3 + off)) * xs;
+      }
+      const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
+      store<f32>(yt, s0);
+      store<f32>(yt, s1, 4);
+      store<f32>(yt, s2, 8);
+      store<f32>(yt, s3, 12);
+    }
+  }
+  for (; r < rows; r++) {
+    const w0 = w + <usize>r * wRowBytes;
+    for (let t = 0; t < tokens; t++) {
+      const xt = x + <usize>t * xRowBytes;
+      let a0 = f32x4.splat(0);
+      for (let c = 0; c < vecCols; c += 8) {
+        const xp = xt + (<usize>c << 2);
+        const lo = v128.load(xp);
+        const hi = v128.load(xp, 16);
+        a0 = bf16Dot8(a0, v128.load(w0 + (<usize>c << 1)), evenLanes(lo, hi), oddLanes(lo, hi));
+      }
+      let s0 = hsum(a0);
+      for (let c = vecCols; c < cols; c++) {
+        s0 += bf16ToF32(load<u16>(w0 + (<usize>c << 1))) * load<f32>(xt + (<usize>c << 2));
+      }
+      store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), s0);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding gather: out[t] = table[ids[t]] * scale. Gemma multiplies the embedding by
+// sqrt(hidden_size) in the activation dtype (f32 here); the caller passes that f32 value.
+// ---------------------------------------------------------------------------------------------
+
+/** Gathers rows of an f32 table (ids are i32) and scales them. */
+export function embedF32(table: usize, ids: usize, tokens: i32, hidden: i32, scale: f32, out: usize): void {
+  const rowBytes = <usize>hidden << 2;
+  for (let t = 0; t < tokens; t++) {
+    const src = table + <usize>load<i32>(ids + (<usize>t << 2)) * rowBytes;
+    const dst = out + <usize>t * rowBytes;
+    for (let i = 0; i < hidden; i++) {
+      store<f32>(dst + (<usize>i << 2), load<f32>(src + (<usize>i << 2)) * scale);
+    }
+  }
+}
+
+/** Gathers rows of a bf16 table (ids are i32), widens them to f32 and scales them. */
+export function embedBF16(table: usize, ids: usize, tokens: i32, hidden: i32, scale: f32, out: usize): void {
+  const rowBytes = <usize>hidden << 1;
+  for (let t = 0; t < tokens; t++) {
+    const src = table + <usize>load<i32>(ids + (<usize>t << 2)) * rowBytes;
+    const dst = out + ((<usize>t * <usize>hidden) << 2);
+    for (let i = 0; i < hidden; i++) {
+      store<f32>(dst + (<usize>i << 2), bf16ToF32(load<u16>(src + (<usize>i << 1))) * scale);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm, Gemma flavour: out = x / sqrt(mean(x²) + eps) * (1 + w).
+// Gemma stores the norm weight as an offset from 1 (a zero-initialised weight is the identity).
+// The sum of squares is accumulated in f64: it costs nothing next to the matrix products and
+// keeps the normalisation exact to f32 rounding for any width.
+// Applied to `rows` consecutive vectors of length n (all heads of q or k at once, for example).
+// out may equal x.
+// ---------------------------------------------------------------------------------------------
+
+/** out[r] = x[r] * rsqrt(mean(x[r]²) + eps) * (1 + w) for each of `rows` vectors of length n. */
+export function rmsNorm(x: usize, w: usize, out: usize, rows: i32, n: i32, eps: f32): void {
+  const rowBytes = <usize>n << 2;
+  for (let r = 0; r < rows; r++) {
+    const xr = x + <usize>r * rowBytes;
+    const or = out + <usize>r * rowBytes;
+    let ss: f64 = 0;
+    for (let i = 0; i < n; i++) {
+      const v = <f64>load<f32>(xr + (<usize>i << 2));
+      ss += v * v;
+    }
+    const inv = <f32>(1.0 / Math.sqrt(ss / <f64>n + <f64>eps));
+    for (let i = 0; i < n; i++) {
+      const off = <usize>i << 2;
+      store<f32>(or + off, load<f32>(xr + off) * inv * (<f32>1.0 + load<f32>(w + off)));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary position embedding, rotate-half form (as in Hugging Face's Gemma): element i of a head
+// is paired with element i + headDim/2, and the pair is rotated by pos * base^(-2i/headDim).
+// Linear RoPE scaling (larger Gemma 3 models, full-attention layers only) divides the position
+// by `factor`. Angles and their sine/cosine are computed in f64 so that long positions do not
+// lose phase; each (token, frequency) pair is computed once and applied to every head.
+// ---------------------------------------------------------------------------------------------
+
+/** Rotates `heads` heads of each of `tokens` vectors in place; token t sits at startPos + t. */
+export function ropeInPlace(x: usize, tokens: i32, heads: i32, headDim: i32, startPos: i32, base: f64, factor: f64): void {
+  const half = headDim >> 1;
+  const tokenBytes = (<usize>heads * <usize>headDim) << 2;
+  const headBytes = <usize>headDim << 2;
+  for (let t = 0; t < tokens; t++) {
+    const pos = <f64>(startPos + t) / factor;
+    const xt = x + <usize>t * tokenBytes;
+    for (let i = 0; i < half; i++) {
+      const invFreq = Math.pow(base, -(<f64>(2 * i)) / <f64>headDim);
+      const angle = pos * invFreq;
+      const c = <f32>Math.cos(angle);
+      const s = <f32>Math.sin(angle);
+      for (let h = 0; h < heads; h++) {
+        const p1 = xt + <usize>h * headBytes + (<usize>i << 2);
+        const p2 = p1 + (<usize>half << 2);
+        const x1 = load<f32>(p1);
+        const x2 = load<f32>(p2);
+        store<f32>(p1, x1 * c - x2 * s);
+        store<f32>(p2, x2 * c + x1 * s);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal attention with a KV cache, for a chunk of `tokens` new tokens at startPos.
+//
+// The cache of a layer is `capacity` slots of [kvHeads][headDim] keys (and values); position p
+// lives in slot p % capacity. For a full-attention layer capacity >= context length, so the
+// modulo never wraps. For a sliding-window layer capacity = window: a ring buffer.
+//
+// Tokens are processed in order, and each one first writes its key/value into the cache and then
+// attends. That order is what makes a ring buffer of exactly `window` slots sufficient: token p
+// overwrites the slot of p - window, which neither it nor any later token can see.
+//
+// Token p sees keys lo..p with lo = p - window + 1 (sliding) or 0 (window = 0: full attention).
+// Query head h reads KV head h / (heads / kvHeads) (grouped-query attention). Scores are scaled
+// by `scale` (query_pre_attn_scalar^-0.5 for Gemma 3) and soft-maxed in f32.
+// `scores` is scratch of at least min(capacity, lastPos + 1) floats.
+// ---------------------------------------------------------------------------------------------
+
+@inline function dot(a: usize, b: usize, n: i32): f32 {
+  const vecN = n & ~3;
+  let acc = f32x4.splat(0);
+  for (let i = 0; i < vecN; i += 4) {
+    const off = <usize>i << 2;
+    acc = f32x4.add(acc, f32x4.mul(v128.load(a + off), v128.load(b + off)));
+  }
+  let s = hsum(acc);
+  for (let i = vecN; i < n; i++) {
+    const off = <usize>i << 2;
+    s += load<f32>(a + off) * load<f32>(b + off);
+  }
+  return s;
+}
+
+/** Writes each new token's k/v into the cache, then attends over its visible window. */
+export function attention(
+  q: usize, k: usize, v: usize, kCache: usize, vCache: usize, out: usize, scores: usize,
+  tokens: i32, startPos: i32, heads: i32, kvHeads: i32, headDim: i32,
+  capacity: i32, window: i32, scale: f32,
+): void {
+  const headBytes = <usize>headDim << 2;
+  const kvBytes = <usize>kvHeads * headBytes;
+  const qBytes = <usize>heads * headBytes;
+  const group = heads / kvHeads;
+  const vecD = headDim & ~3;
+  for (let t = 0; t < tokens; t++) {
+    const pos = startPos + t;
+    const slot = <usize>(pos % capacity);
+    memory.copy(kCache + slot * kvBytes, k + <usize>t * kvBytes, kvBytes);
+    memory.copy(vCache + slot * kvBytes, v + <usize>t * kvBytes, kvBytes);
+    const lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    const n = pos - lo + 1;
+    for (let h = 0; h < heads; h++) {
+      const qh = q + <usize>t * qBytes + <usize>h * headBytes;
+      const kvOff = <usize>(h / group) * headBytes;
+      let maxScore: f32 = <f32>-Infinity;
+      for (let j = 0; j < n; j++) {
+        const s = <usize>((lo + j) % capacity);
+        const sc = dot(qh, kCache + s * kvBytes + kvOff, headDim) * scale;
+        store<f32>(scores + (<usize>j << 2), sc);
+        if (sc > maxScore) maxScore = sc;
+      }
+      let sum: f32 = 0;
+      for (let j = 0; j < n; j++) {
+        const p = Mathf.exp(load<f32>(scores + (<usize>j << 2)) - maxScore);
+        store<f32>(scores + (<usize>j << 2), p);
+        sum += p;
+      }
+      const inv: f32 = <f32>1.0 / sum;
+      const oh = out + <usize>t * qBytes + <usize>h * headBytes;
+      memory.fill(oh, 0, headBytes);
+      for (let j = 0; j < n; j++) {
+        const p = f32x4.splat(load<f32>(scores + (<usize>j << 2)) * inv);
+        const vj = vCache + <usize>((lo + j) % capacity) * kvBytes + kvOff;
+        for (let i = 0; i < vecD; i += 4) {
+          const off = <usize>i << 2;
+          v128.store(oh + off, f32x4.add(v128.load(oh + off), f32x4.mul(p, v128.load(vj + off))));
+        }
+        const ps = f32x4.extract_lane(p, 0);
+        for (let i = vecD; i < headDim; i++) {
+          const off = <usize>i << 2;
+          store<f32>(oh + off, load<f32>(oh + off) + ps * load<f32>(vj + off));
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feed-forward gate: GeGLU with the tanh approximation of GELU (gelu_pytorch_tanh):
+// out = gelu(gate) * up, gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).
+// ---------------------------------------------------------------------------------------------
+
+/** out[i] = geluTanh(gate[i]) * up[i]; out may equal gate or up. */
+export function geglu(gate: usize, up: usize, out: usize, n: i32): void {
+  const k0: f32 = 0.7978845608028654; // sqrt(2 / pi)
+  const k1: f32 = 0.044715;
+  for (let i = 0; i < n; i++) {
+    const off = <usize>i << 2;
+    const x = load<f32>(gate + off);
+    const g = <f32>0.5 * x * (<f32>1.0 + Mathf.tanh(k0 * (x + k1 * x * x * x)));
+    store<f32>(out + off, g * load<f32>(up + off));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Residual connection: x += y.
+// ---------------------------------------------------------------------------------------------
+
+/** x[i] += y[i] for n floats. */
+export function addInPlace(x: usize, y: usize, n: i32): void {
+  const vecN = n & ~3;
+  for (let i = 0; i < vecN; i += 4) {
+    const off = <usize>i << 2;
+    v128.store(x + off, f32x4.add(v128.load(x + off), v128.load(y + off)));
+  }
+  for (let i = vecN; i < n; i++) {
+    const off = <usize>i << 2;
+    store<f32>(x + off, load<f32>(x + off) + load<f32>(y + off));
+  }
+}

@@ -1,0 +1,39 @@
+// Weight formats: one place that knows how many bytes an element takes and how to widen it.
+
+/** Element types the engine can hold in memory: f32, and bf16 (weights only; kernels widen it). */
+export type DType = "f32" | "bf16";
+
+/** Element types a checkpoint may store; f16 is widened to f32 on load. */
+export type StoredDType = DType | "f16";
+
+/** Bytes per element. */
+export const dtypeBytes: Record<StoredDType, number> = { f32: 4, bf16: 2, f16: 2 };
+
+/** Widens bf16 bit patterns to f32 (exact: bf16 is the top half of an f32). */
+export function bf16ToF32(src: Uint16Array, dst: Float32Array): void {
+  const bits = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
+  for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
+}
+
+/** Rounds f32 values to bf16 bit patterns, to nearest, ties to even (NaN stays NaN). */
+export function f32ToBF16(src: Float32Array, dst: Uint16Array): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) {
+    const b = bits[i];
+    if ((b & 0x7fffffff) > 0x7f800000) dst[i] = (b >>> 16) | 0x40;
+    else dst[i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  }
+}
+
+/** Widens IEEE half-precision bit patterns to f32 (exact, including subnormals, inf and NaN). */
+export function f16ToF32(src: Uint16Array, dst: Float32Array): void {
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i];
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) dst[i] = sign * frac * 2 ** -24;
+    else if (exp === 31) dst[i] = frac ? NaN : sign * Infinity;
+    else dst[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+}

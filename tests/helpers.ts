@@ -1,0 +1,64 @@
+// Small shared helpers for the tests: a seeded generator and float64 reference arithmetic.
+
+import { f32ToBF16 } from "../engine/dtypes.ts";
+
+/** A seeded generator (mulberry32) of uniform floats in [0, 1). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** n normal samples (Box–Muller) times `std`, as f32. */
+export function randn(rand: () => number, n: number, std = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = 1 - rand();
+    out[i] = std * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
+  }
+  return out;
+}
+
+/** Rounds values to bf16 and returns both the bits and the exact f32 values they stand for. */
+export function asBF16(values: Float32Array): { bits: Uint16Array; values: Float32Array } {
+  const bits = new Uint16Array(values.length);
+  f32ToBF16(values, bits);
+  const exact = new Float32Array(values.length);
+  new Uint32Array(exact.buffer).set(Array.from(bits, (b) => b << 16));
+  return { bits, values: exact };
+}
+
+/** The largest |a[i] - b[i]|. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** Unit roundoff of f32: a correctly rounded f32 operation errs by at most this, relatively. */
+export const U32 = 2 ** -24;
+
+/**
+ * Asserts |got[i] - want[i]| <= tol[i] for every i, naming the first index that fails.
+ */
+export function assertWithin(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: ArrayLike<number> | number,
+  what: string,
+): void {
+  if (got.length !== want.length) throw new Error(`${what}: length ${got.length} vs ${want.length}`);
+  for (let i = 0; i < got.length; i++) {
+    const t = typeof tol === "number" ? tol : tol[i];
+    const d = Math.abs(got[i] - want[i]);
+    if (!(d <= t)) {
+      throw new Error(`${what}: index ${i}: got ${got[i]}, want ${want[i]} (|Δ| ${d} > ${t})`);
+    }
+  }
+}

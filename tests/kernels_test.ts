@@ -1,0 +1,237 @@
+// Each kernel of asm/kernels.ts against a float64 reference on random inputs, over shapes that
+// are and are not multiples of the SIMD width. Tolerances are error bounds for f32 arithmetic,
+// derived per kernel below; a wrong index, pairing or scale errs by orders of magnitude more.
+
+import { WasmRuntime } from "../engine/runtime.ts";
+import { asBF16, assertWithin, randn, rng, U32 } from "./helpers.ts";
+
+const rt = await WasmRuntime.create();
+const k = rt.kernels;
+
+function put(values: ArrayLike<number> | Uint16Array | Int32Array, bytesPer = 4): number {
+  const ptr = rt.alloc(values.length * bytesPer);
+  if (values instanceof Uint16Array) new Uint16Array(rt.memory.buffer, ptr, values.length).set(values);
+  else if (values instanceof Int32Array) rt.i32(ptr, values.length).set(values);
+  else rt.f32(ptr, values.length).set(values);
+  return ptr;
+}
+
+const read = (ptr: number, n: number) => Float32Array.from(rt.f32(ptr, n));
+
+// Matrix products. Any order of summing n rounded products errs by at most about
+// n·u·Σ|w·x| (the γ_n bound of recursive summation, each product adding one more u).
+for (const dtype of ["f32", "bf16"] as const) {
+  for (const [rows, cols, tokens] of [[1, 1, 1], [3, 5, 2], [4, 8, 1], [7, 13, 3], [33, 64, 5], [9, 70, 4], [16, 257, 2]]) {
+    Deno.test(`matmul ${dtype} ${rows}x${cols}, ${tokens} token(s)`, () => {
+      const rand = rng(rows * 1000 + cols * 10 + tokens);
+      let w = randn(rand, rows * cols);
+      let wPtr: number;
+      if (dtype === "bf16") {
+        const b = asBF16(w);
+        w = b.values;
+        wPtr = put(b.bits, 2);
+      } else wPtr = put(w);
+      const x = randn(rand, tokens * cols);
+      const xPtr = put(x);
+      const yPtr = rt.alloc(tokens * rows * 4);
+      (dtype === "f32" ? k.matmulF32 : k.matmulBF16)(wPtr, xPtr, yPtr, rows, cols, tokens);
+      const want = new Float64Array(tokens * rows);
+      const tol = new Float64Array(tokens * rows);
+      for (let t = 0; t < tokens; t++) {
+        for (let r = 0; r < rows; r++) {
+          let s = 0, a = 0;
+          for (let c = 0; c < cols; c++) {
+            s += w[r * cols + c] * x[t * cols + c];
+            a += Math.abs(w[r * cols + c] * x[t * cols + c]);
+          }
+          want[t * rows + r] = s;
+          tol[t * rows + r] = (cols + 1) * U32 * a;
+        }
+      }
+      assertWithin(read(yPtr, tokens * rows), want, tol, "y");
+      for (const p of [wPtr, xPtr, yPtr]) rt.free(p);
+    });
+  }
+}
+
+// Embedding gather: widening bf16 is exact, so only the final multiply rounds (u).
+Deno.test("embed f32 and bf16 gather rows and scale them", () => {
+  const rand = rng(7);
+  const [vocab, hidden] = [11, 13];
+  const table = asBF16(randn(rand, vocab * hidden));
+  const ids = new Int32Array([3, 0, 10, 3, 7]);
+  const scale = Math.fround(Math.sqrt(hidden));
+  const want = new Float64Array(ids.length * hidden);
+  ids.forEach((id, t) => {
+    for (let i = 0; i < hidden; i++) want[t * hidden + i] = table.values[id * hidden + i] * scale;
+  });
+  const tol = Array.from(want, (v) => U32 * Math.abs(v));
+  const idsPtr = put(ids);
+  const out = rt.alloc(ids.length * hidden * 4);
+  k.embedBF16(put(table.bits, 2), idsPtr, ids.length, hidden, scale, out);
+  assertWithin(read(out, want.length), want, tol, "bf16");
+  k.embedF32(put(table.values), idsPtr, ids.length, hidden, scale, out);
+  assertWithin(read(out, want.length), want, tol, "f32");
+});
+
+// RMSNorm: the f64 sum of squares is exact to ~1e-16; then four f32 roundings (the inverse
+// root, x·inv, 1 + w, the final product) bound the error by 4u·|out|.
+for (const [rows, n] of [[1, 1], [2, 5], [3, 32], [1, 640], [4, 67]]) {
+  Deno.test(`rmsNorm ${rows}x${n}`, () => {
+    const rand = rng(n * 31 + rows);
+    const x = randn(rand, rows * n, 3);
+    const w = randn(rand, n, 0.5);
+    const eps = 1e-6;
+    const want = new Float64Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      let ss = 0;
+      for (let i = 0; i < n; i++) ss += x[r * n + i] ** 2;
+      const inv = 1 / Math.sqrt(ss / n + Math.fround(eps));
+      for (let i = 0; i < n; i++) want[r * n + i] = x[r * n + i] * inv * (1 + w[i]);
+    }
+    const tol = Array.from(want, (v) => 5 * U32 * Math.abs(v) + 1e-30);
+    const xPtr = put(x);
+    const out = rt.alloc(rows * n * 4);
+    k.rmsNorm(xPtr, put(w), out, rows, n, eps);
+    assertWithin(read(out, rows * n), want, tol, "out");
+    k.rmsNorm(xPtr, put(w), xPtr, rows, n, eps); // in place
+    assertWithin(read(xPtr, rows * n), want, tol, "in place");
+  });
+}
+
+// RoPE: cos and sin rounded to f32 (u each), two products and a sum rounded: at most
+// 4u·(|x1| + |x2|) per output. Large start positions check that the phase stays exact.
+for (const [tokens, heads, headDim, startPos, base, factor] of [
+  [1, 1, 2, 0, 10000, 1],
+  [3, 4, 32, 5, 10000, 1],
+  [2, 2, 256, 4090, 1e6, 8],
+  [5, 3, 10, 31000, 1e6, 1],
+]) {
+  Deno.test(`ropeInPlace ${tokens}x${heads}x${headDim} from ${startPos}, base ${base}, factor ${factor}`, () => {
+    const rand = rng(headDim + startPos);
+    const x = randn(rand, tokens * heads * headDim);
+    const half = headDim / 2;
+    const want = new Float64Array(x.length);
+    const tol = new Float64Array(x.length);
+    for (let t = 0; t < tokens; t++) {
+      for (let h = 0; h < heads; h++) {
+        const o = (t * heads + h) * headDim;
+        for (let i = 0; i < half; i++) {
+          const angle = ((startPos + t) / factor) * base ** (-(2 * i) / headDim);
+          const [x1, x2] = [x[o + i], x[o + i + half]];
+          want[o + i] = x1 * Math.cos(angle) - x2 * Math.sin(angle);
+          want[o + i + half] = x2 * Math.cos(angle) + x1 * Math.sin(angle);
+          tol[o + i] = tol[o + i + half] = 4 * U32 * (Math.abs(x1) + Math.abs(x2));
+        }
+      }
+    }
+    const ptr = put(x);
+    k.ropeInPlace(ptr, tokens, heads, headDim, startPos, base, factor);
+    assertWithin(read(ptr, x.length), want, tol, "x");
+  });
+}
+
+// Attention against a float64 reference that keeps the whole history (no ring buffer). The
+// kernel is fed in chunks so its ring wraps several times. Error bound: each score errs by at
+// most (d+2)·u·scale·Σ|q·k|; a score error δ changes a softmax weight by a relative ~2δ, and the
+// weighted sum of n values adds (n+2)·u; all times max|v|.
+const attentionCases: [number, number, number, number, number, number[], number][] = [
+  [4, 1, 32, 8, 8, [1, 3, 7, 1, 12, 2], 32],
+  [4, 2, 6, 5, 5, [4, 4, 4, 4], 20],
+  [2, 2, 16, 0, 40, [9, 1, 30], 16],
+  [8, 4, 13, 0, 20, [1, 1, 1, 5], 7],
+];
+for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of attentionCases) {
+  Deno.test(`attention ${heads}/${kvHeads} heads, d=${headDim}, window ${window || "full"}, chunks ${chunks}`, () => {
+    const rand = rng(heads * 100 + headDim + window);
+    const scale = qScalar ** -0.5;
+    const kvDim = kvHeads * headDim, qDim = heads * headDim;
+    const kCache = rt.alloc(capacity * kvDim * 4), vCache = rt.alloc(capacity * kvDim * 4);
+    const scores = rt.alloc(capacity * 4);
+    const allK: Float32Array[] = [], allV: Float32Array[] = [];
+    let pos = 0;
+    for (const T of chunks) {
+      const q = randn(rand, T * qDim, 1.5), kk = randn(rand, T * kvDim, 1.5), v = randn(rand, T * kvDim);
+      for (let t = 0; t < T; t++) {
+        allK.push(kk.slice(t * kvDim, (t + 1) * kvDim));
+        allV.push(v.slice(t * kvDim, (t + 1) * kvDim));
+      }
+      const want = new Float64Array(T * qDim), tol = new Float64Array(T * qDim);
+      for (let t = 0; t < T; t++) {
+        const p = pos + t;
+        const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
+        for (let h = 0; h < heads; h++) {
+          const g = Math.floor(h / (heads / kvHeads));
+          const s: number[] = [];
+          let absMax = 0;
+          for (let j = lo; j <= p; j++) {
+            let d = 0, a = 0;
+            for (let i = 0; i < headDim; i++) {
+              d += q[t * qDim + h * headDim + i] * allK[j][g * headDim + i];
+              a += Math.abs(q[t * qDim + h * headDim + i] * allK[j][g * headDim + i]);
+            }
+            s.push(d * scale);
+            absMax = Math.max(absMax, a * scale);
+          }
+          const m = Math.max(...s);
+          const e = s.map((x) => Math.exp(x - m));
+          const z = e.reduce((x, y) => x + y, 0);
+          let vMax = 0;
+          for (let i = 0; i < headDim; i++) {
+            let o = 0;
+            for (let j = lo; j <= p; j++) {
+              o += (e[j - lo] / z) * allV[j][g * headDim + i];
+              vMax = Math.max(vMax, Math.abs(allV[j][g * headDim + i]));
+            }
+            want[t * qDim + h * headDim + i] = o;
+          }
+          const n = p - lo + 1;
+          const bound = (2 * (headDim + 2) * U32 * absMax + (n + 8) * U32) * vMax;
+          for (let i = 0; i < headDim; i++) tol[t * qDim + h * headDim + i] = bound;
+        }
+      }
+      const ptrs = [put(q), put(kk), put(v), rt.alloc(T * qDim * 4)];
+      k.attention(ptrs[0], ptrs[1], ptrs[2], kCache, vCache, ptrs[3], scores, T, pos, heads, kvHeads, headDim, capacity, window, scale);
+      assertWithin(read(ptrs[3], T * qDim), want, tol, `chunk at ${pos}`);
+      ptrs.forEach((p) => rt.free(p));
+      pos += T;
+    }
+  });
+}
+
+// GeGLU: tanh is accurate to a couple of ulps and the rest are a few f32 roundings; where
+// 1 + tanh cancels, its absolute error is still ~u, so 16u·|gate|·|up| bounds the error.
+Deno.test("geglu matches gelu_pytorch_tanh(gate) * up", () => {
+  const rand = rng(3);
+  for (const n of [1, 7, 128, 2051]) {
+    const g = randn(rand, n, 3), u = randn(rand, n);
+    const want = Array.from(g, (x, i) =>
+      0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))) * u[i]);
+    const tol = Array.from(g, (x, i) => 16 * U32 * Math.abs(x * u[i]) + 1e-30);
+    const out = rt.alloc(n * 4);
+    k.geglu(put(g), put(u), out, n);
+    assertWithin(read(out, n), want, tol, `n=${n}`);
+  }
+});
+
+// Residual add: one rounding per element.
+Deno.test("addInPlace adds elementwise", () => {
+  const rand = rng(5);
+  for (const n of [1, 3, 4, 17, 640]) {
+    const x = randn(rand, n), y = randn(rand, n);
+    const xp = put(x);
+    k.addInPlace(xp, put(y), n);
+    const want = Array.from(x, (v, i) => v + y[i]);
+    assertWithin(read(xp, n), want, want.map((v) => U32 * Math.abs(v)), `n=${n}`);
+  }
+});
+
+Deno.test("allocator reuses freed memory and coalesces neighbours", () => {
+  const a = rt.alloc(1000), b = rt.alloc(1000), c = rt.alloc(1000);
+  rt.free(a);
+  rt.free(b);
+  const d = rt.alloc(2000); // fits only in a and b merged
+  if (d !== a) throw new Error(`expected reuse of ${a}, got ${d}`);
+  rt.free(c);
+  rt.free(d);
+});
