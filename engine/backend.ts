@@ -1,0 +1,50 @@
+// The operations the forward pass (engine/model.ts) is written in. A backend implements them
+// over its own buffers: the WASM backend over pointers into linear memory; a WebGPU backend over
+// GPU buffers. `A` is an activation buffer handle (f32), `W` a weight handle.
+
+/** One layer's KV cache: `capacity` slots of [kvHeads][headDim] keys and values. */
+export interface LayerCache<A> {
+  keys: A;
+  values: A;
+  /** Slots; position p is stored in slot p % capacity. */
+  capacity: number;
+}
+
+/** The kernels of a Gemma 3 forward pass. Shapes are in elements; buffers hold f32 rows. */
+export interface Backend<A, W> {
+  /** An f32 buffer of `floats` elements, zero-filled. */
+  alloc(floats: number): A;
+  /** Releases a buffer from `alloc`. */
+  free(buffer: A): void;
+  /** The same buffer starting `floats` elements later. */
+  offset(buffer: A, floats: number): A;
+  /** Copies token ids (as i32) into a buffer. */
+  writeTokens(dst: A, ids: Int32Array): void;
+  /** Reads `count` floats. */
+  read(src: A, count: number): Promise<Float32Array>;
+
+  /** out[t] = table[ids[t]] * scale. */
+  embed(table: W, ids: A, tokens: number, scale: number, out: A): void;
+  /** out = x / rms(x) * (1 + w), for `rows` vectors of the weight's length. */
+  rmsNorm(x: A, w: W, out: A, rows: number, eps: number): void;
+  /** out[t] = W · x[t] for `tokens` rows of x. */
+  matmul(w: W, x: A, out: A, tokens: number): void;
+  /** Rotary embedding in place; token t sits at startPos + t. */
+  rope(x: A, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number): void;
+  /** Stores each token's k/v in the cache and attends over positions it may see. */
+  attention(
+    q: A,
+    k: A,
+    v: A,
+    cache: LayerCache<A>,
+    out: A,
+    scratch: A,
+    tokens: number,
+    startPos: number,
+    shape: { heads: number; kvHeads: number; headDim: number; window: number; scale: number },
+  ): void;
+  /** out = geluTanh(gate) * up. */
+  geglu(gate: A, up: A, out: A, n: number): void;
+  /** x += y. */
+  add(x: A, y: A, n: number): void;
+}

@@ -1,0 +1,252 @@
+// The Gemma 3 text configuration as data: parsed once from a Hugging Face config.json (or, later,
+// GGUF metadata), validated, and then read by everything else. Nothing downstream looks at the
+// raw JSON.
+
+/** Whether a layer attends to a sliding window of recent tokens or to the whole context. */
+export type LayerType = "sliding_attention" | "full_attention";
+
+/** The Gemma 3 text model configuration, with every default resolved. */
+export interface Gemma3Config {
+  /** Rows of the embedding table (and of the tied output head). */
+  vocabSize: number;
+  /** Width of the residual stream. */
+  hiddenSize: number;
+  /** Width of the feed-forward (GeGLU) layer. */
+  intermediateSize: number;
+  /** Number of transformer blocks. */
+  numLayers: number;
+  /** Query heads per layer. */
+  numHeads: number;
+  /** Key/value heads per layer (grouped-query attention: numHeads / numKvHeads queries share one). */
+  numKvHeads: number;
+  /** Width of one attention head (not necessarily hiddenSize / numHeads). */
+  headDim: number;
+  /** Attention scores are multiplied by queryPreAttnScalar ** -0.5. */
+  queryPreAttnScalar: number;
+  /** Epsilon of every RMSNorm. */
+  rmsNormEps: number;
+  /** How many positions a sliding-window layer sees: itself and slidingWindow - 1 before it. */
+  slidingWindow: number;
+  /** The longest context the model was trained for. */
+  maxPositionEmbeddings: number;
+  /** One entry per layer. */
+  layerTypes: LayerType[];
+  /** RoPE base of full-attention layers. */
+  ropeTheta: number;
+  /** RoPE base of sliding-window layers. */
+  ropeLocalBaseFreq: number;
+  /** Linear RoPE scaling of full-attention layers (positions are divided by it); 1 for none. */
+  ropeScalingFactor: number;
+  /** Whether the output head reuses the embedding table. */
+  tieWordEmbeddings: boolean;
+  /** Beginning-of-sequence token id. */
+  bosTokenId: number;
+  /** Token ids that end a generation. */
+  eosTokenIds: number[];
+  /** Padding token id. */
+  padTokenId: number;
+}
+
+/** How one layer's attention is set up, derived from the config. */
+export interface LayerAttention {
+  /** Positions a query sees (0: all previous positions). */
+  window: number;
+  /** RoPE base for this layer. */
+  ropeBase: number;
+  /** Linear RoPE scaling for this layer (1: none). */
+  ropeFactor: number;
+}
+
+/** The per-layer attention set-up: sliding layers use the local RoPE base and never scale. */
+export function layerAttention(config: Gemma3Config, layer: number): LayerAttention {
+  return config.layerTypes[layer] === "sliding_attention"
+    ? { window: config.slidingWindow, ropeBase: config.ropeLocalBaseFreq, ropeFactor: 1 }
+    : { window: 0, ropeBase: config.ropeTheta, ropeFactor: config.ropeScalingFactor };
+}
+
+/** Hugging Face's Gemma3TextConfig defaults, used for keys a config.json leaves out (the
+ * multimodal checkpoints' text_config lists only what differs from these). */
+const HF_DEFAULTS = {
+  vocab_size: 262208,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  query_pre_attn_scalar: 256,
+  rms_norm_eps: 1e-6,
+  sliding_window: 4096,
+  sliding_window_pattern: 6,
+  max_position_embeddings: 131072,
+  rope_theta: 1_000_000,
+  rope_local_base_freq: 10_000,
+  tie_word_embeddings: true,
+  bos_token_id: 2,
+  eos_token_id: 1,
+  pad_token_id: 0,
+  hidden_activation: "gelu_pytorch_tanh",
+};
+
+const SUPPORTED = "supported: Gemma 3 text models (model_type \"gemma3_text\", " +
+  "or \"gemma3\" whose text_config is used)";
+
+type Json = Record<string, unknown>;
+
+function isObject(v: unknown): v is Json {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Parses a Hugging Face config.json (already JSON-decoded) into a validated Gemma3Config.
+ * `where` names the file in error messages.
+ */
+export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Config {
+  const fail = (msg: string): never => {
+    throw new Error(`${where}: ${msg}`);
+  };
+  if (!isObject(json)) fail("not a JSON object");
+  const top = json as Json;
+  let text: Json;
+  if (top.model_type === "gemma3_text") text = top;
+  else if (top.model_type === "gemma3") {
+    if (!isObject(top.text_config)) fail("model_type \"gemma3\" without a text_config object");
+    text = top.text_config as Json;
+    if (text.model_type !== undefined && text.model_type !== "gemma3_text") {
+      fail(`text_config.model_type is ${JSON.stringify(text.model_type)}; ${SUPPORTED}`);
+    }
+  } else {
+    return fail(`model_type ${JSON.stringify(top.model_type)} is not supported; ${SUPPORTED}`);
+  }
+  // Token ids of multimodal checkpoints sit at the top level.
+  const pick = (key: keyof typeof HF_DEFAULTS): unknown =>
+    text[key] ?? top[key] ?? HF_DEFAULTS[key];
+
+  const int = (key: keyof typeof HF_DEFAULTS, min = 1): number => {
+    const v = pick(key);
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
+      fail(`${key} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+    }
+    return v as number;
+  };
+  const positive = (v: unknown, key: string): number => {
+    if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
+      fail(`${key} must be a positive number, got ${JSON.stringify(v)}`);
+    }
+    return v as number;
+  };
+
+  for (const key of ["attn_logit_softcapping", "final_logit_softcapping"]) {
+    if (text[key] !== undefined && text[key] !== null) {
+      fail(`${key} is set; Gemma 3 has no soft-capping and this engine does not implement it`);
+    }
+  }
+  if (text.attention_bias === true) fail("attention_bias is true; Gemma 3 has no attention biases");
+  if (text.use_bidirectional_attention === true) {
+    fail("use_bidirectional_attention is true (an embedding model); only causal Gemma 3 is supported");
+  }
+  const act = text.hidden_activation ?? text.hidden_act ?? HF_DEFAULTS.hidden_activation;
+  if (act !== "gelu_pytorch_tanh" && act !== "gelu_tanh") {
+    fail(`hidden_activation ${JSON.stringify(act)} is not supported (Gemma 3 uses gelu_pytorch_tanh)`);
+  }
+
+  const numLayers = int("num_hidden_layers");
+  const numHeads = int("num_attention_heads");
+  const numKvHeads = int("num_key_value_heads");
+  if (numHeads % numKvHeads !== 0) {
+    fail(`num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKvHeads})`);
+  }
+  const headDim = int("head_dim");
+  if (headDim % 2 !== 0) fail(`head_dim must be even for rotary embeddings, got ${headDim}`);
+
+  let layerTypes: LayerType[];
+  if (text.layer_types !== undefined && text.layer_types !== null) {
+    const lt = text.layer_types;
+    if (!Array.isArray(lt) || lt.length !== numLayers) {
+      return fail(`layer_types must list ${numLayers} entries (num_hidden_layers)`);
+    }
+    layerTypes = lt.map((t, i) => {
+      if (t !== "sliding_attention" && t !== "full_attention") {
+        fail(`layer_types[${i}] is ${JSON.stringify(t)}; expected "sliding_attention" or "full_attention"`);
+      }
+      return t as LayerType;
+    });
+  } else {
+    // Older configs give a period instead: every pattern-th layer is global.
+    const raw = text.sliding_window_pattern ?? text._sliding_window_pattern ??
+      HF_DEFAULTS.sliding_window_pattern;
+    if (typeof raw !== "number" || !Number.isInteger(raw) || raw < 1) {
+      return fail(`sliding_window_pattern must be a positive integer, got ${JSON.stringify(raw)}`);
+    }
+    layerTypes = Array.from(
+      { length: numLayers },
+      (_, i) => ((i + 1) % raw === 0 ? "full_attention" : "sliding_attention"),
+    );
+  }
+
+  // RoPE: either the classic keys (rope_theta, rope_local_base_freq, rope_scaling) or the newer
+  // per-layer-type rope_parameters.
+  let ropeTheta = positive(pick("rope_theta"), "rope_theta");
+  let ropeLocalBaseFreq = positive(pick("rope_local_base_freq"), "rope_local_base_freq");
+  let scaling: unknown = text.rope_scaling;
+  if (isObject(text.rope_parameters)) {
+    const rp = text.rope_parameters as Json;
+    if (isObject(rp.full_attention) || isObject(rp.sliding_attention)) {
+      const full = (rp.full_attention ?? {}) as Json;
+      const local = (rp.sliding_attention ?? {}) as Json;
+      if (full.rope_theta !== undefined) ropeTheta = positive(full.rope_theta, "rope_parameters.full_attention.rope_theta");
+      if (local.rope_theta !== undefined) {
+        ropeLocalBaseFreq = positive(local.rope_theta, "rope_parameters.sliding_attention.rope_theta");
+      }
+      const localType = local.rope_type ?? local.type ?? "default";
+      if (localType !== "default") {
+        fail(`rope_parameters.sliding_attention.rope_type ${JSON.stringify(localType)} is not supported`);
+      }
+      scaling = full;
+    } else {
+      if (rp.rope_theta !== undefined) ropeTheta = positive(rp.rope_theta, "rope_parameters.rope_theta");
+      scaling = rp;
+    }
+  }
+  let ropeScalingFactor = 1;
+  if (isObject(scaling)) {
+    const type = scaling.rope_type ?? scaling.type ?? "default";
+    if (type === "linear") ropeScalingFactor = positive(scaling.factor, "rope_scaling.factor");
+    else if (type !== "default") {
+      fail(`rope_scaling type ${JSON.stringify(type)} is not supported (Gemma 3 uses "linear")`);
+    }
+  } else if (scaling !== undefined && scaling !== null) fail("rope_scaling must be an object or null");
+
+  const eosRaw = pick("eos_token_id");
+  const eosTokenIds = (Array.isArray(eosRaw) ? eosRaw : [eosRaw]).map((v) => {
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+      fail(`eos_token_id must be an id or a list of ids, got ${JSON.stringify(eosRaw)}`);
+    }
+    return v as number;
+  });
+  const tie = pick("tie_word_embeddings");
+  if (typeof tie !== "boolean") fail("tie_word_embeddings must be true or false");
+
+  const config: Gemma3Config = {
+    vocabSize: int("vocab_size"),
+    hiddenSize: int("hidden_size"),
+    intermediateSize: int("intermediate_size"),
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    queryPreAttnScalar: positive(pick("query_pre_attn_scalar"), "query_pre_attn_scalar"),
+    rmsNormEps: positive(pick("rms_norm_eps"), "rms_norm_eps"),
+    slidingWindow: int("sliding_window"),
+    maxPositionEmbeddings: int("max_position_embeddings"),
+    layerTypes,
+    ropeTheta,
+    ropeLocalBaseFreq,
+    ropeScalingFactor,
+    tieWordEmbeddings: tie as boolean,
+    bosTokenId: int("bos_token_id", 0),
+    eosTokenIds,
+    padTokenId: int("pad_token_id", 0),
+  };
+  return config;
+}

@@ -1,0 +1,212 @@
+// The one module that touches the platform's file and network access. A model is read from a
+// local path (through node:fs, which Deno, Bun and Node all provide) or from an http(s) URL
+// (through fetch, which every runtime and browser has). node:fs is imported lazily, so code that
+// only uses URLs runs where there is no file system (browsers, edge functions).
+
+/** A file read by byte ranges, in any order (sequential reads are cheapest). */
+export interface ByteSource {
+  /** The path or URL, for messages. */
+  readonly name: string;
+  /** Total bytes. */
+  readonly size: number;
+  /** Fills `dest` with the bytes at [offset, offset + dest.length); throws if the file is shorter. */
+  read(offset: number, dest: Uint8Array): Promise<void>;
+  /** Releases the file handle or connection. */
+  close(): Promise<void>;
+}
+
+/** Whether a source string is an http(s) URL rather than a path. */
+export function isUrl(location: string): boolean {
+  return /^https?:\/\//i.test(location);
+}
+
+/** The location of `file` inside the folder `base` (a path or a URL). */
+export function joinLocation(base: string, file: string): string {
+  if (isUrl(base)) return new URL(file, base.endsWith("/") ? base : base + "/").href;
+  return base.replace(/[\\/]+$/, "") + "/" + file;
+}
+
+type Fs = typeof import("node:fs/promises");
+let fsModule: Promise<Fs> | undefined;
+function fs(): Promise<Fs> {
+  fsModule ??= import("node:fs/promises").catch(() => {
+    fsModule = undefined;
+    throw new Error("this runtime has no file system access; load the model from a URL");
+  });
+  return fsModule;
+}
+
+/** Whether a local path or URL exists (URL: answers a HEAD request with 2xx). */
+export async function exists(location: string): Promise<boolean> {
+  if (isUrl(location)) {
+    try {
+      const res = await fetch(location, { method: "HEAD" });
+      await res.body?.cancel();
+      return res.ok;
+    } catch {
+      return false;
+    }
+  }
+  try {
+    await (await fs()).stat(location);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a local path is a directory (false for URLs and missing paths). */
+export async function isDirectory(location: string): Promise<boolean> {
+  if (isUrl(location)) return false;
+  try {
+    return (await (await fs()).stat(location)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Reads a whole (small) file as text. */
+export async function readText(location: string): Promise<string> {
+  if (isUrl(location)) {
+    const res = await fetchOk(location);
+    return await res.text();
+  }
+  try {
+    return await (await fs()).readFile(location, "utf8");
+  } catch (e) {
+    throw new Error(`cannot read ${location}: ${describe(e)}`);
+  }
+}
+
+/** Opens a path or URL for ranged reading. */
+export async function openSource(location: string): Promise<ByteSource> {
+  return isUrl(location) ? await HttpSource.open(location) : await FileSource.open(location);
+}
+
+function describe(e: unknown): string {
+  const err = e as { code?: string; message?: string };
+  if (err.code === "ENOENT") return "no such file";
+  if (err.code === "EACCES") return "permission denied";
+  if (err.code === "EISDIR") return "is a directory";
+  return err.message ?? String(e);
+}
+
+class FileSource implements ByteSource {
+  private constructor(
+    readonly name: string,
+    readonly size: number,
+    private handle: Awaited<ReturnType<Fs["open"]>>,
+  ) {}
+
+  static async open(path: string): Promise<FileSource> {
+    const f = await fs();
+    let handle;
+    try {
+      handle = await f.open(path, "r");
+    } catch (e) {
+      throw new Error(`cannot open ${path}: ${describe(e)}`);
+    }
+    const { size } = await handle.stat();
+    return new FileSource(path, size, handle);
+  }
+
+  async read(offset: number, dest: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < dest.length) {
+      const { bytesRead } = await this.handle.read(dest, done, dest.length - done, offset + done);
+      if (bytesRead === 0) {
+        throw new Error(`${this.name}: unexpected end of file at byte ${offset + done} (file is truncated?)`);
+      }
+      done += bytesRead;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
+async function fetchOk(url: string, init?: RequestInit): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(url, init);
+  } catch (e) {
+    throw new Error(`cannot fetch ${url}: ${(e as Error).message}`);
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`cannot fetch ${url}: HTTP ${res.status} ${res.statusText}`);
+  }
+  return res;
+}
+
+/**
+ * A URL read as one streaming GET, so that reading the tensors in file order costs one request.
+ * A read behind the current position (rare) reopens the stream with a Range request.
+ */
+class HttpSource implements ByteSource {
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #pos = 0;
+  #pending: Uint8Array = new Uint8Array(0);
+
+  private constructor(readonly name: string, readonly size: number) {}
+
+  static async open(url: string): Promise<HttpSource> {
+    const res = await fetchOk(url);
+    const len = Number(res.headers.get("content-length"));
+    if (!Number.isFinite(len) || res.headers.get("content-length") === null) {
+      await res.body?.cancel();
+      throw new Error(`${url}: the server sent no Content-Length; cannot validate the file`);
+    }
+    const src = new HttpSource(url, len);
+    src.#reader = res.body!.getReader();
+    return src;
+  }
+
+  async #seek(offset: number): Promise<void> {
+    if (offset < this.#pos || !this.#reader) {
+      await this.#reader?.cancel();
+      const res = await fetchOk(this.name, { headers: { Range: `bytes=${offset}-` } });
+      this.#reader = res.body!.getReader();
+      this.#pending = new Uint8Array(0);
+      this.#pos = res.status === 206 ? offset : 0;
+    }
+    while (this.#pos < offset) {
+      const chunk = await this.#next(offset - this.#pos);
+      this.#pos += chunk.length;
+    }
+  }
+
+  /** Up to `max` bytes from the stream. */
+  async #next(max: number): Promise<Uint8Array> {
+    if (this.#pending.length === 0) {
+      const { value, done } = await this.#reader!.read();
+      if (done || !value) {
+        throw new Error(`${this.name}: connection ended at byte ${this.#pos} of ${this.size}`);
+      }
+      this.#pending = value;
+    }
+    const take = this.#pending.subarray(0, max);
+    this.#pending = this.#pending.subarray(take.length);
+    return take;
+  }
+
+  async read(offset: number, dest: Uint8Array): Promise<void> {
+    if (offset + dest.length > this.size) {
+      throw new Error(`${this.name}: read past the end (byte ${offset + dest.length} of ${this.size})`);
+    }
+    await this.#seek(offset);
+    let done = 0;
+    while (done < dest.length) {
+      const chunk = await this.#next(dest.length - done);
+      dest.set(chunk, done);
+      done += chunk.length;
+      this.#pos += chunk.length;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#reader?.cancel().catch(() => {});
+    this.#reader = undefined;
+  }
+}

@@ -1,0 +1,200 @@
+// Choosing the next token from logits. The order of the filters follows Hugging Face's
+// generate(): repetition penalty, temperature, top-k, top-p, min-p, then a draw. Temperature 0
+// means greedy (argmax, lowest id on a tie). A seeded generator makes every draw reproducible.
+
+/** How tokens are sampled. */
+export interface SamplingOptions {
+  /** Softmax temperature; 0 (the default) picks the most likely token. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0: no limit). */
+  topK?: number;
+  /** Keep the smallest set of most likely tokens whose probability adds up to p (1: no limit). */
+  topP?: number;
+  /** Drop tokens less likely than minP times the most likely one (0: off). */
+  minP?: number;
+  /** Divide positive logits (multiply negative ones) of tokens already in the context (1: off). */
+  repetitionPenalty?: number;
+  /** Seed of the random generator; the same seed gives the same tokens. Default: random. */
+  seed?: number;
+}
+
+/** xoshiro128**, seeded through splitmix32: small, fast, and good enough for sampling. */
+export class Random {
+  #s = new Uint32Array(4);
+  constructor(seed: number) {
+    let x = seed >>> 0;
+    for (let i = 0; i < 4; i++) {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      this.#s[i] = (z ^ (z >>> 16)) >>> 0;
+    }
+  }
+  /** A uniform float in [0, 1). */
+  next(): number {
+    const s = this.#s;
+    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return result / 4294967296;
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}
+
+function check(ok: boolean, msg: string): void {
+  if (!ok) throw new Error(msg);
+}
+
+/** Validates sampling options, with messages that name the option and its range. */
+export function validateSampling(o: SamplingOptions): void {
+  const num = (v: unknown) => typeof v === "number" && Number.isFinite(v);
+  if (o.temperature !== undefined) check(num(o.temperature) && o.temperature >= 0, `temperature must be >= 0, got ${o.temperature}`);
+  if (o.topK !== undefined) check(Number.isInteger(o.topK) && o.topK >= 0, `topK must be an integer >= 0, got ${o.topK}`);
+  if (o.topP !== undefined) check(num(o.topP) && o.topP > 0 && o.topP <= 1, `topP must be in (0, 1], got ${o.topP}`);
+  if (o.minP !== undefined) check(num(o.minP) && o.minP >= 0 && o.minP < 1, `minP must be in [0, 1), got ${o.minP}`);
+  if (o.repetitionPenalty !== undefined) {
+    check(num(o.repetitionPenalty) && o.repetitionPenalty > 0, `repetitionPenalty must be > 0, got ${o.repetitionPenalty}`);
+  }
+  if (o.seed !== undefined) check(Number.isSafeInteger(o.seed), `seed must be an integer, got ${o.seed}`);
+}
+
+/** The index of the largest value, lowest index on a tie; throws on NaN (a broken model). */
+export function argmax(values: Float32Array): number {
+  let best = 0;
+  let bestValue = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v > bestValue) {
+      bestValue = v;
+      best = i;
+    } else if (v !== v) throw new Error(`the model produced NaN at logit ${i}`);
+  }
+  return best;
+}
+
+/** Picks tokens from logits according to SamplingOptions. */
+export class Sampler {
+  readonly #o: Required<SamplingOptions>;
+  readonly #rng: Random;
+
+  constructor(options: SamplingOptions = {}) {
+    validateSampling(options);
+    this.#o = {
+      temperature: options.temperature ?? 0,
+      topK: options.topK ?? 0,
+      topP: options.topP ?? 1,
+      minP: options.minP ?? 0,
+      repetitionPenalty: options.repetitionPenalty ?? 1,
+      seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
+    };
+    this.#rng = new Random(this.#o.seed);
+  }
+
+  /** The next token, given the logits and the tokens already in the context. */
+  sample(logits: Float32Array, context: Iterable<number> = []): number {
+    const o = this.#o;
+    let l = logits;
+    if (o.repetitionPenalty !== 1) {
+      l = logits.slice();
+      for (const id of new Set(context)) {
+        if (id >= 0 && id < l.length) l[id] = l[id] > 0 ? l[id] / o.repetitionPenalty : l[id] * o.repetitionPenalty;
+      }
+    }
+    if (o.temperature === 0) return argmax(l);
+
+    const top = l[argmax(l)];
+    const invT = 1 / o.temperature;
+    // Unnormalised probabilities relative to the best token (which gets 1).
+    const weight = (i: number) => Math.exp((l[i] - top) * invT);
+    let ids: number[];
+    if (o.topK > 0 && o.topK < l.length) ids = topKIndices(l, o.topK);
+    else ids = candidatesForTopP(l, weight, o.topP);
+    let p = ids.map(weight);
+
+    if (o.topP < 1) {
+      const order = ids.map((_, i) => i).sort((a, b) => p[b] - p[a] || ids[a] - ids[b]);
+      const total = p.reduce((s, x) => s + x, 0);
+      let cum = 0;
+      let keep = 0;
+      while (keep < order.length) {
+        cum += p[order[keep++]];
+        if (cum >= o.topP * total) break;
+      }
+      const kept = order.slice(0, keep);
+      ids = kept.map((i) => ids[i]);
+      p = kept.map((i) => p[i]);
+    }
+    if (o.minP > 0) {
+      const floor = o.minP * Math.max(...p);
+      const kept = p.map((x, i) => i).filter((i) => p[i] >= floor);
+      ids = kept.map((i) => ids[i]);
+      p = kept.map((i) => p[i]);
+    }
+    const total = p.reduce((s, x) => s + x, 0);
+    let r = this.#rng.next() * total;
+    for (let i = 0; i < ids.length; i++) {
+      r -= p[i];
+      if (r < 0) return ids[i];
+    }
+    return ids[ids.length - 1];
+  }
+}
+
+/** The k largest logits' indices (any order), via a size-k min-heap: O(V log k). */
+function topKIndices(l: Float32Array, k: number): number[] {
+  const heap: number[] = [];
+  const less = (a: number, b: number) => l[a] < l[b] || (l[a] === l[b] && a > b);
+  const down = (i: number) => {
+    for (;;) {
+      const a = 2 * i + 1, b = a + 1;
+      let m = i;
+      if (a < heap.length && less(heap[a], heap[m])) m = a;
+      if (b < heap.length && less(heap[b], heap[m])) m = b;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m], heap[i]];
+      i = m;
+    }
+  };
+  for (let i = 0; i < l.length; i++) {
+    if (heap.length < k) {
+      heap.push(i);
+      for (let j = heap.length - 1; j > 0;) {
+        const parent = (j - 1) >> 1;
+        if (!less(heap[j], heap[parent])) break;
+        [heap[j], heap[parent]] = [heap[parent], heap[j]];
+        j = parent;
+      }
+    } else if (less(heap[0], i)) {
+      heap[0] = i;
+      down(0);
+    }
+  }
+  return heap;
+}
+
+/**
+ * Tokens that certainly contain the top-p nucleus, without sorting the whole vocabulary: take
+ * every token whose weight is at least a threshold; if their mass already reaches p of the total,
+ * the nucleus (the most likely tokens up to mass p) lies among them. Otherwise lower the
+ * threshold. With p = 1 every token is a candidate.
+ */
+function candidatesForTopP(l: Float32Array, weight: (i: number) => number, topP: number): number[] {
+  const all = Array.from({ length: l.length }, (_, i) => i);
+  if (topP >= 1) return all;
+  const w = Float64Array.from(all, weight);
+  const total = w.reduce((s, x) => s + x, 0);
+  for (let threshold = 1e-3; threshold > 1e-30; threshold *= 1e-3) {
+    const ids = all.filter((i) => w[i] >= threshold);
+    if (ids.reduce((s, i) => s + w[i], 0) >= topP * total) return ids;
+  }
+  return all;
+}

@@ -1,0 +1,194 @@
+// A session is one sequence being evaluated: its KV cache, its position, and generation.
+
+import type { Backend } from "./backend.ts";
+import type { Gemma3Config } from "./config.ts";
+import { type Activations, allocKvCache, forward, freeKvCache, type KvCache } from "./model.ts";
+import { Sampler, type SamplingOptions } from "./sampling.ts";
+import type { ModelWeights } from "./weights.ts";
+
+/** Options of `Session.eval`. */
+export interface EvalOptions {
+  /** "last" (default): the last token's logits, [vocab]. "all": every token's, [tokens × vocab]. */
+  logits?: "last" | "all";
+}
+
+/** Options of `Session.generate`: sampling plus when to stop. */
+export interface GenerateOptions extends SamplingOptions {
+  /** Generate at most this many tokens (default: until a stop token or a full context). */
+  maxTokens?: number;
+  /** Token ids that end generation; the stop token is not yielded. Default: the model's EOS ids. */
+  stopTokens?: number[];
+}
+
+/** What a session needs from its model; shared by all sessions of the model. */
+export interface SessionHost<A, W> {
+  backend: Backend<A, W>;
+  config: Gemma3Config;
+  weights: ModelWeights<W>;
+  activations: Activations<A>;
+  /** Runs `fn` when no other evaluation of the model is running (they share activations). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** Called by dispose(). */
+  release(session: Session): void;
+}
+
+/** One sequence: a KV cache, its position, evaluation and generation. */
+export class Session {
+  readonly #host: SessionHost<unknown, unknown>;
+  #cache: KvCache<unknown> | null;
+  /** Tokens in the context, in order; the last `#pending` of them are not evaluated yet. */
+  #tokens: number[] = [];
+  /** Tokens yielded by generate() but not run through the model yet (they will be, first). */
+  #pending: number[] = [];
+  #lastLogits: Float32Array | null = null;
+
+  /** The most tokens this session's context can hold. */
+  readonly contextLength: number;
+
+  /** @internal Use `model.createSession()`. */
+  constructor(host: SessionHost<unknown, unknown>, contextLength: number) {
+    this.#host = host;
+    this.contextLength = contextLength;
+    this.#cache = allocKvCache(host.backend, host.config, contextLength);
+  }
+
+  /** Tokens in the context so far (the position the next token will take). */
+  get position(): number {
+    return this.#tokens.length;
+  }
+
+  /** Bytes of memory held by this session's KV cache. */
+  get kvBytes(): number {
+    return this.#live().bytes;
+  }
+
+  #live(): KvCache<unknown> {
+    if (!this.#cache) throw new Error("this session has been disposed");
+    return this.#cache;
+  }
+
+  #checkIds(ids: ArrayLike<number>): Int32Array {
+    if (ids === null || typeof ids !== "object" || typeof ids.length !== "number") {
+      throw new TypeError("token ids must be an array of integers");
+    }
+    if (ids.length === 0) throw new Error("no tokens to evaluate: the token list is empty");
+    const vocab = this.#host.config.vocabSize;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+        throw new RangeError(`token id ${id} at index ${i} is outside the vocabulary (0..${vocab - 1})`);
+      }
+    }
+    const total = this.position + ids.length;
+    if (total > this.contextLength) {
+      throw new RangeError(
+        `${ids.length} tokens at position ${this.position} need ${total} positions, more than the ` +
+          `context length ${this.contextLength} (reset() the session or create it with a larger contextLength)`,
+      );
+    }
+    return Int32Array.from(ids);
+  }
+
+  /**
+   * Appends tokens to the context and returns logits: the last token's ([vocab]) or, with
+   * `{ logits: "all" }`, every given token's ([tokens × vocab], row-major).
+   * Invalid input throws before anything changes, so the session stays usable.
+   */
+  async eval(ids: ArrayLike<number>, options: EvalOptions = {}): Promise<Float32Array> {
+    const cache = this.#live();
+    const want = options.logits ?? "last";
+    if (want !== "last" && want !== "all") throw new Error(`logits must be "last" or "all", got ${JSON.stringify(want)}`);
+    const newIds = this.#checkIds(ids);
+    const { backend, config, weights, activations } = this.#host;
+    return await this.#host.exclusive(async () => {
+      // Generated tokens not yet evaluated go first; their logits are not returned.
+      const pending = this.#pending.length;
+      const all = new Int32Array(pending + newIds.length);
+      all.set(this.#pending);
+      all.set(newIds, pending);
+      let start = this.#tokens.length - pending;
+      const rows: Float32Array[] = [];
+      for (let i = 0; i < all.length; i += activations.maxTokens) {
+        const chunk = all.subarray(i, i + activations.maxTokens);
+        const isLast = i + chunk.length === all.length;
+        const chunkWant = want === "all" ? "all" : isLast ? "last" : "none";
+        const out = await forward(backend, config, weights, activations, cache, chunk, start, chunkWant);
+        if (want === "all") {
+          // Drop the rows of pending tokens, which belong to an earlier call.
+          const skip = Math.max(0, pending - i);
+          rows.push(skip ? out.subarray(skip * config.vocabSize) : out);
+        } else if (isLast) rows.push(out);
+        start += chunk.length;
+      }
+      this.#pending = [];
+      this.#tokens.push(...newIds);
+      const result = rows.length === 1 ? rows[0] : concat(rows);
+      this.#lastLogits = result.subarray(result.length - config.vocabSize);
+      return result;
+    });
+  }
+
+  /**
+   * Evaluates `promptIds` (which may be empty to continue from the last evaluation) and yields
+   * generated token ids one by one. Each yielded token becomes part of the context. Stops at a
+   * stop token (not yielded), after `maxTokens`, or when the context is full.
+   */
+  async *generate(promptIds: ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<number> {
+    this.#live();
+    const sampler = new Sampler(options);
+    const max = options.maxTokens ?? Infinity;
+    if (max !== Infinity && (!Number.isInteger(max) || max < 0)) {
+      throw new Error(`maxTokens must be an integer >= 0, got ${options.maxTokens}`);
+    }
+    const stop = new Set(options.stopTokens ?? this.#host.config.eosTokenIds);
+    let logits: Float32Array;
+    if (promptIds.length > 0) logits = await this.eval(promptIds);
+    else if (this.#lastLogits && this.#pending.length === 0) logits = this.#lastLogits;
+    else if (this.#pending.length > 0) {
+      const last = this.#pending.pop()!;
+      this.#tokens.pop();
+      logits = await this.eval([last]);
+    } else throw new Error("nothing to continue from: give prompt tokens");
+
+    for (let n = 0; n < max && this.position < this.contextLength; n++) {
+      const id = sampler.sample(logits, this.#tokens);
+      if (stop.has(id)) return;
+      // The token joins the context now; it is evaluated when the caller asks for the next one
+      // (or by the next eval), so stopping early costs no extra forward pass.
+      this.#tokens.push(id);
+      this.#pending.push(id);
+      this.#lastLogits = null;
+      yield id;
+      if (n + 1 >= max || this.position >= this.contextLength) return;
+      this.#pending.pop();
+      this.#tokens.pop();
+      logits = await this.eval([id]);
+    }
+  }
+
+  /** Empties the context (the cache memory is kept for reuse). */
+  reset(): void {
+    this.#live();
+    this.#tokens = [];
+    this.#pending = [];
+    this.#lastLogits = null;
+  }
+
+  /** Frees the KV cache; the session cannot be used afterwards. */
+  dispose(): void {
+    if (!this.#cache) return;
+    freeKvCache(this.#host.backend, this.#cache);
+    this.#cache = null;
+    this.#host.release(this);
+  }
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}

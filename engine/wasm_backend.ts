@@ -1,0 +1,66 @@
+// The WASM SIMD backend: each op is one call into asm/kernels.ts over pointers.
+
+import type { Backend, LayerCache } from "./backend.ts";
+import type { WasmWeight } from "./load_hf.ts";
+import type { WasmRuntime } from "./runtime.ts";
+
+/** Activation buffers are byte addresses in the runtime's memory. */
+export type Ptr = number;
+
+/** Implements the forward pass's ops with the WebAssembly kernels. */
+export class WasmBackend implements Backend<Ptr, WasmWeight> {
+  constructor(readonly rt: WasmRuntime) {}
+
+  alloc(floats: number): Ptr {
+    return this.rt.alloc(floats * 4);
+  }
+  free(buffer: Ptr): void {
+    this.rt.free(buffer);
+  }
+  offset(buffer: Ptr, floats: number): Ptr {
+    return buffer + floats * 4;
+  }
+  writeTokens(dst: Ptr, ids: Int32Array): void {
+    this.rt.i32(dst, ids.length).set(ids);
+  }
+  read(src: Ptr, count: number): Promise<Float32Array> {
+    return Promise.resolve(this.rt.f32(src, count).slice());
+  }
+
+  embed(table: WasmWeight, ids: Ptr, tokens: number, scale: number, out: Ptr): void {
+    const k = this.rt.kernels;
+    (table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(table.ptr, ids, tokens, table.cols, scale, out);
+  }
+  rmsNorm(x: Ptr, w: WasmWeight, out: Ptr, rows: number, eps: number): void {
+    this.rt.kernels.rmsNorm(x, w.ptr, out, rows, w.cols, eps);
+  }
+  matmul(w: WasmWeight, x: Ptr, out: Ptr, tokens: number): void {
+    const k = this.rt.kernels;
+    (w.dtype === "bf16" ? k.matmulBF16 : k.matmulF32)(w.ptr, x, out, w.rows, w.cols, tokens);
+  }
+  rope(x: Ptr, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number): void {
+    this.rt.kernels.ropeInPlace(x, tokens, heads, headDim, startPos, base, factor);
+  }
+  attention(
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    cache: LayerCache<Ptr>,
+    out: Ptr,
+    scratch: Ptr,
+    tokens: number,
+    startPos: number,
+    s: { heads: number; kvHeads: number; headDim: number; window: number; scale: number },
+  ): void {
+    this.rt.kernels.attention(
+      q, k, v, cache.keys, cache.values, out, scratch, tokens, startPos,
+      s.heads, s.kvHeads, s.headDim, cache.capacity, s.window, s.scale,
+    );
+  }
+  geglu(gate: Ptr, up: Ptr, out: Ptr, n: number): void {
+    this.rt.kernels.geglu(gate, up, out, n);
+  }
+  add(x: Ptr, y: Ptr, n: number): void {
+    this.rt.kernels.addInPlace(x, y, n);
+  }
+}

@@ -1,0 +1,108 @@
+// The tensor-name map: which tensors a Gemma 3 model has, their shapes, and the names they go by
+// in Hugging Face checkpoints. It is the single list the loaders check a checkpoint against and
+// the forward pass reads its weights from.
+
+import type { Gemma3Config } from "./config.ts";
+
+/** The weights of one transformer block, named after their role. */
+export interface LayerWeights<W> {
+  inputNorm: W;
+  qProj: W;
+  kProj: W;
+  vProj: W;
+  oProj: W;
+  qNorm: W;
+  kNorm: W;
+  postAttentionNorm: W;
+  preFeedforwardNorm: W;
+  postFeedforwardNorm: W;
+  gateProj: W;
+  upProj: W;
+  downProj: W;
+}
+
+/** All weights of a model. With tied embeddings, `lmHead` is the same handle as `embedTokens`. */
+export interface ModelWeights<W> {
+  embedTokens: W;
+  layers: LayerWeights<W>[];
+  finalNorm: W;
+  lmHead: W;
+}
+
+/** One tensor a model needs: its canonical (Hugging Face) name, shape and kind. */
+export interface TensorSpec {
+  /** Hugging Face name, e.g. `model.layers.3.self_attn.q_proj.weight`. */
+  name: string;
+  /** [rows, cols] for matrices (rows = output features), [n] for norm weights. */
+  shape: number[];
+  /** Matrices are multiplied by activations; vectors are RMSNorm weights. */
+  kind: "matrix" | "vector";
+}
+
+type Dims = (c: Gemma3Config) => number[];
+
+/** Per-layer tensors: field, Hugging Face suffix, shape. */
+const LAYER_TENSORS: [keyof LayerWeights<unknown>, string, Dims][] = [
+  ["inputNorm", "input_layernorm.weight", (c) => [c.hiddenSize]],
+  ["qProj", "self_attn.q_proj.weight", (c) => [c.numHeads * c.headDim, c.hiddenSize]],
+  ["kProj", "self_attn.k_proj.weight", (c) => [c.numKvHeads * c.headDim, c.hiddenSize]],
+  ["vProj", "self_attn.v_proj.weight", (c) => [c.numKvHeads * c.headDim, c.hiddenSize]],
+  ["oProj", "self_attn.o_proj.weight", (c) => [c.hiddenSize, c.numHeads * c.headDim]],
+  ["qNorm", "self_attn.q_norm.weight", (c) => [c.headDim]],
+  ["kNorm", "self_attn.k_norm.weight", (c) => [c.headDim]],
+  ["postAttentionNorm", "post_attention_layernorm.weight", (c) => [c.hiddenSize]],
+  ["preFeedforwardNorm", "pre_feedforward_layernorm.weight", (c) => [c.hiddenSize]],
+  ["postFeedforwardNorm", "post_feedforward_layernorm.weight", (c) => [c.hiddenSize]],
+  ["gateProj", "mlp.gate_proj.weight", (c) => [c.intermediateSize, c.hiddenSize]],
+  ["upProj", "mlp.up_proj.weight", (c) => [c.intermediateSize, c.hiddenSize]],
+  ["downProj", "mlp.down_proj.weight", (c) => [c.hiddenSize, c.intermediateSize]],
+];
+
+const EMBED = "model.embed_tokens.weight";
+const FINAL_NORM = "model.norm.weight";
+const LM_HEAD = "lm_head.weight";
+
+function spec(name: string, shape: number[]): TensorSpec {
+  return { name, shape, kind: shape.length === 2 ? "matrix" : "vector" };
+}
+
+/** Every tensor the config needs, in a stable order. */
+export function tensorSpecs(c: Gemma3Config): TensorSpec[] {
+  const specs = [spec(EMBED, [c.vocabSize, c.hiddenSize])];
+  for (let i = 0; i < c.numLayers; i++) {
+    for (const [, suffix, dims] of LAYER_TENSORS) specs.push(spec(`model.layers.${i}.${suffix}`, dims(c)));
+  }
+  specs.push(spec(FINAL_NORM, [c.hiddenSize]));
+  if (!c.tieWordEmbeddings) specs.push(spec(LM_HEAD, [c.vocabSize, c.hiddenSize]));
+  return specs;
+}
+
+/** Builds the weight structure from loaded tensors, looked up by canonical name. */
+export function assembleWeights<W>(c: Gemma3Config, get: (name: string) => W): ModelWeights<W> {
+  const layers = Array.from({ length: c.numLayers }, (_, i) => {
+    const layer = {} as LayerWeights<W>;
+    for (const [field, suffix] of LAYER_TENSORS) layer[field] = get(`model.layers.${i}.${suffix}`);
+    return layer;
+  });
+  const embedTokens = get(EMBED);
+  return {
+    embedTokens,
+    layers,
+    finalNorm: get(FINAL_NORM),
+    lmHead: c.tieWordEmbeddings ? embedTokens : get(LM_HEAD),
+  };
+}
+
+/**
+ * Maps a stored Hugging Face tensor name to its canonical name, or null for a tensor that belongs
+ * to another part of a multimodal checkpoint (the vision tower and its projector).
+ * `multimodal`: the config was the "gemma3" wrapper, whose text weights sit under
+ * `language_model.` (older checkpoints: `language_model.model.…`, newer: `model.language_model.…`).
+ */
+export function canonicalTensorName(stored: string, multimodal: boolean): string | null {
+  if (!multimodal) return stored;
+  if (/^(model\.)?(vision_tower|multi_modal_projector)\./.test(stored)) return null;
+  if (stored.startsWith("language_model.")) return stored.slice("language_model.".length);
+  if (stored.startsWith("model.language_model.")) return "model." + stored.slice("model.language_model.".length);
+  return stored;
+}

@@ -1,0 +1,26 @@
+/**
+ * gemma3-wasm: Google's Gemma 3 text models in TypeScript, on WebAssembly SIMD kernels.
+ *
+ * ```ts
+ * import { loadModel } from "./mod.ts";
+ *
+ * const model = await loadModel("path/to/gemma-3-270m-it");   // Hugging Face folder or URL
+ * const session = model.createSession({ contextLength: 4096 });
+ * const logits = await session.eval([2, 17, 42]);              // last token's logits
+ * for await (const id of session.generate([], { maxTokens: 16, temperature: 0 })) {
+ *   console.log(id);
+ * }
+ * await model.dispose();
+ * ```
+ *
+ * @module
+ */
+
+export { Gemma3Model, loadModel } from "./engine/gemma3.ts";
+export type { LoadOptions, SessionOptions } from "./engine/gemma3.ts";
+export { Session } from "./engine/session.ts";
+export type { EvalOptions, GenerateOptions } from "./engine/session.ts";
+export type { SamplingOptions } from "./engine/sampling.ts";
+export type { Gemma3Config, LayerType } from "./engine/config.ts";
+export { parseHfConfig } from "./engine/config.ts";
+export type { LoadProgress } from "./engine/load_hf.ts";
