@@ -118,9 +118,10 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
   } else {
     return fail(`model_type ${JSON.stringify(top.model_type)} is not supported; ${SUPPORTED}`);
   }
-  // Token ids of multimodal checkpoints sit at the top level.
+  // Token ids of a multimodal checkpoint are the whole model's, so its top level wins for them.
+  const tokenKeys = ["bos_token_id", "eos_token_id", "pad_token_id"];
   const pick = (key: keyof typeof HF_DEFAULTS): unknown =>
-    text[key] ?? top[key] ?? HF_DEFAULTS[key];
+    (tokenKeys.includes(key) ? top[key] ?? text[key] : text[key]) ?? HF_DEFAULTS[key];
 
   const int = (key: keyof typeof HF_DEFAULTS, min = 1): number => {
     const v = pick(key);

@@ -3,7 +3,7 @@
 // derived per kernel below; a wrong index, pairing or scale errs by orders of magnitude more.
 
 import { WasmRuntime } from "../engine/runtime.ts";
-import { asBF16, assertWithin, randn, rng, U32 } from "./helpers.ts";
+import { asBF16, assertWithin, randn, rng, U32 } from "./support/helpers.ts";
 
 const rt = await WasmRuntime.create();
 const k = rt.kernels;

@@ -1,6 +1,6 @@
 // Small shared helpers for the tests: a seeded generator and float64 reference arithmetic.
 
-import { f32ToBF16 } from "../engine/dtypes.ts";
+import { f32ToBF16 } from "../../engine/dtypes.ts";
 
 /** A seeded generator (mulberry32) of uniform floats in [0, 1). */
 export function rng(seed: number): () => number {
@@ -62,3 +62,28 @@ export function assertWithin(
     }
   }
 }
+
+/** Reads every tensor of a safetensors file as f32 values (test-side reader, F32/BF16/F16). */
+export function readSafetensorsF32(bytes: Uint8Array): Record<string, Float32Array> {
+  const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  const out: Record<string, Float32Array> = {};
+  for (const [name, t] of Object.entries(header) as [string, { dtype: string; data_offsets: number[] }][]) {
+    if (name === "__metadata__") continue;
+    const raw = bytes.slice(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]);
+    if (t.dtype === "F32") out[name] = new Float32Array(raw.buffer);
+    else {
+      const u16 = new Uint16Array(raw.buffer);
+      out[name] = t.dtype === "BF16"
+        ? new Float32Array(Uint32Array.from(u16, (b) => b << 16).buffer)
+        : Float32Array.from(u16, (h) => {
+          const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+          return e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+        });
+    }
+  }
+  return out;
+}
+
+/** The fixtures folder of this repository. */
+export const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
