@@ -116,18 +116,30 @@ export class Sampler {
     // Unnormalised probabilities relative to the best token (which gets 1).
     const weight = (i: number) => Math.exp((l[i] - top) * invT);
     let ids: number[];
-    if (o.topK > 0 && o.topK < l.length) ids = topKIndices(l, o.topK);
-    else ids = candidatesForTopP(l, weight, o.topP);
-    let p = ids.map(weight);
+    let p: number[];
+    // The probability mass top-p is measured against: all tokens that survived top-k.
+    let mass = 0;
+    if (o.topK > 0 && o.topK < l.length) {
+      ids = topKIndices(l, o.topK);
+      p = ids.map(weight);
+      for (const x of p) mass += x;
+    } else {
+      // The whole vocabulary: narrow it with a threshold before building any arrays, since a
+      // 262k-entry vocabulary is sampled once per generated token.
+      const w = new Float64Array(l.length);
+      for (let i = 0; i < l.length; i++) w[i] = weight(i);
+      if (o.topP >= 1 && o.minP === 0) return drawFrom(w, this.#rng.next());
+      for (let i = 0; i < w.length; i++) mass += w[i];
+      ({ ids, p } = o.topP < 1 ? nucleusCandidates(w, o.topP, mass) : above(w, o.minP));
+    }
 
     if (o.topP < 1) {
       const order = ids.map((_, i) => i).sort((a, b) => p[b] - p[a] || ids[a] - ids[b]);
-      const total = p.reduce((s, x) => s + x, 0);
       let cum = 0;
       let keep = 0;
       while (keep < order.length) {
         cum += p[order[keep++]];
-        if (cum >= o.topP * total) break;
+        if (cum >= o.topP * mass) break;
       }
       const kept = order.slice(0, keep);
       ids = kept.map((i) => ids[i]);
@@ -135,18 +147,53 @@ export class Sampler {
     }
     if (o.minP > 0) {
       const floor = o.minP * Math.max(...p);
-      const kept = p.map((x, i) => i).filter((i) => p[i] >= floor);
+      const kept = p.map((_, i) => i).filter((i) => p[i] >= floor);
       ids = kept.map((i) => ids[i]);
       p = kept.map((i) => p[i]);
     }
-    const total = p.reduce((s, x) => s + x, 0);
-    let r = this.#rng.next() * total;
-    for (let i = 0; i < ids.length; i++) {
-      r -= p[i];
-      if (r < 0) return ids[i];
-    }
-    return ids[ids.length - 1];
+    return ids[drawFrom(p, this.#rng.next())];
   }
+}
+
+/** Index drawn with probability proportional to weights[i], given a uniform u in [0, 1). */
+function drawFrom(weights: ArrayLike<number>, u: number): number {
+  let total = 0;
+  for (let i = 0; i < weights.length; i++) total += weights[i];
+  let r = u * total;
+  for (let i = 0; i < weights.length; i++) {
+    r -= weights[i];
+    if (r < 0) return i;
+  }
+  // Rounding left r >= 0 after the last subtraction: take the last token with weight.
+  for (let i = weights.length - 1; i > 0; i--) if (weights[i] > 0) return i;
+  return 0;
+}
+
+/** Tokens whose weight is at least `threshold`, with their weights. */
+function above(w: Float64Array, threshold: number): { ids: number[]; p: number[] } {
+  const ids: number[] = [];
+  const p: number[] = [];
+  for (let i = 0; i < w.length; i++) {
+    if (w[i] >= threshold) {
+      ids.push(i);
+      p.push(w[i]);
+    }
+  }
+  return { ids, p };
+}
+
+/**
+ * Tokens that certainly contain the top-p nucleus, without sorting the whole vocabulary: take
+ * every token whose weight is at least a threshold; if their mass already reaches p of the total,
+ * the nucleus (the most likely tokens up to mass p) lies among them. Otherwise lower the
+ * threshold.
+ */
+function nucleusCandidates(w: Float64Array, topP: number, total: number): { ids: number[]; p: number[] } {
+  for (let threshold = 1e-3; threshold > 1e-300; threshold *= 1e-3) {
+    const c = above(w, threshold);
+    if (c.p.reduce((s, x) => s + x, 0) >= topP * total) return c;
+  }
+  return above(w, 0);
 }
 
 /** The k largest logits' indices (any order), via a size-k min-heap: O(V log k). */
@@ -179,22 +226,4 @@ function topKIndices(l: Float32Array, k: number): number[] {
     }
   }
   return heap;
-}
-
-/**
- * Tokens that certainly contain the top-p nucleus, without sorting the whole vocabulary: take
- * every token whose weight is at least a threshold; if their mass already reaches p of the total,
- * the nucleus (the most likely tokens up to mass p) lies among them. Otherwise lower the
- * threshold. With p = 1 every token is a candidate.
- */
-function candidatesForTopP(l: Float32Array, weight: (i: number) => number, topP: number): number[] {
-  const all = Array.from({ length: l.length }, (_, i) => i);
-  if (topP >= 1) return all;
-  const w = Float64Array.from(all, weight);
-  const total = w.reduce((s, x) => s + x, 0);
-  for (let threshold = 1e-3; threshold > 1e-30; threshold *= 1e-3) {
-    const ids = all.filter((i) => w[i] >= threshold);
-    if (ids.reduce((s, i) => s + w[i], 0) >= topP * total) return ids;
-  }
-  return all;
 }
