@@ -5,11 +5,11 @@
  *   deno task build          rebuild both files
  *   deno task check-wasm     rebuild in memory and fail if the committed files differ
  *
- * Both compilers are pinned: a different version would produce different (valid) bytes and the
+ * Both compilers are pinned in deno.json: a different version would produce different (valid) bytes and the
  * committed-output check would fail for reasons unrelated to asm/.
  */
-import asc from "npm:assemblyscript@0.28.20/asc";
-import binaryen from "npm:binaryen@132.0.0";
+import asc from "assemblyscript/asc";
+import binaryen from "binaryen";
 
 const root = new URL("../", import.meta.url);
 const wasmPath = new URL("asm/build/kernels.wasm", root);
@@ -31,8 +31,8 @@ const ascFlags = [
 
 async function compile(): Promise<Uint8Array> {
   const outputs: Record<string, Uint8Array | string> = {};
+  Deno.chdir(new URL(".", root)); // asc resolves asm/kernels.ts against the working directory
   const { error, stderr } = await asc.main(ascFlags, {
-    baseDir: new URL(".", root).pathname,
     writeFile(name: string, contents: Uint8Array | string) {
       outputs[name] = contents;
     },
