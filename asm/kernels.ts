@@ -25,88 +25,57 @@
     (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
 }
 
-/** f32 weights: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ. */
-export function matmulF32(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
-  const rowBytes = <usize>cols << 2;
-  const vecCols = cols & ~3;
-  let r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const w0 = w + <usize>r * rowBytes;
-    const w1 = w0 + rowBytes;
-    const w2 = w1 + rowBytes;
-    const w3 = w2 + rowBytes;
-    for (let t = 0; t < tokens; t++) {
-      const xt = x + <usize>t * rowBytes;
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      for (let c = 0; c < vecCols; c += 4) {
-        const off = <usize>c << 2;
-        const xv = v128.load(xt + off);
-        a0 = f32x4.add(a0, f32x4.mul(v128.load(w0 + off), xv));
-        a1 = f32x4.add(a1, f32x4.mul(v128.load(w1 + off), xv));
-        a2 = f32x4.add(a2, f32x4.mul(v128.load(w2 + off), xv));
-        a3 = f32x4.add(a3, f32x4.mul(v128.load(w3 + off), xv));
-      }
-      let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
-      for (let c = vecCols; c < cols; c++) {
-        const off = <usize>c << 2;
-        const xs = load<f32>(xt + off);
-        s0 += load<f32>(w0 + off) * xs;
-        s1 += load<f32>(w1 + off) * xs;
-        s2 += load<f32>(w2 + off) * xs;
-        s3 += load<f32>(w3 + off) * xs;
-      }
-      const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
-      store<f32>(yt, s0);
-      store<f32>(yt, s1, 4);
-      store<f32>(yt, s2, 8);
-      store<f32>(yt, s3, 12);
-    }
-  }
-  for (; r < rows; r++) {
-    const w0 = w + <usize>r * rowBytes;
-    for (let t = 0; t < tokens; t++) {
-      const xt = x + <usize>t * rowBytes;
-      let a0 = f32x4.splat(0);
-      for (let c = 0; c < vecCols; c += 4) {
-        const off = <usize>c << 2;
-        a0 = f32x4.add(a0, f32x4.mul(v128.load(w0 + off), v128.load(xt + off)));
-      }
-      let s0 = hsum(a0);
-      for (let c = vecCols; c < cols; c++) {
-        const off = <usize>c << 2;
-        s0 += load<f32>(w0 + off) * load<f32>(xt + off);
-      }
-      store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), s0);
-    }
-  }
-}
-
 // bf16 is the top half of an f32. A v128 of eight bf16 values read as four i32 lanes holds
 // (even element in the low half, odd element in the high half) per lane, so `lane << 16` gives
 // the even elements as f32 and `lane & 0xffff0000` the odd ones: widening costs one op per
 // four weights. x is shuffled once per 8 columns into matching even/odd vectors, shared by the
 // four rows of the block.
+//
+// One generic body serves both formats; W is the storage type (f32, or u16 for bf16) and every
+// branch on it is resolved at compile time.
 
-@inline function evenLanes(lo: v128, hi: v128): v128 {
-  return v128.shuffle<f32>(lo, hi, 0, 2, 4, 6);
-}
-@inline function oddLanes(lo: v128, hi: v128): v128 {
-  return v128.shuffle<f32>(lo, hi, 1, 3, 5, 7);
-}
 @inline function bf16ToF32(bits: u16): f32 {
   return reinterpret<f32>(<u32>bits << 16);
 }
-@inline function bf16Dot8(acc: v128, wv: v128, xe: v128, xo: v128): v128 {
-  const hiMask = i32x4.splat(0xffff0000);
-  acc = f32x4.add(acc, f32x4.mul(i32x4.shl(wv, 16), xe));
-  return f32x4.add(acc, f32x4.mul(v128.and(wv, hiMask), xo));
+
+/** Columns per SIMD step: 4 f32 weights or 8 bf16 weights. */
+@inline function colsPerStep<W>(): i32 {
+  return sizeof<W>() == 2 ? 8 : 4;
 }
 
-/** bf16 weights: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ, accumulated in f32. */
-export function matmulBF16(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
-  const wRowBytes = <usize>cols << 1;
+/** The x operand(s) of one step at column c: x[c..c+4] (f32), or x's even/odd lanes (bf16). */
+@inline function xFirst<W>(xt: usize, c: i32): v128 {
+  const p = xt + (<usize>c << 2);
+  if (sizeof<W>() == 2) return v128.shuffle<f32>(v128.load(p), v128.load(p, 16), 0, 2, 4, 6);
+  return v128.load(p);
+}
+@inline function xSecond<W>(xt: usize, c: i32): v128 {
+  const p = xt + (<usize>c << 2);
+  if (sizeof<W>() == 2) return v128.shuffle<f32>(v128.load(p), v128.load(p, 16), 1, 3, 5, 7);
+  return f32x4.splat(0);
+}
+
+/** acc += W[row][c..c+step] · x[c..c+step], lane-wise. */
+@inline function stepDot<W>(acc: v128, row: usize, c: i32, xa: v128, xb: v128): v128 {
+  if (sizeof<W>() == 2) {
+    const wv = v128.load(row + (<usize>c << 1));
+    acc = f32x4.add(acc, f32x4.mul(i32x4.shl(wv, 16), xa));
+    return f32x4.add(acc, f32x4.mul(v128.and(wv, i32x4.splat(0xffff0000)), xb));
+  }
+  return f32x4.add(acc, f32x4.mul(v128.load(row + (<usize>c << 2)), xa));
+}
+
+/** W[row][c] as f32. */
+@inline function weightAt<W>(row: usize, c: i32): f32 {
+  if (sizeof<W>() == 2) return bf16ToF32(load<u16>(row + (<usize>c << 1)));
+  return load<f32>(row + (<usize>c << 2));
+}
+
+@inline function matmul<W>(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
+  const wRowBytes = <usize>cols * sizeof<W>();
   const xRowBytes = <usize>cols << 2;
-  const vecCols = cols & ~7;
+  const step = colsPerStep<W>();
+  const vecCols = cols - cols % step;
   let r = 0;
   for (; r + 4 <= rows; r += 4) {
     const w0 = w + <usize>r * wRowBytes;
@@ -116,26 +85,21 @@ export function matmulBF16(w: usize, x: usize, y: usize, rows: i32, cols: i32, t
     for (let t = 0; t < tokens; t++) {
       const xt = x + <usize>t * xRowBytes;
       let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      for (let c = 0; c < vecCols; c += 8) {
-        const xp = xt + (<usize>c << 2);
-        const lo = v128.load(xp);
-        const hi = v128.load(xp, 16);
-        const xe = evenLanes(lo, hi);
-        const xo = oddLanes(lo, hi);
-        const off = <usize>c << 1;
-        a0 = bf16Dot8(a0, v128.load(w0 + off), xe, xo);
-        a1 = bf16Dot8(a1, v128.load(w1 + off), xe, xo);
-        a2 = bf16Dot8(a2, v128.load(w2 + off), xe, xo);
-        a3 = bf16Dot8(a3, v128.load(w3 + off), xe, xo);
+      for (let c = 0; c < vecCols; c += step) {
+        const xa = xFirst<W>(xt, c);
+        const xb = xSecond<W>(xt, c);
+        a0 = stepDot<W>(a0, w0, c, xa, xb);
+        a1 = stepDot<W>(a1, w1, c, xa, xb);
+        a2 = stepDot<W>(a2, w2, c, xa, xb);
+        a3 = stepDot<W>(a3, w3, c, xa, xb);
       }
       let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
       for (let c = vecCols; c < cols; c++) {
         const xs = load<f32>(xt + (<usize>c << 2));
-        const off = <usize>c << 1;
-        s0 += bf16ToF32(load<u16>(w0 + off)) * xs;
-        s1 += bf16ToF32(load<u16>(w1 + off)) * xs;
-        s2 += bf16ToF32(load<u16>(w2 + off)) * xs;
-        s3 += bf16ToF32(load<u16>(w3 + off)) * xs;
+        s0 += weightAt<W>(w0, c) * xs;
+        s1 += weightAt<W>(w1, c) * xs;
+        s2 += weightAt<W>(w2, c) * xs;
+        s3 += weightAt<W>(w3, c) * xs;
       }
       const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
       store<f32>(yt, s0);
@@ -149,19 +113,24 @@ export function matmulBF16(w: usize, x: usize, y: usize, rows: i32, cols: i32, t
     for (let t = 0; t < tokens; t++) {
       const xt = x + <usize>t * xRowBytes;
       let a0 = f32x4.splat(0);
-      for (let c = 0; c < vecCols; c += 8) {
-        const xp = xt + (<usize>c << 2);
-        const lo = v128.load(xp);
-        const hi = v128.load(xp, 16);
-        a0 = bf16Dot8(a0, v128.load(w0 + (<usize>c << 1)), evenLanes(lo, hi), oddLanes(lo, hi));
+      for (let c = 0; c < vecCols; c += step) {
+        a0 = stepDot<W>(a0, w0, c, xFirst<W>(xt, c), xSecond<W>(xt, c));
       }
       let s0 = hsum(a0);
-      for (let c = vecCols; c < cols; c++) {
-        s0 += bf16ToF32(load<u16>(w0 + (<usize>c << 1))) * load<f32>(xt + (<usize>c << 2));
-      }
+      for (let c = vecCols; c < cols; c++) s0 += weightAt<W>(w0, c) * load<f32>(xt + (<usize>c << 2));
       store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), s0);
     }
   }
+}
+
+/** f32 weights: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ. */
+export function matmulF32(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
+  matmul<f32>(w, x, y, rows, cols, tokens);
+}
+
+/** bf16 weights: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ, accumulated in f32. */
+export function matmulBF16(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
+  matmul<u16>(w, x, y, rows, cols, tokens);
 }
 
 // ---------------------------------------------------------------------------------------------
