@@ -210,3 +210,63 @@ class HttpSource implements ByteSource {
     this.#reader = undefined;
   }
 }
+
+/** Size and modification time of a local file, or null if it does not exist. */
+export async function fileInfo(path: string): Promise<{ size: number; mtimeMs: number } | null> {
+  try {
+    const s = await (await fs()).stat(path);
+    return { size: s.size, mtimeMs: s.mtimeMs };
+  } catch {
+    return null;
+  }
+}
+
+/** Reads a whole local file or URL as bytes. */
+export async function readBytes(location: string): Promise<Uint8Array> {
+  if (isUrl(location)) return new Uint8Array(await (await fetchOk(location)).arrayBuffer());
+  try {
+    return new Uint8Array(await (await fs()).readFile(location));
+  } catch (e) {
+    throw new Error(`cannot read ${location}: ${describe(e)}`);
+  }
+}
+
+/** Writes a file atomically (temporary name, then rename), creating its folder. */
+export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+  const f = await fs();
+  const dir = path.replace(/[\\/][^\\/]*$/, "");
+  await f.mkdir(dir, { recursive: true });
+  const tmp = `${path}.${Math.random().toString(36).slice(2)}.partial`;
+  await f.writeFile(tmp, bytes);
+  await f.rename(tmp, path);
+}
+
+/** An environment variable, where the runtime lets us read it (undefined otherwise). */
+export function env(name: string): string | undefined {
+  try {
+    const g = globalThis as { process?: { env?: Record<string, string | undefined> }; Deno?: { env: { get(n: string): string | undefined } } };
+    if (g.Deno) return g.Deno.env.get(name);
+    return g.process?.env?.[name];
+  } catch {
+    return undefined; // Deno without --allow-env
+  }
+}
+
+/** This engine's cache folder: $GEMMA3_WASM_CACHE, else $XDG_CACHE_HOME/gemma3-wasm, else ~/.cache/gemma3-wasm. */
+export function engineCacheDir(): string | undefined {
+  const own = env("GEMMA3_WASM_CACHE");
+  if (own) return own;
+  const xdg = env("XDG_CACHE_HOME");
+  if (xdg) return `${xdg}/gemma3-wasm`;
+  const home = env("HOME") ?? env("USERPROFILE");
+  return home ? `${home}/.cache/gemma3-wasm` : undefined;
+}
+
+/** The absolute path with symbolic links resolved (the path itself if that fails). */
+export async function realPath(path: string): Promise<string> {
+  try {
+    return await (await fs()).realpath(path);
+  } catch {
+    return path;
+  }
+}

@@ -1,0 +1,162 @@
+// Chat templates. Gemma 3's official template is rendered by a small function written from it
+// (no dependency, works everywhere); any other template (a fine-tune's own) is rendered with
+// @huggingface/jinja, the ecosystem's Jinja implementation, imported only when needed.
+
+import type { ChatMessage } from "./tokenizer.ts";
+
+/** The official Gemma 3 chat template (tokenizer_config.json of google/gemma-3-*-it). */
+const GEMMA3_TEMPLATE = `{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+`;
+
+const squash = (t: string) => t.replace(/\s+/g, "");
+
+/** Python's str.strip() (Jinja's `trim`), which strips a slightly different set than JS trim(). */
+function pyStrip(s: string): string {
+  const ws = /^[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
+  return s.replace(ws, "");
+}
+
+/** Gemma 3's template, written out: a system message folds into the first user turn. */
+function renderGemma3(messages: ChatMessage[], addGenerationPrompt: boolean, bos: string): string {
+  if (messages.length === 0) throw new Error("a chat needs at least one message");
+  let prefix = "";
+  let loop = messages;
+  if (messages[0].role === "system") {
+    const c = messages[0].content;
+    prefix = (typeof c === "string" ? c : (c[0]?.text ?? "")) + "\n\n";
+    loop = messages.slice(1);
+  }
+  let out = bos;
+  loop.forEach((m, i) => {
+    if ((m.role === "user") !== (i % 2 === 0)) {
+      throw new Error("Conversation roles must alternate user/assistant/user/assistant/...");
+    }
+    out += `<start_of_turn>${m.role === "assistant" ? "model" : m.role}\n${i === 0 ? prefix : ""}`;
+    if (typeof m.content === "string") out += pyStrip(m.content);
+    else if (Array.isArray(m.content)) {
+      for (const item of m.content) {
+        if (item.type === "image") out += "<start_of_image>";
+        else if (item.type === "text") out += pyStrip(item.text ?? "");
+      }
+    } else throw new Error("Invalid content type");
+    out += "<end_of_turn>\n";
+  });
+  if (addGenerationPrompt) out += "<start_of_turn>model\n";
+  return out;
+}
+
+type Renderer = (ctx: Record<string, unknown>) => string;
+
+/** A chat template: Gemma 3's built in, or a model's own Jinja source. */
+export class ChatTemplate {
+  /** The Jinja source. */
+  readonly source: string;
+  /** Whether this is Gemma 3's official template (rendered without Jinja). */
+  readonly isGemma3: boolean;
+  readonly #jinja: Renderer | undefined;
+
+  private constructor(source: string, isGemma3: boolean, jinja?: Renderer) {
+    this.source = source;
+    this.isGemma3 = isGemma3;
+    this.#jinja = jinja;
+  }
+
+  /** Gemma 3's official template. */
+  static gemma3(): ChatTemplate {
+    return new ChatTemplate(GEMMA3_TEMPLATE, true);
+  }
+
+  /** A template from its Jinja source; anything but Gemma 3's own is compiled with Jinja now. */
+  static async fromSource(source: string): Promise<ChatTemplate> {
+    if (squash(source) === squash(GEMMA3_TEMPLATE)) return new ChatTemplate(source, true);
+    try {
+      return new ChatTemplate(source, false, await compileJinja(source));
+    } catch (e) {
+      // Loading still succeeds (encode/decode need no template); rendering says why it cannot.
+      return new ChatTemplate(source, false, () => {
+        throw e;
+      });
+    }
+  }
+
+  /** Renders messages to the prompt text (which starts with the BOS text). */
+  render(
+    messages: ChatMessage[],
+    options: { addGenerationPrompt?: boolean; bosToken?: string; eosToken?: string } = {},
+  ): string {
+    if (!Array.isArray(messages)) throw new TypeError("messages must be an array of { role, content }");
+    for (const [i, m] of messages.entries()) {
+      if (typeof m !== "object" || m === null || typeof m.role !== "string") {
+        throw new TypeError(`message ${i} must be an object with a string role`);
+      }
+    }
+    const add = options.addGenerationPrompt ?? false;
+    const bos = options.bosToken ?? "<bos>";
+    if (this.#jinja === undefined) return renderGemma3(messages, add, bos);
+    return this.#jinja({
+      messages,
+      add_generation_prompt: add,
+      bos_token: bos,
+      eos_token: options.eosToken ?? "<eos>",
+    });
+  }
+}
+
+async function compileJinja(source: string): Promise<Renderer> {
+  type JinjaModule = { Template: new (s: string) => { render(ctx: Record<string, unknown>): string } };
+  let mod: JinjaModule | undefined;
+  // Deno resolves npm: specifiers; Bun and Node resolve the bare name from node_modules.
+  for (const spec of ["npm:@huggingface/jinja@0.5.1", "@huggingface/jinja"]) {
+    try {
+      mod = await import(spec) as JinjaModule;
+      break;
+    } catch { /* try the next way */ }
+  }
+  if (!mod) {
+    throw new Error(
+      "this model has its own chat template, which needs @huggingface/jinja: run under Deno, or " +
+        "install it (npm i @huggingface/jinja)",
+    );
+  }
+  const template = new mod.Template(source);
+  return (ctx) => template.render(ctx);
+}

@@ -1,0 +1,179 @@
+// Building TokenizerData from Hugging Face's tokenizer.json, and a compact binary form of it.
+//
+// Gemma's tokenizer.json is 33 MB of JSON (262,144 pieces, 514,906 merges as string pairs);
+// parsing it takes around a second. The compact form stores the same information as flat arrays
+// (merges as id triples, the merge hash table prebuilt), so loading it is a few typed-array views
+// and one UTF-8 decode.
+
+import { pairHash, type TokenizerData } from "./tokenizer.ts";
+
+type Json = Record<string, unknown>;
+
+function fail(where: string, msg: string): never {
+  throw new Error(`${where}: ${msg}`);
+}
+
+/** Checks that the pipeline is Gemma's (the only one this tokenizer implements). */
+function checkPipeline(t: Json, where: string): void {
+  const supported = "only Gemma-style tokenizers are supported (BPE with byte fallback, " +
+    "' ' → '▁' normalizer, no pre-tokenizer split)";
+  const model = t.model as Json | undefined;
+  if (!model || model.type !== "BPE") fail(where, `model type ${JSON.stringify(model?.type)}; ${supported}`);
+  if (model.byte_fallback !== true) fail(where, `BPE without byte_fallback; ${supported}`);
+  if (model.dropout !== null && model.dropout !== undefined && model.dropout !== 0) fail(where, "BPE dropout is not supported");
+  if (model.continuing_subword_prefix || model.end_of_word_suffix) fail(where, `subword prefixes/suffixes; ${supported}`);
+  if (model.ignore_merges === true) fail(where, `ignore_merges; ${supported}`);
+  const n = t.normalizer as Json | null;
+  const isSpaceReplace = (x: Json | null) =>
+    x?.type === "Replace" && (x.pattern as Json)?.String === " " && x.content === "▁";
+  if (!isSpaceReplace(n)) fail(where, `normalizer ${JSON.stringify(n).slice(0, 80)}; ${supported}`);
+  const p = t.pre_tokenizer as Json | null;
+  if (p !== null && p !== undefined && !(p.type === "Split" && (p.pattern as Json)?.String === " ")) {
+    fail(where, `pre_tokenizer ${JSON.stringify(p).slice(0, 80)}; ${supported}`);
+  }
+}
+
+/** Builds tokenizer data from a parsed tokenizer.json. `where` names it in errors. */
+export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): TokenizerData {
+  if (typeof t !== "object" || t === null) fail(where, "not a JSON object");
+  const json = t as Json;
+  checkPipeline(json, where);
+  const model = json.model as Json;
+  const vocab = model.vocab as Record<string, number>;
+  if (typeof vocab !== "object" || vocab === null) fail(where, "model.vocab is not an object");
+  const size = Object.keys(vocab).length;
+  const byId: string[] = new Array(size);
+  for (const [piece, id] of Object.entries(vocab)) {
+    if (!Number.isInteger(id) || id < 0 || id >= size || byId[id] !== undefined) {
+      fail(where, `vocabulary ids must be 0..${size - 1} without gaps (piece ${JSON.stringify(piece)} has ${id})`);
+    }
+    byId[id] = piece;
+  }
+  const pieceOffsets = new Uint32Array(size + 1);
+  for (let i = 0; i < size; i++) pieceOffsets[i + 1] = pieceOffsets[i] + byId[i].length;
+  const pieces = byId.join("");
+
+  const rawMerges = model.merges as unknown[];
+  if (!Array.isArray(rawMerges)) fail(where, "model.merges is not a list");
+  const merges = new Int32Array(rawMerges.length * 3);
+  rawMerges.forEach((m, r) => {
+    const [a, b] = typeof m === "string" ? m.split(" ") : m as string[];
+    const left = vocab[a], right = vocab[b], merged = vocab[a + b];
+    if (left === undefined || right === undefined || merged === undefined) {
+      fail(where, `merge ${r} (${JSON.stringify(m)}) uses a piece missing from the vocabulary`);
+    }
+    merges.set([left, right, merged], 3 * r);
+  });
+
+  const singles: number[] = [];
+  for (let id = 0; id < size; id++) {
+    const p = byId[id];
+    const cp = p.codePointAt(0)!;
+    if (p.length === (cp > 0xffff ? 2 : 1)) singles.push(cp, id);
+  }
+
+  const added = ((json.added_tokens ?? []) as Json[]).map((a) => {
+    if (!Number.isInteger(a.id) || typeof a.content !== "string") fail(where, "malformed added_tokens entry");
+    if (a.normalized === true || a.lstrip === true || a.rstrip === true || a.single_word === true) {
+      fail(where, `added token ${JSON.stringify(a.content)}: normalized/lstrip/rstrip/single_word are not supported`);
+    }
+    return { id: a.id as number, content: a.content as string, special: a.special === true };
+  });
+
+  // Characters X such that some piece contains X followed by "▁": the text is not cut there.
+  const joiners = new Set<string>();
+  for (const p of byId) {
+    if (p.indexOf("▁", 1) < 0) continue;
+    const chars = [...p];
+    for (let i = 1; i < chars.length; i++) if (chars[i] === "▁" && chars[i - 1] !== "▁") joiners.add(chars[i - 1]);
+  }
+  const unk = model.unk_token;
+  return {
+    pieces,
+    pieceOffsets,
+    merges,
+    mergeTable: buildMergeTable(merges),
+    singleChars: Int32Array.from(singles),
+    addedTokens: added,
+    joinersBeforeSpace: [...joiners].join(""),
+    unkId: typeof unk === "string" && vocab[unk] !== undefined ? vocab[unk] : 0,
+  };
+}
+
+function buildMergeTable(merges: Int32Array): Int32Array {
+  const count = merges.length / 3;
+  let size = 1;
+  while (size < count * 2) size <<= 1;
+  const table = new Int32Array(size);
+  const mask = size - 1;
+  for (let r = 0; r < count; r++) {
+    let slot = pairHash(merges[3 * r], merges[3 * r + 1], mask);
+    while (table[slot] !== 0) {
+      const other = table[slot] - 1;
+      // The first (lowest-rank) merge of a pair wins, as in Hugging Face's merge map.
+      if (merges[3 * other] === merges[3 * r] && merges[3 * other + 1] === merges[3 * r + 1]) break;
+      slot = (slot + 1) & mask;
+    }
+    if (table[slot] === 0) table[slot] = r + 1;
+  }
+  return table;
+}
+
+// Compact form: "G3TK", version, then sections, each 4-byte aligned:
+//   u32 header[8]: magic, version, vocab, merges, table size, singles (pairs), pieces UTF-8 bytes,
+//                  meta JSON bytes
+//   u32 pieceOffsets[vocab + 1] · i32 merges[3 × merges] · i32 table[size] · i32 singles[2 × n]
+//   pieces (UTF-8) · meta JSON (added tokens, joiners, unk)
+const MAGIC = 0x4b543347; // "G3TK"
+const VERSION = 1;
+
+const align4 = (n: number) => (n + 3) & ~3;
+
+/** Serialises tokenizer data to the compact form. */
+export function toCompact(d: TokenizerData): Uint8Array {
+  const enc = new TextEncoder();
+  const pieceBytes = enc.encode(d.pieces);
+  const meta = enc.encode(JSON.stringify({ added: d.addedTokens, joiners: d.joinersBeforeSpace, unk: d.unkId }));
+  const arrays = [d.pieceOffsets, d.merges, d.mergeTable, d.singleChars];
+  const header = new Uint32Array([
+    MAGIC, VERSION, d.pieceOffsets.length - 1, d.merges.length / 3, d.mergeTable.length,
+    d.singleChars.length / 2, pieceBytes.length, meta.length,
+  ]);
+  const total = header.byteLength + arrays.reduce((n, a) => n + a.byteLength, 0) + align4(pieceBytes.length) + meta.length;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const a of [header, ...arrays]) {
+    out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
+    at += a.byteLength;
+  }
+  out.set(pieceBytes, at);
+  out.set(meta, at + align4(pieceBytes.length));
+  return out;
+}
+
+/** Reads the compact form; throws if it is not one (or of another version). */
+export function fromCompact(bytes: Uint8Array, where = "tokenizer cache"): TokenizerData {
+  if (bytes.byteOffset % 4 !== 0) bytes = bytes.slice();
+  const buf = bytes.buffer;
+  const base = bytes.byteOffset;
+  if (bytes.length < 32) fail(where, "too short");
+  const h = new Uint32Array(buf, base, 8);
+  if (h[0] !== MAGIC || h[1] !== VERSION) fail(where, "not a compact tokenizer of this version");
+  const [, , vocab, merges, tableSize, singles, pieceLen, metaLen] = h;
+  let at = base + 32;
+  const take = <T>(make: (o: number) => T, bytesLen: number): T => {
+    if (at + bytesLen > base + bytes.length) fail(where, "truncated");
+    const v = make(at);
+    at += bytesLen;
+    return v;
+  };
+  const pieceOffsets = take((o) => new Uint32Array(buf, o, vocab + 1), 4 * (vocab + 1));
+  const mergeArr = take((o) => new Int32Array(buf, o, 3 * merges), 12 * merges);
+  const mergeTable = take((o) => new Int32Array(buf, o, tableSize), 4 * tableSize);
+  const singleChars = take((o) => new Int32Array(buf, o, 2 * singles), 8 * singles);
+  const dec = new TextDecoder();
+  const pieces = take((o) => dec.decode(new Uint8Array(buf, o, pieceLen)), align4(pieceLen));
+  const meta = JSON.parse(take((o) => dec.decode(new Uint8Array(buf, o, metaLen)), metaLen));
+  if (pieces.length !== pieceOffsets[vocab]) fail(where, "pieces do not match their offsets");
+  return { pieces, pieceOffsets, merges: mergeArr, mergeTable, singleChars, addedTokens: meta.added, joinersBeforeSpace: meta.joiners, unkId: meta.unk };
+}

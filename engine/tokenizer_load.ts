@@ -1,0 +1,100 @@
+// loadTokenizer: finds tokenizer.json (a file, a model folder, or a URL), builds the tokenizer,
+// and caches the compact form so the next start skips the 33 MB JSON parse. The cache key is the
+// file's path, size and modification time; a stale or unreadable cache entry is rebuilt.
+
+import {
+  engineCacheDir,
+  fileInfo,
+  isDirectory,
+  isUrl,
+  joinLocation,
+  readBytes,
+  readText,
+  realPath,
+  writeFileAtomic,
+} from "./io.ts";
+import { ChatTemplate } from "./chat.ts";
+import { Tokenizer } from "./tokenizer.ts";
+import { fromCompact, fromTokenizerJson, toCompact } from "./tokenizer_format.ts";
+import type { TokenizerData } from "./tokenizer.ts";
+
+/** Options of `loadTokenizer`. */
+export interface TokenizerLoadOptions {
+  /** Cache the compact form on disk (default true where there is a file system). */
+  cache?: boolean;
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function readJson(location: string): Promise<unknown> {
+  const text = await readText(location);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${location}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+async function loadData(jsonPath: string, useCache: boolean): Promise<TokenizerData> {
+  const info = isUrl(jsonPath) ? null : await fileInfo(jsonPath);
+  const dir = useCache && info ? engineCacheDir() : undefined;
+  let cachePath: string | undefined;
+  if (dir && info) {
+    const key = `${await realPath(jsonPath)}\0${info.size}\0${info.mtimeMs}`;
+    cachePath = `${dir}/tokenizers/${(await sha256Hex(key)).slice(0, 32)}.g3tk`;
+    try {
+      return fromCompact(await readBytes(cachePath), cachePath);
+    } catch { /* no cache yet, or unusable: rebuild */ }
+  }
+  const data = fromTokenizerJson(await readJson(jsonPath), jsonPath);
+  if (cachePath) await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
+  return data;
+}
+
+/**
+ * Loads a tokenizer from a `tokenizer.json` path or URL, or from a model folder (path or URL)
+ * holding one. The folder's chat template (tokenizer_config.json's `chat_template`, or
+ * chat_template.jinja) comes along for `applyChatTemplate`.
+ */
+export async function loadTokenizer(source: string, options: TokenizerLoadOptions = {}): Promise<Tokenizer> {
+  if (typeof source !== "string" || source === "") throw new TypeError("loadTokenizer needs a path or URL");
+  let jsonPath = source;
+  let folder: string | undefined;
+  if (await isDirectory(source)) folder = source;
+  else if (isUrl(source) && !/\.json$/i.test(new URL(source).pathname)) folder = source;
+  else folder = source.replace(/[\\/][^\\/]*$/, "") || ".";
+  if (jsonPath === folder) jsonPath = joinLocation(folder, "tokenizer.json");
+  if (!isUrl(jsonPath) && !(await fileInfo(jsonPath))) {
+    throw new Error(`${jsonPath}: no such file (a Gemma 3 tokenizer.json is needed)`);
+  }
+  const data = await loadData(jsonPath, options.cache ?? true);
+  const template = await findChatTemplate(folder);
+  return new Tokenizer(data, template);
+}
+
+/** The folder's chat template, if it has one. */
+async function findChatTemplate(folder: string): Promise<ChatTemplate | undefined> {
+  const config = joinLocation(folder, "tokenizer_config.json");
+  const jinja = joinLocation(folder, "chat_template.jinja");
+  for (const [path, read] of [
+    [jinja, async () => await readText(jinja)],
+    [config, async () => ((await readJson(config)) as { chat_template?: unknown }).chat_template],
+  ] as const) {
+    if (!isUrl(path) && !(await fileInfo(path))) continue;
+    try {
+      const t = await read();
+      if (typeof t === "string") return await ChatTemplate.fromSource(t);
+      if (Array.isArray(t)) {
+        // Named templates: [{ name, template }]; "default" is the chat one.
+        const d = t.find((x: { name?: string }) => x.name === "default") ?? t[0];
+        if (d && typeof d.template === "string") return await ChatTemplate.fromSource(d.template);
+      }
+    } catch (e) {
+      if (!isUrl(path)) throw e;
+    }
+  }
+  return undefined;
+}
