@@ -50,9 +50,15 @@ const GEMMA3_TEMPLATE = `{{ bos_token }}
 const squash = (t: string) => t.replace(/\s+/g, "");
 
 /** Python's str.strip() (Jinja's `trim`), which strips a slightly different set than JS trim(). */
+const PY_SPACE = new Set(
+  [..."\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"].map((c) => c.charCodeAt(0)),
+);
+for (let c = 0x2000; c <= 0x200a; c++) PY_SPACE.add(c);
 function pyStrip(s: string): string {
-  const ws = /^[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
-  return s.replace(ws, "");
+  let a = 0, b = s.length;
+  while (a < b && PY_SPACE.has(s.charCodeAt(a))) a++;
+  while (b > a && PY_SPACE.has(s.charCodeAt(b - 1))) b--;
+  return s.slice(a, b);
 }
 
 /** Gemma 3's template, written out: a system message folds into the first user turn. */
