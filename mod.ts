@@ -17,7 +17,7 @@
  */
 
 export { Gemma3Model, loadModel } from "./engine/gemma3.ts";
-export type { LoadOptions, SessionOptions } from "./engine/gemma3.ts";
+export type { ChatOptions, LoadOptions, SessionOptions } from "./engine/gemma3.ts";
 export { Session } from "./engine/session.ts";
 export type { EvalOptions, GenerateOptions } from "./engine/session.ts";
 export type { SamplingOptions } from "./engine/sampling.ts";

@@ -2,11 +2,14 @@
 // makes sessions.
 
 import type { Gemma3Config } from "./config.ts";
-import { isDirectory, isUrl } from "./io.ts";
+import { exists, isDirectory, isUrl, joinLocation } from "./io.ts";
 import { type LoadProgress, loadHfFolder, type WasmWeight } from "./load_hf.ts";
 import { type Activations, allocActivations } from "./model.ts";
 import { WasmRuntime } from "./runtime.ts";
 import { Session, type SessionHost } from "./session.ts";
+import type { ChatMessage, Tokenizer } from "./tokenizer.ts";
+import { loadTokenizer } from "./tokenizer_load.ts";
+import type { GenerateOptions } from "./session.ts";
 import { type Ptr, WasmBackend } from "./wasm_backend.ts";
 import type { ModelWeights } from "./weights.ts";
 
@@ -27,6 +30,12 @@ export interface SessionOptions {
   contextLength?: number;
 }
 
+/** Options of `model.chat`: sampling and stopping, and which session keeps the conversation. */
+export interface ChatOptions extends GenerateOptions {
+  /** The session that holds the conversation's KV cache (default: one the model keeps). */
+  session?: Session;
+}
+
 /** A loaded Gemma 3 model. Create sessions to evaluate and generate. */
 export class Gemma3Model {
   /** The parsed configuration. */
@@ -39,6 +48,8 @@ export class Gemma3Model {
   readonly #sessions = new Set<Session>();
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
+  #tokenizer: Tokenizer | undefined;
+  #chatSession: Session | undefined;
 
   /** @internal Use `loadModel()`. */
   constructor(
@@ -47,8 +58,10 @@ export class Gemma3Model {
     weights: ModelWeights<WasmWeight>,
     allocations: number[],
     maxChunk: number,
+    tokenizer?: Tokenizer,
   ) {
     this.config = config;
+    this.#tokenizer = tokenizer;
     this.backend = "wasm";
     this.#rt = rt;
     this.#allocations = allocations;
@@ -66,6 +79,48 @@ export class Gemma3Model {
       },
       release: (s) => this.#sessions.delete(s),
     };
+  }
+
+  /** The model's tokenizer (from tokenizer.json in the model folder); throws if it had none. */
+  get tokenizer(): Tokenizer {
+    if (!this.#tokenizer) throw new Error("this model was loaded without a tokenizer (its folder has no tokenizer.json)");
+    return this.#tokenizer;
+  }
+
+  /** Whether the model came with a tokenizer. */
+  get hasTokenizer(): boolean {
+    return this.#tokenizer !== undefined;
+  }
+
+  /**
+   * Continues a conversation: renders `messages` with the chat template, evaluates only the
+   * tokens the session does not hold yet (the KV cache is kept across turns), and streams the
+   * answer as text. Stops at <end_of_turn> or <eos> unless `stopTokens` says otherwise.
+   */
+  async *chat(messages: ChatMessage[], options: ChatOptions = {}): AsyncGenerator<string> {
+    const tok = this.tokenizer;
+    const session = options.session ?? (this.#chatSession ??= this.createSession());
+    const prompt = tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), { addBos: false });
+    if (prompt.length > session.contextLength) {
+      throw new RangeError(
+        `the conversation is ${prompt.length} tokens, more than the context length ${session.contextLength}`,
+      );
+    }
+    // Keep the longest prefix the session already holds; at least one token must be evaluated
+    // to get logits for the answer's first token.
+    const held = session.tokens;
+    let same = 0;
+    while (same < held.length && same < prompt.length - 1 && held[same] === prompt[same]) same++;
+    session.truncate(same);
+    const stopTokens = options.stopTokens ??
+      [...new Set([tok.endOfTurnId, tok.eosId, ...this.config.eosTokenIds])].filter((id) => id >= 0);
+    const decoder = tok.streamDecoder({ skipSpecialTokens: true });
+    for await (const id of session.generate(prompt.slice(same), { ...options, stopTokens })) {
+      const text = decoder.push(id);
+      if (text) yield text;
+    }
+    const rest = decoder.flush();
+    if (rest) yield rest;
   }
 
   /** Bytes of WebAssembly memory in use (weights, caches, activations). */
@@ -115,5 +170,7 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   }
   const rt = await WasmRuntime.create();
   const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress);
-  return new Gemma3Model(rt, config, weights, allocations, maxChunk);
+  let tokenizer: Tokenizer | undefined;
+  if (await exists(joinLocation(source, "tokenizer.json"))) tokenizer = await loadTokenizer(source);
+  return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer);
 }

@@ -45,6 +45,8 @@ export interface KvCache<A> {
   scores: A;
   /** Bytes held by keys and values. */
   bytes: number;
+  /** The smallest ring buffer (slots of a sliding layer); Infinity when no layer wraps. */
+  ringSlots: number;
 }
 
 /** Activation buffers of a model: one chunk's worth. */
@@ -87,7 +89,8 @@ export function allocKvCache<A, W>(b: Backend<A, W>, c: Gemma3Config, contextLen
     bytes += 2 * capacity * kvDim * 4;
   }
   const maxCapacity = Math.max(...layers.map((l) => l.capacity));
-  return { layers, scores: b.alloc(maxCapacity), bytes };
+  const rings = layers.map((l) => l.capacity).filter((c) => c < contextLength);
+  return { layers, scores: b.alloc(maxCapacity), bytes, ringSlots: rings.length ? Math.min(...rings) : Infinity };
 }
 
 /** Frees a KV cache's buffers. */

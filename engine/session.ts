@@ -166,6 +166,35 @@ export class Session {
     }
   }
 
+  /** The token ids in the context, oldest first (a copy). */
+  get tokens(): number[] {
+    return [...this.#tokens];
+  }
+
+  /**
+   * Shortens the context to its first `length` tokens, so a sequence can continue from there.
+   * Full-attention layers just forget the rest. A sliding-window layer's ring buffer, though, has
+   * overwritten older positions with newer ones; when the dropped tokens destroyed keys the
+   * remaining ones still need, the kept tokens are evaluated again (lazily, on the next eval).
+   */
+  truncate(length: number): void {
+    this.#live();
+    if (!Number.isInteger(length) || length < 0 || length > this.position) {
+      throw new RangeError(`truncate needs a length from 0 to ${this.position}, got ${length}`);
+    }
+    if (length === this.position) return;
+    const evaluated = this.#tokens.length - this.#pending.length;
+    let keep = Math.min(evaluated, length);
+    // Position q sits in slot q % ring; evaluating q (for q >= ring) destroyed position q - ring.
+    // Continuing at `keep` needs keep - ring + 1 .. keep - 1, destroyed by any q in keep + 1 ..
+    // evaluated - 1 with q >= ring.
+    const ring = this.#live().ringSlots;
+    if (Math.max(keep + 1, ring) <= evaluated - 1) keep = 0;
+    this.#tokens = this.#tokens.slice(0, length);
+    this.#pending = this.#tokens.slice(keep);
+    this.#lastLogits = null;
+  }
+
   /** Empties the context (the cache memory is kept for reuse). */
   reset(): void {
     this.#live();
