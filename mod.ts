@@ -24,6 +24,8 @@ export type { SamplingOptions } from "./engine/sampling.ts";
 export type { Gemma3Config, LayerType } from "./engine/config.ts";
 export { parseHfConfig } from "./engine/config.ts";
 export type { LoadProgress } from "./engine/load_hf.ts";
+export { downloadModel, hubCacheDir } from "./engine/hub.ts";
+export type { DownloadProgress, HubOptions } from "./engine/hub.ts";
 export { loadTokenizer } from "./engine/tokenizer_load.ts";
 export type { TokenizerLoadOptions } from "./engine/tokenizer_load.ts";
 export { StreamDecoder, Tokenizer } from "./engine/tokenizer.ts";

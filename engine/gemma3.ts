@@ -2,7 +2,8 @@
 // makes sessions.
 
 import type { Gemma3Config } from "./config.ts";
-import { exists, isDirectory, isUrl, joinLocation } from "./io.ts";
+import { exists, hasFileSystem, isDirectory, isUrl, joinLocation, readText } from "./io.ts";
+import { downloadModel, hubEndpoint, isRepoId } from "./hub.ts";
 import { type LoadProgress, loadHfFolder, type WasmWeight } from "./load_hf.ts";
 import { type Activations, allocActivations } from "./model.ts";
 import { WasmRuntime } from "./runtime.ts";
@@ -15,9 +16,11 @@ import type { ModelWeights } from "./weights.ts";
 
 /** Options of `loadModel`. */
 export interface LoadOptions {
+  /** For a model by name: the branch, tag or commit (default "main"). */
+  revision?: string;
   /** Where to run: "wasm" (WebAssembly SIMD), or "auto" (the default; currently always wasm). */
   backend?: "auto" | "wasm";
-  /** Called as weight data is read, for progress display. */
+  /** Called as files download (models by name) and as weight data is read. */
   onProgress?: (progress: LoadProgress) => void;
   /** Tokens evaluated per forward call when a prompt is long (default 64). */
   maxChunk?: number;
@@ -50,6 +53,8 @@ export class Gemma3Model {
   #disposed = false;
   #tokenizer: Tokenizer | undefined;
   #chatSession: Session | undefined;
+  /** Sampling settings from the model's generation_config.json (empty if it has none). */
+  readonly generationDefaults: GenerateOptions;
 
   /** @internal Use `loadModel()`. */
   constructor(
@@ -59,9 +64,11 @@ export class Gemma3Model {
     allocations: number[],
     maxChunk: number,
     tokenizer?: Tokenizer,
+    generationDefaults: GenerateOptions = {},
   ) {
     this.config = config;
     this.#tokenizer = tokenizer;
+    this.generationDefaults = generationDefaults;
     this.backend = "wasm";
     this.#rt = rt;
     this.#allocations = allocations;
@@ -153,9 +160,21 @@ export class Gemma3Model {
   }
 }
 
+/** A Hub repository as a local snapshot folder (downloaded into the Hugging Face cache), or, where
+ * there is no file system (browsers), as the URL of its files. */
+async function resolveRepo(repoId: string, options: LoadOptions): Promise<string> {
+  if (!(await hasFileSystem())) return `${hubEndpoint()}/${repoId}/resolve/${options.revision ?? "main"}/`;
+  const onProgress = options.onProgress;
+  return await downloadModel(repoId, {
+    revision: options.revision,
+    onDownload: onProgress && ((p) => onProgress({ phase: "download", ...p })),
+  });
+}
+
 /**
- * Loads a Gemma 3 model from a Hugging Face folder: a local path or an http(s) URL of a folder
- * holding config.json and model.safetensors (or sharded safetensors with their index).
+ * Loads a Gemma 3 model: a Hugging Face model folder (a local path, or an http(s) URL of a folder
+ * holding config.json and model.safetensors or sharded safetensors with their index), or a Hub
+ * repository by name ("unsloth/gemma-3-270m-it"), downloaded once into the Hugging Face cache.
  */
 export async function loadModel(source: string, options: LoadOptions = {}): Promise<Gemma3Model> {
   if (typeof source !== "string" || source === "") throw new TypeError("loadModel needs a folder path or URL");
@@ -166,11 +185,37 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   const maxChunk = options.maxChunk ?? 64;
   if (!Number.isInteger(maxChunk) || maxChunk < 1) throw new RangeError(`maxChunk must be a positive integer, got ${maxChunk}`);
   if (!isUrl(source) && !(await isDirectory(source))) {
-    throw new Error(`${source}: not a folder (expected a Hugging Face model folder with config.json)`);
+    if (!isRepoId(source)) {
+      throw new Error(`${source}: not a folder, URL or Hub repository name (expected a Hugging Face model folder with config.json)`);
+    }
+    source = await resolveRepo(source, options);
   }
   const rt = await WasmRuntime.create();
   const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress);
   let tokenizer: Tokenizer | undefined;
   if (await exists(joinLocation(source, "tokenizer.json"))) tokenizer = await loadTokenizer(source);
-  return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer);
+  const defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
+  return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer, defaults);
+}
+
+/** The sampling settings of a generation_config.json, if the model has one. */
+async function readGenerationConfig(location: string): Promise<GenerateOptions> {
+  if (!(await exists(location))) return {};
+  let g: Record<string, unknown>;
+  try {
+    g = JSON.parse(await readText(location));
+  } catch (e) {
+    throw new Error(`${location}: not valid JSON (${(e as Error).message})`);
+  }
+  const num = (k: string) => (typeof g[k] === "number" ? g[k] as number : undefined);
+  const out: GenerateOptions = {};
+  if (g.do_sample === false) out.temperature = 0;
+  else out.temperature = num("temperature") ?? (g.do_sample === true ? 1 : undefined);
+  if (num("top_k") !== undefined) out.topK = num("top_k");
+  if (num("top_p") !== undefined) out.topP = num("top_p");
+  if (num("min_p") !== undefined) out.minP = num("min_p");
+  if (num("repetition_penalty") !== undefined) out.repetitionPenalty = num("repetition_penalty");
+  const eos = g.eos_token_id;
+  if (Array.isArray(eos) || typeof eos === "number") out.stopTokens = ([] as number[]).concat(eos as number[]);
+  return out;
 }

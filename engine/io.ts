@@ -270,3 +270,39 @@ export async function realPath(path: string): Promise<string> {
     return path;
   }
 }
+
+/** Hex digest (node:crypto, streaming) of `prefix` followed by a local file's bytes. */
+export async function hashFile(path: string, algorithm: "sha256" | "sha1", prefix?: Uint8Array): Promise<string> {
+  const { createHash } = await import("node:crypto");
+  const f = await fs();
+  const h = createHash(algorithm);
+  if (prefix) h.update(prefix);
+  const handle = await f.open(path, "r");
+  try {
+    const buf = new Uint8Array(1 << 22);
+    for (let pos = 0;;) {
+      const { bytesRead } = await handle.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
+  return h.digest("hex");
+}
+
+/** The file-system calls the Hub cache needs, kept here with the rest of the platform access. */
+export async function fileSystem(): Promise<Fs> {
+  return await fs();
+}
+
+/** Whether this runtime has a file system (Deno, Bun, Node: yes; browsers: no). */
+export async function hasFileSystem(): Promise<boolean> {
+  try {
+    await fs();
+    return true;
+  } catch {
+    return false;
+  }
+}

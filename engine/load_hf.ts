@@ -22,11 +22,15 @@ export interface WasmWeight {
   cols: number;
 }
 
-/** Progress of a long load. */
+/** Progress of a long load: downloading files (models by name), then reading the weights. */
 export interface LoadProgress {
-  /** Bytes of tensor data read so far. */
+  /** "download": a file is coming from the Hub; "load": weights are being read into memory. */
+  phase: "download" | "load";
+  /** The file being downloaded (phase "download"). */
+  file?: string;
+  /** Bytes done so far (of this file, when downloading; of all tensor data, when loading). */
   loadedBytes: number;
-  /** Bytes of tensor data in all. */
+  /** Bytes in all. */
   totalBytes: number;
 }
 
@@ -156,7 +160,7 @@ export async function loadHfFolder(
     for (const { entry, weight } of jobs) {
       await readTensor(rt, entry, weight);
       loadedBytes += entry.bytes;
-      onProgress?.({ loadedBytes, totalBytes });
+      onProgress?.({ phase: "load", loadedBytes, totalBytes });
     }
     return { config, weights: assembleWeights(config, (n) => placed.get(n)!), allocations };
   } catch (e) {

@@ -15,6 +15,7 @@ import {
 } from "./io.ts";
 import { ChatTemplate } from "./chat.ts";
 import { Tokenizer } from "./tokenizer.ts";
+import { downloadModel, isRepoId } from "./hub.ts";
 import { fromCompact, fromTokenizerJson, toCompact } from "./tokenizer_format.ts";
 import type { TokenizerData } from "./tokenizer.ts";
 
@@ -55,12 +56,16 @@ async function loadData(jsonPath: string, useCache: boolean): Promise<TokenizerD
 }
 
 /**
- * Loads a tokenizer from a `tokenizer.json` path or URL, or from a model folder (path or URL)
- * holding one. The folder's chat template (tokenizer_config.json's `chat_template`, or
- * chat_template.jinja) comes along for `applyChatTemplate`.
+ * Loads a tokenizer from a `tokenizer.json` path or URL, from a model folder (path or URL)
+ * holding one, or from a Hub repository by name (only its tokenizer files are downloaded). The
+ * folder's chat template (tokenizer_config.json's `chat_template`, or chat_template.jinja) comes
+ * along for `applyChatTemplate`.
  */
 export async function loadTokenizer(source: string, options: TokenizerLoadOptions = {}): Promise<Tokenizer> {
   if (typeof source !== "string" || source === "") throw new TypeError("loadTokenizer needs a path or URL");
+  if (!isUrl(source) && !(await fileInfo(source)) && isRepoId(source)) {
+    source = await downloadModel(source, { files: "tokenizer" });
+  }
   let jsonPath = source;
   let folder: string | undefined;
   if (await isDirectory(source)) folder = source;

@@ -1,22 +1,86 @@
 // The CLI as a user runs it: a child process, its stdout, stderr and exit code.
 
 import { deepStrictEqual, match, ok } from "node:assert/strict";
+import { loadModel } from "../mod.ts";
+import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
 import { FIXTURES } from "./support/helpers.ts";
+import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 
 const cli = new URL("../cli.ts", import.meta.url).pathname;
 const tinyA = `${FIXTURES}tiny-a`;
 const golden = JSON.parse(await Deno.readTextFile(`${tinyA}/golden.json`));
 
-async function run(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
+// A tiny random model over the real Gemma 3 vocabulary, with the real tokenizer files.
+const config = smallConfig({ vocab_size: 262144, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, layer_types: ["sliding_attention", "full_attention"], sliding_window: 4 });
+const withTokenizer = await writeCheckpoint(config, randomWeights(config, 21));
+for (const f of ["tokenizer.json", "tokenizer_config.json"]) await Deno.copyFile(`${await gemmaTokenizerDir()}${f}`, `${withTokenizer}/${f}`);
+
+async function runWithInput(input: string | null, ...args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", cli, ...args],
     stdout: "piped",
     stderr: "piped",
-    stdin: "null",
-  }).output();
+    stdin: input === null ? "null" : "piped",
+  }).spawn();
+  if (input !== null) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(input));
+    await w.close();
+  }
+  const out = await child.output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
+
+const run = (...args: string[]) => runWithInput(null, ...args);
+
+/** The greedy answer to a chat prompt, computed through the library (not the CLI). */
+async function greedyAnswer(prompt: string, n: number): Promise<string> {
+  const model = await loadModel(withTokenizer);
+  const tok = model.tokenizer;
+  const ids = tok.encode(tok.applyChatTemplate([{ role: "user", content: prompt }], { addGenerationPrompt: true }), { addBos: false });
+  const out: number[] = [];
+  for await (const id of model.createSession().generate(ids, { maxTokens: n, stopTokens: [1, 106] })) out.push(id);
+  await model.dispose();
+  return tok.decode(out, { skipSpecialTokens: true });
+}
+
+Deno.test("cli run streams the chat answer; stats on stderr; the prompt can come from stdin", async () => {
+  const want = await greedyAnswer("Why is the sky blue?", 10);
+  const res = await run("run", "Why is the sky blue?", "-m", withTokenizer, "-n", "10", "--temperature", "0");
+  deepStrictEqual(res.code, 0, res.stderr);
+  deepStrictEqual(res.stdout, want + "\n");
+  match(res.stderr, /prefill \d+ tokens, [\d.]+ tok\/s \| decode \d+ tokens, [\d.]+ tok\/s/);
+  const piped = await runWithInput("Why is the sky blue?", "run", "-m", withTokenizer, "-n", "10", "--temperature", "0", "--json");
+  deepStrictEqual(piped.code, 0, piped.stderr);
+  deepStrictEqual(JSON.parse(piped.stdout).text, want);
+});
+
+Deno.test("cli chat answers each stdin line, keeps the conversation, and /reset starts over", async () => {
+  const res = await runWithInput("Why is the sky blue?\n/reset\nWhy is the sky blue?\n", "chat", "-m", withTokenizer, "-n", "6", "--temperature", "0", "--json");
+  deepStrictEqual(res.code, 0, res.stderr);
+  const lines = res.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  deepStrictEqual(lines.length, 2);
+  const want = await greedyAnswer("Why is the sky blue?", 6);
+  deepStrictEqual(lines[0].answer, want);
+  deepStrictEqual(lines[1].answer, want, "after /reset the same question gets the same answer");
+});
+
+Deno.test("cli tokenize matches the reference ids, decodes, and explains pieces", async () => {
+  const enc = await run("tokenize", "Hello world", "-m", withTokenizer);
+  deepStrictEqual(enc.stdout.trim(), "2 9259 1902", enc.stderr);
+  const dec = await run("tokenize", "--decode", "2,9259,1902", "--skip-special", "-m", `${withTokenizer}/tokenizer.json`);
+  deepStrictEqual(dec.stdout, "Hello world\n", dec.stderr);
+  const plain = JSON.parse((await run("tokenize", "<start_of_turn>", "--plain", "--no-bos", "--json", "-m", withTokenizer)).stdout);
+  ok(!plain.ids.includes(105));
+  deepStrictEqual(plain.pieces.join(""), "<start_of_turn>");
+});
+
+Deno.test("cli run on a model without a tokenizer is one clear error", async () => {
+  const res = await run("run", "hi", "-m", tinyA);
+  deepStrictEqual(res.code, 1);
+  match(res.stderr, /no tokenizer\.json/);
+});
 
 Deno.test("cli generate prints the golden greedy continuation and a stats line", async () => {
   const r = golden.results[1];
@@ -54,13 +118,46 @@ Deno.test("cli errors are one line and a non-zero exit", async () => {
   }
 });
 
-Deno.test("cli --help answers for the tool and for generate", async () => {
+Deno.test("cli --help answers for the tool and every command", async () => {
   const top = await run("--help");
   deepStrictEqual(top.code, 0);
-  match(top.stdout, /generate/);
+  for (const c of ["run", "chat", "tokenize", "generate", "HF_TOKEN", "HF_HUB_OFFLINE"]) match(top.stdout, new RegExp(c));
+  for (const c of ["run", "chat", "tokenize"]) {
+    const h = await run(c, "--help");
+    deepStrictEqual(h.code, 0);
+    match(h.stdout, new RegExp(`Usage: cli.ts ${c}`));
+  }
   const gen = await run("generate", "--help");
   deepStrictEqual(gen.code, 0);
   for (const flag of ["--model", "--tokens", "--max-tokens", "--temperature", "--top-k", "--top-p", "--min-p", "--repetition-penalty", "--seed", "--stop", "--json"]) {
     ok(gen.stdout.includes(flag), `help mentions ${flag}`);
   }
+});
+
+Deno.test("cli chat: Ctrl-C stops the current answer, not the program", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "chat", "-m", withTokenizer, "-n", "100000", "--temperature", "0.9", "--seed", "1"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode("Tell me a long story.\n"));
+  const reader = child.stdout.getReader();
+  let out = "";
+  while (out.length < 20) out += new TextDecoder().decode((await reader.read()).value);
+  child.kill("SIGINT");
+  while (!out.includes("[stopped]")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += new TextDecoder().decode(value);
+  }
+  await w.write(new TextEncoder().encode("/exit\n"));
+  await w.close();
+  reader.releaseLock();
+  await child.stdout.cancel();
+  const status = await child.status;
+  await child.stderr.cancel();
+  ok(out.includes("[stopped]"), out.slice(-200));
+  deepStrictEqual(status.code, 0);
 });
