@@ -7,7 +7,8 @@
 
 import process from "node:process";
 import { readFile } from "node:fs/promises";
-import { loadModel } from "../mod.ts";
+import { existsSync } from "node:fs";
+import { loadModel, loadTokenizer } from "../mod.ts";
 
 const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : `node ${process.version}`;
 const dir = process.argv[2] ?? "tests/fixtures/tiny-a";
@@ -26,5 +27,17 @@ for (const r of golden.results as { prompt: number[]; greedy_continuation_kv_cac
   s.dispose();
 }
 await model.dispose();
+
+// The tokenizer too, when the tests have fetched the real tokenizer.json (CI runs them first).
+const tokDir = "tests/.cache/gemma3-tokenizer";
+if (existsSync(`${tokDir}/tokenizer.json`)) {
+  const tok = await loadTokenizer(tokDir);
+  const cases: { name: string; text: string; ids: number[] }[] = JSON.parse(await readFile("tests/fixtures/tokenizer/encode-cases.json", "utf8"));
+  const bad = cases.filter((c) => tok.encode(c.text, { addBos: false }).join() !== c.ids.join());
+  if (bad.length) {
+    failed++;
+    console.error(`tokenizer: ${bad.length} encode cases differ, e.g. ${bad[0].name}`);
+  } else passed++;
+}
 console.log(`smoke (${runtime}): ${passed} passed, ${failed} failed`);
 process.exitCode = failed ? 1 : 0;
