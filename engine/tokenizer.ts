@@ -57,7 +57,9 @@ export interface DecodeOptions {
 
 /** A chat message; content is a string or a list of parts (text parts are used). */
 export interface ChatMessage {
+  /** "system", "user", "assistant" (or "model"). */
   role: "system" | "user" | "assistant" | "model" | string;
+  /** The text, or parts such as `{ type: "text", text }`. */
   content: string | { type: string; text?: string }[];
 }
 
@@ -108,6 +110,7 @@ export class Tokenizer {
   /** The chat template (the model's own, or Gemma 3's official one). */
   readonly chatTemplate: ChatTemplate;
 
+  /** A tokenizer over built data (see `loadTokenizer`, which is how one is normally made). */
   constructor(data: TokenizerData, chatTemplate?: ChatTemplate) {
     this.#d = data;
     this.chatTemplate = chatTemplate ?? ChatTemplate.gemma3();
