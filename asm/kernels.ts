@@ -230,14 +230,17 @@ export function ropeInPlace(x: usize, tokens: i32, heads: i32, headDim: i32, sta
 // lives in slot p % capacity. For a full-attention layer capacity >= context length, so the
 // modulo never wraps. For a sliding-window layer capacity = window: a ring buffer.
 //
-// Tokens are processed in order, and each one first writes its key/value into the cache and then
-// attends. That order is what makes a ring buffer of exactly `window` slots sufficient: token p
-// overwrites the slot of p - window, which neither it nor any later token can see.
+// Attention runs in two steps. `attention` reads keys and values of earlier positions from the
+// cache and those of the chunk itself from the new k/v rows, and does not write the cache;
+// `appendKv` then writes the chunk into the cache. Reading the chunk from k/v is what makes a
+// ring of exactly `window` slots enough even for long chunks: while the chunk is attended, the
+// cache still holds the `window` positions before it, and nothing has been overwritten yet. It
+// also lets threads split the work by heads with no ordering between them.
 //
 // Token p sees keys lo..p with lo = p - window + 1 (sliding) or 0 (window = 0: full attention).
 // Query head h reads KV head h / (heads / kvHeads) (grouped-query attention). Scores are scaled
 // by `scale` (query_pre_attn_scalar^-0.5 for Gemma 3) and soft-maxed in f32.
-// `scores` is scratch of at least min(capacity, lastPos + 1) floats.
+// `scores` is scratch of at least (lastPos + 1) floats, bounded by the visible span.
 // ---------------------------------------------------------------------------------------------
 
 @inline function dot(a: usize, b: usize, n: i32): f32 {
@@ -255,11 +258,16 @@ export function ropeInPlace(x: usize, tokens: i32, heads: i32, headDim: i32, sta
   return s;
 }
 
-/** Writes each new token's k/v into the cache, then attends over its visible window. */
+/** Where position j's key (or value) row of one KV head is: the new rows or the cache. */
+@inline function kvRow(j: i32, startPos: i32, fresh: usize, cache: usize, capacity: i32, kvBytes: usize): usize {
+  return j >= startPos ? fresh + <usize>(j - startPos) * kvBytes : cache + <usize>(j % capacity) * kvBytes;
+}
+
+/** Attention of query heads [h0, h1) of every token of the chunk; the cache is only read. */
 export function attention(
   q: usize, k: usize, v: usize, kCache: usize, vCache: usize, out: usize, scores: usize,
   tokens: i32, startPos: i32, heads: i32, kvHeads: i32, headDim: i32,
-  capacity: i32, window: i32, scale: f32,
+  capacity: i32, window: i32, scale: f32, h0: i32, h1: i32,
 ): void {
   const headBytes = <usize>headDim << 2;
   const kvBytes = <usize>kvHeads * headBytes;
@@ -268,18 +276,15 @@ export function attention(
   const vecD = headDim & ~3;
   for (let t = 0; t < tokens; t++) {
     const pos = startPos + t;
-    const slot = <usize>(pos % capacity);
-    memory.copy(kCache + slot * kvBytes, k + <usize>t * kvBytes, kvBytes);
-    memory.copy(vCache + slot * kvBytes, v + <usize>t * kvBytes, kvBytes);
     const lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
     const n = pos - lo + 1;
-    for (let h = 0; h < heads; h++) {
+    for (let h = h0; h < h1; h++) {
       const qh = q + <usize>t * qBytes + <usize>h * headBytes;
       const kvOff = <usize>(h / group) * headBytes;
       let maxScore: f32 = <f32>-Infinity;
       for (let j = 0; j < n; j++) {
-        const s = <usize>((lo + j) % capacity);
-        const sc = dot(qh, kCache + s * kvBytes + kvOff, headDim) * scale;
+        const kj = kvRow(lo + j, startPos, k, kCache, capacity, kvBytes) + kvOff;
+        const sc = dot(qh, kj, headDim) * scale;
         store<f32>(scores + (<usize>j << 2), sc);
         if (sc > maxScore) maxScore = sc;
       }
@@ -294,7 +299,7 @@ export function attention(
       memory.fill(oh, 0, headBytes);
       for (let j = 0; j < n; j++) {
         const p = f32x4.splat(load<f32>(scores + (<usize>j << 2)) * inv);
-        const vj = vCache + <usize>((lo + j) % capacity) * kvBytes + kvOff;
+        const vj = kvRow(lo + j, startPos, v, vCache, capacity, kvBytes) + kvOff;
         for (let i = 0; i < vecD; i += 4) {
           const off = <usize>i << 2;
           v128.store(oh + off, f32x4.add(v128.load(oh + off), f32x4.mul(p, v128.load(vj + off))));
@@ -306,6 +311,18 @@ export function attention(
         }
       }
     }
+  }
+}
+
+/** Writes the chunk's keys and values into the cache, in order (later positions win a slot). */
+export function appendKv(k: usize, v: usize, kCache: usize, vCache: usize, tokens: i32, startPos: i32, kvDim: i32, capacity: i32): void {
+  const rowBytes = <usize>kvDim << 2;
+  // Only the last `capacity` tokens survive; skip the ones that would be overwritten.
+  const first = tokens > capacity ? tokens - capacity : 0;
+  for (let t = first; t < tokens; t++) {
+    const slot = <usize>((startPos + t) % capacity);
+    memory.copy(kCache + slot * rowBytes, k + <usize>t * rowBytes, rowBytes);
+    memory.copy(vCache + slot * rowBytes, v + <usize>t * rowBytes, rowBytes);
   }
 }
 

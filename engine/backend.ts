@@ -31,7 +31,7 @@ export interface Backend<A, W> {
   matmul(w: W, x: A, out: A, tokens: number): void;
   /** Rotary embedding in place; token t sits at startPos + t. */
   rope(x: A, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number): void;
-  /** Stores each token's k/v in the cache and attends over positions it may see. */
+  /** Attends over the cached positions and the chunk itself, then appends the chunk to the cache. */
   attention(
     q: A,
     k: A,

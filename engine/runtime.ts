@@ -36,7 +36,10 @@ export interface Kernels {
     capacity: number,
     window: number,
     scale: number,
+    h0: number,
+    h1: number,
   ): void;
+  appendKv(k: number, v: number, kCache: number, vCache: number, tokens: number, startPos: number, kvDim: number, capacity: number): void;
   geglu(gate: number, up: number, out: number, n: number): void;
   addInPlace(x: number, y: number, n: number): void;
 }

@@ -52,10 +52,12 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     startPos: number,
     s: { heads: number; kvHeads: number; headDim: number; window: number; scale: number },
   ): void {
-    this.rt.kernels.attention(
+    const k_ = this.rt.kernels;
+    k_.attention(
       q, k, v, cache.keys, cache.values, out, scratch, tokens, startPos,
-      s.heads, s.kvHeads, s.headDim, cache.capacity, s.window, s.scale,
+      s.heads, s.kvHeads, s.headDim, cache.capacity, s.window, s.scale, 0, s.heads,
     );
+    k_.appendKv(k, v, cache.keys, cache.values, tokens, startPos, s.kvHeads * s.headDim, cache.capacity);
   }
   geglu(gate: Ptr, up: Ptr, out: Ptr, n: number): void {
     this.rt.kernels.geglu(gate, up, out, n);

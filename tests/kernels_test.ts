@@ -132,12 +132,12 @@ for (const [tokens, heads, headDim, startPos, base, factor] of [
 }
 
 // Attention against a float64 reference that keeps the whole history (no ring buffer). The
-// kernel is fed in chunks so its ring wraps several times. Error bound: each score errs by at
+// kernel is fed in chunks (some longer than the ring) so its ring wraps several times. Error bound: each score errs by at
 // most (d+2)·u·scale·Σ|q·k|; a score error δ changes a softmax weight by a relative ~2δ, and the
 // weighted sum of n values adds (n+2)·u; all times max|v|.
 const attentionCases: [number, number, number, number, number, number[], number][] = [
   [4, 1, 32, 8, 8, [1, 3, 7, 1, 12, 2], 32],
-  [4, 2, 6, 5, 5, [4, 4, 4, 4], 20],
+  [4, 2, 6, 5, 5, [4, 4, 4, 4, 9, 2], 20],
   [2, 2, 16, 0, 40, [9, 1, 30], 16],
   [8, 4, 13, 0, 20, [1, 1, 1, 5], 7],
 ];
@@ -191,7 +191,11 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
         }
       }
       const ptrs = [put(q), put(kk), put(v), rt.alloc(T * qDim * 4)];
-      k.attention(ptrs[0], ptrs[1], ptrs[2], kCache, vCache, ptrs[3], scores, T, pos, heads, kvHeads, headDim, capacity, window, scale);
+      // Heads in two ranges, as threads split them; then the chunk joins the cache.
+      const split = heads >> 1;
+      k.attention(ptrs[0], ptrs[1], ptrs[2], kCache, vCache, ptrs[3], scores, T, pos, heads, kvHeads, headDim, capacity, window, scale, 0, split);
+      k.attention(ptrs[0], ptrs[1], ptrs[2], kCache, vCache, ptrs[3], scores, T, pos, heads, kvHeads, headDim, capacity, window, scale, split, heads);
+      k.appendKv(ptrs[1], ptrs[2], kCache, vCache, T, pos, kvDim, capacity);
       assertWithin(read(ptrs[3], T * qDim), want, tol, `chunk at ${pos}`);
       ptrs.forEach((p) => rt.free(p));
       pos += T;
