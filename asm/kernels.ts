@@ -71,13 +71,15 @@
   return load<f32>(row + (<usize>c << 2));
 }
 
-@inline function matmul<W>(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
+/** Rows [r0, r1) of y = x · Wᵀ. A row's result does not depend on the range it is computed in,
+ * so threads that split the rows produce bit-identical output. */
+@inline function matmul<W>(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
   const wRowBytes = <usize>cols * sizeof<W>();
   const xRowBytes = <usize>cols << 2;
   const step = colsPerStep<W>();
   const vecCols = cols - cols % step;
-  let r = 0;
-  for (; r + 4 <= rows; r += 4) {
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
     const w0 = w + <usize>r * wRowBytes;
     const w1 = w0 + wRowBytes;
     const w2 = w1 + wRowBytes;
@@ -108,7 +110,7 @@
       store<f32>(yt, s3, 12);
     }
   }
-  for (; r < rows; r++) {
+  for (; r < r1; r++) {
     const w0 = w + <usize>r * wRowBytes;
     for (let t = 0; t < tokens; t++) {
       const xt = x + <usize>t * xRowBytes;
@@ -123,14 +125,14 @@
   }
 }
 
-/** f32 weights: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ. */
-export function matmulF32(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
-  matmul<f32>(w, x, y, rows, cols, tokens);
+/** f32 weights: rows [r0, r1) of y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ. */
+export function matmulF32(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
+  matmul<f32>(w, x, y, rows, cols, tokens, r0, r1);
 }
 
-/** bf16 weights: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ, accumulated in f32. */
-export function matmulBF16(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32): void {
-  matmul<u16>(w, x, y, rows, cols, tokens);
+/** bf16 weights: rows [r0, r1) of y = x · Wᵀ, accumulated in f32. */
+export function matmulBF16(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
+  matmul<u16>(w, x, y, rows, cols, tokens, r0, r1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,4 +360,20 @@ export function addInPlace(x: usize, y: usize, n: i32): void {
     const off = <usize>i << 2;
     store<f32>(x + off, load<f32>(x + off) + load<f32>(y + off));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A streaming read, for measuring the memory bandwidth the matrix products compete for.
+// ---------------------------------------------------------------------------------------------
+
+/** Sums bytes [start, end) of a buffer as f32x4 lanes (the sum only keeps the loads alive). */
+export function streamRead(p: usize, start: usize, end: usize): f32 {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  for (let i = start; i + 64 <= end; i += 64) {
+    a0 = f32x4.add(a0, v128.load(p + i));
+    a1 = f32x4.add(a1, v128.load(p + i, 16));
+    a2 = f32x4.add(a2, v128.load(p + i, 32));
+    a3 = f32x4.add(a3, v128.load(p + i, 48));
+  }
+  return hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
 }

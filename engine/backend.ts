@@ -14,6 +14,8 @@ export interface LayerCache<A> {
 export interface Backend<A, W> {
   /** An f32 buffer of `floats` elements, zero-filled. */
   alloc(floats: number): A;
+  /** Scratch of `floats` elements for each thread the backend runs ops on. */
+  allocScratch(floats: number): A;
   /** Releases a buffer from `alloc`. */
   free(buffer: A): void;
   /** The same buffer starting `floats` elements later. */
@@ -41,7 +43,7 @@ export interface Backend<A, W> {
     scratch: A,
     tokens: number,
     startPos: number,
-    shape: { heads: number; kvHeads: number; headDim: number; window: number; scale: number },
+    shape: { heads: number; kvHeads: number; headDim: number; window: number; scale: number; scratchFloats: number },
   ): void;
   /** out = geluTanh(gate) * up. */
   geglu(gate: A, up: A, out: A, n: number): void;

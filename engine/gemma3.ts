@@ -24,6 +24,10 @@ export interface LoadOptions {
   onProgress?: (progress: LoadProgress) => void;
   /** Tokens evaluated per forward call when a prompt is long (default 64). */
   maxChunk?: number;
+  /** Threads, this one included (default: navigator.hardwareConcurrency). Needs
+   * SharedArrayBuffer and workers; without them the model runs on one thread, with the same
+   * results (`model.threads` and `model.threadsFallbackReason` say what happened). */
+  threads?: number;
 }
 
 /** Options of `model.createSession`. */
@@ -130,6 +134,16 @@ export class Gemma3Model {
     if (rest) yield rest;
   }
 
+  /** Threads the model runs on (the calling thread included). */
+  get threads(): number {
+    return this.#rt.threadInfo.threads;
+  }
+
+  /** Why fewer threads run than were asked for (undefined when all run). */
+  get threadsFallbackReason(): string | undefined {
+    return this.#rt.threadInfo.fallbackReason;
+  }
+
   /** Bytes of WebAssembly memory in use (weights, caches, activations). */
   get memoryBytes(): number {
     return this.#rt.allocatedBytes;
@@ -156,6 +170,7 @@ export class Gemma3Model {
     const a = this.#host.activations;
     for (const p of [a.ids, a.x, a.h, a.q, a.k, a.v, a.attn, a.o, a.gate, a.up, a.logits]) this.#rt.free(p);
     for (const p of this.#allocations) this.#rt.free(p);
+    this.#rt.dispose();
     this.#disposed = true;
   }
 }
@@ -190,12 +205,17 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
     }
     source = await resolveRepo(source, options);
   }
-  const rt = await WasmRuntime.create();
-  const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress);
-  let tokenizer: Tokenizer | undefined;
-  if (await exists(joinLocation(source, "tokenizer.json"))) tokenizer = await loadTokenizer(source);
-  const defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
-  return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer, defaults);
+  const rt = await WasmRuntime.create({ threads: options.threads });
+  try {
+    const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress);
+    let tokenizer: Tokenizer | undefined;
+    if (await exists(joinLocation(source, "tokenizer.json"))) tokenizer = await loadTokenizer(source);
+    const defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
+    return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer, defaults);
+  } catch (e) {
+    rt.dispose(); // stop the worker pool; the memory goes with the runtime
+    throw e;
+  }
 }
 
 /** The sampling settings of a generation_config.json, if the model has one. */

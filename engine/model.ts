@@ -42,7 +42,9 @@ export interface Activations<A> {
 /** The KV cache of one sequence: one LayerCache per layer, plus attention-score scratch. */
 export interface KvCache<A> {
   layers: LayerCache<A>[];
+  /** Attention-score scratch, `scoresFloats` per thread: the longest span a query can see. */
   scores: A;
+  scoresFloats: number;
   /** Bytes held by keys and values. */
   bytes: number;
   /** The smallest ring buffer (slots of a sliding layer); Infinity when no layer wraps. */
@@ -90,7 +92,13 @@ export function allocKvCache<A, W>(b: Backend<A, W>, c: Gemma3Config, contextLen
   }
   const maxCapacity = Math.max(...layers.map((l) => l.capacity));
   const rings = layers.map((l) => l.capacity).filter((c) => c < contextLength);
-  return { layers, scores: b.alloc(maxCapacity), bytes, ringSlots: rings.length ? Math.min(...rings) : Infinity };
+  return {
+    layers,
+    scores: b.allocScratch(maxCapacity),
+    scoresFloats: maxCapacity,
+    bytes,
+    ringSlots: rings.length ? Math.min(...rings) : Infinity,
+  };
 }
 
 /** Frees a KV cache's buffers. */
@@ -145,6 +153,7 @@ export async function forward<A, W>(
     b.attention(act.q, act.k, act.v, cache.layers[l], act.attn, cache.scores, T, startPos, {
       ...attnShape,
       window,
+      scratchFloats: cache.scoresFloats,
     });
     b.matmul(lw.oProj, act.attn, act.o, T);
     b.rmsNorm(act.o, lw.postAttentionNorm, act.o, T, eps);

@@ -2,12 +2,13 @@
 // hands out regions of that memory. Everything the model touches (weights, KV caches,
 // activations) lives in this memory, so kernels can work on it without copies.
 
-import { kernelsWasmBase64 } from "./kernels_wasm.ts";
+import { kernelsThreadsWasmBase64, kernelsWasmBase64 } from "./kernels_wasm.ts";
+import { ThreadPool, threadsUnavailableReason } from "./threads.ts";
 
 /** The kernel exports of asm/kernels.ts; pointers are byte offsets into the memory. */
 export interface Kernels {
-  matmulF32(w: number, x: number, y: number, rows: number, cols: number, tokens: number): void;
-  matmulBF16(w: number, x: number, y: number, rows: number, cols: number, tokens: number): void;
+  matmulF32(w: number, x: number, y: number, rows: number, cols: number, tokens: number, r0: number, r1: number): void;
+  matmulBF16(w: number, x: number, y: number, rows: number, cols: number, tokens: number, r0: number, r1: number): void;
   embedF32(table: number, ids: number, tokens: number, hidden: number, scale: number, out: number): void;
   embedBF16(table: number, ids: number, tokens: number, hidden: number, scale: number, out: number): void;
   rmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number): void;
@@ -42,6 +43,34 @@ export interface Kernels {
   appendKv(k: number, v: number, kCache: number, vCache: number, tokens: number, startPos: number, kvDim: number, capacity: number): void;
   geglu(gate: number, up: number, out: number, n: number): void;
   addInPlace(x: number, y: number, n: number): void;
+  streamRead(p: number, start: number, end: number): number;
+}
+
+/** The extra exports of the multi-threaded build (asm/threads.ts). Each returns -1 on a timeout. */
+export interface ThreadKernels extends Kernels {
+  threadsInit(ctrl: number, threads: number, canWait: number): void;
+  parMatmul(bf16: number, w: number, x: number, y: number, rows: number, cols: number, tokens: number, timeoutMs: number): number;
+  parAttention(
+    q: number,
+    k: number,
+    v: number,
+    kCache: number,
+    vCache: number,
+    out: number,
+    scores: number,
+    tokens: number,
+    startPos: number,
+    heads: number,
+    kvHeads: number,
+    headDim: number,
+    capacity: number,
+    window: number,
+    scale: number,
+    scoresStride: number,
+    timeoutMs: number,
+  ): number;
+  parStreamRead(p: number, bytes: number, timeoutMs: number): number;
+  threadsExit(timeoutMs: number): number;
 }
 
 const PAGE = 65536;
@@ -52,7 +81,7 @@ const ALIGN = 64;
 /** The first page stays unused: address 0 is never a valid allocation. */
 const HEAP_START = PAGE;
 
-let compiled: Promise<WebAssembly.Module> | undefined;
+const compiled = new Map<string, Promise<WebAssembly.Module>>();
 
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   const bin = atob(b64);
@@ -61,22 +90,39 @@ function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-/** Compiles the embedded kernels once per process. */
-export function kernelsModule(): Promise<WebAssembly.Module> {
-  if (!compiled) {
-    if (typeof WebAssembly === "undefined" || !WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]))) {
-      throw new Error("this runtime has no WebAssembly support");
-    }
-    compiled = WebAssembly.compile(decodeBase64(kernelsWasmBase64)).catch((e) => {
-      compiled = undefined;
+/** Compiles one of the embedded kernel builds, once per process. */
+function kernelsModule(threaded: boolean): Promise<WebAssembly.Module> {
+  const key = threaded ? "mt" : "st";
+  let m = compiled.get(key);
+  if (!m) {
+    if (typeof WebAssembly === "undefined") throw new Error("this runtime has no WebAssembly support");
+    m = WebAssembly.compile(decodeBase64(threaded ? kernelsThreadsWasmBase64 : kernelsWasmBase64)).catch((e) => {
+      compiled.delete(key);
       throw new Error(
         `cannot compile the WASM kernels (${(e as Error).message}); they need WebAssembly SIMD ` +
-          "(Deno ≥ 1.9, Bun ≥ 1.0, Node ≥ 16.4, Chrome ≥ 91, Firefox ≥ 89, Safari ≥ 16.4)",
+          `${threaded ? "and threads " : ""}(Deno ≥ 1.9, Bun ≥ 1.0, Node ≥ 16.4, Chrome ≥ 91, Firefox ≥ 89, Safari ≥ 16.4)`,
       );
     });
+    compiled.set(key, m);
   }
-  return compiled;
+  return m;
 }
+
+/** Options of `WasmRuntime.create`. */
+export interface RuntimeOptions {
+  /** Threads, the calling one included (default: navigator.hardwareConcurrency, else 1). */
+  threads?: number;
+}
+
+/** The threads a runtime ended up with, and why not more. */
+export interface ThreadInfo {
+  threads: number;
+  /** Set when fewer threads run than were asked for. */
+  fallbackReason?: string;
+}
+
+/** Milliseconds an op may take before the workers are presumed dead. */
+export const OP_TIMEOUT_MS = 60_000;
 
 interface Block {
   ptr: number;
@@ -100,16 +146,70 @@ export class WasmRuntime {
   #used = new Map<number, number>();
   #top = HEAP_START;
 
+  /** The multi-threaded entry points, while a worker pool is running. */
+  #par: ThreadKernels | null = null;
+  #pool: ThreadPool | null = null;
+  /** How many threads run, and why not more. */
+  threadInfo: ThreadInfo = { threads: 1 };
+
   private constructor(memory: WebAssembly.Memory, kernels: Kernels) {
     this.memory = memory;
     this.kernels = kernels;
   }
 
-  /** Instantiates the kernels over a fresh memory. */
-  static async create(): Promise<WasmRuntime> {
-    const memory = new WebAssembly.Memory({ initial: HEAP_START / PAGE + 1, maximum: MAX_PAGES });
-    const instance = await WebAssembly.instantiate(await kernelsModule(), { env: { memory } });
-    return new WasmRuntime(memory, instance.exports as unknown as Kernels);
+  /**
+   * Instantiates the kernels over a fresh memory. With more than one thread (and where shared
+   * memory and workers exist) the memory is shared and a worker pool is started; otherwise the
+   * single-threaded build runs, with the same results.
+   */
+  static async create(options: RuntimeOptions = {}): Promise<WasmRuntime> {
+    const nav = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator;
+    const asked = options.threads ?? nav?.hardwareConcurrency ?? 1;
+    if (!Number.isInteger(asked) || asked < 1 || asked > 64) {
+      throw new RangeError(`threads must be an integer from 1 to 64, got ${options.threads}`);
+    }
+    const unavailable = asked > 1 ? threadsUnavailableReason() : null;
+    const threaded = asked > 1 && unavailable === null;
+    const memory = new WebAssembly.Memory({ initial: HEAP_START / PAGE + 1, maximum: MAX_PAGES, shared: threaded });
+    const module = await kernelsModule(threaded);
+    const instance = await WebAssembly.instantiate(module, { env: { memory } });
+    const rt = new WasmRuntime(memory, instance.exports as unknown as Kernels);
+    if (!threaded) {
+      rt.threadInfo = { threads: 1, ...(unavailable ? { fallbackReason: unavailable } : {}) };
+      return rt;
+    }
+    const par = instance.exports as unknown as ThreadKernels;
+    const ctrl = rt.alloc(4096);
+    // Deno, Bun and Node let the main thread block in a wait; a browser's main thread may not.
+    const g = globalThis as { Deno?: unknown; Bun?: unknown; process?: { versions?: { node?: string } }; document?: unknown };
+    const canWait = g.Deno || g.Bun || g.process?.versions?.node || !g.document ? 1 : 0;
+    par.threadsInit(ctrl, asked, canWait);
+    rt.#pool = await ThreadPool.start(module, memory, ctrl, asked);
+    rt.#par = par;
+    rt.threadInfo = { threads: asked };
+    return rt;
+  }
+
+  /** The parallel entry points, or null when running on one thread. */
+  get parallel(): ThreadKernels | null {
+    return this.#par;
+  }
+
+  /** Called when a parallel op timed out: stop the pool and carry on single-threaded. */
+  threadsFailed(): never {
+    this.#pool?.terminate();
+    this.#pool = null;
+    this.#par = null;
+    this.threadInfo = { threads: 1, fallbackReason: "a worker thread stopped responding" };
+    throw new Error("a worker thread stopped responding; the model now runs on one thread (retry the call)");
+  }
+
+  /** Stops the worker pool (the memory and kernels stay usable on one thread). */
+  dispose(): void {
+    if (this.#par && this.#pool) this.#par.threadsExit(5000);
+    this.#pool?.terminate();
+    this.#pool = null;
+    this.#par = null;
   }
 
   /** Bytes currently allocated. */

@@ -2,17 +2,21 @@
 
 import type { Backend, LayerCache } from "./backend.ts";
 import type { WasmWeight } from "./load_hf.ts";
-import type { WasmRuntime } from "./runtime.ts";
+import { OP_TIMEOUT_MS, type WasmRuntime } from "./runtime.ts";
 
 /** Activation buffers are byte addresses in the runtime's memory. */
 export type Ptr = number;
 
-/** Implements the forward pass's ops with the WebAssembly kernels. */
+/** Implements the forward pass's ops with the WebAssembly kernels. Matrix products and attention
+ * go to the worker pool when there is one; the small per-vector ops stay on the calling thread. */
 export class WasmBackend implements Backend<Ptr, WasmWeight> {
   constructor(readonly rt: WasmRuntime) {}
 
   alloc(floats: number): Ptr {
     return this.rt.alloc(floats * 4);
+  }
+  allocScratch(floats: number): Ptr {
+    return this.rt.alloc(floats * 4 * this.rt.threadInfo.threads);
   }
   free(buffer: Ptr): void {
     this.rt.free(buffer);
@@ -35,8 +39,13 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     this.rt.kernels.rmsNorm(x, w.ptr, out, rows, w.cols, eps);
   }
   matmul(w: WasmWeight, x: Ptr, out: Ptr, tokens: number): void {
-    const k = this.rt.kernels;
-    (w.dtype === "bf16" ? k.matmulBF16 : k.matmulF32)(w.ptr, x, out, w.rows, w.cols, tokens);
+    const bf16 = w.dtype === "bf16";
+    const par = this.rt.parallel;
+    if (par) {
+      if (par.parMatmul(bf16 ? 1 : 0, w.ptr, x, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+      return;
+    }
+    (bf16 ? this.rt.kernels.matmulBF16 : this.rt.kernels.matmulF32)(w.ptr, x, out, w.rows, w.cols, tokens, 0, w.rows);
   }
   rope(x: Ptr, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number): void {
     this.rt.kernels.ropeInPlace(x, tokens, heads, headDim, startPos, base, factor);
@@ -50,13 +59,24 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     scratch: Ptr,
     tokens: number,
     startPos: number,
-    s: { heads: number; kvHeads: number; headDim: number; window: number; scale: number },
+    s: { heads: number; kvHeads: number; headDim: number; window: number; scale: number; scratchFloats: number },
   ): void {
     const k_ = this.rt.kernels;
-    k_.attention(
-      q, k, v, cache.keys, cache.values, out, scratch, tokens, startPos,
-      s.heads, s.kvHeads, s.headDim, cache.capacity, s.window, s.scale, 0, s.heads,
-    );
+    const par = this.rt.parallel;
+    if (par) {
+      // Each thread gets its own slice of the score scratch (see allocScratch).
+      const stride = s.scratchFloats * 4;
+      const r = par.parAttention(
+        q, k, v, cache.keys, cache.values, out, scratch, tokens, startPos,
+        s.heads, s.kvHeads, s.headDim, cache.capacity, s.window, s.scale, stride, OP_TIMEOUT_MS,
+      );
+      if (r < 0) this.rt.threadsFailed();
+    } else {
+      k_.attention(
+        q, k, v, cache.keys, cache.values, out, scratch, tokens, startPos,
+        s.heads, s.kvHeads, s.headDim, cache.capacity, s.window, s.scale, 0, s.heads,
+      );
+    }
     k_.appendKv(k, v, cache.keys, cache.values, tokens, startPos, s.kvHeads * s.headDim, cache.capacity);
   }
   geglu(gate: Ptr, up: Ptr, out: Ptr, n: number): void {

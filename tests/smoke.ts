@@ -13,20 +13,26 @@ import { loadModel, loadTokenizer } from "../mod.ts";
 const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : `node ${process.version}`;
 const dir = process.argv[2] ?? "tests/fixtures/tiny-a";
 const golden = JSON.parse(await readFile(`${dir}/golden.json`, "utf8"));
-const model = await loadModel(dir);
 let passed = 0, failed = 0;
-for (const r of golden.results as { prompt: number[]; greedy_continuation_kv_cache: number[] }[]) {
-  const s = model.createSession({ contextLength: 128 });
-  const got: number[] = [];
-  for await (const id of s.generate(r.prompt, { maxTokens: 24, stopTokens: [] })) got.push(id);
-  if (got.join() === r.greedy_continuation_kv_cache.join()) passed++;
-  else {
-    failed++;
-    console.error(`prompt ${r.prompt.join(",")}: got ${got.join(",")}, want ${r.greedy_continuation_kv_cache.join(",")}`);
+for (const threads of [1, 2]) {
+  const model = await loadModel(dir, { threads });
+  for (const r of golden.results as { prompt: number[]; greedy_continuation_kv_cache: number[] }[]) {
+    const s = model.createSession({ contextLength: 128 });
+    const got: number[] = [];
+    for await (const id of s.generate(r.prompt, { maxTokens: 24, stopTokens: [] })) got.push(id);
+    if (got.join() === r.greedy_continuation_kv_cache.join()) passed++;
+    else {
+      failed++;
+      console.error(`${threads} thread(s), prompt ${r.prompt.join(",")}: got ${got.join(",")}, want ${r.greedy_continuation_kv_cache.join(",")}`);
+    }
+    s.dispose();
   }
-  s.dispose();
+  if (model.threads !== threads) {
+    failed++;
+    console.error(`asked for ${threads} threads, got ${model.threads} (${model.threadsFallbackReason})`);
+  }
+  await model.dispose();
 }
-await model.dispose();
 
 // The tokenizer too, when the tests have fetched the real tokenizer.json (CI runs them first).
 const tokDir = "tests/.cache/gemma3-tokenizer";

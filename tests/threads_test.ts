@@ -1,0 +1,97 @@
+// Threads change nothing but speed: logits are bit-identical for any thread count (each row of a
+// matrix product and each attention head is computed exactly as on one thread), and the engine
+// falls back to one thread, with the same results, where threads cannot run.
+
+import { deepStrictEqual, ok, rejects } from "node:assert/strict";
+import { loadModel } from "../mod.ts";
+import { workerTestHooks } from "../engine/threads.ts";
+import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
+import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
+
+const tinyA = `${FIXTURES}tiny-a`;
+const golden = JSON.parse(await Deno.readTextFile(`${tinyA}/golden.json`));
+
+/** Every prompt's logits at every position, plus 8 greedy tokens after the last prompt. */
+async function run(dir: string, threads: number, prompts: number[][]) {
+  const model = await loadModel(dir, { threads, maxChunk: 16 });
+  deepStrictEqual(model.threads, threads);
+  const out: { logits: Float32Array[]; tokens: number[] } = { logits: [], tokens: [] };
+  for (const p of prompts) {
+    const s = model.createSession({ contextLength: 128 });
+    out.logits.push(await s.eval(p, { logits: "all" }));
+    s.dispose();
+  }
+  const s = model.createSession({ contextLength: 128 });
+  for await (const id of s.generate(prompts.at(-1)!, { maxTokens: 8, stopTokens: [] })) out.tokens.push(id);
+  await model.dispose();
+  return out;
+}
+
+function bitIdentical(a: Float32Array, b: Float32Array): boolean {
+  return a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+}
+
+Deno.test("tiny-a: 1, 2, 3 and 4 threads give bit-identical logits and tokens, and meet the golden", async () => {
+  const prompts: number[][] = golden.prompts;
+  const one = await run(tinyA, 1, prompts);
+  for (const n of [2, 3, 4]) {
+    const many = await run(tinyA, n, prompts);
+    many.logits.forEach((l, i) => ok(bitIdentical(l, one.logits[i]), `${n} threads, prompt ${i}: logits differ`));
+    deepStrictEqual(many.tokens, one.tokens);
+  }
+  prompts.forEach((p, i) => {
+    const last = one.logits[i].subarray((p.length - 1) * 512);
+    const d = maxAbsDiff(last, golden.results[i].last_position_logits);
+    ok(d <= 1e-4, `prompt ${i}: differs from the golden by ${d}`);
+  });
+});
+
+Deno.test("other shapes (f32 and bf16, rows and heads that do not divide evenly) are bit-identical too", async () => {
+  for (const dtype of ["F32", "BF16"] as const) {
+    const config = smallConfig({ hidden_size: 30, intermediate_size: 37, vocab_size: 101, num_key_value_heads: 2, head_dim: 10, query_pre_attn_scalar: 10 });
+    const dir = await writeCheckpoint(config, randomWeights(config, 5, dtype));
+    const prompts = [[1, 5, 9, 33, 70, 2, 8, 100, 4, 4, 17, 3, 60, 61, 62, 63, 64, 65, 66, 67, 68, 1]];
+    const one = await run(dir, 1, prompts);
+    for (const n of [2, 3]) {
+      const many = await run(dir, n, prompts);
+      ok(bitIdentical(many.logits[0], one.logits[0]), `${dtype}, ${n} threads: logits differ`);
+      deepStrictEqual(many.tokens, one.tokens);
+    }
+  }
+});
+
+Deno.test("without SharedArrayBuffer the model runs on one thread, says why, and gives the same logits", async () => {
+  const g = globalThis as { SharedArrayBuffer?: unknown };
+  const saved = g.SharedArrayBuffer;
+  delete g.SharedArrayBuffer;
+  let model;
+  try {
+    model = await loadModel(tinyA, { threads: 4 });
+  } finally {
+    g.SharedArrayBuffer = saved;
+  }
+  deepStrictEqual(model.threads, 1);
+  ok(/SharedArrayBuffer/.test(model.threadsFallbackReason ?? ""), `reason: ${model.threadsFallbackReason}`);
+  const r = golden.results[2];
+  const d = maxAbsDiff(await model.createSession({ contextLength: 64 }).eval(r.prompt), r.last_position_logits);
+  ok(d <= 1e-4);
+  await model.dispose();
+});
+
+Deno.test("a worker that fails to start is a clear error, not a hang", async () => {
+  workerTestHooks.prelude = "throw new Error('simulated start failure');";
+  try {
+    await rejects(() => loadModel(tinyA, { threads: 3 }), /worker thread \d of 3 failed to start: simulated start failure/);
+  } finally {
+    workerTestHooks.prelude = "";
+  }
+  // And the engine still works afterwards.
+  const model = await loadModel(tinyA, { threads: 2 });
+  deepStrictEqual(model.threads, 2);
+  await model.dispose();
+});
+
+Deno.test("bad thread counts are refused", async () => {
+  await rejects(() => loadModel(tinyA, { threads: 0 }), /threads must be an integer from 1 to 64/);
+  await rejects(() => loadModel(tinyA, { threads: 1.5 }), /threads/);
+});
