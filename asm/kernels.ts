@@ -55,14 +55,28 @@
   return f32x4.splat(0);
 }
 
+/** A loaded weight vector as f32 lanes: itself (f32), or its even elements (bf16). */
+@inline function widenFirst<W>(wv: v128): v128 {
+  if (sizeof<W>() == 2) return i32x4.shl(wv, 16);
+  return wv;
+}
+/** The odd elements of a loaded bf16 vector (unused for f32). */
+@inline function widenSecond<W>(wv: v128): v128 {
+  if (sizeof<W>() == 2) return v128.and(wv, i32x4.splat(0xffff0000));
+  return wv;
+}
+
+/** acc += w · x over one step, lane-wise; the bf16 odd half is added second. */
+@inline function accumulate<W>(acc: v128, wa: v128, wb: v128, xa: v128, xb: v128): v128 {
+  acc = f32x4.add(acc, f32x4.mul(wa, xa));
+  if (sizeof<W>() == 2) acc = f32x4.add(acc, f32x4.mul(wb, xb));
+  return acc;
+}
+
 /** acc += W[row][c..c+step] · x[c..c+step], lane-wise. */
 @inline function stepDot<W>(acc: v128, row: usize, c: i32, xa: v128, xb: v128): v128 {
-  if (sizeof<W>() == 2) {
-    const wv = v128.load(row + (<usize>c << 1));
-    acc = f32x4.add(acc, f32x4.mul(i32x4.shl(wv, 16), xa));
-    return f32x4.add(acc, f32x4.mul(v128.and(wv, i32x4.splat(0xffff0000)), xb));
-  }
-  return f32x4.add(acc, f32x4.mul(v128.load(row + (<usize>c << 2)), xa));
+  const wv = v128.load(row + <usize>c * sizeof<W>());
+  return accumulate<W>(acc, widenFirst<W>(wv), widenSecond<W>(wv), xa, xb);
 }
 
 /** W[row][c] as f32. */
@@ -71,8 +85,33 @@
   return load<f32>(row + (<usize>c << 2));
 }
 
+/** The four sums of a 4-row block for one token, finished with the scalar column tail. */
+@inline function storeBlock<W>(
+  y: usize, rows: i32, r: i32, t: i32, xt: usize, vecCols: i32, cols: i32,
+  w0: usize, w1: usize, w2: usize, w3: usize, a0: v128, a1: v128, a2: v128, a3: v128,
+): void {
+  let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+  for (let c = vecCols; c < cols; c++) {
+    const xs = load<f32>(xt + (<usize>c << 2));
+    s0 += weightAt<W>(w0, c) * xs;
+    s1 += weightAt<W>(w1, c) * xs;
+    s2 += weightAt<W>(w2, c) * xs;
+    s3 += weightAt<W>(w3, c) * xs;
+  }
+  const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
+  store<f32>(yt, s0);
+  store<f32>(yt, s1, 4);
+  store<f32>(yt, s2, 8);
+  store<f32>(yt, s3, 12);
+}
+
 /** Rows [r0, r1) of y = x · Wᵀ. A row's result does not depend on the range it is computed in,
- * so threads that split the rows produce bit-identical output. */
+ * nor on how tokens are grouped, so threads that split the rows and prompts evaluated in any
+ * chunks produce bit-identical output.
+ *
+ * Within a block of four rows, tokens go in pairs: each weight vector is loaded (and, for bf16,
+ * widened) once for two tokens, which cuts the work per multiply-add when a prompt is evaluated
+ * (decode has one token and streams the weights once either way). */
 @inline function matmul<W>(w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
   const wRowBytes = <usize>cols * sizeof<W>();
   const xRowBytes = <usize>cols << 2;
@@ -84,7 +123,48 @@
     const w1 = w0 + wRowBytes;
     const w2 = w1 + wRowBytes;
     const w3 = w2 + wRowBytes;
-    for (let t = 0; t < tokens; t++) {
+    let t = 0;
+    for (; t + 2 <= tokens; t += 2) {
+      const xt0 = x + <usize>t * xRowBytes;
+      const xt1 = xt0 + xRowBytes;
+      let a00 = f32x4.splat(0), a10 = f32x4.splat(0), a20 = f32x4.splat(0), a30 = f32x4.splat(0);
+      let a01 = f32x4.splat(0), a11 = f32x4.splat(0), a21 = f32x4.splat(0), a31 = f32x4.splat(0);
+      for (let c = 0; c < vecCols; c += step) {
+        // x of both tokens, each loaded once (for bf16: split into even and odd lanes).
+        const p0 = xt0 + (<usize>c << 2), p1 = xt1 + (<usize>c << 2);
+        let xa0 = v128.load(p0), xb0 = xa0, xa1 = v128.load(p1), xb1 = xa1;
+        if (sizeof<W>() == 2) {
+          const hi0 = v128.load(p0, 16), hi1 = v128.load(p1, 16);
+          xb0 = v128.shuffle<f32>(xa0, hi0, 1, 3, 5, 7);
+          xa0 = v128.shuffle<f32>(xa0, hi0, 0, 2, 4, 6);
+          xb1 = v128.shuffle<f32>(xa1, hi1, 1, 3, 5, 7);
+          xa1 = v128.shuffle<f32>(xa1, hi1, 0, 2, 4, 6);
+        }
+        const off = <usize>c * sizeof<W>();
+        let v = v128.load(w0 + off);
+        let wa = widenFirst<W>(v), wb = widenSecond<W>(v);
+        a00 = accumulate<W>(a00, wa, wb, xa0, xb0);
+        a01 = accumulate<W>(a01, wa, wb, xa1, xb1);
+        v = v128.load(w1 + off);
+        wa = widenFirst<W>(v);
+        wb = widenSecond<W>(v);
+        a10 = accumulate<W>(a10, wa, wb, xa0, xb0);
+        a11 = accumulate<W>(a11, wa, wb, xa1, xb1);
+        v = v128.load(w2 + off);
+        wa = widenFirst<W>(v);
+        wb = widenSecond<W>(v);
+        a20 = accumulate<W>(a20, wa, wb, xa0, xb0);
+        a21 = accumulate<W>(a21, wa, wb, xa1, xb1);
+        v = v128.load(w3 + off);
+        wa = widenFirst<W>(v);
+        wb = widenSecond<W>(v);
+        a30 = accumulate<W>(a30, wa, wb, xa0, xb0);
+        a31 = accumulate<W>(a31, wa, wb, xa1, xb1);
+      }
+      storeBlock<W>(y, rows, r, t, xt0, vecCols, cols, w0, w1, w2, w3, a00, a10, a20, a30);
+      storeBlock<W>(y, rows, r, t + 1, xt1, vecCols, cols, w0, w1, w2, w3, a01, a11, a21, a31);
+    }
+    for (; t < tokens; t++) {
       const xt = x + <usize>t * xRowBytes;
       let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
       for (let c = 0; c < vecCols; c += step) {
@@ -95,19 +175,7 @@
         a2 = stepDot<W>(a2, w2, c, xa, xb);
         a3 = stepDot<W>(a3, w3, c, xa, xb);
       }
-      let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
-      for (let c = vecCols; c < cols; c++) {
-        const xs = load<f32>(xt + (<usize>c << 2));
-        s0 += weightAt<W>(w0, c) * xs;
-        s1 += weightAt<W>(w1, c) * xs;
-        s2 += weightAt<W>(w2, c) * xs;
-        s3 += weightAt<W>(w3, c) * xs;
-      }
-      const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
-      store<f32>(yt, s0);
-      store<f32>(yt, s1, 4);
-      store<f32>(yt, s2, 8);
-      store<f32>(yt, s3, 12);
+      storeBlock<W>(y, rows, r, t, xt, vecCols, cols, w0, w1, w2, w3, a0, a1, a2, a3);
     }
   }
   for (; r < r1; r++) {
@@ -200,12 +268,12 @@ export function rmsNorm(x: usize, w: usize, out: usize, rows: i32, n: i32, eps: 
 // lose phase; each (token, frequency) pair is computed once and applied to every head.
 // ---------------------------------------------------------------------------------------------
 
-/** Rotates `heads` heads of each of `tokens` vectors in place; token t sits at startPos + t. */
-export function ropeInPlace(x: usize, tokens: i32, heads: i32, headDim: i32, startPos: i32, base: f64, factor: f64): void {
+/** Rotates `heads` heads of tokens [t0, t1) in place; token t sits at startPos + t. */
+export function ropeInPlace(x: usize, t0: i32, t1: i32, heads: i32, headDim: i32, startPos: i32, base: f64, factor: f64): void {
   const half = headDim >> 1;
   const tokenBytes = (<usize>heads * <usize>headDim) << 2;
   const headBytes = <usize>headDim << 2;
-  for (let t = 0; t < tokens; t++) {
+  for (let t = t0; t < t1; t++) {
     const pos = <f64>(startPos + t) / factor;
     const xt = x + <usize>t * tokenBytes;
     for (let i = 0; i < half; i++) {
@@ -330,17 +398,20 @@ export function appendKv(k: usize, v: usize, kCache: usize, vCache: usize, token
 
 // ---------------------------------------------------------------------------------------------
 // Feed-forward gate: GeGLU with the tanh approximation of GELU (gelu_pytorch_tanh):
-// out = gelu(gate) * up, gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).
+// out = gelu(gate) * up, gelu(x) = 0.5 x (1 + tanh(z)), z = sqrt(2/pi) (x + 0.044715 x³).
+// Since 0.5 (1 + tanh(z)) = 1 / (1 + exp(-2z)) exactly, gelu(x) = x / (1 + exp(-2z)): one exp
+// and one division instead of tanh, with no cancellation for negative x (exp overflows to
+// infinity and the quotient to -0, as the tanh form rounds to).
 // ---------------------------------------------------------------------------------------------
 
-/** out[i] = geluTanh(gate[i]) * up[i]; out may equal gate or up. */
-export function geglu(gate: usize, up: usize, out: usize, n: i32): void {
+/** out[i] = geluTanh(gate[i]) * up[i] for i in [i0, i1); out may equal gate or up. */
+export function geglu(gate: usize, up: usize, out: usize, i0: i32, i1: i32): void {
   const k0: f32 = 0.7978845608028654; // sqrt(2 / pi)
   const k1: f32 = 0.044715;
-  for (let i = 0; i < n; i++) {
+  for (let i = i0; i < i1; i++) {
     const off = <usize>i << 2;
     const x = load<f32>(gate + off);
-    const g = <f32>0.5 * x * (<f32>1.0 + Mathf.tanh(k0 * (x + k1 * x * x * x)));
+    const g = x / (<f32>1.0 + Mathf.exp(<f32>-2.0 * k0 * (x + k1 * x * x * x)));
     store<f32>(out + off, g * load<f32>(up + off));
   }
 }

@@ -13,7 +13,7 @@
 // the output is bit-identical for any number of threads.
 
 export * from "./kernels";
-import { attention, matmulBF16, matmulF32, streamRead } from "./kernels";
+import { attention, geglu, matmulBF16, matmulF32, rmsNorm, ropeInPlace, streamRead } from "./kernels";
 
 // Control block layout (byte offsets).
 const GENERATION = 0; // bumped by the caller for each op
@@ -27,6 +27,9 @@ const OP_MATMUL_F32: i32 = 1;
 const OP_MATMUL_BF16: i32 = 2;
 const OP_ATTENTION: i32 = 3;
 const OP_STREAM: i32 = 4;
+const OP_GEGLU: i32 = 5;
+const OP_ROPE: i32 = 6;
+const OP_RMSNORM: i32 = 7;
 
 /** Loads of the shared counter before a thread falls back to a futex wait. */
 const SPIN: i32 = 20000;
@@ -77,6 +80,19 @@ function runOp(op: i32, t: i32): void {
       arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<usize>(5), scores,
       arg<i32>(7), arg<i32>(8), heads, arg<i32>(10), arg<i32>(11), arg<i32>(12), arg<i32>(13), arg<f32>(14), lo, hi,
     );
+  } else if (op == OP_GEGLU) {
+    const n = arg<i32>(3);
+    geglu(arg<usize>(0), arg<usize>(1), arg<usize>(2), shareLo(n, t, 4), shareHi(n, t, 4));
+  } else if (op == OP_ROPE) {
+    const tokens = arg<i32>(1);
+    ropeInPlace(arg<usize>(0), shareLo(tokens, t, 1), shareHi(tokens, t, 1), arg<i32>(2), arg<i32>(3), arg<i32>(4), arg<f64>(5), arg<f64>(6));
+  } else if (op == OP_RMSNORM) {
+    const rows = arg<i32>(3), n = arg<i32>(4);
+    const lo = shareLo(rows, t, 1), hi = shareHi(rows, t, 1);
+    if (lo < hi) {
+      const off = (<usize>lo * <usize>n) << 2;
+      rmsNorm(arg<usize>(0) + off, arg<usize>(1), arg<usize>(2) + off, hi - lo, n, arg<f32>(5));
+    }
   } else if (op == OP_STREAM) {
     const bytes = arg<i32>(1);
     const lo = shareLo(bytes >> 6, t, 1) << 6, hi = shareHi(bytes >> 6, t, 1) << 6;
@@ -127,10 +143,6 @@ export function workerLoop(control: usize, index: i32, n: i32, generation: i32):
       gen = atomic.load<i32>(ctrl + GENERATION);
     }
     seen = gen;
-    // The caller may have grown the shared memory since the last op. Node 20's V8 does not
-    // propagate the new size to a thread that was blocked meanwhile until it touches the memory
-    // size itself (it then traps out of bounds); growing by 0 pages refreshes it.
-    memory.grow(0);
     const op = atomic.load<i32>(ctrl + OP);
     if (op != OP_EXIT) runOp(op, index);
     if (atomic.add<i32>(ctrl + DONE, 1) + 1 == threads - 1) atomic.notify(ctrl + DONE, 1);
@@ -146,6 +158,9 @@ export function workerLoop(control: usize, index: i32, n: i32, generation: i32):
 export function workerStep(control: usize, index: i32, n: i32): i32 {
   ctrl = control;
   threads = n;
+  // The caller may have grown the shared memory since the last op. Node 20's V8 does not pass the
+  // new size on to a worker that was blocked meanwhile (it traps out of bounds) until that worker
+  // asks for the memory size itself; growing by 0 pages does.
   memory.grow(0);
   const op = atomic.load<i32>(ctrl + OP);
   if (op != OP_EXIT) runOp(op, index);
@@ -187,6 +202,38 @@ export function parAttention(
   setArg<f32>(14, scale);
   setArg<usize>(15, scoresStride);
   return dispatch(OP_ATTENTION, timeoutMs);
+}
+
+/** geglu over n elements, split across the threads. */
+export function parGeglu(gate: usize, up: usize, out: usize, n: i32, timeoutMs: i32): i32 {
+  setArg<usize>(0, gate);
+  setArg<usize>(1, up);
+  setArg<usize>(2, out);
+  setArg<i32>(3, n);
+  return dispatch(OP_GEGLU, timeoutMs);
+}
+
+/** ropeInPlace over all tokens, split across the threads by token. */
+export function parRope(x: usize, tokens: i32, heads: i32, headDim: i32, startPos: i32, base: f64, factor: f64, timeoutMs: i32): i32 {
+  setArg<usize>(0, x);
+  setArg<i32>(1, tokens);
+  setArg<i32>(2, heads);
+  setArg<i32>(3, headDim);
+  setArg<i32>(4, startPos);
+  setArg<f64>(5, base);
+  setArg<f64>(6, factor);
+  return dispatch(OP_ROPE, timeoutMs);
+}
+
+/** rmsNorm over all rows, split across the threads by row. */
+export function parRmsNorm(x: usize, w: usize, out: usize, rows: i32, n: i32, eps: f32, timeoutMs: i32): i32 {
+  setArg<usize>(0, x);
+  setArg<usize>(1, w);
+  setArg<usize>(2, out);
+  setArg<i32>(3, rows);
+  setArg<i32>(4, n);
+  setArg<f32>(5, eps);
+  return dispatch(OP_RMSNORM, timeoutMs);
 }
 
 /** Reads `bytes` at p with every thread (a bandwidth probe); returns the sum of their sums. */

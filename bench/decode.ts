@@ -1,13 +1,17 @@
 /**
- * Decode and prefill speed on a full-size, random-weight Gemma 3 270M.
+ * Decode and prefill speed on a full-size, random-weight Gemma 3 270M, per weight format and
+ * thread count, beside the memory bandwidth the same threads reach with a streaming read.
  *
- *   deno run -A bench/decode.ts [--format bf16|f32] [--decode 128] [--prompt 16] [--prefill 512] [--json]
+ *   deno run -A bench/decode.ts [--formats f32,bf16] [--threads 1,2] [--rounds 3]
+ *                               [--decode 128] [--prompt 16] [--prefill 512] [--json]
  *   bun bench/decode.ts ...
  *
  * The checkpoint is generated once from the real 270M config (hidden 640, 18 layers, 4 heads,
  * 1 KV head, head_dim 256, ffn 2048, vocab 262,144, window 512) and cached in bench/.cache/.
  * Random weights cost exactly what real ones do: every weight is read once per decoded token.
- * Prints a table and, with --json, one JSON object.
+ * Runs are interleaved over `--rounds` and medians reported (two threads on two shared vCPUs are
+ * noisy). Also measured: the cost of one parallel op with no work (the synchronisation), times the
+ * ops of a decoded token, as a share of its time. Prints a table and, with --json, one JSON line.
  *
  * @module
  */
@@ -16,19 +20,24 @@ import process from "node:process";
 import { mkdir, open, rename, stat, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
+import { WasmRuntime } from "../engine/runtime.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
   options: {
-    format: { type: "string", default: "bf16" },
+    formats: { type: "string", default: "f32,bf16" },
+    threads: { type: "string", default: "1,2" },
+    rounds: { type: "string", default: "3" },
     decode: { type: "string", default: "128" },
     prompt: { type: "string", default: "16" },
     prefill: { type: "string", default: "512" },
     json: { type: "boolean", default: false },
   },
 });
-const format = values.format as string;
-if (format !== "bf16" && format !== "f32") throw new Error(`--format must be bf16 or f32, got ${format}`);
+const formats = (values.formats as string).split(",");
+for (const f of formats) if (f !== "bf16" && f !== "f32") throw new Error(`--formats takes bf16 and/or f32, got ${f}`);
+const threadCounts = (values.threads as string).split(",").map(Number);
+const rounds = Number(values.rounds);
 
 const CONFIG = {
   architectures: ["Gemma3ForCausalLM"],
@@ -83,7 +92,7 @@ function tensors(): [string, number[]][] {
 }
 
 /** Writes the random checkpoint tensor by tensor (never the whole file in memory). */
-async function ensureCheckpoint(dir: string): Promise<void> {
+async function ensureCheckpoint(dir: string, format: string): Promise<void> {
   try {
     await stat(`${dir}/model.safetensors`);
     return;
@@ -132,47 +141,107 @@ async function ensureCheckpoint(dir: string): Promise<void> {
 }
 
 const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
-const dir = new URL(`./.cache/gemma3-270m-random-${format}`, import.meta.url).pathname;
-await ensureCheckpoint(dir);
-
-const t0 = performance.now();
-const model = await loadModel(dir);
-const loadS = (performance.now() - t0) / 1000;
-
 const promptLen = Number(values.prompt), decodeLen = Number(values.decode), prefillLen = Number(values.prefill);
 const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % 262144);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const opsPerToken = CONFIG.num_hidden_layers * 8 + 1; // 7 matrix products + attention per layer, and the head
 
-// Decode: a short prompt, then one token at a time (greedy; random weights never stop early).
-const s = model.createSession({ contextLength: Math.max(prefillLen, promptLen + decodeLen) + 1 });
-await s.eval(ids(promptLen, 1));
-let n = 0;
-const t1 = performance.now();
-for await (const _ of s.generate([], { maxTokens: decodeLen, stopTokens: [] })) n++;
-const decodeTps = n / ((performance.now() - t1) / 1000);
+/** Decode and prefill tokens/s for one format and thread count. */
+async function speed(format: string, threads: number) {
+  const dir = new URL(`./.cache/gemma3-270m-random-${format}`, import.meta.url).pathname;
+  const model = await loadModel(dir, { threads });
+  if (model.threads !== threads) throw new Error(`asked for ${threads} threads, got ${model.threads}: ${model.threadsFallbackReason}`);
+  const s = model.createSession({ contextLength: Math.max(prefillLen, promptLen + decodeLen) + 1 });
+  await s.eval(ids(promptLen, 1));
+  let n = 0;
+  const t1 = performance.now();
+  for await (const _ of s.generate([], { maxTokens: decodeLen, stopTokens: [] })) n++;
+  const decode = n / ((performance.now() - t1) / 1000);
+  s.reset();
+  const t2 = performance.now();
+  await s.eval(ids(prefillLen, 2));
+  const prefill = prefillLen / ((performance.now() - t2) / 1000);
+  const weightBytes = model.memoryBytes - s.kvBytes;
+  await model.dispose();
+  return { decode, prefill, weightBytes };
+}
 
-// Prefill: one long prompt in a fresh sequence.
-s.reset();
-const t2 = performance.now();
-await s.eval(ids(prefillLen, 2));
-const prefillTps = prefillLen / ((performance.now() - t2) / 1000);
-const memoryMiB = model.memoryBytes / 2 ** 20;
-await model.dispose();
+/** Streaming-read bandwidth (GB/s) of `threads` threads over 1 GiB, and the cost of an empty op. */
+async function bandwidth(threads: number) {
+  const rt = await WasmRuntime.create({ threads });
+  const bytes = 1 << 30;
+  const p = rt.alloc(bytes);
+  new Uint8Array(rt.memory.buffer, p, bytes).fill(1); // fault the pages in first
+  const read = () => rt.parallel ? rt.parallel.parStreamRead(p, bytes, 60_000) : rt.kernels.streamRead(p, 0, bytes);
+  read();
+  const runs: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    read();
+    runs.push(bytes / 1e9 / ((performance.now() - t0) / 1000));
+  }
+  let opMicros = 0;
+  if (rt.parallel) {
+    const n = 20000;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) rt.parallel.parStreamRead(p, 64, 60_000);
+    opMicros = ((performance.now() - t0) * 1000) / n;
+  }
+  rt.dispose();
+  return { gbPerSecond: median(runs), opMicros };
+}
 
-const result = {
-  runtime,
-  format,
-  threads: 1,
-  loadSeconds: +loadS.toFixed(2),
-  decodeTokensPerSecond: +decodeTps.toFixed(2),
-  prefillTokensPerSecond: +prefillTps.toFixed(1),
-  wasmMemoryMiB: +memoryMiB.toFixed(0),
-  decodeTokens: decodeLen,
-  promptTokens: promptLen,
-  prefillTokens: prefillLen,
-};
-if (values.json) console.log(JSON.stringify(result));
+for (const f of formats) await ensureCheckpoint(new URL(`./.cache/gemma3-270m-random-${f}`, import.meta.url).pathname, f);
+
+const samples = new Map<string, { decode: number[]; prefill: number[]; weightBytes: number }>();
+for (let r = 0; r < rounds; r++) {
+  for (const f of formats) {
+    for (const t of threadCounts) {
+      const key = `${f}/${t}`;
+      const m = await speed(f, t);
+      const e = samples.get(key) ?? { decode: [], prefill: [], weightBytes: m.weightBytes };
+      e.decode.push(m.decode);
+      e.prefill.push(m.prefill);
+      samples.set(key, e);
+    }
+  }
+}
+const bw = new Map<number, { gbPerSecond: number; opMicros: number }>();
+for (const t of threadCounts) bw.set(t, await bandwidth(t));
+
+const rows = [];
+for (const f of formats) {
+  for (const t of threadCounts) {
+    const e = samples.get(`${f}/${t}`)!;
+    const decode = median(e.decode), prefill = median(e.prefill);
+    const { gbPerSecond, opMicros } = bw.get(t)!;
+    // Bytes a decoded token must read: every weight once (the tied head is the embedding).
+    const decodeGBps = (decode * e.weightBytes) / 1e9;
+    rows.push({
+      runtime,
+      format: f,
+      threads: t,
+      decodeTokensPerSecond: +decode.toFixed(2),
+      prefillTokensPerSecond: +prefill.toFixed(1),
+      decodeReadGBps: +decodeGBps.toFixed(1),
+      streamReadGBps: +gbPerSecond.toFixed(1),
+      decodeShareOfBandwidth: +(decodeGBps / gbPerSecond).toFixed(2),
+      syncMicrosPerOp: +opMicros.toFixed(2),
+      syncShareOfDecode: +((opMicros * opsPerToken * decode) / 1e6).toFixed(3),
+      prefillSpeedupVs1Thread: 0,
+    });
+  }
+}
+for (const r of rows) {
+  const one = rows.find((x) => x.format === r.format && x.threads === 1);
+  if (one) r.prefillSpeedupVs1Thread = +(r.prefillTokensPerSecond / one.prefillTokensPerSecond).toFixed(2);
+}
+if (values.json) console.log(JSON.stringify({ rounds, decodeTokens: decodeLen, promptTokens: promptLen, prefillTokens: prefillLen, rows }));
 else {
-  console.log("| runtime | format | threads | decode tok/s | prefill tok/s | load s | wasm MiB |");
-  console.log("|---|---|---|---|---|---|---|");
-  console.log(`| ${runtime} | ${format} | 1 | ${result.decodeTokensPerSecond} | ${result.prefillTokensPerSecond} | ${result.loadSeconds} | ${result.wasmMemoryMiB} |`);
+  console.log(`Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen}, prefill ${prefillLen}`);
+  console.log("| format | threads | decode tok/s | prefill tok/s | prefill vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  for (const r of rows) {
+    console.log(`| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${Math.round(r.decodeShareOfBandwidth * 100)}% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`);
+  }
 }

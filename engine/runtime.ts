@@ -14,7 +14,8 @@ export interface Kernels {
   rmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number): void;
   ropeInPlace(
     x: number,
-    tokens: number,
+    t0: number,
+    t1: number,
     heads: number,
     headDim: number,
     startPos: number,
@@ -41,7 +42,7 @@ export interface Kernels {
     h1: number,
   ): void;
   appendKv(k: number, v: number, kCache: number, vCache: number, tokens: number, startPos: number, kvDim: number, capacity: number): void;
-  geglu(gate: number, up: number, out: number, n: number): void;
+  geglu(gate: number, up: number, out: number, i0: number, i1: number): void;
   addInPlace(x: number, y: number, n: number): void;
   streamRead(p: number, start: number, end: number): number;
 }
@@ -70,6 +71,9 @@ export interface ThreadKernels extends Kernels {
     timeoutMs: number,
   ): number;
   parStreamRead(p: number, bytes: number, timeoutMs: number): number;
+  parGeglu(gate: number, up: number, out: number, n: number, timeoutMs: number): number;
+  parRope(x: number, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number, timeoutMs: number): number;
+  parRmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number, timeoutMs: number): number;
   threadsExit(timeoutMs: number): number;
 }
 

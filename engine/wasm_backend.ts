@@ -10,6 +10,10 @@ export type Ptr = number;
 /** Implements the forward pass's ops with the WebAssembly kernels. Matrix products and attention
  * go to the worker pool when there is one; the small per-vector ops stay on the calling thread. */
 export class WasmBackend implements Backend<Ptr, WasmWeight> {
+  /** Element-wise ops smaller than this run on the calling thread: handing them to the pool costs
+   * more than it saves (decode's vectors are a few thousand floats). Tests lower it. */
+  static parallelMinFloats = 1 << 14;
+
   constructor(readonly rt: WasmRuntime) {}
 
   alloc(floats: number): Ptr {
@@ -36,7 +40,14 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     (table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(table.ptr, ids, tokens, table.cols, scale, out);
   }
   rmsNorm(x: Ptr, w: WasmWeight, out: Ptr, rows: number, eps: number): void {
-    this.rt.kernels.rmsNorm(x, w.ptr, out, rows, w.cols, eps);
+    const par = this.#parallelFor(rows * w.cols);
+    if (par) {
+      if (par.parRmsNorm(x, w.ptr, out, rows, w.cols, eps, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+    } else this.rt.kernels.rmsNorm(x, w.ptr, out, rows, w.cols, eps);
+  }
+  /** The pool's entry points if an op of `floats` elements is worth splitting, else null. */
+  #parallelFor(floats: number) {
+    return floats >= WasmBackend.parallelMinFloats ? this.rt.parallel : null;
   }
   matmul(w: WasmWeight, x: Ptr, out: Ptr, tokens: number): void {
     const bf16 = w.dtype === "bf16";
@@ -48,7 +59,10 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     (bf16 ? this.rt.kernels.matmulBF16 : this.rt.kernels.matmulF32)(w.ptr, x, out, w.rows, w.cols, tokens, 0, w.rows);
   }
   rope(x: Ptr, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number): void {
-    this.rt.kernels.ropeInPlace(x, tokens, heads, headDim, startPos, base, factor);
+    const par = this.#parallelFor(tokens * heads * headDim);
+    if (par) {
+      if (par.parRope(x, tokens, heads, headDim, startPos, base, factor, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+    } else this.rt.kernels.ropeInPlace(x, 0, tokens, heads, headDim, startPos, base, factor);
   }
   attention(
     q: Ptr,
@@ -80,7 +94,10 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     k_.appendKv(k, v, cache.keys, cache.values, tokens, startPos, s.kvHeads * s.headDim, cache.capacity);
   }
   geglu(gate: Ptr, up: Ptr, out: Ptr, n: number): void {
-    this.rt.kernels.geglu(gate, up, out, n);
+    const par = this.#parallelFor(n);
+    if (par) {
+      if (par.parGeglu(gate, up, out, n, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+    } else this.rt.kernels.geglu(gate, up, out, 0, n);
   }
   add(x: Ptr, y: Ptr, n: number): void {
     this.rt.kernels.addInPlace(x, y, n);

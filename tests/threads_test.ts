@@ -5,6 +5,10 @@
 import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { workerTestHooks } from "../engine/threads.ts";
+import { WasmBackend } from "../engine/wasm_backend.ts";
+
+// Split every op, however small, so the tests exercise each parallel kernel on these tiny models.
+WasmBackend.parallelMinFloats = 0;
 import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 
