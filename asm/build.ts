@@ -1,8 +1,10 @@
 /**
  * Builds the kernels into asm/build/ and engine/kernels_wasm.ts (the same bytes, base64, so that
- * mod.ts works from a URL import or where no file can be read). Two builds:
- *   kernels.wasm      asm/kernels.ts, single-threaded, plain memory (works everywhere)
- *   kernels-mt.wasm   asm/threads.ts, the same kernels plus the worker loop, shared memory
+ * mod.ts works from a URL import or where no file can be read). Four builds:
+ *   kernels.wasm              asm/kernels.ts, single-threaded, plain memory (works everywhere)
+ *   kernels-mt.wasm           asm/threads.ts, the same kernels plus the worker loop, shared memory
+ *   *-relaxed.wasm            each of those with relaxed SIMD (fused multiply-add), used where the
+ *                             engine validates it
  *
  *   deno task build          rebuild both files
  *   deno task check-wasm     rebuild in memory and fail if the committed files differ
@@ -28,15 +30,31 @@ const common = binaryen.Features.MVP | binaryen.Features.SIMD128 | binaryen.Feat
   binaryen.Features.BulkMemoryOpt | binaryen.Features.SignExt | binaryen.Features.NontrappingFPToInt |
   binaryen.Features.MutableGlobals;
 
+// Shared memory needs a maximum: 65536 pages is the 4 GiB wasm32 limit (reserved lazily).
+const threadFlags = ["--enable", "threads", "--sharedMemory", "--maximumMemory", "65536"];
+const relaxedFlags = ["--enable", "relaxed-simd"];
 const variants: Variant[] = [
   { entry: "asm/kernels.ts", file: "kernels.wasm", exportName: "kernelsWasmBase64", flags: [], features: common },
+  {
+    entry: "asm/kernels.ts",
+    file: "kernels-relaxed.wasm",
+    exportName: "kernelsRelaxedWasmBase64",
+    flags: relaxedFlags,
+    features: common | binaryen.Features.RelaxedSIMD,
+  },
   {
     entry: "asm/threads.ts",
     file: "kernels-mt.wasm",
     exportName: "kernelsThreadsWasmBase64",
-    // Shared memory needs a maximum: 65536 pages is the 4 GiB wasm32 limit (reserved lazily).
-    flags: ["--enable", "threads", "--sharedMemory", "--maximumMemory", "65536"],
+    flags: threadFlags,
     features: common | binaryen.Features.Atomics,
+  },
+  {
+    entry: "asm/threads.ts",
+    file: "kernels-mt-relaxed.wasm",
+    exportName: "kernelsThreadsRelaxedWasmBase64",
+    flags: [...threadFlags, ...relaxedFlags],
+    features: common | binaryen.Features.Atomics | binaryen.Features.RelaxedSIMD,
   },
 ];
 

@@ -2,7 +2,12 @@
 // hands out regions of that memory. Everything the model touches (weights, KV caches,
 // activations) lives in this memory, so kernels can work on it without copies.
 
-import { kernelsThreadsWasmBase64, kernelsWasmBase64 } from "./kernels_wasm.ts";
+import {
+  kernelsRelaxedWasmBase64,
+  kernelsThreadsRelaxedWasmBase64,
+  kernelsThreadsWasmBase64,
+  kernelsWasmBase64,
+} from "./kernels_wasm.ts";
 import { ThreadPool, threadsUnavailableReason } from "./threads.ts";
 
 /** The kernel exports of asm/kernels.ts; pointers are byte offsets into the memory. */
@@ -94,13 +99,37 @@ function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
+/** The kernel builds: threaded or not, and with relaxed SIMD (fused multiply-add) or plain. */
+const BUILDS = {
+  st: kernelsWasmBase64,
+  "st-relaxed": kernelsRelaxedWasmBase64,
+  mt: kernelsThreadsWasmBase64,
+  "mt-relaxed": kernelsThreadsRelaxedWasmBase64,
+};
+type Build = keyof typeof BUILDS;
+
+let relaxedOk: boolean | undefined;
+/** Whether this engine accepts relaxed SIMD (Deno and Bun do; Node 20 only behind a flag).
+ * Set GEMMA3_WASM_RELAXED=0 to use the plain builds anyway. */
+function relaxedSupported(): boolean {
+  if (relaxedOk === undefined) {
+    const g = globalThis as { Deno?: { env: { get(n: string): string | undefined } }; process?: { env?: Record<string, string> } };
+    let off: string | undefined;
+    try {
+      off = g.Deno ? g.Deno.env.get("GEMMA3_WASM_RELAXED") : g.process?.env?.GEMMA3_WASM_RELAXED;
+    } catch { /* no env permission */ }
+    relaxedOk = off !== "0" && WebAssembly.validate(decodeBase64(kernelsRelaxedWasmBase64));
+  }
+  return relaxedOk;
+}
+
 /** Compiles one of the embedded kernel builds, once per process. */
 function kernelsModule(threaded: boolean): Promise<WebAssembly.Module> {
-  const key = threaded ? "mt" : "st";
+  const key: Build = `${threaded ? "mt" : "st"}${relaxedSupported() ? "-relaxed" : ""}`;
   let m = compiled.get(key);
   if (!m) {
     if (typeof WebAssembly === "undefined") throw new Error("this runtime has no WebAssembly support");
-    m = WebAssembly.compile(decodeBase64(threaded ? kernelsThreadsWasmBase64 : kernelsWasmBase64)).catch((e) => {
+    m = WebAssembly.compile(decodeBase64(BUILDS[key])).catch((e) => {
       compiled.delete(key);
       throw new Error(
         `cannot compile the WASM kernels (${(e as Error).message}); they need WebAssembly SIMD ` +
