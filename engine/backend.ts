@@ -22,8 +22,8 @@ export interface Backend<A, W> {
   offset(buffer: A, floats: number): A;
   /** Copies token ids (as i32) into a buffer. */
   writeTokens(dst: A, ids: Int32Array): void;
-  /** Reads `count` floats. */
-  read(src: A, count: number): Promise<Float32Array>;
+  /** Copies `dst.length` floats from `src` into `dst`. */
+  read(src: A, dst: Float32Array): Promise<void>;
 
   /** out[t] = table[ids[t]] * scale. */
   embed(table: W, ids: A, tokens: number, scale: number, out: A): void;

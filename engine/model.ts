@@ -179,7 +179,7 @@ export async function forward<A, W>(
     const xt = b.offset(act.x, t * H);
     b.rmsNorm(xt, w.finalNorm, act.h, rows, eps);
     b.matmul(w.lmHead, act.h, act.logits, rows);
-    logits.set(await b.read(act.logits, rows * c.vocabSize), (t - first) * c.vocabSize);
+    await b.read(act.logits, logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize));
   }
   return logits;
 }

@@ -87,7 +87,7 @@ async function start(init, post) {
     for (;;) {
       let spins = 0;
       while (Atomics.load(generation, 0) === seen) {
-        if (++spins >= 20000) {
+        if (++spins >= 200000) {
           Atomics.wait(generation, 0, seen);
           spins = 0;
         }

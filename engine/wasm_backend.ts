@@ -31,8 +31,9 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
   writeTokens(dst: Ptr, ids: Int32Array): void {
     this.rt.i32(dst, ids.length).set(ids);
   }
-  read(src: Ptr, count: number): Promise<Float32Array> {
-    return Promise.resolve(this.rt.f32(src, count).slice());
+  read(src: Ptr, dst: Float32Array): Promise<void> {
+    dst.set(this.rt.f32(src, dst.length));
+    return Promise.resolve();
   }
 
   embed(table: WasmWeight, ids: Ptr, tokens: number, scale: number, out: Ptr): void {
