@@ -39,7 +39,9 @@ Run 'cli.ts <command> --help' for a command's options.
 const MODEL_HELP = `Model:
   -m, --model <name|path|url>   Hub repository, model folder or folder URL (default ${DEFAULT_MODEL})
       --revision <rev>          Hub branch, tag or commit (default main)
-      --context-length <n>      KV cache size in tokens (default 4096, or the model's maximum)`;
+      --context-length <n>      KV cache size in tokens (default 4096, or the model's maximum)
+      --threads <n>             Threads to run on (default: all cores; 1 where workers or
+                                SharedArrayBuffer are missing)`;
 
 const SAMPLING_HELP = `Sampling (defaults: the model's generation_config.json, else greedy):
   -n, --max-tokens <n>          Most tokens to generate
@@ -133,6 +135,7 @@ const modelOptions = {
   model: { type: "string", short: "m" },
   revision: { type: "string" },
   "context-length": { type: "string" },
+  threads: { type: "string" },
 } as const;
 const samplingOptions = {
   "max-tokens": { type: "string", short: "n" },
@@ -206,7 +209,12 @@ function progressPrinter(quiet: boolean): ((p: LoadProgress) => void) | undefine
 
 async function openModel(values: Record<string, unknown>, quiet: boolean): Promise<Gemma3Model> {
   const source = (values.model as string | undefined) ?? DEFAULT_MODEL;
-  return await loadModel(source, { revision: values.revision as string | undefined, onProgress: progressPrinter(quiet) });
+  const threads = parseNumber(values.threads as string | undefined, "--threads", true);
+  return await loadModel(source, {
+    revision: values.revision as string | undefined,
+    threads,
+    onProgress: progressPrinter(quiet),
+  });
 }
 
 function contextLength(values: Record<string, unknown>): number | undefined {
@@ -275,6 +283,7 @@ async function run(args: string[]): Promise<void> {
       prefillTokensPerSecond: rate(ids.length, prefillMs),
       generatedTokens: n,
       decodeTokensPerSecond: rate(n, decodeMs),
+      threads: model.threads,
     };
     if (values.json) process.stdout.write(JSON.stringify({ text, ...stats }) + "\n");
     else {
@@ -282,7 +291,8 @@ async function run(args: string[]): Promise<void> {
       if (!quiet) {
         process.stderr.write(
           `prefill ${ids.length} tokens, ${stats.prefillTokensPerSecond} tok/s | ` +
-            `decode ${n} tokens, ${stats.decodeTokensPerSecond} tok/s | load ${stats.loadSeconds} s\n`,
+            `decode ${n} tokens, ${stats.decodeTokensPerSecond} tok/s | load ${stats.loadSeconds} s | ` +
+            `${stats.threads} thread${stats.threads > 1 ? "s" : ""}\n`,
         );
       }
     }
@@ -447,6 +457,7 @@ async function generate(args: string[]): Promise<void> {
       prefillTokensPerSecond: rate(prompt.length, prefillMs),
       generatedTokens: out.length,
       decodeTokensPerSecond: rate(out.length, decodeMs),
+      threads: model.threads,
     };
     if (values.json) process.stdout.write(JSON.stringify({ prompt, tokens: out, ...stats }) + "\n");
     else {
@@ -454,7 +465,8 @@ async function generate(args: string[]): Promise<void> {
       if (!quiet) {
         process.stderr.write(
           `prefill ${prompt.length} tokens, ${stats.prefillTokensPerSecond} tok/s | ` +
-            `decode ${out.length} tokens, ${stats.decodeTokensPerSecond} tok/s | load ${stats.loadSeconds} s\n`,
+            `decode ${out.length} tokens, ${stats.decodeTokensPerSecond} tok/s | load ${stats.loadSeconds} s | ` +
+            `${stats.threads} thread${stats.threads > 1 ? "s" : ""}\n`,
         );
       }
     }

@@ -18,6 +18,7 @@
 
 import process from "node:process";
 import { mkdir, open, rename, stat, writeFile } from "node:fs/promises";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
@@ -32,8 +33,25 @@ const { values } = parseArgs({
     prompt: { type: "string", default: "16" },
     prefill: { type: "string", default: "512" },
     json: { type: "boolean", default: false },
+    save: { type: "boolean", default: false },
+    help: { type: "boolean", default: false },
   },
 });
+if (values.help) {
+  console.log(`Usage: deno run -A bench/decode.ts [options]   (or: bun bench/decode.ts [options])
+
+Decode and prefill tokens/s of a random-weight Gemma 3 270M (made once in bench/.cache/),
+per weight format and thread count, beside the stream-read bandwidth of the same threads.
+
+  --formats f32,bf16   weight formats
+  --threads 1,2        thread counts
+  --rounds 3           interleaved rounds (medians are reported)
+  --decode 128         tokens decoded after a --prompt 16 token prompt
+  --prefill 512        prompt length for the prefill measurement
+  --json               one JSON line instead of the table
+  --save               also write bench/results/<date>-decode-<runtime>.{md,json}`);
+  process.exit(0);
+}
 const formats = (values.formats as string).split(",");
 for (const f of formats) if (f !== "bf16" && f !== "f32") throw new Error(`--formats takes bf16 and/or f32, got ${f}`);
 const threadCounts = (values.threads as string).split(",").map(Number);
@@ -236,12 +254,41 @@ for (const r of rows) {
   const one = rows.find((x) => x.format === r.format && x.threads === 1);
   if (one) r.prefillSpeedupVs1Thread = +(r.prefillTokensPerSecond / one.prefillTokensPerSecond).toFixed(2);
 }
-if (values.json) console.log(JSON.stringify({ rounds, decodeTokens: decodeLen, promptTokens: promptLen, prefillTokens: prefillLen, rows }));
-else {
-  console.log(`Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen}, prefill ${prefillLen}`);
-  console.log("| format | threads | decode tok/s | prefill tok/s | prefill vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |");
-  console.log("|---|---|---|---|---|---|---|---|---|---|");
-  for (const r of rows) {
-    console.log(`| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${Math.round(r.decodeShareOfBandwidth * 100)}% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`);
-  }
+const table = [
+  `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen}, prefill ${prefillLen}`,
+  "",
+  "| format | threads | decode tok/s | prefill tok/s | prefill vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
+  "|---|---|---|---|---|---|---|---|---|---|",
+  ...rows.map((r) =>
+    `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${Math.round(r.decodeShareOfBandwidth * 100)}% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`
+  ),
+];
+const machine = machineInfo();
+const result = { date: new Date().toISOString(), command: `${runtime} bench/decode.ts ${process.argv.slice(2).join(" ")}`.trim(), machine, rounds, decodeTokens: decodeLen, promptTokens: promptLen, prefillTokens: prefillLen, rows };
+if (values.save) {
+  const dir = new URL("./results/", import.meta.url).pathname;
+  mkdirSync(dir, { recursive: true });
+  const base = `${dir}${result.date.slice(0, 10)}-decode-${runtime}`;
+  writeFileSync(`${base}.json`, JSON.stringify(result, null, 2) + "\n");
+  writeFileSync(`${base}.md`, [
+    `# Decode and prefill, ${runtime}`,
+    "",
+    `Machine: ${machine.cpu}, ${machine.cores} cores; ${machine.runtime}. Command: \`${result.command}\`.`,
+    "",
+    ...table,
+    "",
+  ].join("\n"));
+}
+if (values.json) console.log(JSON.stringify(result));
+else console.log(table.join("\n"));
+
+/** CPU model, core count and runtime version, for the saved results. */
+function machineInfo() {
+  let cpu = "unknown CPU";
+  try {
+    cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
+  } catch { /* not Linux */ }
+  const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
+  const version = g.Deno ? `Deno ${g.Deno.version.deno}` : g.Bun ? `Bun ${g.Bun.version}` : `Node ${process.version}`;
+  return { cpu, cores: navigator.hardwareConcurrency, runtime: version };
 }

@@ -90,6 +90,19 @@ Deno.test("cli generate prints the golden greedy continuation and a stats line",
   match(res.stderr, /prefill 7 tokens, [\d.]+ tok\/s \| decode 24 tokens, [\d.]+ tok\/s/);
 });
 
+Deno.test("cli --threads: the same tokens on 1 and 2 threads, and a bad count is a usage error", async () => {
+  const r = golden.results[2];
+  const one = await run("generate", "-m", tinyA, "-t", r.prompt.join(","), "-n", "24", "--ignore-eos", "--threads", "1", "--json");
+  const two = await run("generate", "-m", tinyA, "-t", r.prompt.join(","), "-n", "24", "--ignore-eos", "--threads", "2", "--json");
+  deepStrictEqual(JSON.parse(one.stdout).threads, 1);
+  deepStrictEqual(JSON.parse(two.stdout).threads, 2);
+  deepStrictEqual(JSON.parse(one.stdout).tokens, r.greedy_continuation_kv_cache);
+  deepStrictEqual(JSON.parse(two.stdout).tokens, r.greedy_continuation_kv_cache);
+  const bad = await run("generate", "-m", tinyA, "-t", "2", "--threads", "two");
+  deepStrictEqual(bad.code, 2);
+  match(bad.stderr, /--threads: "two" is not an integer/);
+});
+
 Deno.test("cli generate --json is machine-readable", async () => {
   const res = await run("generate", "-m", tinyA, "-t", "2", "-n", "5", "--json", "--temperature", "0.9", "--seed", "4");
   deepStrictEqual(res.code, 0, res.stderr);
