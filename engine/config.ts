@@ -251,3 +251,73 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
   };
   return config;
 }
+
+/**
+ * The config of a GGUF file (architecture "gemma3"), from its metadata as llama.cpp reads it.
+ * GGUF has no query_pre_attn_scalar: llama.cpp scales by head_dim^-0.5, except for the 27B
+ * model (62 layers), which uses (hidden / heads)^-0.5; the same rule is applied here. Sliding and
+ * full layers follow Gemma 3's pattern of 6 unless the file lists them.
+ */
+export function configFromGguf(meta: Map<string, unknown>, vocabSize: number, tied: boolean, where: string): Gemma3Config {
+  const fail = (msg: string): never => {
+    throw new Error(`${where}: ${msg}`);
+  };
+  const arch = meta.get("general.architecture");
+  if (arch !== "gemma3") fail(`architecture ${JSON.stringify(arch)} is not supported (gemma3 is)`);
+  const num = (key: string, fallback?: number): number => {
+    const v = meta.get(`gemma3.${key}`) ?? fallback;
+    const n = typeof v === "bigint" ? Number(v) : v;
+    if (typeof n !== "number" || !Number.isFinite(n) || n <= 0) return fail(`metadata gemma3.${key} is missing or invalid (${String(v)})`);
+    return n;
+  };
+  const int = (key: string, fallback?: number): number => {
+    const n = num(key, fallback);
+    if (!Number.isInteger(n)) fail(`metadata gemma3.${key} must be an integer, got ${n}`);
+    return n;
+  };
+  const hiddenSize = int("embedding_length");
+  const numLayers = int("block_count");
+  const numHeads = int("attention.head_count");
+  const numKvHeads = int("attention.head_count_kv", numHeads);
+  if (numHeads % numKvHeads !== 0) fail(`head_count ${numHeads} is not a multiple of head_count_kv ${numKvHeads}`);
+  const headDim = int("attention.key_length", hiddenSize / numHeads);
+  const pattern = meta.get("gemma3.attention.sliding_window_pattern");
+  let layerTypes: LayerType[];
+  if (Array.isArray(pattern) && pattern.length === numLayers) {
+    layerTypes = pattern.map((s) => (s ? "sliding_attention" : "full_attention"));
+  } else {
+    const period = typeof pattern === "number" && pattern > 0 ? pattern : 6;
+    layerTypes = Array.from({ length: numLayers }, (_, i) => ((i + 1) % period === 0 ? "full_attention" : "sliding_attention"));
+  }
+  const scalingType = meta.get("gemma3.rope.scaling.type");
+  let ropeScalingFactor = 1;
+  if (scalingType === "linear") ropeScalingFactor = num("rope.scaling.factor");
+  else if (scalingType !== undefined && scalingType !== "none") fail(`rope scaling ${JSON.stringify(scalingType)} is not supported`);
+  const id = (key: string, fallback: number) => {
+    const v = meta.get(`tokenizer.ggml.${key}`);
+    return typeof v === "number" && Number.isInteger(v) ? v : fallback;
+  };
+  const eos = id("eos_token_id", 1);
+  const eot = id("eot_token_id", -1);
+  return {
+    vocabSize,
+    hiddenSize,
+    intermediateSize: int("feed_forward_length"),
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    queryPreAttnScalar: numLayers === 62 ? hiddenSize / numHeads : headDim,
+    rmsNormEps: num("attention.layer_norm_rms_epsilon"),
+    slidingWindow: int("attention.sliding_window"),
+    maxPositionEmbeddings: int("context_length"),
+    layerTypes,
+    ropeTheta: num("rope.freq_base", 1_000_000),
+    ropeLocalBaseFreq: num("rope.freq_base_swa", 10_000),
+    ropeScalingFactor,
+    tieWordEmbeddings: tied,
+    bosTokenId: id("bos_token_id", 2),
+    eosTokenIds: eot >= 0 && eot !== eos ? [eos, eot] : [eos],
+    padTokenId: id("padding_token_id", 0),
+  };
+}

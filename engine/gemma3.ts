@@ -5,6 +5,7 @@ import type { Gemma3Config } from "./config.ts";
 import { exists, hasFileSystem, isDirectory, isUrl, joinLocation, readText } from "./io.ts";
 import { downloadModel, hubEndpoint, isRepoId } from "./hub.ts";
 import { type LoadProgress, loadHfFolder, type WasmWeight } from "./load_hf.ts";
+import { loadGguf } from "./load_gguf.ts";
 import { type Activations, allocActivations } from "./model.ts";
 import { WasmRuntime } from "./runtime.ts";
 import { Session, type SessionHost } from "./session.ts";
@@ -199,7 +200,8 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   }
   const maxChunk = options.maxChunk ?? 64;
   if (!Number.isInteger(maxChunk) || maxChunk < 1) throw new RangeError(`maxChunk must be a positive integer, got ${maxChunk}`);
-  if (!isUrl(source) && !(await isDirectory(source))) {
+  const gguf = /\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source);
+  if (!gguf && !isUrl(source) && !(await isDirectory(source))) {
     if (!isRepoId(source)) {
       throw new Error(`${source}: not a folder, URL or Hub repository name (expected a Hugging Face model folder with config.json)`);
     }
@@ -207,6 +209,10 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   }
   const rt = await WasmRuntime.create({ threads: options.threads });
   try {
+    if (gguf) {
+      const { config, weights, allocations } = await loadGguf(source, rt, options.onProgress);
+      return new Gemma3Model(rt, config, weights, allocations, maxChunk);
+    }
     const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress);
     let tokenizer: Tokenizer | undefined;
     if (await exists(joinLocation(source, "tokenizer.json"))) tokenizer = await loadTokenizer(source);

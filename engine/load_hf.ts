@@ -4,11 +4,12 @@
 // WebAssembly memory (no intermediate full copy in JS), in file order.
 
 import { type Gemma3Config, parseHfConfig } from "./config.ts";
-import { bf16ToF32, type DType, f16ToF32 } from "./dtypes.ts";
+import type { DType } from "./dtypes.ts";
 import { type ByteSource, exists, joinLocation, openSource, readText } from "./io.ts";
 import { readSafetensorsHeader, type TensorEntry } from "./safetensors.ts";
 import type { WasmRuntime } from "./runtime.ts";
-import { assembleWeights, canonicalTensorName, type ModelWeights, tensorSpecs } from "./weights.ts";
+import { canonicalTensorName, type ModelWeights } from "./weights.ts";
+import { loadTensors } from "./load_tensors.ts";
 
 /** A weight in WebAssembly memory: matrices as stored (f32 or bf16), norm vectors as f32. */
 export interface WasmWeight {
@@ -112,85 +113,12 @@ export async function loadHfFolder(
       }
     }
 
-    // 2. Exactly the tensors the config needs, with the right shapes.
-    const specs = tensorSpecs(config);
     const where = files.length === 1 ? files[0] : `${folder} (${files.length} shards)`;
-    const missing = specs.filter((s) => !found.has(s.name)).map((s) => s.name);
-    if (missing.length) {
-      throw new Error(`${where}: missing tensor${missing.length > 1 ? "s" : ""} ${list(missing)}`);
-    }
-    const needed = new Set(specs.map((s) => s.name));
-    const extra = [...found.keys()].filter((n) => !needed.has(n));
-    if (extra.length) {
-      const hint = extra.includes("lm_head.weight") && config.tieWordEmbeddings
-        ? " (the config says tie_word_embeddings: true)"
-        : "";
-      throw new Error(`${where}: unexpected tensor${extra.length > 1 ? "s" : ""} ${list(extra)}${hint}`);
-    }
-    for (const s of specs) {
-      const e = found.get(s.name)!;
-      if (e.shape.join() !== s.shape.join()) {
-        throw new Error(`${e.source.name}: tensor ${e.name} has shape [${e.shape}], the config needs [${s.shape}]`);
-      }
-    }
-
-    // 3. Memory for every tensor first: views of memory go stale when it grows.
-    const placed = new Map<string, WasmWeight>();
-    const jobs: { entry: TensorEntry; weight: WasmWeight }[] = [];
-    for (const s of specs) {
-      const entry = found.get(s.name)!;
-      // Matrices stay in their stored format where a kernel reads it; everything else is f32.
-      const dtype: DType = s.kind === "matrix" && entry.dtype === "bf16" ? "bf16" : "f32";
-      const [rows, cols] = s.shape.length === 2 ? s.shape : [1, s.shape[0]];
-      const ptr = rt.alloc(rows * cols * (dtype === "bf16" ? 2 : 4));
-      allocations.push(ptr);
-      const weight = { ptr, dtype, rows, cols };
-      placed.set(s.name, weight);
-      jobs.push({ entry, weight });
-    }
-
-    // 4. Data, in file order so a URL streams once.
-    jobs.sort((a, b) =>
-      a.entry.source === b.entry.source
-        ? a.entry.offset - b.entry.offset
-        : sources.indexOf(a.entry.source) - sources.indexOf(b.entry.source)
-    );
-    const totalBytes = jobs.reduce((n, j) => n + j.entry.bytes, 0);
-    let loadedBytes = 0;
-    for (const { entry, weight } of jobs) {
-      await readTensor(rt, entry, weight);
-      loadedBytes += entry.bytes;
-      onProgress?.({ phase: "load", loadedBytes, totalBytes });
-    }
-    return { config, weights: assembleWeights(config, (n) => placed.get(n)!), allocations };
+    return await loadTensors(rt, config, found, sources, where, allocations, onProgress);
   } catch (e) {
     for (const p of allocations) rt.free(p);
     throw e;
   } finally {
     for (const s of sources) await s.close().catch(() => {});
   }
-}
-
-/** Elements converted per step when a tensor changes type on load (bounds the JS staging). */
-const CONVERT_CHUNK = 1 << 20;
-
-async function readTensor(rt: WasmRuntime, entry: TensorEntry, w: WasmWeight): Promise<void> {
-  const numel = w.rows * w.cols;
-  if (entry.dtype === w.dtype) {
-    await entry.source.read(entry.offset, rt.u8(w.ptr, entry.bytes));
-    return;
-  }
-  // f16 → f32, or a bf16 norm vector → f32: through a bounded staging buffer.
-  const staging = new Uint16Array(Math.min(numel, CONVERT_CHUNK));
-  for (let i = 0; i < numel; i += CONVERT_CHUNK) {
-    const n = Math.min(CONVERT_CHUNK, numel - i);
-    const part = staging.subarray(0, n);
-    await entry.source.read(entry.offset + i * 2, new Uint8Array(part.buffer, 0, n * 2));
-    (entry.dtype === "bf16" ? bf16ToF32 : f16ToF32)(part, rt.f32(w.ptr + i * 4, n));
-  }
-}
-
-function list(names: string[]): string {
-  const shown = names.slice(0, 5).join(", ");
-  return names.length > 5 ? `${shown} and ${names.length - 5} more` : shown;
 }

@@ -41,26 +41,40 @@ export interface TensorSpec {
 
 type Dims = (c: Gemma3Config) => number[];
 
-/** Per-layer tensors: field, Hugging Face suffix, shape. */
-const LAYER_TENSORS: [keyof LayerWeights<unknown>, string, Dims][] = [
-  ["inputNorm", "input_layernorm.weight", (c) => [c.hiddenSize]],
-  ["qProj", "self_attn.q_proj.weight", (c) => [c.numHeads * c.headDim, c.hiddenSize]],
-  ["kProj", "self_attn.k_proj.weight", (c) => [c.numKvHeads * c.headDim, c.hiddenSize]],
-  ["vProj", "self_attn.v_proj.weight", (c) => [c.numKvHeads * c.headDim, c.hiddenSize]],
-  ["oProj", "self_attn.o_proj.weight", (c) => [c.hiddenSize, c.numHeads * c.headDim]],
-  ["qNorm", "self_attn.q_norm.weight", (c) => [c.headDim]],
-  ["kNorm", "self_attn.k_norm.weight", (c) => [c.headDim]],
-  ["postAttentionNorm", "post_attention_layernorm.weight", (c) => [c.hiddenSize]],
-  ["preFeedforwardNorm", "pre_feedforward_layernorm.weight", (c) => [c.hiddenSize]],
-  ["postFeedforwardNorm", "post_feedforward_layernorm.weight", (c) => [c.hiddenSize]],
-  ["gateProj", "mlp.gate_proj.weight", (c) => [c.intermediateSize, c.hiddenSize]],
-  ["upProj", "mlp.up_proj.weight", (c) => [c.intermediateSize, c.hiddenSize]],
-  ["downProj", "mlp.down_proj.weight", (c) => [c.hiddenSize, c.intermediateSize]],
+/** Per-layer tensors: field, Hugging Face suffix, GGUF (llama.cpp) suffix, shape. */
+const LAYER_TENSORS: [keyof LayerWeights<unknown>, string, string, Dims][] = [
+  ["inputNorm", "input_layernorm.weight", "attn_norm.weight", (c) => [c.hiddenSize]],
+  ["qProj", "self_attn.q_proj.weight", "attn_q.weight", (c) => [c.numHeads * c.headDim, c.hiddenSize]],
+  ["kProj", "self_attn.k_proj.weight", "attn_k.weight", (c) => [c.numKvHeads * c.headDim, c.hiddenSize]],
+  ["vProj", "self_attn.v_proj.weight", "attn_v.weight", (c) => [c.numKvHeads * c.headDim, c.hiddenSize]],
+  ["oProj", "self_attn.o_proj.weight", "attn_output.weight", (c) => [c.hiddenSize, c.numHeads * c.headDim]],
+  ["qNorm", "self_attn.q_norm.weight", "attn_q_norm.weight", (c) => [c.headDim]],
+  ["kNorm", "self_attn.k_norm.weight", "attn_k_norm.weight", (c) => [c.headDim]],
+  ["postAttentionNorm", "post_attention_layernorm.weight", "post_attention_norm.weight", (c) => [c.hiddenSize]],
+  ["preFeedforwardNorm", "pre_feedforward_layernorm.weight", "ffn_norm.weight", (c) => [c.hiddenSize]],
+  ["postFeedforwardNorm", "post_feedforward_layernorm.weight", "post_ffw_norm.weight", (c) => [c.hiddenSize]],
+  ["gateProj", "mlp.gate_proj.weight", "ffn_gate.weight", (c) => [c.intermediateSize, c.hiddenSize]],
+  ["upProj", "mlp.up_proj.weight", "ffn_up.weight", (c) => [c.intermediateSize, c.hiddenSize]],
+  ["downProj", "mlp.down_proj.weight", "ffn_down.weight", (c) => [c.hiddenSize, c.intermediateSize]],
 ];
 
-const EMBED = "model.embed_tokens.weight";
-const FINAL_NORM = "model.norm.weight";
-const LM_HEAD = "lm_head.weight";
+/** Whole-model tensors: Hugging Face name, GGUF name. */
+const GLOBAL_TENSORS: [string, string][] = [
+  ["model.embed_tokens.weight", "token_embd.weight"],
+  ["model.norm.weight", "output_norm.weight"],
+  ["lm_head.weight", "output.weight"],
+];
+
+/** Maps a GGUF (llama.cpp) tensor name to its canonical (Hugging Face) name, or null if unknown. */
+export function canonicalGgufName(name: string): string | null {
+  const global = GLOBAL_TENSORS.find(([, g]) => g === name);
+  if (global) return global[0];
+  const m = name.match(/^blk\.(\d+)\.(.+)$/);
+  const layer = m && LAYER_TENSORS.find(([, , g]) => g === m[2]);
+  return layer ? `model.layers.${m![1]}.${layer[1]}` : null;
+}
+
+const [[EMBED], [FINAL_NORM], [LM_HEAD]] = GLOBAL_TENSORS;
 
 function spec(name: string, shape: number[]): TensorSpec {
   return { name, shape, kind: shape.length === 2 ? "matrix" : "vector" };
@@ -70,7 +84,7 @@ function spec(name: string, shape: number[]): TensorSpec {
 export function tensorSpecs(c: Gemma3Config): TensorSpec[] {
   const specs = [spec(EMBED, [c.vocabSize, c.hiddenSize])];
   for (let i = 0; i < c.numLayers; i++) {
-    for (const [, suffix, dims] of LAYER_TENSORS) specs.push(spec(`model.layers.${i}.${suffix}`, dims(c)));
+    for (const [, suffix, , dims] of LAYER_TENSORS) specs.push(spec(`model.layers.${i}.${suffix}`, dims(c)));
   }
   specs.push(spec(FINAL_NORM, [c.hiddenSize]));
   if (!c.tieWordEmbeddings) specs.push(spec(LM_HEAD, [c.vocabSize, c.hiddenSize]));

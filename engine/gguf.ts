@@ -1,0 +1,202 @@
+// The GGUF format (llama.cpp's single-file models), versions 2 and 3:
+//
+//   "GGUF" · u32 version · u64 tensor count · u64 metadata count
+//   metadata: { string key, u32 type, value }*        (strings are u64 length + UTF-8 bytes)
+//   tensor infos: { string name, u32 n_dims, u64 dims[n_dims], u32 ggml type, u64 offset }*
+//   padding to general.alignment (default 32), then the tensor data (offsets are relative to it)
+//
+// dims are innermost first: a matrix of `rows` rows of `cols` is dims [cols, rows].
+// Everything read from the file is bounds-checked before it is used: counts, string and array
+// lengths against the bytes that remain, tensor sizes and offsets against the file, so a hostile
+// or truncated file is an error, never a giant allocation or an out-of-bounds read.
+
+import type { ByteSource } from "./io.ts";
+
+/** ggml tensor types, by number (the ones a Gemma GGUF may hold). */
+export const GGML_TYPES: Record<number, { name: string; blockElems: number; blockBytes: number }> = {
+  0: { name: "F32", blockElems: 1, blockBytes: 4 },
+  1: { name: "F16", blockElems: 1, blockBytes: 2 },
+  2: { name: "Q4_0", blockElems: 32, blockBytes: 18 },
+  3: { name: "Q4_1", blockElems: 32, blockBytes: 20 },
+  6: { name: "Q5_0", blockElems: 32, blockBytes: 22 },
+  7: { name: "Q5_1", blockElems: 32, blockBytes: 24 },
+  8: { name: "Q8_0", blockElems: 32, blockBytes: 34 },
+  10: { name: "Q2_K", blockElems: 256, blockBytes: 84 },
+  11: { name: "Q3_K", blockElems: 256, blockBytes: 110 },
+  12: { name: "Q4_K", blockElems: 256, blockBytes: 144 },
+  13: { name: "Q5_K", blockElems: 256, blockBytes: 176 },
+  14: { name: "Q6_K", blockElems: 256, blockBytes: 210 },
+  30: { name: "BF16", blockElems: 1, blockBytes: 2 },
+};
+
+/** One tensor of a GGUF file. */
+export interface GgufTensor {
+  name: string;
+  /** ggml type number (see GGML_TYPES). */
+  type: number;
+  /** Dimensions, innermost first (as stored). */
+  dims: number[];
+  /** Absolute byte offset of the data in the file. */
+  offset: number;
+  /** Byte length of the data. */
+  bytes: number;
+}
+
+/** A parsed GGUF header. */
+export interface GgufFile {
+  version: number;
+  metadata: Map<string, unknown>;
+  tensors: GgufTensor[];
+}
+
+/** Metadata value types. */
+const SCALAR: Record<number, [number, (v: DataView, o: number) => number | bigint | boolean]> = {
+  0: [1, (v, o) => v.getUint8(o)],
+  1: [1, (v, o) => v.getInt8(o)],
+  2: [2, (v, o) => v.getUint16(o, true)],
+  3: [2, (v, o) => v.getInt16(o, true)],
+  4: [4, (v, o) => v.getUint32(o, true)],
+  5: [4, (v, o) => v.getInt32(o, true)],
+  6: [4, (v, o) => v.getFloat32(o, true)],
+  7: [1, (v, o) => v.getUint8(o) !== 0],
+  10: [8, (v, o) => v.getBigUint64(o, true)],
+  11: [8, (v, o) => v.getBigInt64(o, true)],
+  12: [8, (v, o) => v.getFloat64(o, true)],
+};
+const STRING = 8;
+const ARRAY = 9;
+
+/** Bytes of header read at most (metadata with a 262k-token vocabulary is ~10 MB). */
+const MAX_HEADER = 256 << 20;
+
+/**
+ * Reads a GGUF header from a file: the header is read in growing pieces (vocabulary arrays make it
+ * large), never more than the file holds or MAX_HEADER.
+ */
+export async function readGgufHeader(source: ByteSource): Promise<GgufFile> {
+  const fail = (msg: string): never => {
+    throw new Error(`${source.name}: ${msg}`);
+  };
+  if (source.size < 24) fail(`${source.size} bytes is too short for a GGUF file`);
+  let have = Math.min(source.size, 1 << 20);
+  let buf = new Uint8Array(have);
+  await source.read(0, buf);
+  for (;;) {
+    try {
+      return parseGguf(buf, source.size, source.name);
+    } catch (e) {
+      if (!(e instanceof NeedMore)) throw e;
+      if (have >= source.size || have >= MAX_HEADER) {
+        fail(have >= source.size ? "the header runs past the end of the file (truncated?)" : "header larger than 256 MiB");
+      }
+      const next = Math.min(source.size, MAX_HEADER, have * 4);
+      const bigger = new Uint8Array(next);
+      bigger.set(buf);
+      await source.read(have, bigger.subarray(have));
+      buf = bigger;
+      have = next;
+    }
+  }
+}
+
+class NeedMore extends Error {}
+
+/** Parses a GGUF header from its first bytes; throws NeedMore if they are not enough. */
+export function parseGguf(bytes: Uint8Array, fileSize: number, where: string): GgufFile {
+  const fail = (msg: string): never => {
+    throw new Error(`${where}: ${msg}`);
+  };
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let o = 0;
+  const need = (n: number) => {
+    if (o + n > bytes.length) throw new NeedMore();
+  };
+  const u32 = () => (need(4), o += 4, view.getUint32(o - 4, true));
+  const u64 = (what: string): number => {
+    need(8);
+    const v = view.getBigUint64(o, true);
+    o += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(`${what} ${v} is too large`);
+    return Number(v);
+  };
+  const dec = new TextDecoder("utf-8", { fatal: false });
+  const str = (what: string): string => {
+    const n = u64(`length of ${what}`);
+    if (n > fileSize) fail(`${what} claims ${n} bytes, more than the file holds`);
+    need(n);
+    o += n;
+    return dec.decode(bytes.subarray(o - n, o));
+  };
+
+  need(8);
+  if (view.getUint32(0, true) !== 0x46554747) fail("not a GGUF file (bad magic)");
+  o = 4;
+  const version = u32();
+  if (version !== 2 && version !== 3) fail(`GGUF version ${version} is not supported (2 and 3 are)`);
+  const tensorCount = u64("tensor count");
+  const kvCount = u64("metadata count");
+  // Every entry takes at least 8 bytes: larger counts cannot be honest.
+  if (tensorCount > fileSize / 8 || kvCount > fileSize / 8) fail(`implausible counts (${tensorCount} tensors, ${kvCount} metadata entries)`);
+
+  const value = (type: number, key: string): unknown => {
+    if (type === STRING) return str(`value of ${key}`);
+    if (type === ARRAY) {
+      const itemType = u32();
+      const n = u64(`array length of ${key}`);
+      if (n > fileSize) fail(`${key}: array of ${n} items is larger than the file`);
+      if (itemType === STRING) return Array.from({ length: n }, () => str(`item of ${key}`));
+      const s = SCALAR[itemType];
+      if (!s) fail(`${key}: unknown array item type ${itemType}`);
+      need(n * s[0]);
+      const out = new Array(n);
+      for (let i = 0; i < n; i++) out[i] = s[1](view, o + i * s[0]);
+      o += n * s[0];
+      return out;
+    }
+    const s = SCALAR[type];
+    if (!s) return fail(`${key}: unknown value type ${type}`);
+    need(s[0]);
+    o += s[0];
+    return s[1](view, o - s[0]);
+  };
+  const metadata = new Map<string, unknown>();
+  for (let i = 0; i < kvCount; i++) {
+    const key = str("metadata key");
+    metadata.set(key, value(u32(), key));
+  }
+
+  const infos: { name: string; dims: number[]; type: number; rel: number }[] = [];
+  for (let i = 0; i < tensorCount; i++) {
+    const name = str("tensor name");
+    const nDims = u32();
+    if (nDims < 1 || nDims > 4) fail(`tensor ${name}: ${nDims} dimensions`);
+    const dims = Array.from({ length: nDims }, () => u64(`dimension of ${name}`));
+    const type = u32();
+    const rel = u64(`offset of ${name}`);
+    infos.push({ name, dims, type, rel });
+  }
+  const align = Number(metadata.get("general.alignment") ?? 32);
+  if (!Number.isInteger(align) || align < 1 || align > 65536 || (align & (align - 1)) !== 0) {
+    fail(`general.alignment ${align} is not a power of two`);
+  }
+  const dataStart = Math.ceil(o / align) * align;
+  const tensors: GgufTensor[] = infos.map((t) => {
+    const info = GGML_TYPES[t.type];
+    if (!info) fail(`tensor ${t.name}: unknown ggml type ${t.type}`);
+    const numel = t.dims.reduce((a, b) => a * b, 1);
+    if (!Number.isSafeInteger(numel) || numel > fileSize * 8) fail(`tensor ${t.name}: ${t.dims.join("×")} elements cannot fit the file`);
+    if (t.dims[0] % info.blockElems !== 0) {
+      fail(`tensor ${t.name}: rows of ${t.dims[0]} are not a multiple of the ${info.name} block (${info.blockElems})`);
+    }
+    const bytes = (numel / info.blockElems) * info.blockBytes;
+    const offset = dataStart + t.rel;
+    if (t.rel % align !== 0) fail(`tensor ${t.name}: offset ${t.rel} is not aligned to ${align}`);
+    if (offset + bytes > fileSize) fail(`tensor ${t.name}: data ends at byte ${offset + bytes}, past the end of the ${fileSize}-byte file (truncated?)`);
+    return { name: t.name, type: t.type, dims: t.dims, offset, bytes };
+  });
+  const sorted = [...tensors].sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i].offset < sorted[i - 1].offset + sorted[i - 1].bytes) fail(`tensors ${sorted[i - 1].name} and ${sorted[i].name} overlap`);
+  }
+  return { version, metadata, tensors };
+}

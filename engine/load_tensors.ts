@@ -1,0 +1,107 @@
+// The part of loading shared by every checkpoint format: check that a file holds exactly the
+// tensors the config needs, with the right shapes, then read them into WebAssembly memory.
+
+import type { Gemma3Config } from "./config.ts";
+import { bf16ToF32, type DType, f16ToF32 } from "./dtypes.ts";
+import type { ByteSource } from "./io.ts";
+import type { LoadedCheckpoint, LoadProgress, WasmWeight } from "./load_hf.ts";
+import type { WasmRuntime } from "./runtime.ts";
+import type { TensorEntry } from "./safetensors.ts";
+import { assembleWeights, tensorSpecs } from "./weights.ts";
+
+/** How a format stores things differently from Hugging Face checkpoints. */
+export interface FormatQuirks {
+  /** RMSNorm weights are stored as 1 + w (llama.cpp's converter adds the 1). */
+  normsStoreOnePlusW?: boolean;
+}
+
+/**
+ * Checks `found` (canonical name → entry) against the config's tensor list and reads every tensor
+ * into memory, in file order. Allocations are recorded in `allocations` (the caller frees them on
+ * failure). `where` names the checkpoint in messages.
+ */
+export async function loadTensors(
+  rt: WasmRuntime,
+  config: Gemma3Config,
+  found: Map<string, TensorEntry>,
+  sources: ByteSource[],
+  where: string,
+  allocations: number[],
+  onProgress?: (p: LoadProgress) => void,
+  quirks: FormatQuirks = {},
+): Promise<LoadedCheckpoint> {
+  // Exactly the tensors the config needs, with the right shapes.
+  const specs = tensorSpecs(config);
+  const missing = specs.filter((s) => !found.has(s.name)).map((s) => s.name);
+  if (missing.length) throw new Error(`${where}: missing tensor${missing.length > 1 ? "s" : ""} ${list(missing)}`);
+  const needed = new Set(specs.map((s) => s.name));
+  const extra = [...found.keys()].filter((n) => !needed.has(n));
+  if (extra.length) {
+    const hint = extra.includes("lm_head.weight") && config.tieWordEmbeddings ? " (the config says tie_word_embeddings: true)" : "";
+    throw new Error(`${where}: unexpected tensor${extra.length > 1 ? "s" : ""} ${list(extra)}${hint}`);
+  }
+  for (const s of specs) {
+    const e = found.get(s.name)!;
+    if (e.shape.join() !== s.shape.join()) {
+      throw new Error(`${e.source.name}: tensor ${e.name} has shape [${e.shape}], the config needs [${s.shape}]`);
+    }
+  }
+
+  // Memory for every tensor first: views of memory go stale when it grows.
+  const placed = new Map<string, WasmWeight>();
+  const jobs: { entry: TensorEntry; weight: WasmWeight; norm: boolean }[] = [];
+  for (const s of specs) {
+    const entry = found.get(s.name)!;
+    // Matrices stay in their stored format where a kernel reads it; everything else is f32.
+    const dtype: DType = s.kind === "matrix" && entry.dtype === "bf16" ? "bf16" : "f32";
+    const [rows, cols] = s.shape.length === 2 ? s.shape : [1, s.shape[0]];
+    const ptr = rt.alloc(rows * cols * (dtype === "bf16" ? 2 : 4));
+    allocations.push(ptr);
+    const weight = { ptr, dtype, rows, cols };
+    placed.set(s.name, weight);
+    jobs.push({ entry, weight, norm: s.kind === "vector" });
+  }
+
+  // Data, in file order so a URL streams once.
+  jobs.sort((a, b) =>
+    a.entry.source === b.entry.source ? a.entry.offset - b.entry.offset : sources.indexOf(a.entry.source) - sources.indexOf(b.entry.source)
+  );
+  const totalBytes = jobs.reduce((n, j) => n + j.entry.bytes, 0);
+  let loadedBytes = 0;
+  for (const { entry, weight, norm } of jobs) {
+    await readTensor(rt, entry, weight);
+    if (norm && quirks.normsStoreOnePlusW) {
+      // The kernel applies (1 + w). For stored values g in [0.5, 2] (all of Gemma's norms in
+      // practice) g - 1 is exact in f32 (Sterbenz), so 1 + (g - 1) gives back g exactly.
+      const v = rt.f32(weight.ptr, weight.cols);
+      for (let i = 0; i < v.length; i++) v[i] -= 1;
+    }
+    loadedBytes += entry.bytes;
+    onProgress?.({ phase: "load", loadedBytes, totalBytes });
+  }
+  return { config, weights: assembleWeights(config, (n) => placed.get(n)!), allocations };
+}
+
+/** Elements converted per step when a tensor changes type on load (bounds the JS staging). */
+const CONVERT_CHUNK = 1 << 20;
+
+async function readTensor(rt: WasmRuntime, entry: TensorEntry, w: WasmWeight): Promise<void> {
+  const numel = w.rows * w.cols;
+  if (entry.dtype === w.dtype) {
+    await entry.source.read(entry.offset, rt.u8(w.ptr, entry.bytes));
+    return;
+  }
+  // f16 → f32, or a bf16 norm vector → f32: through a bounded staging buffer.
+  const staging = new Uint16Array(Math.min(numel, CONVERT_CHUNK));
+  for (let i = 0; i < numel; i += CONVERT_CHUNK) {
+    const n = Math.min(CONVERT_CHUNK, numel - i);
+    const part = staging.subarray(0, n);
+    await entry.source.read(entry.offset + i * 2, new Uint8Array(part.buffer, 0, n * 2));
+    (entry.dtype === "bf16" ? bf16ToF32 : f16ToF32)(part, rt.f32(w.ptr + i * 4, n));
+  }
+}
+
+function list(names: string[]): string {
+  const shown = names.slice(0, 5).join(", ");
+  return names.length > 5 ? `${shown} and ${names.length - 5} more` : shown;
+}
