@@ -499,3 +499,93 @@ export function streamRead(p: usize, start: usize, end: usize): f32 {
   }
   return hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 weights (ggml's layout): blocks of 32 weights, each an f16 scale d followed by 32 int8 q;
+// weight = d * q. A product with Q8_0 weights first quantizes the activations the same way (per
+// 32-block, f32 scale), as llama.cpp does, so each block's dot product is exact integer
+// arithmetic (i32x4.dot_i16x8_s), scaled once: y += (Σ qw·qx) · dw · dx.
+// ---------------------------------------------------------------------------------------------
+
+const Q8_BLOCK: i32 = 32;
+const Q8_BYTES: i32 = 34;
+
+/** IEEE half → f32 (exact). */
+@inline function halfToF32(h: u32): f32 {
+  const sign = (h & 0x8000) << 16;
+  const exp = (h >> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp == 0) {
+    const v = <f32>mant * <f32>5.960464477539063e-8; // subnormal: mant · 2^-24
+    return sign ? -v : v;
+  }
+  if (exp == 31) return reinterpret<f32>(sign | 0x7f800000 | (mant << 13));
+  return reinterpret<f32>(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+/** Quantizes `tokens` rows of `cols` f32 (cols a multiple of 32) to int8 qx with one f32 scale
+ * per 32-block in sx: d = max|x| / 127, q = round(x / d). */
+export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: usize): void {
+  const blocks = tokens * (cols / Q8_BLOCK);
+  for (let b = 0; b < blocks; b++) {
+    const src = x + (<usize>b << 7);
+    let amax: f32 = 0;
+    for (let i = 0; i < Q8_BLOCK; i++) {
+      const v = Mathf.abs(load<f32>(src + (<usize>i << 2)));
+      if (v > amax) amax = v;
+    }
+    const d: f32 = amax / <f32>127.0;
+    const id: f32 = d != 0 ? <f32>1.0 / d : 0;
+    store<f32>(sx + (<usize>b << 2), d);
+    for (let i = 0; i < Q8_BLOCK; i++) {
+      store<i8>(qx + (<usize>b << 5) + <usize>i, <i8><i32>nearest<f32>(load<f32>(src + (<usize>i << 2)) * id));
+    }
+  }
+}
+
+/** Σ of 32 int8 products of a weight block and an activation block, as i32x4 lanes. */
+@inline function q8BlockDot(wq: usize, xq: usize): v128 {
+  const w0 = v128.load(wq), w1 = v128.load(wq, 16);
+  const x0 = v128.load(xq), x1 = v128.load(xq, 16);
+  let s = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w0), i16x8.extend_low_i8x16_s(x0));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w0), i16x8.extend_high_i8x16_s(x0)));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w1), i16x8.extend_low_i8x16_s(x1)));
+  return i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), i16x8.extend_high_i8x16_s(x1)));
+}
+
+/** Rows [r0, r1) of y = x · Wᵀ for Q8_0 weights, x given quantized (quantizeRowsQ8). */
+export function matmulQ8_0(w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
+  const blocks = cols / Q8_BLOCK;
+  const rowBytes = <usize>blocks * Q8_BYTES;
+  for (let r = r0; r < r1; r++) {
+    const wr = w + <usize>r * rowBytes;
+    for (let t = 0; t < tokens; t++) {
+      const xq = qx + <usize>t * <usize>cols;
+      const xs = sx + ((<usize>t * <usize>blocks) << 2);
+      let acc = f32x4.splat(0);
+      for (let b = 0; b < blocks; b++) {
+        const wb = wr + <usize>b * Q8_BYTES;
+        const scale = halfToF32(load<u16>(wb)) * load<f32>(xs + (<usize>b << 2));
+        acc = madd(f32x4.convert_i32x4_s(q8BlockDot(wb + 2, xq + (<usize>b << 5))), f32x4.splat(scale), acc);
+      }
+      store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), hsum(acc));
+    }
+  }
+}
+
+/** Gathers rows of a Q8_0 table (ids are i32), dequantizes them and scales them. */
+export function embedQ8_0(table: usize, ids: usize, tokens: i32, hidden: i32, scale: f32, out: usize): void {
+  const blocks = hidden / Q8_BLOCK;
+  const rowBytes = <usize>blocks * Q8_BYTES;
+  for (let t = 0; t < tokens; t++) {
+    const src = table + <usize>load<i32>(ids + (<usize>t << 2)) * rowBytes;
+    const dst = out + ((<usize>t * <usize>hidden) << 2);
+    for (let b = 0; b < blocks; b++) {
+      const blk = src + <usize>b * Q8_BYTES;
+      const d = halfToF32(load<u16>(blk));
+      for (let i = 0; i < Q8_BLOCK; i++) {
+        store<f32>(dst + ((<usize>(b * Q8_BLOCK + i)) << 2), d * <f32>load<i8>(blk + 2 + <usize>i) * scale);
+      }
+    }
+  }
+}

@@ -43,7 +43,7 @@ if (values.help) {
 Decode and prefill tokens/s of a random-weight Gemma 3 270M (made once in bench/.cache/),
 per weight format and thread count, beside the stream-read bandwidth of the same threads.
 
-  --formats f32,bf16   weight formats
+  --formats f32,bf16   weight formats (q8_0: the bf16 checkpoint quantized on load)
   --threads 1,2        thread counts
   --rounds 3           interleaved rounds (medians are reported)
   --decode 128         tokens decoded after a --prompt 16 token prompt
@@ -53,7 +53,7 @@ per weight format and thread count, beside the stream-read bandwidth of the same
   process.exit(0);
 }
 const formats = (values.formats as string).split(",");
-for (const f of formats) if (f !== "bf16" && f !== "f32") throw new Error(`--formats takes bf16 and/or f32, got ${f}`);
+for (const f of formats) if (!["bf16", "f32", "q8_0"].includes(f)) throw new Error(`--formats takes bf16, f32 and q8_0, got ${f}`);
 const threadCounts = (values.threads as string).split(",").map(Number);
 const rounds = Number(values.rounds);
 
@@ -166,8 +166,9 @@ const opsPerToken = CONFIG.num_hidden_layers * 8 + 1; // 7 matrix products + att
 
 /** Decode and prefill tokens/s for one format and thread count. */
 async function speed(format: string, threads: number) {
-  const dir = new URL(`./.cache/gemma3-270m-random-${format}`, import.meta.url).pathname;
-  const model = await loadModel(dir, { threads });
+  const stored = format === "q8_0" ? "bf16" : format;
+  const dir = new URL(`./.cache/gemma3-270m-random-${stored}`, import.meta.url).pathname;
+  const model = await loadModel(dir, { threads, weights: format === "q8_0" ? "q8_0" : undefined });
   if (model.threads !== threads) throw new Error(`asked for ${threads} threads, got ${model.threads}: ${model.threadsFallbackReason}`);
   const s = model.createSession({ contextLength: Math.max(prefillLen, promptLen + decodeLen) + 1 });
   await s.eval(ids(promptLen, 1));
@@ -209,7 +210,9 @@ async function bandwidth(threads: number) {
   return { gbPerSecond: median(runs), opMicros };
 }
 
-for (const f of formats) await ensureCheckpoint(new URL(`./.cache/gemma3-270m-random-${f}`, import.meta.url).pathname, f);
+for (const f of new Set(formats.map((f) => (f === "q8_0" ? "bf16" : f)))) {
+  await ensureCheckpoint(new URL(`./.cache/gemma3-270m-random-${f}`, import.meta.url).pathname, f);
+}
 
 const samples = new Map<string, { decode: number[]; prefill: number[]; weightBytes: number }>();
 for (let r = 0; r < rounds; r++) {

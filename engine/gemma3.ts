@@ -21,6 +21,10 @@ export interface LoadOptions {
   revision?: string;
   /** Where to run: "wasm" (WebAssembly SIMD), or "auto" (the default; currently always wasm). */
   backend?: "auto" | "wasm";
+  /** "q8_0": quantize float weight matrices to Q8_0 while loading (about half the memory of
+   * bf16; activations are then quantized per 32-block for the products, as llama.cpp does).
+   * Default: keep the stored format. */
+  weights?: "q8_0";
   /** Called as files download (models by name) and as weight data is read. */
   onProgress?: (progress: LoadProgress) => void;
   /** Tokens evaluated per forward call when a prompt is long (default 64). */
@@ -198,6 +202,9 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   if (backend !== "auto" && backend !== "wasm") {
     throw new Error(`backend ${JSON.stringify(backend)} is not available; use "wasm" or "auto"`);
   }
+  if (options.weights !== undefined && options.weights !== "q8_0") {
+    throw new Error(`weights ${JSON.stringify(options.weights)} is not supported; use "q8_0" or leave it out`);
+  }
   const maxChunk = options.maxChunk ?? 64;
   if (!Number.isInteger(maxChunk) || maxChunk < 1) throw new RangeError(`maxChunk must be a positive integer, got ${maxChunk}`);
   const gguf = /\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source);
@@ -210,10 +217,10 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   const rt = await WasmRuntime.create({ threads: options.threads });
   try {
     if (gguf) {
-      const { config, weights, allocations } = await loadGguf(source, rt, options.onProgress);
+      const { config, weights, allocations } = await loadGguf(source, rt, options.onProgress, options.weights);
       return new Gemma3Model(rt, config, weights, allocations, maxChunk);
     }
-    const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress);
+    const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress, options.weights);
     let tokenizer: Tokenizer | undefined;
     if (await exists(joinLocation(source, "tokenizer.json"))) tokenizer = await loadTokenizer(source);
     const defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));

@@ -1,9 +1,9 @@
 // Loads a GGUF file (architecture gemma3): the config from its metadata, the tensors through the
-// same checks as a Hugging Face checkpoint. Float tensors (F32, F16, BF16) are supported; the
-// quantized types need kernels of their own and are refused by name for now.
+// same checks as a Hugging Face checkpoint. F32, F16, BF16 and Q8_0 tensors are supported; the
+// other quantized types need kernels of their own and are refused by name for now.
 
 import { configFromGguf } from "./config.ts";
-import type { StoredDType } from "./dtypes.ts";
+import type { StoredOrQuantized } from "./dtypes.ts";
 import { GGML_TYPES, readGgufHeader } from "./gguf.ts";
 import { openSource } from "./io.ts";
 import type { LoadedCheckpoint, LoadProgress } from "./load_hf.ts";
@@ -12,10 +12,16 @@ import type { WasmRuntime } from "./runtime.ts";
 import type { TensorEntry } from "./safetensors.ts";
 import { canonicalGgufName } from "./weights.ts";
 
-const FLOAT_TYPES: Record<number, StoredDType> = { 0: "f32", 1: "f16", 30: "bf16" };
+/** ggml types this engine reads, as its own element types. */
+const SUPPORTED_TYPES: Record<number, StoredOrQuantized> = { 0: "f32", 1: "f16", 8: "q8_0", 30: "bf16" };
 
 /** Reads a .gguf file (path or URL) into the runtime's memory. */
-export async function loadGguf(location: string, rt: WasmRuntime, onProgress?: (p: LoadProgress) => void): Promise<LoadedCheckpoint> {
+export async function loadGguf(
+  location: string,
+  rt: WasmRuntime,
+  onProgress?: (p: LoadProgress) => void,
+  quantize?: "q8_0",
+): Promise<LoadedCheckpoint> {
   const source = await openSource(location);
   const allocations: number[] = [];
   try {
@@ -24,9 +30,9 @@ export async function loadGguf(location: string, rt: WasmRuntime, onProgress?: (
     for (const t of file.tensors) {
       const name = canonicalGgufName(t.name);
       if (name === null) throw new Error(`${location}: unexpected tensor ${t.name} (not part of a Gemma 3 text model)`);
-      const dtype = FLOAT_TYPES[t.type];
+      const dtype = SUPPORTED_TYPES[t.type];
       if (!dtype) {
-        throw new Error(`${location}: tensor ${t.name} is ${GGML_TYPES[t.type].name}; quantized GGUF types are not supported yet (F32, F16 and BF16 are)`);
+        throw new Error(`${location}: tensor ${t.name} is ${GGML_TYPES[t.type].name}, which is not supported yet (F32, F16, BF16 and Q8_0 are)`);
       }
       // GGUF lists dimensions innermost first; the tensor map uses [rows, cols].
       found.set(name, { name: t.name, dtype, shape: [...t.dims].reverse(), offset: t.offset, bytes: t.bytes, source });
@@ -34,7 +40,7 @@ export async function loadGguf(location: string, rt: WasmRuntime, onProgress?: (
     const embed = found.get("model.embed_tokens.weight");
     if (!embed) throw new Error(`${location}: missing tensor token_embd.weight`);
     const config = configFromGguf(file.metadata, embed.shape[0], !found.has("lm_head.weight"), location);
-    return await loadTensors(rt, config, found, [source], location, allocations, onProgress, { normsStoreOnePlusW: true });
+    return await loadTensors(rt, config, found, [source], location, allocations, onProgress, { normsStoreOnePlusW: true, quantize });
   } catch (e) {
     for (const p of allocations) rt.free(p);
     throw e;

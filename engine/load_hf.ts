@@ -80,6 +80,7 @@ export async function loadHfFolder(
   folder: string,
   rt: WasmRuntime,
   onProgress?: (p: LoadProgress) => void,
+  quantize?: "q8_0",
 ): Promise<LoadedCheckpoint> {
   const configPath = joinLocation(folder, "config.json");
   if (!(await exists(configPath))) throw new Error(`${folder}: no config.json (is this a Hugging Face model folder?)`);
@@ -114,7 +115,7 @@ export async function loadHfFolder(
     }
 
     const where = files.length === 1 ? files[0] : `${folder} (${files.length} shards)`;
-    return await loadTensors(rt, config, found, sources, where, allocations, onProgress);
+    return await loadTensors(rt, config, found, sources, where, allocations, onProgress, { quantize });
   } catch (e) {
     for (const p of allocations) rt.free(p);
     throw e;

@@ -2,7 +2,7 @@
 // tensors the config needs, with the right shapes, then read them into WebAssembly memory.
 
 import type { Gemma3Config } from "./config.ts";
-import { bf16ToF32, type DType, f16ToF32 } from "./dtypes.ts";
+import { bf16ToF32, type DType, f16ToF32, Q8_0, quantizeQ8_0 } from "./dtypes.ts";
 import type { ByteSource } from "./io.ts";
 import type { LoadedCheckpoint, LoadProgress, WasmWeight } from "./load_hf.ts";
 import type { WasmRuntime } from "./runtime.ts";
@@ -13,6 +13,14 @@ import { assembleWeights, tensorSpecs } from "./weights.ts";
 export interface FormatQuirks {
   /** RMSNorm weights are stored as 1 + w (llama.cpp's converter adds the 1). */
   normsStoreOnePlusW?: boolean;
+  /** Quantize float matrices to this format while loading (rows must be a multiple of 32). */
+  quantize?: "q8_0";
+}
+
+/** Bytes of a rows × cols weight in memory. */
+function weightBytes(dtype: DType, rows: number, cols: number): number {
+  if (dtype === "q8_0") return (rows * cols / Q8_0.blockElems) * Q8_0.blockBytes;
+  return rows * cols * (dtype === "bf16" ? 2 : 4);
 }
 
 /**
@@ -52,10 +60,17 @@ export async function loadTensors(
   const jobs: { entry: TensorEntry; weight: WasmWeight; norm: boolean }[] = [];
   for (const s of specs) {
     const entry = found.get(s.name)!;
-    // Matrices stay in their stored format where a kernel reads it; everything else is f32.
-    const dtype: DType = s.kind === "matrix" && entry.dtype === "bf16" ? "bf16" : "f32";
+    // Matrices stay in their stored format where a kernel reads it (or are quantized, if asked);
+    // norm vectors are f32.
     const [rows, cols] = s.shape.length === 2 ? s.shape : [1, s.shape[0]];
-    const ptr = rt.alloc(rows * cols * (dtype === "bf16" ? 2 : 4));
+    let dtype: DType = "f32";
+    if (s.kind === "matrix") {
+      if (entry.dtype === "q8_0" || (quirks.quantize === "q8_0" && cols % Q8_0.blockElems === 0)) dtype = "q8_0";
+      else if (entry.dtype === "bf16") dtype = "bf16";
+    } else if (entry.dtype === "q8_0") {
+      throw new Error(`${entry.source.name}: tensor ${entry.name} is a vector stored as Q8_0, which is not supported`);
+    }
+    const ptr = rt.alloc(weightBytes(dtype, rows, cols));
     allocations.push(ptr);
     const weight = { ptr, dtype, rows, cols };
     placed.set(s.name, weight);
@@ -89,6 +104,24 @@ async function readTensor(rt: WasmRuntime, entry: TensorEntry, w: WasmWeight): P
   const numel = w.rows * w.cols;
   if (entry.dtype === w.dtype) {
     await entry.source.read(entry.offset, rt.u8(w.ptr, entry.bytes));
+    return;
+  }
+  if (w.dtype === "q8_0") {
+    // Float rows → Q8_0, a few rows at a time: the float copy is never held whole.
+    const inBytes = entry.dtype === "f32" ? 4 : 2;
+    const chunkRows = Math.max(1, Math.floor(CONVERT_CHUNK / w.cols));
+    const raw = new Uint8Array(chunkRows * w.cols * inBytes);
+    const f32 = new Float32Array(chunkRows * w.cols);
+    const rowOut = weightBytes("q8_0", 1, w.cols);
+    for (let r = 0; r < w.rows; r += chunkRows) {
+      const n = Math.min(chunkRows, w.rows - r);
+      const part = raw.subarray(0, n * w.cols * inBytes);
+      await entry.source.read(entry.offset + r * w.cols * inBytes, part);
+      const values = f32.subarray(0, n * w.cols);
+      if (entry.dtype === "f32") values.set(new Float32Array(part.buffer, 0, n * w.cols));
+      else (entry.dtype === "bf16" ? bf16ToF32 : f16ToF32)(new Uint16Array(part.buffer, 0, n * w.cols), values);
+      quantizeQ8_0(values, rt.u8(w.ptr + r * rowOut, n * rowOut));
+    }
     return;
   }
   // f16 → f32, or a bf16 norm vector → f32: through a bounded staging buffer.

@@ -50,6 +50,9 @@ export interface Kernels {
   geglu(gate: number, up: number, out: number, i0: number, i1: number): void;
   addInPlace(x: number, y: number, n: number): void;
   streamRead(p: number, start: number, end: number): number;
+  quantizeRowsQ8(x: number, tokens: number, cols: number, qx: number, sx: number): void;
+  matmulQ8_0(w: number, qx: number, sx: number, y: number, rows: number, cols: number, tokens: number, r0: number, r1: number): void;
+  embedQ8_0(table: number, ids: number, tokens: number, hidden: number, scale: number, out: number): void;
 }
 
 /** The extra exports of the multi-threaded build (asm/threads.ts). Each returns -1 on a timeout. */
@@ -77,6 +80,7 @@ export interface ThreadKernels extends Kernels {
   ): number;
   parStreamRead(p: number, bytes: number, timeoutMs: number): number;
   parGeglu(gate: number, up: number, out: number, n: number, timeoutMs: number): number;
+  parMatmulQ8(w: number, qx: number, sx: number, y: number, rows: number, cols: number, tokens: number, timeoutMs: number): number;
   parRope(x: number, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number, timeoutMs: number): number;
   parRmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number, timeoutMs: number): number;
   threadsExit(timeoutMs: number): number;

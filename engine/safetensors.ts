@@ -3,15 +3,15 @@
 // against the file before a single weight is read, so a truncated or corrupt file is an error
 // that names the file and the problem, never a wrong read.
 
-import { dtypeBytes, type StoredDType } from "./dtypes.ts";
+import { dtypeBytes, type StoredDType, type StoredOrQuantized } from "./dtypes.ts";
 import type { ByteSource } from "./io.ts";
 
 /** One tensor's place in a safetensors file. */
 export interface TensorEntry {
   /** Tensor name as stored. */
   name: string;
-  /** Element type. */
-  dtype: StoredDType;
+  /** Element type (q8_0 only from GGUF files). */
+  dtype: StoredOrQuantized;
   /** Dimensions, outermost first. */
   shape: number[];
   /** Absolute byte offset of the data in the file. */

@@ -16,6 +16,21 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
 
   constructor(readonly rt: WasmRuntime) {}
 
+  /** Quantized activations for Q8_0 products: int8 values, then one f32 scale per 32. */
+  #q8: { ptr: number; bytes: number } | null = null;
+
+  /** x quantized to Q8 (grown as needed); returns [qx, sx]. */
+  #quantizeActivations(x: Ptr, tokens: number, cols: number): [number, number] {
+    const need = tokens * cols + (tokens * cols / 32) * 4;
+    if (!this.#q8 || this.#q8.bytes < need) {
+      if (this.#q8) this.rt.free(this.#q8.ptr);
+      this.#q8 = { ptr: this.rt.alloc(need), bytes: need };
+    }
+    const qx = this.#q8.ptr, sx = qx + Math.ceil((tokens * cols) / 16) * 16;
+    this.rt.kernels.quantizeRowsQ8(x, tokens, cols, qx, sx);
+    return [qx, sx];
+  }
+
   alloc(floats: number): Ptr {
     return this.rt.alloc(floats * 4);
   }
@@ -38,7 +53,8 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
 
   embed(table: WasmWeight, ids: Ptr, tokens: number, scale: number, out: Ptr): void {
     const k = this.rt.kernels;
-    (table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(table.ptr, ids, tokens, table.cols, scale, out);
+    const fn = table.dtype === "bf16" ? k.embedBF16 : table.dtype === "q8_0" ? k.embedQ8_0 : k.embedF32;
+    fn(table.ptr, ids, tokens, table.cols, scale, out);
   }
   rmsNorm(x: Ptr, w: WasmWeight, out: Ptr, rows: number, eps: number): void {
     const par = this.#parallelFor(rows * w.cols);
@@ -51,8 +67,15 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     return floats >= WasmBackend.parallelMinFloats ? this.rt.parallel : null;
   }
   matmul(w: WasmWeight, x: Ptr, out: Ptr, tokens: number): void {
-    const bf16 = w.dtype === "bf16";
     const par = this.rt.parallel;
+    if (w.dtype === "q8_0") {
+      const [qx, sx] = this.#quantizeActivations(x, tokens, w.cols);
+      if (par) {
+        if (par.parMatmulQ8(w.ptr, qx, sx, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+      } else this.rt.kernels.matmulQ8_0(w.ptr, qx, sx, out, w.rows, w.cols, tokens, 0, w.rows);
+      return;
+    }
+    const bf16 = w.dtype === "bf16";
     if (par) {
       if (par.parMatmul(bf16 ? 1 : 0, w.ptr, x, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
       return;

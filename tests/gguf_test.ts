@@ -55,7 +55,7 @@ Deno.test("broken GGUF files are refused with the problem named", async () => {
     [(b) => (new DataView(b.buffer).setBigUint64(8, 1n << 50n, true), b), /implausible counts/],
     [(b, find) => ((b.set(new TextEncoder().encode("llama3"), find("gemma3")), b)), /architecture "llama3" is not supported/],
     // token_embd.weight's type: name, then n_dims (4 bytes) and two u64 dims, then the type.
-    [(b, find) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 8, true), b), /token_embd\.weight is Q8_0; quantized GGUF types are not supported yet/],
+    [(b, find) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 2, true), b), /token_embd\.weight is Q4_0, which is not supported yet/],
     [(b, find) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 77, true), b), /unknown ggml type 77/],
     [(b, find) => (b.set(new TextEncoder().encode("xxxxxxxx"), find("blk.0.ffn_up")), b), /unexpected tensor xxxxxxxxn_up\.weight/],
   ];
