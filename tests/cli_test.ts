@@ -103,6 +103,16 @@ Deno.test("cli --threads: the same tokens on 1 and 2 threads, and a bad count is
   match(bad.stderr, /--threads: "two" is not an integer/);
 });
 
+Deno.test("cli generate runs a .gguf file, and --weights is checked", async () => {
+  const r = golden.results[1];
+  const res = await run("generate", "-m", `${tinyA}/model.gguf`, "-t", r.prompt.join(","), "-n", "24", "--ignore-eos", "--json");
+  deepStrictEqual(res.code, 0, res.stderr);
+  deepStrictEqual(JSON.parse(res.stdout).tokens, r.greedy_continuation_kv_cache);
+  const bad = await run("generate", "-m", tinyA, "-t", "2", "--weights", "q4");
+  deepStrictEqual(bad.code, 2);
+  match(bad.stderr, /--weights: "q4" is not a format/);
+});
+
 Deno.test("cli generate --json is machine-readable", async () => {
   const res = await run("generate", "-m", tinyA, "-t", "2", "-n", "5", "--json", "--temperature", "0.9", "--seed", "4");
   deepStrictEqual(res.code, 0, res.stderr);
