@@ -510,17 +510,11 @@ export function streamRead(p: usize, start: usize, end: usize): f32 {
 const Q8_BLOCK: i32 = 32;
 const Q8_BYTES: i32 = 34;
 
-/** IEEE half → f32 (exact). */
+/** IEEE half → f32, exact for every finite half: the half's bits moved into an f32's place are
+ * the same number times 2^-112 (subnormals included), so one multiply by 2^112 fixes the scale.
+ * (Infinities and NaNs come out as large finite values; Q8_0 scales are never either.) */
 @inline function halfToF32(h: u32): f32 {
-  const sign = (h & 0x8000) << 16;
-  const exp = (h >> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp == 0) {
-    const v = <f32>mant * <f32>5.960464477539063e-8; // subnormal: mant · 2^-24
-    return sign ? -v : v;
-  }
-  if (exp == 31) return reinterpret<f32>(sign | 0x7f800000 | (mant << 13));
-  return reinterpret<f32>(sign | ((exp + 112) << 23) | (mant << 13));
+  return reinterpret<f32>(((h & 0x7fff) << 13) | ((h & 0x8000) << 16)) * <f32>5.192296858534828e33;
 }
 
 /** Quantizes `tokens` rows of `cols` f32 (cols a multiple of 32) to int8 qx with one f32 scale
@@ -543,30 +537,67 @@ export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: 
   }
 }
 
-/** Σ of 32 int8 products of a weight block and an activation block, as i32x4 lanes. */
-@inline function q8BlockDot(wq: usize, xq: usize): v128 {
+/** Σ of 32 int8 products of a weight block and an activation block given as four i16x8
+ * vectors (x0..x3), as i32x4 lanes. */
+@inline function q8BlockDot(wq: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
   const w0 = v128.load(wq), w1 = v128.load(wq, 16);
-  const x0 = v128.load(xq), x1 = v128.load(xq, 16);
-  let s = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w0), i16x8.extend_low_i8x16_s(x0));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w0), i16x8.extend_high_i8x16_s(x0)));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w1), i16x8.extend_low_i8x16_s(x1)));
-  return i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), i16x8.extend_high_i8x16_s(x1)));
+  let s = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w0), x0);
+  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w0), x1));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w1), x2));
+  return i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), x3));
 }
 
-/** Rows [r0, r1) of y = x · Wᵀ for Q8_0 weights, x given quantized (quantizeRowsQ8). */
+/** acc += (block dot) · dw · dx for one row's block at wb. */
+@inline function q8Accumulate(acc: v128, wb: usize, dx: f32, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const scale = halfToF32(load<u16>(wb)) * dx;
+  return madd(f32x4.convert_i32x4_s(q8BlockDot(wb + 2, x0, x1, x2, x3)), f32x4.splat(scale), acc);
+}
+
+/** Rows [r0, r1) of y = x · Wᵀ for Q8_0 weights, x given quantized (quantizeRowsQ8). Four rows
+ * share each activation block's loads and widening; every (row, token) sum is formed in block
+ * order whatever the grouping, so thread splits give identical results. */
 export function matmulQ8_0(w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
   const blocks = cols / Q8_BLOCK;
   const rowBytes = <usize>blocks * Q8_BYTES;
-  for (let r = r0; r < r1; r++) {
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const w0 = w + <usize>r * rowBytes;
+    for (let t = 0; t < tokens; t++) {
+      const xq = qx + <usize>t * <usize>cols;
+      const xs = sx + ((<usize>t * <usize>blocks) << 2);
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let b = 0; b < blocks; b++) {
+        const xb = xq + (<usize>b << 5);
+        const lo = v128.load(xb), hi = v128.load(xb, 16);
+        const x0 = i16x8.extend_low_i8x16_s(lo), x1 = i16x8.extend_high_i8x16_s(lo);
+        const x2 = i16x8.extend_low_i8x16_s(hi), x3 = i16x8.extend_high_i8x16_s(hi);
+        const dx = load<f32>(xs + (<usize>b << 2));
+        const wb = w0 + <usize>b * Q8_BYTES;
+        a0 = q8Accumulate(a0, wb, dx, x0, x1, x2, x3);
+        a1 = q8Accumulate(a1, wb + rowBytes, dx, x0, x1, x2, x3);
+        a2 = q8Accumulate(a2, wb + 2 * rowBytes, dx, x0, x1, x2, x3);
+        a3 = q8Accumulate(a3, wb + 3 * rowBytes, dx, x0, x1, x2, x3);
+      }
+      const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
+      store<f32>(yt, hsum(a0));
+      store<f32>(yt, hsum(a1), 4);
+      store<f32>(yt, hsum(a2), 8);
+      store<f32>(yt, hsum(a3), 12);
+    }
+  }
+  for (; r < r1; r++) {
     const wr = w + <usize>r * rowBytes;
     for (let t = 0; t < tokens; t++) {
       const xq = qx + <usize>t * <usize>cols;
       const xs = sx + ((<usize>t * <usize>blocks) << 2);
       let acc = f32x4.splat(0);
       for (let b = 0; b < blocks; b++) {
-        const wb = wr + <usize>b * Q8_BYTES;
-        const scale = halfToF32(load<u16>(wb)) * load<f32>(xs + (<usize>b << 2));
-        acc = madd(f32x4.convert_i32x4_s(q8BlockDot(wb + 2, xq + (<usize>b << 5))), f32x4.splat(scale), acc);
+        const xb = xq + (<usize>b << 5);
+        const lo = v128.load(xb), hi = v128.load(xb, 16);
+        acc = q8Accumulate(
+          acc, wr + <usize>b * Q8_BYTES, load<f32>(xs + (<usize>b << 2)),
+          i16x8.extend_low_i8x16_s(lo), i16x8.extend_high_i8x16_s(lo), i16x8.extend_low_i8x16_s(hi), i16x8.extend_high_i8x16_s(hi),
+        );
       }
       store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), hsum(acc));
     }
