@@ -115,7 +115,7 @@ export type LogitsWanted = "none" | "last" | "all";
 
 /**
  * Runs the model on `ids` (at most act.maxTokens of them) at positions startPos.., appending to
- * the cache, and returns the requested logits ([tokens][vocab] for "all").
+ * the cache, and returns the requested logits ([tokens][vocab] for "all"), in `out` if given.
  */
 export async function forward<A, W>(
   b: Backend<A, W>,
@@ -126,6 +126,7 @@ export async function forward<A, W>(
   ids: Int32Array,
   startPos: number,
   want: LogitsWanted,
+  out?: Float32Array,
 ): Promise<Float32Array> {
   const T = ids.length;
   const { hiddenSize: H, numHeads, numKvHeads, headDim, rmsNormEps: eps } = c;
@@ -173,7 +174,7 @@ export async function forward<A, W>(
   // Final norm and the output head (the embedding table, when tied), only for rows wanted: the
   // head is the largest matrix of the 270M model.
   const first = want === "last" ? T - 1 : 0;
-  const logits = new Float32Array((T - first) * c.vocabSize);
+  const logits = out ?? new Float32Array((T - first) * c.vocabSize);
   for (let t = first; t < T; t += act.logitRows) {
     const rows = Math.min(act.logitRows, T - t);
     const xt = b.offset(act.x, t * H);

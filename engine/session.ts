@@ -10,6 +10,9 @@ import type { ModelWeights } from "./weights.ts";
 export interface EvalOptions {
   /** "last" (default): the last token's logits, [vocab]. "all": every token's, [tokens × vocab]. */
   logits?: "last" | "all";
+  /** Write the logits here instead of a new array (its length must match), e.g. to reuse one
+   * array per step: a fresh 1 MB array per token costs page faults. */
+  out?: Float32Array;
 }
 
 /** Options of `Session.generate`: sampling plus when to stop. */
@@ -100,6 +103,13 @@ export class Session {
     if (want !== "last" && want !== "all") throw new Error(`logits must be "last" or "all", got ${JSON.stringify(want)}`);
     const newIds = this.#checkIds(ids);
     const { backend, config, weights, activations } = this.#host;
+    const out = options.out;
+    if (out !== undefined) {
+      const need = (want === "all" ? newIds.length : 1) * config.vocabSize;
+      if (!(out instanceof Float32Array) || out.length !== need) {
+        throw new RangeError(`out must be a Float32Array of ${need} floats`);
+      }
+    }
     return await this.#host.exclusive(async () => {
       // Generated tokens not yet evaluated go first; their logits are not returned.
       const pending = this.#pending.length;
@@ -112,17 +122,22 @@ export class Session {
         const chunk = all.subarray(i, i + activations.maxTokens);
         const isLast = i + chunk.length === all.length;
         const chunkWant = want === "all" ? "all" : isLast ? "last" : "none";
-        const out = await forward(backend, config, weights, activations, cache, chunk, start, chunkWant);
+        const into = want === "last" && isLast ? out : undefined;
+        const got = await forward(backend, config, weights, activations, cache, chunk, start, chunkWant, into);
         if (want === "all") {
           // Drop the rows of pending tokens, which belong to an earlier call.
           const skip = Math.max(0, pending - i);
-          rows.push(skip ? out.subarray(skip * config.vocabSize) : out);
-        } else if (isLast) rows.push(out);
+          rows.push(skip ? got.subarray(skip * config.vocabSize) : got);
+        } else if (isLast) rows.push(got);
         start += chunk.length;
       }
       this.#pending = [];
       this.#tokens.push(...newIds);
-      const result = rows.length === 1 ? rows[0] : concat(rows);
+      let result = rows.length === 1 ? rows[0] : concat(rows);
+      if (out && result !== out) {
+        out.set(result);
+        result = out;
+      }
       this.#lastLogits = result.subarray(result.length - config.vocabSize);
       return result;
     });
@@ -141,13 +156,15 @@ export class Session {
       throw new Error(`maxTokens must be an integer >= 0, got ${options.maxTokens}`);
     }
     const stop = new Set(options.stopTokens ?? this.#host.config.eosTokenIds);
+    // One logits array for every step (a fresh 1 MB array per token costs page faults).
+    const step = new Float32Array(this.#host.config.vocabSize);
     let logits: Float32Array;
-    if (promptIds.length > 0) logits = await this.eval(promptIds);
+    if (promptIds.length > 0) logits = await this.eval(promptIds, { out: step });
     else if (this.#lastLogits && this.#pending.length === 0) logits = this.#lastLogits;
     else if (this.#pending.length > 0) {
       const last = this.#pending.pop()!;
       this.#tokens.pop();
-      logits = await this.eval([last]);
+      logits = await this.eval([last], { out: step });
     } else throw new Error("nothing to continue from: give prompt tokens");
 
     for (let n = 0; n < max && this.position < this.contextLength; n++) {
@@ -162,7 +179,7 @@ export class Session {
       if (n + 1 >= max || this.position >= this.contextLength) return;
       this.#pending.pop();
       this.#tokens.pop();
-      logits = await this.eval([id]);
+      logits = await this.eval([id], { out: step });
     }
   }
 
