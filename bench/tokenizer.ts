@@ -4,6 +4,7 @@
  *
  *   deno run -A bench/tokenizer.ts            ours only
  *   deno run -A bench/tokenizer.ts --peers    also the peers (installed once with npm into bench/.cache)
+ *   ... --save                                also write bench/results/<date>-tokenizer-<runtime>.md
  *   bun bench/tokenizer.ts                    ours, in Bun
  *
  * "launch → ready" is a fresh process from start until encode() can be called (the compact
@@ -146,11 +147,27 @@ if (process.argv.includes("--empty-probe")) {
       rows.push([String(p.name), String(p.launchToReadySeconds ?? "—"), String(p.loadSeconds), String(p.multilineTokensPerSecond), String(p.oneLineTokensPerSecond)]);
     }
   }
-  console.log(`corpus: ${(new TextEncoder().encode(text).length / 1e6).toFixed(2)} MB, ${result.multiline.tokens} tokens`);
-  console.log("| tokenizer | launch → ready s | load s (in process) | encode tok/s | encode tok/s, one line |");
-  console.log("|---|---|---|---|---|");
-  for (const r of rows) console.log(`| ${r.join(" | ")} |`);
-  console.log(`(ours: the first run parses tokenizer.json in ${result.jsonLoadSeconds} s and caches it; ` +
-    `launching ${runtime} with this script's imports alone takes ${result.runtimeStartSeconds} s)`);
+  const lines = [
+    `corpus: ${(new TextEncoder().encode(text).length / 1e6).toFixed(2)} MB of mixed text, ${result.multiline.tokens} tokens`,
+    "",
+    "| tokenizer | launch → ready s | load s (in process) | encode tok/s | encode tok/s, one line |",
+    "|---|---|---|---|---|",
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+    "",
+    `Ours: the first run parses tokenizer.json in ${result.jsonLoadSeconds} s and caches it; ` +
+    `launching ${runtime} with this script's imports alone takes ${result.runtimeStartSeconds} s.`,
+  ];
+  console.log(lines.join("\n"));
   console.log(JSON.stringify({ ours: result, peers: peerResults }));
+  if (process.argv.includes("--save")) {
+    let cpu = "unknown CPU";
+    try {
+      cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
+    } catch { /* not Linux */ }
+    const dir = `${here}results/`;
+    mkdirSync(dir, { recursive: true });
+    const name = `${dir}${new Date().toISOString().slice(0, 10)}-tokenizer-${runtime}.md`;
+    const command = `${runtime} bench/tokenizer.ts ${process.argv.slice(2).join(" ")}`.trim();
+    writeFileSync(name, [`# Tokenizer, ${runtime}`, "", `Machine: ${cpu}, ${navigator.hardwareConcurrency} cores. Command: \`${command}\`.`, "", ...lines, ""].join("\n"));
+  }
 }
