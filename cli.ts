@@ -236,6 +236,24 @@ async function readStdin(): Promise<string> {
 const round = (x: number) => Math.round(x * 10) / 10;
 const rate = (n: number, ms: number) => (n > 0 && ms > 0 ? round((n * 1000) / ms) : 0);
 
+/** The numbers a run reports (in --json output, and as the stderr stats line). */
+function runStats(loadMs: number, promptTokens: number, prefillMs: number, generated: number, decodeMs: number, threads: number) {
+  return {
+    loadSeconds: round(loadMs / 1000),
+    promptTokens,
+    prefillTokensPerSecond: rate(promptTokens, prefillMs),
+    generatedTokens: generated,
+    decodeTokensPerSecond: rate(generated, decodeMs),
+    threads,
+  };
+}
+
+function statsLine(s: ReturnType<typeof runStats>): string {
+  return `prefill ${s.promptTokens} tokens, ${s.prefillTokensPerSecond} tok/s | ` +
+    `decode ${s.generatedTokens} tokens, ${s.decodeTokensPerSecond} tok/s | load ${s.loadSeconds} s | ` +
+    `${s.threads} thread${s.threads > 1 ? "s" : ""}\n`;
+}
+
 async function run(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -283,24 +301,11 @@ async function run(args: string[]): Promise<void> {
     const tail = decoder.flush();
     text += tail;
     const decodeMs = performance.now() - t2;
-    const stats = {
-      loadSeconds: round(loadMs / 1000),
-      promptTokens: ids.length,
-      prefillTokensPerSecond: rate(ids.length, prefillMs),
-      generatedTokens: n,
-      decodeTokensPerSecond: rate(n, decodeMs),
-      threads: model.threads,
-    };
+    const stats = runStats(loadMs, ids.length, prefillMs, n, decodeMs, model.threads);
     if (values.json) process.stdout.write(JSON.stringify({ text, ...stats }) + "\n");
     else {
       process.stdout.write(tail + "\n");
-      if (!quiet) {
-        process.stderr.write(
-          `prefill ${ids.length} tokens, ${stats.prefillTokensPerSecond} tok/s | ` +
-            `decode ${n} tokens, ${stats.decodeTokensPerSecond} tok/s | load ${stats.loadSeconds} s | ` +
-            `${stats.threads} thread${stats.threads > 1 ? "s" : ""}\n`,
-        );
-      }
+      if (!quiet) process.stderr.write(statsLine(stats));
     }
   } finally {
     await model.dispose();
@@ -457,24 +462,11 @@ async function generate(args: string[]): Promise<void> {
       if (!values.json) process.stdout.write(`${out.length > 1 ? " " : ""}${id}`);
     }
     const decodeMs = performance.now() - t2;
-    const stats = {
-      loadSeconds: round(loadMs / 1000),
-      promptTokens: prompt.length,
-      prefillTokensPerSecond: rate(prompt.length, prefillMs),
-      generatedTokens: out.length,
-      decodeTokensPerSecond: rate(out.length, decodeMs),
-      threads: model.threads,
-    };
+    const stats = runStats(loadMs, prompt.length, prefillMs, out.length, decodeMs, model.threads);
     if (values.json) process.stdout.write(JSON.stringify({ prompt, tokens: out, ...stats }) + "\n");
     else {
       process.stdout.write("\n");
-      if (!quiet) {
-        process.stderr.write(
-          `prefill ${prompt.length} tokens, ${stats.prefillTokensPerSecond} tok/s | ` +
-            `decode ${out.length} tokens, ${stats.decodeTokensPerSecond} tok/s | load ${stats.loadSeconds} s | ` +
-            `${stats.threads} thread${stats.threads > 1 ? "s" : ""}\n`,
-        );
-      }
+      if (!quiet) process.stderr.write(statsLine(stats));
     }
   } finally {
     await model.dispose();
