@@ -23,7 +23,7 @@ export type { EvalOptions, GenerateOptions } from "./engine/session.ts";
 export type { SamplingOptions } from "./engine/sampling.ts";
 export type { Gemma3Config, LayerType } from "./engine/config.ts";
 export { parseHfConfig } from "./engine/config.ts";
-export type { LoadProgress } from "./engine/load_hf.ts";
+export type { LoadProgress } from "./engine/load_tensors.ts";
 export { downloadModel, hubCacheDir } from "./engine/hub.ts";
 export type { DownloadProgress, HubOptions } from "./engine/hub.ts";
 export { loadTokenizer } from "./engine/tokenizer_load.ts";

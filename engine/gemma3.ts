@@ -2,9 +2,10 @@
 // makes sessions.
 
 import type { Gemma3Config } from "./config.ts";
-import { exists, hasFileSystem, isDirectory, isUrl, joinLocation, readText } from "./io.ts";
+import { exists, hasFileSystem, isDirectory, isUrl, joinLocation, readJson } from "./io.ts";
 import { downloadModel, hubEndpoint, isRepoId } from "./hub.ts";
-import { type LoadProgress, loadHfFolder, type WasmWeight } from "./load_hf.ts";
+import { loadHfFolder } from "./load_hf.ts";
+import type { LoadProgress, WasmWeight } from "./load_tensors.ts";
 import { loadGguf } from "./load_gguf.ts";
 import { type Activations, allocActivations } from "./model.ts";
 import { WasmRuntime } from "./runtime.ts";
@@ -234,12 +235,7 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
 /** The sampling settings of a generation_config.json, if the model has one. */
 async function readGenerationConfig(location: string): Promise<GenerateOptions> {
   if (!(await exists(location))) return {};
-  let g: Record<string, unknown>;
-  try {
-    g = JSON.parse(await readText(location));
-  } catch (e) {
-    throw new Error(`${location}: not valid JSON (${(e as Error).message})`);
-  }
+  const g = await readJson(location) as Record<string, unknown>;
   const num = (k: string) => (typeof g[k] === "number" ? g[k] as number : undefined);
   const out: GenerateOptions = {};
   if (g.do_sample === false) out.temperature = 0;

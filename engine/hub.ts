@@ -12,7 +12,7 @@
 // the git blob sha1 for the others) before it enters blobs/; a blob that fails is deleted and
 // fetched again, never used. HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE=1 work as in huggingface_hub.
 
-import { engineCacheDir, env, fileInfo, fileSystem, hashFile, readText, writeFileAtomic } from "./io.ts";
+import { engineCacheDir, env, fileInfo, fileSystem, hashFile, readText, sha256Hex, writeFileAtomic } from "./io.ts";
 
 /** Progress of a download. */
 export interface DownloadProgress {
@@ -157,17 +157,13 @@ async function blobIsGood(blob: string, expected: { algorithm: "sha256" | "sha1"
   // Hashing a 500 MB blob on every start would cost a second: remember blobs already verified,
   // keyed by path, size and mtime (a blob changed in place gets a new mtime and is checked again).
   const dir = engineCacheDir();
-  const marker = dir && `${dir}/verified/${(await hashText(`${blob}\0${info.size}\0${info.mtimeMs}`)).slice(0, 40)}`;
+  const marker = dir && `${dir}/verified/${(await sha256Hex(`${blob}\0${info.size}\0${info.mtimeMs}`)).slice(0, 40)}`;
   if (marker && await fileInfo(marker)) return true;
   if (!(await matchesHash(blob, expected.algorithm, expected.hash, info.size))) return false;
   if (marker) await writeFileAtomic(marker, new Uint8Array()).catch(() => {});
   return true;
 }
 
-async function hashText(text: string): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 async function matchesHash(path: string, algorithm: "sha256" | "sha1", hash: string, size: number): Promise<boolean> {
   // git hashes a blob as sha1("blob <size>\0" + contents).

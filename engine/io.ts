@@ -78,6 +78,22 @@ export async function readText(location: string): Promise<string> {
   }
 }
 
+/** Reads a whole (small) file as JSON; a parse error names the file. */
+export async function readJson(location: string): Promise<unknown> {
+  const text = await readText(location);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${location}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** Hex SHA-256 of a string (WebCrypto), for cache keys. */
+export async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** Opens a path or URL for ranged reading. */
 export async function openSource(location: string): Promise<ByteSource> {
   return isUrl(location) ? await HttpSource.open(location) : await FileSource.open(location);

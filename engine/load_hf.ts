@@ -3,45 +3,12 @@
 // the tensor-name map before any memory is committed; then each tensor is read straight into
 // WebAssembly memory (no intermediate full copy in JS), in file order.
 
-import { type Gemma3Config, parseHfConfig } from "./config.ts";
-import type { DType } from "./dtypes.ts";
-import { type ByteSource, exists, joinLocation, openSource, readText } from "./io.ts";
+import { parseHfConfig } from "./config.ts";
+import { type ByteSource, exists, joinLocation, openSource, readJson } from "./io.ts";
 import { readSafetensorsHeader, type TensorEntry } from "./safetensors.ts";
 import type { WasmRuntime } from "./runtime.ts";
-import { canonicalTensorName, type ModelWeights } from "./weights.ts";
-import { loadTensors } from "./load_tensors.ts";
-
-/** A weight in WebAssembly memory: matrices as stored (f32 or bf16), norm vectors as f32. */
-export interface WasmWeight {
-  /** Byte address in the runtime's memory. */
-  ptr: number;
-  /** Element type in memory. */
-  dtype: DType;
-  /** Rows (output features); 1 for a vector. */
-  rows: number;
-  /** Columns (input features); the length for a vector. */
-  cols: number;
-}
-
-/** Progress of a long load: downloading files (models by name), then reading the weights. */
-export interface LoadProgress {
-  /** "download": a file is coming from the Hub; "load": weights are being read into memory. */
-  phase: "download" | "load";
-  /** The file being downloaded (phase "download"). */
-  file?: string;
-  /** Bytes done so far (of this file, when downloading; of all tensor data, when loading). */
-  loadedBytes: number;
-  /** Bytes in all. */
-  totalBytes: number;
-}
-
-/** A loaded checkpoint. */
-export interface LoadedCheckpoint {
-  config: Gemma3Config;
-  weights: ModelWeights<WasmWeight>;
-  /** Every allocation made, so that disposing the model frees them. */
-  allocations: number[];
-}
+import { canonicalTensorName } from "./weights.ts";
+import { type LoadedCheckpoint, type LoadProgress, loadTensors } from "./load_tensors.ts";
 
 /** Lists the safetensors files of a folder: the single file, or the shards of the index. */
 async function weightFiles(folder: string): Promise<{ files: string[]; weightMap?: Record<string, string> }> {
@@ -51,12 +18,7 @@ async function weightFiles(folder: string): Promise<{ files: string[]; weightMap
   if (!(await exists(indexPath))) {
     throw new Error(`${folder}: no model.safetensors or model.safetensors.index.json found`);
   }
-  let index: { weight_map?: unknown };
-  try {
-    index = JSON.parse(await readText(indexPath));
-  } catch (e) {
-    throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
-  }
+  const index = await readJson(indexPath) as { weight_map?: unknown };
   const map = index.weight_map;
   if (typeof map !== "object" || map === null || Array.isArray(map)) {
     throw new Error(`${indexPath}: no weight_map object`);
@@ -84,12 +46,7 @@ export async function loadHfFolder(
 ): Promise<LoadedCheckpoint> {
   const configPath = joinLocation(folder, "config.json");
   if (!(await exists(configPath))) throw new Error(`${folder}: no config.json (is this a Hugging Face model folder?)`);
-  let rawConfig: unknown;
-  try {
-    rawConfig = JSON.parse(await readText(configPath));
-  } catch (e) {
-    throw new Error(`${configPath}: not valid JSON (${(e as Error).message})`);
-  }
+  const rawConfig = await readJson(configPath);
   const config = parseHfConfig(rawConfig, configPath);
   const multimodal = (rawConfig as { model_type?: string }).model_type === "gemma3";
 

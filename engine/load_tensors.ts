@@ -4,10 +4,42 @@
 import type { Gemma3Config } from "./config.ts";
 import { bf16ToF32, type DType, f16ToF32, Q8_0, quantizeQ8_0 } from "./dtypes.ts";
 import type { ByteSource } from "./io.ts";
-import type { LoadedCheckpoint, LoadProgress, WasmWeight } from "./load_hf.ts";
 import type { WasmRuntime } from "./runtime.ts";
 import type { TensorEntry } from "./safetensors.ts";
-import { assembleWeights, tensorSpecs } from "./weights.ts";
+import { assembleWeights, type ModelWeights, tensorSpecs } from "./weights.ts";
+
+/** A weight in WebAssembly memory: matrices as stored (f32, bf16) or quantized (q8_0), norm
+ * vectors as f32. */
+export interface WasmWeight {
+  /** Byte address in the runtime's memory. */
+  ptr: number;
+  /** Element type in memory. */
+  dtype: DType;
+  /** Rows (output features); 1 for a vector. */
+  rows: number;
+  /** Columns (input features); the length for a vector. */
+  cols: number;
+}
+
+/** Progress of a long load: downloading files (models by name), then reading the weights. */
+export interface LoadProgress {
+  /** "download": a file is coming from the Hub; "load": weights are being read into memory. */
+  phase: "download" | "load";
+  /** The file being downloaded (phase "download"). */
+  file?: string;
+  /** Bytes done so far (of this file, when downloading; of all tensor data, when loading). */
+  loadedBytes: number;
+  /** Bytes in all. */
+  totalBytes: number;
+}
+
+/** A loaded checkpoint. */
+export interface LoadedCheckpoint {
+  config: Gemma3Config;
+  weights: ModelWeights<WasmWeight>;
+  /** Every allocation made, so that disposing the model frees them. */
+  allocations: number[];
+}
 
 /** How a format stores things differently from Hugging Face checkpoints. */
 export interface FormatQuirks {

@@ -9,6 +9,7 @@ import {
   kernelsWasmBase64,
 } from "./kernels_wasm.ts";
 import { ThreadPool, threadsUnavailableReason } from "./threads.ts";
+import { env } from "./io.ts";
 
 /** The kernel exports of asm/kernels.ts; pointers are byte offsets into the memory. */
 export interface Kernels {
@@ -117,11 +118,7 @@ let relaxedOk: boolean | undefined;
  * Set GEMMA3_WASM_RELAXED=0 to use the plain builds anyway. */
 function relaxedSupported(): boolean {
   if (relaxedOk === undefined) {
-    const g = globalThis as { Deno?: { env: { get(n: string): string | undefined } }; process?: { env?: Record<string, string> } };
-    let off: string | undefined;
-    try {
-      off = g.Deno ? g.Deno.env.get("GEMMA3_WASM_RELAXED") : g.process?.env?.GEMMA3_WASM_RELAXED;
-    } catch { /* no env permission */ }
+    const off = env("GEMMA3_WASM_RELAXED");
     relaxedOk = off !== "0" && WebAssembly.validate(decodeBase64(kernelsRelaxedWasmBase64));
   }
   return relaxedOk;

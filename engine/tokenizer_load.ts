@@ -9,8 +9,10 @@ import {
   isUrl,
   joinLocation,
   readBytes,
+  readJson,
   readText,
   realPath,
+  sha256Hex,
   writeFileAtomic,
 } from "./io.ts";
 import { ChatTemplate } from "./chat.ts";
@@ -23,20 +25,6 @@ import type { TokenizerData } from "./tokenizer.ts";
 export interface TokenizerLoadOptions {
   /** Cache the compact form on disk (default true where there is a file system). */
   cache?: boolean;
-}
-
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function readJson(location: string): Promise<unknown> {
-  const text = await readText(location);
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${location}: not valid JSON (${(e as Error).message})`);
-  }
 }
 
 async function loadData(jsonPath: string, useCache: boolean): Promise<TokenizerData> {

@@ -1,7 +1,7 @@
 // The WASM SIMD backend: each op is one call into asm/kernels.ts over pointers.
 
 import type { Backend, LayerCache } from "./backend.ts";
-import type { WasmWeight } from "./load_hf.ts";
+import type { WasmWeight } from "./load_tensors.ts";
 import { OP_TIMEOUT_MS, type WasmRuntime } from "./runtime.ts";
 
 /** Activation buffers are byte addresses in the runtime's memory. */
