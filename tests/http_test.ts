@@ -72,3 +72,18 @@ Deno.test("a URL whose weights are truncated is rejected with the URL named", as
     await srv.close();
   }
 });
+
+Deno.test("loadTokenizer takes the URL of a tokenizer.json or of its folder", async () => {
+  const { gemmaTokenizerDir } = await import("./support/gemma_tokenizer.ts");
+  const { loadTokenizer } = await import("../mod.ts");
+  const srv = serve(await gemmaTokenizerDir());
+  try {
+    for (const url of [`${srv.url}tokenizer.json`, srv.url]) {
+      const tok = await loadTokenizer(url);
+      deepStrictEqual(tok.encode("Hello world"), [2, 9259, 1902]);
+      ok(tok.chatTemplate.isGemma3, "the folder's tokenizer_config.json template was found");
+    }
+  } finally {
+    await srv.close();
+  }
+});
