@@ -366,12 +366,19 @@ export function ropeInPlace(x: usize, t0: i32, t1: i32, heads: i32, headDim: i32
 
 @inline function dot(a: usize, b: usize, n: i32): f32 {
   const vecN = n & ~3;
-  let acc = f32x4.splat(0);
-  for (let i = 0; i < vecN; i += 4) {
+  // Two accumulators: each add waits on the previous one's result, so one chain would stall.
+  let acc = f32x4.splat(0), acc2 = f32x4.splat(0);
+  let i = 0;
+  for (; i + 8 <= vecN; i += 8) {
     const off = <usize>i << 2;
-    acc = f32x4.add(acc, f32x4.mul(v128.load(a + off), v128.load(b + off)));
+    acc = madd(v128.load(a + off), v128.load(b + off), acc);
+    acc2 = madd(v128.load(a + off, 16), v128.load(b + off, 16), acc2);
   }
-  let s = hsum(acc);
+  for (; i < vecN; i += 4) {
+    const off = <usize>i << 2;
+    acc = madd(v128.load(a + off), v128.load(b + off), acc);
+  }
+  let s = hsum(f32x4.add(acc, acc2));
   for (let i = vecN; i < n; i++) {
     const off = <usize>i << 2;
     s += load<f32>(a + off) * load<f32>(b + off);
@@ -423,7 +430,7 @@ export function attention(
         const vj = kvRow(lo + j, startPos, v, vCache, capacity, kvBytes) + kvOff;
         for (let i = 0; i < vecD; i += 4) {
           const off = <usize>i << 2;
-          v128.store(oh + off, f32x4.add(v128.load(oh + off), f32x4.mul(p, v128.load(vj + off))));
+          v128.store(oh + off, madd(p, v128.load(vj + off), v128.load(oh + off)));
         }
         const ps = f32x4.extract_lane(p, 0);
         for (let i = vecD; i < headDim; i++) {
