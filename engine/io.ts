@@ -207,17 +207,33 @@ class HttpSource implements ByteSource {
     return take;
   }
 
+  /** The last small read, kept so that reading a little behind it (a header read in a generous
+   * first piece, then the data right after the header) needs no second request. */
+  #recent: { offset: number; bytes: Uint8Array } | null = null;
+
   async read(offset: number, dest: Uint8Array): Promise<void> {
     if (offset + dest.length > this.size) {
       throw new Error(`${this.name}: read past the end (byte ${offset + dest.length} of ${this.size})`);
     }
-    await this.#seek(offset);
     let done = 0;
-    while (done < dest.length) {
-      const chunk = await this.#next(dest.length - done);
-      dest.set(chunk, done);
-      done += chunk.length;
-      this.#pos += chunk.length;
+    const r = this.#recent;
+    if (r && offset >= r.offset && offset < r.offset + r.bytes.length) {
+      done = Math.min(dest.length, r.offset + r.bytes.length - offset);
+      dest.set(r.bytes.subarray(offset - r.offset, offset - r.offset + done));
+    }
+    if (done < dest.length) {
+      const streamedFrom = done;
+      await this.#seek(offset + done);
+      while (done < dest.length) {
+        const chunk = await this.#next(dest.length - done);
+        dest.set(chunk, done);
+        done += chunk.length;
+        this.#pos += chunk.length;
+      }
+      // Keep what came off the stream (reads served from the kept bytes leave them as they are).
+      if (done - streamedFrom <= 4 << 20) {
+        this.#recent = { offset: offset + streamedFrom, bytes: dest.slice(streamedFrom) };
+      } else this.#recent = null;
     }
   }
 

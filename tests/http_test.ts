@@ -87,3 +87,17 @@ Deno.test("loadTokenizer takes the URL of a tokenizer.json or of its folder", as
     await srv.close();
   }
 });
+
+Deno.test("a .gguf file loads from a URL too", async () => {
+  const srv = serve(dir);
+  try {
+    const model = await loadModel(`${srv.url}model.gguf`);
+    const r = golden.results[1];
+    const d = maxAbsDiff(await model.createSession({ contextLength: 32 }).eval(r.prompt), r.last_position_logits);
+    ok(d <= 1e-4, `logits differ by ${d}`);
+    await model.dispose();
+    deepStrictEqual(srv.requests.filter((q) => q.startsWith("GET /model.gguf")).length, 1, srv.requests.join("\n"));
+  } finally {
+    await srv.close();
+  }
+});
