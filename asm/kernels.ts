@@ -113,6 +113,45 @@
   store<f32>(yt, s3, 12);
 }
 
+/** y[0..8) = W[8 rows] · x for one token, summing each row step by step exactly as the 4-row
+ * loop does (so results do not depend on which loop a row falls in). */
+@inline function matvec8<W>(w0: usize, rowBytes: usize, x: usize, y: usize, cols: i32, vecCols: i32): void {
+  const step = colsPerStep<W>();
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+  let p = w0;
+  let px = x;
+  for (let c = 0; c < vecCols; c += step) {
+    let xa = v128.load(px), xb = xa;
+    if (sizeof<W>() == 2) {
+      const hi = v128.load(px, 16);
+      xb = v128.shuffle<f32>(xa, hi, 1, 3, 5, 7);
+      xa = v128.shuffle<f32>(xa, hi, 0, 2, 4, 6);
+    }
+    let v = v128.load(p);
+    a0 = accumulate<W>(a0, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    v = v128.load(p + rowBytes);
+    a1 = accumulate<W>(a1, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    v = v128.load(p + 2 * rowBytes);
+    a2 = accumulate<W>(a2, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    v = v128.load(p + 3 * rowBytes);
+    a3 = accumulate<W>(a3, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    v = v128.load(p + 4 * rowBytes);
+    a4 = accumulate<W>(a4, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    v = v128.load(p + 5 * rowBytes);
+    a5 = accumulate<W>(a5, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    v = v128.load(p + 6 * rowBytes);
+    a6 = accumulate<W>(a6, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    v = v128.load(p + 7 * rowBytes);
+    a7 = accumulate<W>(a7, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    p += 16;
+    px += <usize>step << 2;
+  }
+  storeBlock<W>(y, 0, 0, 0, x, vecCols, cols, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, a0, a1, a2, a3);
+  const w4 = w0 + 4 * rowBytes;
+  storeBlock<W>(y + 16, 0, 0, 0, x, vecCols, cols, w4, w4 + rowBytes, w4 + 2 * rowBytes, w4 + 3 * rowBytes, a4, a5, a6, a7);
+}
+
 /** Rows [r0, r1) of y = x · Wᵀ. A row's result does not depend on the range it is computed in,
  * nor on how tokens are grouped, so threads that split the rows and prompts evaluated in any
  * chunks produce bit-identical output.
@@ -126,6 +165,10 @@
   const step = colsPerStep<W>();
   const vecCols = cols - cols % step;
   let r = r0;
+  // Decode (one token): eight rows per pass share each load and split of x.
+  if (tokens == 1) {
+    for (; r + 8 <= r1; r += 8) matvec8<W>(w + <usize>r * wRowBytes, wRowBytes, x, y + (<usize>r << 2), cols, vecCols);
+  }
   for (; r + 4 <= r1; r += 4) {
     const w0 = w + <usize>r * wRowBytes;
     const w1 = w0 + wRowBytes;
