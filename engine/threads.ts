@@ -28,19 +28,47 @@ interface WorkerInit {
   generation: number;
 }
 
-/** The body every worker runs; `post` sends a message to the creating thread. */
-const WORKER_BODY = `
+/**
+ * The body every worker runs: instantiate the kernels, report ready, run `loop` until the exit
+ * op, report. `post` sends a message to the creating thread.
+ */
+function workerBody(loop: string): string {
+  return `
 async function start(init, post) {
   try {
-    PRELUDE
+    ${workerTestHooks.prelude}
     const instance = await WebAssembly.instantiate(init.module, { env: { memory: init.memory } });
     post({ ready: true });
-    instance.exports.workerLoop(init.ctrl, init.index, init.threads, init.generation);
+    ${loop}
     post({ exited: true });
   } catch (e) {
     post({ error: String(e && e.message || e) });
   }
 }`;
+}
+
+/** Deno, Bun, browsers: the whole loop runs inside WebAssembly (asm/threads.ts workerLoop). */
+const WASM_LOOP = "instance.exports.workerLoop(init.ctrl, init.index, init.threads, init.generation);";
+
+/**
+ * Node 20: its V8 (11.3) runs workerLoop's wait loop wrongly in its baseline wasm compiler (a
+ * woken worker never picks up the op; with --no-liftoff it does), so on Node the waiting is done
+ * here, with the same spin-then-wait on the same counter, and each op is one call of workerStep.
+ */
+const NODE_LOOP = `
+    const generation = new Int32Array(init.memory.buffer, init.ctrl, 1);
+    let seen = init.generation;
+    for (;;) {
+      let spins = 0;
+      while (Atomics.load(generation, 0) === seen) {
+        if (++spins >= 200000) {
+          Atomics.wait(generation, 0, seen);
+          spins = 0;
+        }
+      }
+      seen = Atomics.load(generation, 0);
+      if (instance.exports.workerStep(init.ctrl, init.index, init.threads) === 0) break;
+    }`;
 
 interface Handle {
   terminate(): void;
@@ -51,7 +79,7 @@ interface Handle {
 const START_TIMEOUT_MS = 20_000;
 
 function webWorker(init: WorkerInit): Handle {
-  const code = `${WORKER_BODY.replace("PRELUDE", workerTestHooks.prelude)}
+  const code = `${workerBody(WASM_LOOP)}
 self.onmessage = (e) => start(e.data, (m) => self.postMessage(m));`;
   const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
   const w = new Worker(url, { type: "module" });
@@ -70,40 +98,9 @@ self.onmessage = (e) => start(e.data, (m) => self.postMessage(m));`;
   return { terminate: () => w.terminate(), ready: ready.finally(() => URL.revokeObjectURL(url)) };
 }
 
-/**
- * Node 20's worker body. Its V8 (11.3) runs workerLoop's wait loop wrongly in its baseline wasm
- * compiler (a woken worker never picks up the op; with --no-liftoff it does), so on Node the
- * waiting is done here, with the same spin-then-wait on the same counter, and each op is one call
- * of workerStep.
- */
-const NODE_WORKER_BODY = `
-async function start(init, post) {
-  try {
-    PRELUDE
-    const instance = await WebAssembly.instantiate(init.module, { env: { memory: init.memory } });
-    post({ ready: true });
-    const generation = new Int32Array(init.memory.buffer, init.ctrl, 1);
-    let seen = init.generation;
-    for (;;) {
-      let spins = 0;
-      while (Atomics.load(generation, 0) === seen) {
-        if (++spins >= 200000) {
-          Atomics.wait(generation, 0, seen);
-          spins = 0;
-        }
-      }
-      seen = Atomics.load(generation, 0);
-      if (instance.exports.workerStep(init.ctrl, init.index, init.threads) === 0) break;
-    }
-    post({ exited: true });
-  } catch (e) {
-    post({ error: String(e && e.message || e) });
-  }
-}`;
-
 async function nodeWorker(init: WorkerInit): Promise<Handle> {
   const { Worker } = await import("node:worker_threads");
-  const code = `${NODE_WORKER_BODY.replace("PRELUDE", workerTestHooks.prelude)}
+  const code = `${workerBody(NODE_LOOP)}
 const { parentPort, workerData } = require("node:worker_threads");
 start(workerData, (m) => parentPort.postMessage(m));`;
   const w = new Worker(code, { eval: true, workerData: init });
