@@ -551,122 +551,304 @@ export function streamRead(p: usize, start: usize, end: usize): f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q8_0 weights (ggml's layout): blocks of 32 weights, each an f16 scale d followed by 32 int8 q;
-// weight = d * q. A product with Q8_0 weights first quantizes the activations the same way (per
-// 32-block, f32 scale), as llama.cpp does, so each block's dot product is exact integer
-// arithmetic (i32x4.dot_i16x8_s), scaled once: y += (Σ qw·qx) · dw · dx.
+// Block-quantized weights (ggml's layouts; engine/quant.ts spells out every byte). A product with
+// quantized weights first quantizes the activations per 32-block to int8 with an f32 scale, as
+// llama.cpp does, so each block's dot product is exact integer arithmetic, scaled once:
+//   y += (Σ qw·qx) · dw · dx
+// Formats (FMT_*): Q8_0 (d·q), Q4_0 (d·(q−8)), Q5_0 (d·(q−16)), Q4_K (d·sc·q − dmin·m per 32),
+// Q6_K (d·sc·(q−32) per 16). The plain build widens int8 to int16 and uses i32x4.dot_i16x8_s;
+// the relaxed build multiplies 4-bit weights with int8 activations directly
+// (i32x4.relaxed_dot_i8x16_i7x16_add_s, exact because the weights fit in 7 bits).
 // ---------------------------------------------------------------------------------------------
 
-const Q8_BLOCK: i32 = 32;
-const Q8_BYTES: i32 = 34;
+const FMT_Q8_0: i32 = 0;
+const FMT_Q4_0: i32 = 1;
+const FMT_Q5_0: i32 = 2;
+const FMT_Q4_K: i32 = 3;
+const FMT_Q6_K: i32 = 4;
+
+const QX_BLOCK: i32 = 32;
 
 /** IEEE half → f32, exact for every finite half: the half's bits moved into an f32's place are
  * the same number times 2^-112 (subnormals included), so one multiply by 2^112 fixes the scale.
- * (Infinities and NaNs come out as large finite values; Q8_0 scales are never either.) */
+ * (Infinities and NaNs come out as large finite values; scales are never either.) */
 @inline function halfToF32(h: u32): f32 {
   return reinterpret<f32>(((h & 0x7fff) << 13) | ((h & 0x8000) << 16)) * <f32>5.192296858534828e33;
 }
 
-/** Quantizes `tokens` rows of `cols` f32 (cols a multiple of 32) to int8 qx with one f32 scale
- * per 32-block in sx: d = max|x| / 127, q = round(x / d). */
+/** Quantizes `tokens` rows of `cols` f32 (cols a multiple of 32) to int8 qx, with per 32-block an
+ * f32 scale in sx (d = max|x| / 127, q = round(x / d)) and the i32 sum of its q in sx + 4·blocks
+ * (the K-quants' minimums and the relaxed Q4_0 offset need it). */
 export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: usize): void {
-  const blocks = tokens * (cols / Q8_BLOCK);
+  const blocks = tokens * (cols / QX_BLOCK);
+  const sums = sx + (<usize>blocks << 2);
   for (let b = 0; b < blocks; b++) {
     const src = x + (<usize>b << 7);
     let amax: f32 = 0;
-    for (let i = 0; i < Q8_BLOCK; i++) {
+    for (let i = 0; i < QX_BLOCK; i++) {
       const v = Mathf.abs(load<f32>(src + (<usize>i << 2)));
       if (v > amax) amax = v;
     }
     const d: f32 = amax / <f32>127.0;
     const id: f32 = d != 0 ? <f32>1.0 / d : 0;
     store<f32>(sx + (<usize>b << 2), d);
-    for (let i = 0; i < Q8_BLOCK; i++) {
-      store<i8>(qx + (<usize>b << 5) + <usize>i, <i8><i32>nearest<f32>(load<f32>(src + (<usize>i << 2)) * id));
+    let sum: i32 = 0;
+    for (let i = 0; i < QX_BLOCK; i++) {
+      const q = <i32>nearest<f32>(load<f32>(src + (<usize>i << 2)) * id);
+      store<i8>(qx + (<usize>b << 5) + <usize>i, <i8>q);
+      sum += q;
     }
+    store<i32>(sums + (<usize>b << 2), sum);
   }
 }
 
-/** Σ of 32 int8 products of a weight block and an activation block given as four i16x8
- * vectors (x0..x3), as i32x4 lanes. */
-@inline function q8BlockDot(wq: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
-  const w0 = v128.load(wq), w1 = v128.load(wq, 16);
+/** Σ of 32 products of int8 weights (two i8x16 vectors: elements 0–15, 16–31) with an activation
+ * block given as four i16x8 vectors, as i32x4 lanes. */
+@inline function i8BlockDot(w0: v128, w1: v128, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
   let s = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w0), x0);
   s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w0), x1));
   s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w1), x2));
   return i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), x3));
 }
 
-/** acc += (block dot) · dw · dx for one row's block at wb. */
-@inline function q8Accumulate(acc: v128, wb: usize, dx: f32, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
-  const scale = halfToF32(load<u16>(wb)) * dx;
-  return madd(f32x4.convert_i32x4_s(q8BlockDot(wb + 2, x0, x1, x2, x3)), f32x4.splat(scale), acc);
+/** Σ over 16 elements of int8 weights w and an activation half-block given as two i16x8. */
+@inline function i8HalfDot(w: v128, x0: v128, x1: v128): v128 {
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w), x0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w), x1));
 }
 
-/** Rows [r0, r1) of y = x · Wᵀ for Q8_0 weights, x given quantized (quantizeRowsQ8). Four rows
- * share each activation block's loads and widening; every (row, token) sum is formed in block
- * order whatever the grouping, so thread splits give identical results. */
-export function matmulQ8_0(w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
-  const blocks = cols / Q8_BLOCK;
-  const rowBytes = <usize>blocks * Q8_BYTES;
-  let r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const w0 = w + <usize>r * rowBytes;
-    for (let t = 0; t < tokens; t++) {
-      const xq = qx + <usize>t * <usize>cols;
-      const xs = sx + ((<usize>t * <usize>blocks) << 2);
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      for (let b = 0; b < blocks; b++) {
-        const xb = xq + (<usize>b << 5);
-        const lo = v128.load(xb), hi = v128.load(xb, 16);
-        const x0 = i16x8.extend_low_i8x16_s(lo), x1 = i16x8.extend_high_i8x16_s(lo);
-        const x2 = i16x8.extend_low_i8x16_s(hi), x3 = i16x8.extend_high_i8x16_s(hi);
-        const dx = load<f32>(xs + (<usize>b << 2));
-        const wb = w0 + <usize>b * Q8_BYTES;
-        a0 = q8Accumulate(a0, wb, dx, x0, x1, x2, x3);
-        a1 = q8Accumulate(a1, wb + rowBytes, dx, x0, x1, x2, x3);
-        a2 = q8Accumulate(a2, wb + 2 * rowBytes, dx, x0, x1, x2, x3);
-        a3 = q8Accumulate(a3, wb + 3 * rowBytes, dx, x0, x1, x2, x3);
+/** Σ of 32 products of 4-bit weights q (0..15; lo = elements 0–15, hi = 16–31) with int8
+ * activations xa, xb (16 each; relaxed build) or their i16 widenings x0..x3 (plain build),
+ * minus `offset` · Σ activations (given as `corr` = offset · Σ in lane 0). */
+@inline function nibbleDot(lo: v128, hi: v128, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, offset: i8, corr: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return i32x4.sub(i32x4.relaxed_dot_i8x16_i7x16_add_s(xa, lo, i32x4.relaxed_dot_i8x16_i7x16_add_s(xb, hi, i32x4.splat(0))), corr);
+  }
+  const o = i8x16.splat(offset);
+  return i8BlockDot(i8x16.sub(lo, o), i8x16.sub(hi, o), x0, x1, x2, x3);
+}
+
+/** Bytes per block of each 32-block format. */
+@inline function blockBytes32(fmt: i32): i32 {
+  return fmt == FMT_Q8_0 ? 34 : fmt == FMT_Q4_0 ? 18 : 22;
+}
+
+/** (Σ qw·qx) of one 32-block of a Q8_0, Q4_0 or Q5_0 row at wb, as i32x4 lanes. */
+@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, corr4: v128, corr16: v128): v128 {
+  if (fmt == FMT_Q8_0) return i8BlockDot(v128.load(wb, 2), v128.load(wb, 18), x0, x1, x2, x3);
+  const nib = fmt == FMT_Q4_0 ? v128.load(wb, 2) : v128.load(wb, 6);
+  let lo = v128.and(nib, i8x16.splat(15));
+  let hi = i8x16.shr_u(nib, 4);
+  if (fmt == FMT_Q4_0) return nibbleDot(lo, hi, xa, xb, x0, x1, x2, x3, 8, corr4);
+  // Q5_0: bit j of the u32 qh is bit 4 of weight j. Spread its bytes over the lanes (byte 0 to
+  // lanes 0–7, byte 1 to lanes 8–15, ...) and test one bit per lane.
+  const qh = v128.splat<i32>(load<i32>(wb, 2));
+  const bit = v128(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  const hLo = v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bit), bit), i8x16.splat(16));
+  const hHi = v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bit), bit), i8x16.splat(16));
+  lo = v128.or(lo, hLo);
+  hi = v128.or(hi, hHi);
+  return nibbleDot(lo, hi, xa, xb, x0, x1, x2, x3, 16, corr16);
+}
+
+/** acc += (block dot) · dw · dx for one row's 32-block at wb. */
+@inline function block32Accumulate(fmt: i32, acc: v128, wb: usize, dx: f32, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, corr4: v128, corr16: v128): v128 {
+  const scale = halfToF32(load<u16>(wb)) * dx;
+  return madd(f32x4.convert_i32x4_s(block32Dot(fmt, wb, xa, xb, x0, x1, x2, x3, corr4, corr16)), f32x4.splat(scale), acc);
+}
+
+/** Rows r (and r+1..r+3 when `four`) of y = x · Wᵀ for a 32-block format, every token. */
+@inline function rowsBlock32(fmt: i32, four: bool, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32): void {
+  const blocks = cols / QX_BLOCK;
+  const bytes = blockBytes32(fmt);
+  const rowBytes = <usize>blocks * bytes;
+  const sums = sx + (<usize>(tokens * blocks) << 2);
+  const w0 = w + <usize>r * rowBytes;
+  for (let t = 0; t < tokens; t++) {
+    const xq = qx + <usize>t * <usize>cols;
+    const xs = sx + ((<usize>t * <usize>blocks) << 2);
+    const xsum = sums + ((<usize>t * <usize>blocks) << 2);
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    for (let b = 0; b < blocks; b++) {
+      const xbp = xq + (<usize>b << 5);
+      const xa = v128.load(xbp), xb = v128.load(xbp, 16);
+      const x0 = i16x8.extend_low_i8x16_s(xa), x1 = i16x8.extend_high_i8x16_s(xa);
+      const x2 = i16x8.extend_low_i8x16_s(xb), x3 = i16x8.extend_high_i8x16_s(xb);
+      const total = load<i32>(xsum + (<usize>b << 2));
+      const corr4 = i32x4.replace_lane(i32x4.splat(0), 0, total << 3);
+      const corr16 = i32x4.replace_lane(i32x4.splat(0), 0, total << 4);
+      const dx = load<f32>(xs + (<usize>b << 2));
+      const wb = w0 + <usize>b * bytes;
+      a0 = block32Accumulate(fmt, a0, wb, dx, xa, xb, x0, x1, x2, x3, corr4, corr16);
+      if (four) {
+        a1 = block32Accumulate(fmt, a1, wb + rowBytes, dx, xa, xb, x0, x1, x2, x3, corr4, corr16);
+        a2 = block32Accumulate(fmt, a2, wb + 2 * rowBytes, dx, xa, xb, x0, x1, x2, x3, corr4, corr16);
+        a3 = block32Accumulate(fmt, a3, wb + 3 * rowBytes, dx, xa, xb, x0, x1, x2, x3, corr4, corr16);
       }
-      const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
-      store<f32>(yt, hsum(a0));
+    }
+    const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
+    store<f32>(yt, hsum(a0));
+    if (four) {
       store<f32>(yt, hsum(a1), 4);
       store<f32>(yt, hsum(a2), 8);
       store<f32>(yt, hsum(a3), 12);
     }
   }
-  for (; r < r1; r++) {
+}
+
+/** Rows [r0, r1) of y = x · Wᵀ for a 32-block format (Q8_0, Q4_0, Q5_0). Four rows share each
+ * activation block's loads and widening; every (row, token) sum is formed in block order whatever
+ * the grouping, so thread splits give identical results. */
+@inline function matmulBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) rowsBlock32(fmt, true, w, qx, sx, y, rows, cols, tokens, r);
+  for (; r < r1; r++) rowsBlock32(fmt, false, w, qx, sx, y, rows, cols, tokens, r);
+}
+
+/** The four i16x8 widenings of the activation block at p. */
+@inline function widenX(p: usize, i: i32): v128 {
+  const v = v128.load(p + (<usize>(i >> 1) << 4));
+  return (i & 1) == 0 ? i16x8.extend_low_i8x16_s(v) : i16x8.extend_high_i8x16_s(v);
+}
+
+/** One Q4_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
+@inline function q4kDot(wb: usize, xq: usize, xs: usize, xsum: usize, b: i32, acc: v128): v128 {
+  const d = halfToF32(load<u16>(wb)), dmin = halfToF32(load<u16>(wb, 2));
+  const sc = wb + 4;
+  let minSum: f32 = 0;
+  for (let c = 0; c < 4; c++) {
+    const v0 = v128.load(wb + 16 + (<usize>c << 5)), v1 = v128.load(wb + 16 + (<usize>c << 5), 16);
+    for (let half = 0; half < 2; half++) {
+      const s = (c << 1) + half;
+      // 6-bit scale and min of sub-block s (see q4kScaleMin in engine/quant.ts).
+      let scale: i32, min: i32;
+      if (s < 4) {
+        scale = <i32>load<u8>(sc + <usize>s) & 63;
+        min = <i32>load<u8>(sc + <usize>s + 4) & 63;
+      } else {
+        scale = (<i32>load<u8>(sc + <usize>s + 4) & 15) | ((<i32>load<u8>(sc + <usize>s - 4) >> 6) << 4);
+        min = (<i32>load<u8>(sc + <usize>s + 4) >> 4) | ((<i32>load<u8>(sc + <usize>s) >> 6) << 4);
+      }
+      const blk = b + s;
+      const xp = xq + (<usize>blk << 5);
+      const dx = load<f32>(xs + (<usize>blk << 2));
+      const lo = half == 0 ? v128.and(v0, i8x16.splat(15)) : i8x16.shr_u(v0, 4);
+      const hi = half == 0 ? v128.and(v1, i8x16.splat(15)) : i8x16.shr_u(v1, 4);
+      const dot = i8BlockDot(lo, hi, widenX(xp, 0), widenX(xp, 1), widenX(xp, 2), widenX(xp, 3));
+      acc = madd(f32x4.convert_i32x4_s(dot), f32x4.splat(d * <f32>scale * dx), acc);
+      minSum += dmin * <f32>min * dx * <f32>load<i32>(xsum + (<usize>blk << 2));
+    }
+  }
+  return f32x4.sub(acc, f32x4.replace_lane(f32x4.splat(0), 0, minSum));
+}
+
+/** One Q6_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
+@inline function q6kDot(wb: usize, xq: usize, xs: usize, b: i32, acc: v128): v128 {
+  const d = halfToF32(load<u16>(wb, 208));
+  const low = i8x16.splat(15), two = i8x16.splat(3), off = i8x16.splat(32);
+  for (let h = 0; h < 2; h++) {
+    const ql = wb + (<usize>h << 6), qh = wb + 128 + (<usize>h << 5), sc = wb + 192 + (<usize>h << 3);
+    const la0 = v128.load(ql), la1 = v128.load(ql, 16), lb0 = v128.load(ql, 32), lb1 = v128.load(ql, 48);
+    const h0 = v128.load(qh), h1 = v128.load(qh, 16);
+    for (let g = 0; g < 4; g++) {
+      // Weight l of group g: low 4 bits from ql (first or second 32 bytes, low or high nibble),
+      // top 2 bits from qh at bit 2g.
+      const l0 = g & 1 ? lb0 : la0, l1 = g & 1 ? lb1 : la1;
+      const n0 = g < 2 ? v128.and(l0, low) : i8x16.shr_u(l0, 4);
+      const n1 = g < 2 ? v128.and(l1, low) : i8x16.shr_u(l1, 4);
+      const q0 = i8x16.sub(v128.or(n0, i8x16.shl(v128.and(i8x16.shr_u(h0, 2 * g), two), 4)), off);
+      const q1 = i8x16.sub(v128.or(n1, i8x16.shl(v128.and(i8x16.shr_u(h1, 2 * g), two), 4)), off);
+      const blk = b + (h << 2) + g;
+      const xp = xq + (<usize>blk << 5);
+      const dx = d * load<f32>(xs + (<usize>blk << 2));
+      const sA = i8HalfDot(q0, widenX(xp, 0), widenX(xp, 1));
+      const sB = i8HalfDot(q1, widenX(xp, 2), widenX(xp, 3));
+      acc = madd(f32x4.convert_i32x4_s(sA), f32x4.splat(dx * <f32>load<i8>(sc + <usize>(2 * g))), acc);
+      acc = madd(f32x4.convert_i32x4_s(sB), f32x4.splat(dx * <f32>load<i8>(sc + <usize>(2 * g + 1))), acc);
+    }
+  }
+  return acc;
+}
+
+/** Rows [r0, r1) of y = x · Wᵀ for a 256-block format (Q4_K, Q6_K), one row at a time. */
+@inline function matmulBlock256(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
+  const superBlocks = cols >> 8;
+  const bytes: usize = fmt == FMT_Q4_K ? 144 : 210;
+  const rowBytes = <usize>superBlocks * bytes;
+  const blocks = cols / QX_BLOCK;
+  const sums = sx + (<usize>(tokens * blocks) << 2);
+  for (let r = r0; r < r1; r++) {
     const wr = w + <usize>r * rowBytes;
     for (let t = 0; t < tokens; t++) {
       const xq = qx + <usize>t * <usize>cols;
       const xs = sx + ((<usize>t * <usize>blocks) << 2);
+      const xsum = sums + ((<usize>t * <usize>blocks) << 2);
       let acc = f32x4.splat(0);
-      for (let b = 0; b < blocks; b++) {
-        const xb = xq + (<usize>b << 5);
-        const lo = v128.load(xb), hi = v128.load(xb, 16);
-        acc = q8Accumulate(
-          acc, wr + <usize>b * Q8_BYTES, load<f32>(xs + (<usize>b << 2)),
-          i16x8.extend_low_i8x16_s(lo), i16x8.extend_high_i8x16_s(lo), i16x8.extend_low_i8x16_s(hi), i16x8.extend_high_i8x16_s(hi),
-        );
+      for (let sb = 0; sb < superBlocks; sb++) {
+        const wb = wr + <usize>sb * bytes;
+        if (fmt == FMT_Q4_K) acc = q4kDot(wb, xq, xs, xsum, sb << 3, acc);
+        else acc = q6kDot(wb, xq, xs, sb << 3, acc);
       }
       store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), hsum(acc));
     }
   }
 }
 
-/** Gathers rows of a Q8_0 table (ids are i32), dequantizes them and scales them. */
-export function embedQ8_0(table: usize, ids: usize, tokens: i32, hidden: i32, scale: f32, out: usize): void {
-  const blocks = hidden / Q8_BLOCK;
-  const rowBytes = <usize>blocks * Q8_BYTES;
+/** Rows [r0, r1) of y = x · Wᵀ for block-quantized weights of format `fmt`, x given quantized
+ * (quantizeRowsQ8). */
+export function matmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
+  if (fmt == FMT_Q8_0) matmulBlock32(FMT_Q8_0, w, qx, sx, y, rows, cols, tokens, r0, r1);
+  else if (fmt == FMT_Q4_0) matmulBlock32(FMT_Q4_0, w, qx, sx, y, rows, cols, tokens, r0, r1);
+  else if (fmt == FMT_Q5_0) matmulBlock32(FMT_Q5_0, w, qx, sx, y, rows, cols, tokens, r0, r1);
+  else if (fmt == FMT_Q4_K) matmulBlock256(FMT_Q4_K, w, qx, sx, y, rows, cols, tokens, r0, r1);
+  else matmulBlock256(FMT_Q6_K, w, qx, sx, y, rows, cols, tokens, r0, r1);
+}
+
+/** Weight i (< 256) of the block-quantized row at `row`, as f32 (ggml's dequantize_row_*). */
+function quantWeight(fmt: i32, row: usize, i: i32): f32 {
+  if (fmt == FMT_Q8_0 || fmt == FMT_Q4_0 || fmt == FMT_Q5_0) {
+    const blk = row + <usize>(i >> 5) * blockBytes32(fmt);
+    const j = i & 31;
+    const d = halfToF32(load<u16>(blk));
+    if (fmt == FMT_Q8_0) return d * <f32>load<i8>(blk + 2 + <usize>j);
+    const qs = blk + (fmt == FMT_Q4_0 ? 2 : 6);
+    const byte = <i32>load<u8>(qs + <usize>(j & 15));
+    let q = j < 16 ? byte & 15 : byte >> 4;
+    if (fmt == FMT_Q4_0) return d * <f32>(q - 8);
+    q |= ((load<u32>(blk + 2) >> <u32>j) & 1) << 4;
+    return d * <f32>(q - 16);
+  }
+  if (fmt == FMT_Q4_K) {
+    const blk = row + <usize>(i >> 8) * 144;
+    const k = i & 255, s = k >> 5, l = k & 31;
+    const sc = blk + 4;
+    let scale: i32, min: i32;
+    if (s < 4) {
+      scale = <i32>load<u8>(sc + <usize>s) & 63;
+      min = <i32>load<u8>(sc + <usize>s + 4) & 63;
+    } else {
+      scale = (<i32>load<u8>(sc + <usize>s + 4) & 15) | ((<i32>load<u8>(sc + <usize>s - 4) >> 6) << 4);
+      min = (<i32>load<u8>(sc + <usize>s + 4) >> 4) | ((<i32>load<u8>(sc + <usize>s) >> 6) << 4);
+    }
+    const byte = <i32>load<u8>(blk + 16 + <usize>((s >> 1) << 5) + <usize>l);
+    const q = s & 1 ? byte >> 4 : byte & 15;
+    return halfToF32(load<u16>(blk)) * <f32>scale * <f32>q - halfToF32(load<u16>(blk, 2)) * <f32>min;
+  }
+  const blk = row + <usize>(i >> 8) * 210;
+  const k = i & 255, h = k >> 7, rr = k & 127, g = rr >> 5, l = rr & 31;
+  const ql = <i32>load<u8>(blk + <usize>(64 * h + l + 32 * (g & 1)));
+  const qh = <i32>load<u8>(blk + 128 + <usize>(32 * h + l));
+  const q = (g >= 2 ? ql >> 4 : ql & 15) | (((qh >> (2 * g)) & 3) << 4);
+  return halfToF32(load<u16>(blk, 208)) * <f32>load<i8>(blk + 192 + <usize>(8 * h + 2 * g + (l >> 4))) * <f32>(q - 32);
+}
+
+/** Gathers rows of a block-quantized table (ids are i32), dequantizes them and scales them. */
+export function embedQuant(fmt: i32, table: usize, ids: usize, tokens: i32, hidden: i32, scale: f32, out: usize): void {
+  const rowBytes: usize = fmt == FMT_Q4_K ? <usize>(hidden >> 8) * 144
+    : fmt == FMT_Q6_K ? <usize>(hidden >> 8) * 210
+    : <usize>(hidden >> 5) * blockBytes32(fmt);
   for (let t = 0; t < tokens; t++) {
     const src = table + <usize>load<i32>(ids + (<usize>t << 2)) * rowBytes;
     const dst = out + ((<usize>t * <usize>hidden) << 2);
-    for (let b = 0; b < blocks; b++) {
-      const blk = src + <usize>b * Q8_BYTES;
-      const d = halfToF32(load<u16>(blk));
-      for (let i = 0; i < Q8_BLOCK; i++) {
-        store<f32>(dst + ((<usize>(b * Q8_BLOCK + i)) << 2), d * <f32>load<i8>(blk + 2 + <usize>i) * scale);
-      }
-    }
+    for (let i = 0; i < hidden; i++) store<f32>(dst + (<usize>i << 2), quantWeight(fmt, src, i) * scale);
   }
 }

@@ -13,7 +13,7 @@
 // the output is bit-identical for any number of threads.
 
 export * from "./kernels";
-import { attention, geglu, matmulBF16, matmulF32, matmulQ8_0, rmsNorm, ropeInPlace, streamRead } from "./kernels";
+import { attention, geglu, matmulBF16, matmulF32, matmulQuant, rmsNorm, ropeInPlace, streamRead } from "./kernels";
 
 // Control block layout (byte offsets).
 const GENERATION = 0; // bumped by the caller for each op
@@ -30,7 +30,7 @@ const OP_STREAM: i32 = 4;
 const OP_GEGLU: i32 = 5;
 const OP_ROPE: i32 = 6;
 const OP_RMSNORM: i32 = 7;
-const OP_MATMUL_Q8: i32 = 8;
+const OP_MATMUL_QUANT: i32 = 8;
 
 /** Loads of the shared counter before a thread falls back to a futex wait (~100 µs here). Ops of
  * a decoded token come tens of µs apart; with a shorter spin (20,000) a worker that finished its
@@ -83,10 +83,10 @@ function runOp(op: i32, t: i32): void {
       arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<usize>(5), scores,
       arg<i32>(7), arg<i32>(8), heads, arg<i32>(10), arg<i32>(11), arg<i32>(12), arg<i32>(13), arg<f32>(14), lo, hi,
     );
-  } else if (op == OP_MATMUL_Q8) {
-    const rows = arg<i32>(4);
+  } else if (op == OP_MATMUL_QUANT) {
+    const rows = arg<i32>(5);
     const lo = shareLo(rows, t, 4), hi = shareHi(rows, t, 4);
-    if (lo < hi) matmulQ8_0(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), rows, arg<i32>(5), arg<i32>(6), lo, hi);
+    if (lo < hi) matmulQuant(arg<i32>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), rows, arg<i32>(6), arg<i32>(7), lo, hi);
   } else if (op == OP_GEGLU) {
     const n = arg<i32>(3);
     geglu(arg<usize>(0), arg<usize>(1), arg<usize>(2), shareLo(n, t, 4), shareHi(n, t, 4));
@@ -211,16 +211,17 @@ export function parAttention(
   return dispatch(OP_ATTENTION, timeoutMs);
 }
 
-/** matmulQ8_0 over all rows (x already quantized), split across the threads. */
-export function parMatmulQ8(w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, timeoutMs: i32): i32 {
-  setArg<usize>(0, w);
-  setArg<usize>(1, qx);
-  setArg<usize>(2, sx);
-  setArg<usize>(3, y);
-  setArg<i32>(4, rows);
-  setArg<i32>(5, cols);
-  setArg<i32>(6, tokens);
-  return dispatch(OP_MATMUL_Q8, timeoutMs);
+/** matmulQuant over all rows (x already quantized), split across the threads. */
+export function parMatmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, timeoutMs: i32): i32 {
+  setArg<i32>(0, fmt);
+  setArg<usize>(1, w);
+  setArg<usize>(2, qx);
+  setArg<usize>(3, sx);
+  setArg<usize>(4, y);
+  setArg<i32>(5, rows);
+  setArg<i32>(6, cols);
+  setArg<i32>(7, tokens);
+  return dispatch(OP_MATMUL_QUANT, timeoutMs);
 }
 
 /** geglu over n elements, split across the threads. */

@@ -1,20 +1,17 @@
 // Weight formats: one place that knows how many bytes an element takes and how to widen it.
 
-/** Element types the engine can hold in memory: f32, and bf16 and q8_0 (weights only; kernels
- * widen bf16 and multiply q8_0 blocks directly). */
-export type DType = "f32" | "bf16" | "q8_0";
+import type { QuantType } from "./quant.ts";
+
+/** Element types the engine can hold in memory: f32, and for weight matrices bf16 (widened in the
+ * kernels) and the block-quantized formats of quant.ts (multiplied block by block). */
+export type DType = "f32" | "bf16" | QuantType;
 
 /** Element types a checkpoint may store; f16 is widened to f32 on load. */
 export type StoredDType = DType | "f16";
 
-/** Element types a checkpoint may store; f16 is widened to f32 on load. */
-export type StoredOrQuantized = StoredDType | "q8_0";
-
-/** Bytes per element (q8_0: 34 bytes per block of 32). */
-export const dtypeBytes: Record<StoredOrQuantized, number> = { f32: 4, bf16: 2, f16: 2, q8_0: 34 / 32 };
-
-/** Q8_0 (ggml): blocks of 32 weights, an f16 scale d then 32 int8 q, weight = d · q. */
-export const Q8_0 = { blockElems: 32, blockBytes: 34 };
+/** Float element types and their bytes per element. */
+export type FloatDType = "f32" | "bf16" | "f16";
+export const floatBytes: Record<FloatDType, number> = { f32: 4, bf16: 2, f16: 2 };
 
 /** Rounds f32 values to IEEE half bit patterns, to nearest, ties to even. */
 export function f32ToF16(v: number): number {
@@ -39,39 +36,6 @@ export function f32ToF16(v: number): number {
   const rest = mant & 0x1fff;
   if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
   return sign | h;
-}
-
-/**
- * Quantizes rows of f32 values (a multiple of 32 long) to Q8_0 blocks exactly as ggml's
- * quantize_row_q8_0 does: d = max|x| / 127 in f32, q = roundf(x · (1/d)) (half away from zero),
- * d stored as f16.
- */
-export function quantizeQ8_0(src: Float32Array, dst: Uint8Array): void {
-  const view = new DataView(dst.buffer, dst.byteOffset, dst.byteLength);
-  const blocks = src.length / 32;
-  for (let b = 0; b < blocks; b++) {
-    let amax = 0;
-    for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(src[b * 32 + i]));
-    const d = Math.fround(amax / 127);
-    const id = d ? Math.fround(1 / d) : 0;
-    view.setUint16(b * 34, f32ToF16(d), true);
-    for (let i = 0; i < 32; i++) {
-      const v = Math.fround(src[b * 32 + i] * id);
-      view.setInt8(b * 34 + 2 + i, Math.sign(v) * Math.floor(Math.abs(v) + 0.5));
-    }
-  }
-}
-
-/** Q8_0 blocks back to f32 values (d · q, as ggml's dequantize_row_q8_0). */
-export function dequantizeQ8_0(src: Uint8Array, dst: Float32Array): void {
-  const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
-  const half = new Float32Array(1);
-  const h = new Uint16Array(1);
-  for (let b = 0; b < dst.length / 32; b++) {
-    h[0] = view.getUint16(b * 34, true);
-    f16ToF32(h, half);
-    for (let i = 0; i < 32; i++) dst[b * 32 + i] = Math.fround(half[0] * view.getInt8(b * 34 + 2 + i));
-  }
 }
 
 /** Widens bf16 bit patterns to f32 (exact: bf16 is the top half of an f32). */

@@ -12,6 +12,7 @@ import { WasmRuntime } from "./runtime.ts";
 import { Session, type SessionHost } from "./session.ts";
 import type { ChatMessage, Tokenizer } from "./tokenizer.ts";
 import { loadTokenizer } from "./tokenizer_load.ts";
+import { quantPlan } from "./quant.ts";
 import type { GenerateOptions } from "./session.ts";
 import { type Ptr, WasmBackend } from "./wasm_backend.ts";
 import type { ModelWeights } from "./weights.ts";
@@ -22,10 +23,14 @@ export interface LoadOptions {
   revision?: string;
   /** Where to run: "wasm" (WebAssembly SIMD), or "auto" (the default; currently always wasm). */
   backend?: "auto" | "wasm";
-  /** "q8_0": quantize float weight matrices to Q8_0 while loading (about half the memory of
-   * bf16; activations are then quantized per 32-block for the products, as llama.cpp does).
-   * Default: keep the stored format. */
-  weights?: "q8_0";
+  /** Quantize float weight matrices while loading, streaming (the float copy is never held):
+   * "q8_0" (about half the memory of bf16) or "q4_0" (about a quarter; the embedding/head stays
+   * Q8_0 unless `headWeights` says otherwise, as llama.cpp's llama-quantize does). Products with
+   * quantized weights quantize the activations per 32-block to int8 first, as llama.cpp does.
+   * Matrices already quantized (GGUF) stay as stored. Default: keep the stored format. */
+  weights?: "q8_0" | "q4_0";
+  /** With `weights`: the format of the embedding/head (default: "q8_0"). */
+  headWeights?: "q8_0" | "q4_0";
   /** Called as files download (models by name) and as weight data is read. */
   onProgress?: (progress: LoadProgress) => void;
   /** Tokens evaluated per forward call when a prompt is long (default 64). */
@@ -203,9 +208,14 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   if (backend !== "auto" && backend !== "wasm") {
     throw new Error(`backend ${JSON.stringify(backend)} is not available; use "wasm" or "auto"`);
   }
-  if (options.weights !== undefined && options.weights !== "q8_0") {
-    throw new Error(`weights ${JSON.stringify(options.weights)} is not supported; use "q8_0" or leave it out`);
+  for (const key of ["weights", "headWeights"] as const) {
+    const v = options[key];
+    if (v !== undefined && v !== "q8_0" && v !== "q4_0") {
+      throw new Error(`${key} ${JSON.stringify(v)} is not supported; use "q8_0" or "q4_0", or leave it out`);
+    }
   }
+  if (options.headWeights !== undefined && options.weights === undefined) throw new Error("headWeights needs weights as well");
+  const plan = options.weights ? quantPlan(options.weights, options.headWeights) : undefined;
   const maxChunk = options.maxChunk ?? 64;
   if (!Number.isInteger(maxChunk) || maxChunk < 1) throw new RangeError(`maxChunk must be a positive integer, got ${maxChunk}`);
   const gguf = /\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source);
@@ -218,10 +228,10 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   const rt = await WasmRuntime.create({ threads: options.threads });
   try {
     if (gguf) {
-      const { config, weights, allocations } = await loadGguf(source, rt, options.onProgress, options.weights);
+      const { config, weights, allocations } = await loadGguf(source, rt, options.onProgress, plan);
       return new Gemma3Model(rt, config, weights, allocations, maxChunk);
     }
-    const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress, options.weights);
+    const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress, plan);
     let tokenizer: Tokenizer | undefined;
     if (await exists(joinLocation(source, "tokenizer.json"))) tokenizer = await loadTokenizer(source);
     const defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));

@@ -1,25 +1,32 @@
 // Loads a GGUF file (architecture gemma3): the config from its metadata, the tensors through the
-// same checks as a Hugging Face checkpoint. F32, F16, BF16 and Q8_0 tensors are supported; the
-// other quantized types need kernels of their own and are refused by name for now.
+// same checks as a Hugging Face checkpoint. F32, F16 and BF16 tensors, and the block formats of
+// quant.ts (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K); other ggml types are refused by name.
 
 import { configFromGguf } from "./config.ts";
-import type { StoredOrQuantized } from "./dtypes.ts";
+import type { StoredDType } from "./dtypes.ts";
 import { GGML_TYPES, readGgufHeader } from "./gguf.ts";
 import { openSource } from "./io.ts";
 import { type LoadedCheckpoint, type LoadProgress, loadTensors } from "./load_tensors.ts";
 import type { WasmRuntime } from "./runtime.ts";
 import type { TensorEntry } from "./safetensors.ts";
 import { canonicalGgufName } from "./weights.ts";
+import { QUANT, type QuantPlan } from "./quant.ts";
 
 /** ggml types this engine reads, as its own element types. */
-const SUPPORTED_TYPES: Record<number, StoredOrQuantized> = { 0: "f32", 1: "f16", 8: "q8_0", 30: "bf16" };
+const SUPPORTED_TYPES: Record<number, StoredDType> = {
+  0: "f32",
+  1: "f16",
+  30: "bf16",
+  ...Object.fromEntries(Object.values(QUANT).map((f) => [f.ggmlType, f.name])),
+};
+const SUPPORTED_NAMES = Object.keys(SUPPORTED_TYPES).map((t) => GGML_TYPES[+t].name).join(", ");
 
 /** Reads a .gguf file (path or URL) into the runtime's memory. */
 export async function loadGguf(
   location: string,
   rt: WasmRuntime,
   onProgress?: (p: LoadProgress) => void,
-  quantize?: "q8_0",
+  quantize?: QuantPlan,
 ): Promise<LoadedCheckpoint> {
   const source = await openSource(location);
   const allocations: number[] = [];
@@ -31,7 +38,7 @@ export async function loadGguf(
       if (name === null) throw new Error(`${location}: unexpected tensor ${t.name} (not part of a Gemma 3 text model)`);
       const dtype = SUPPORTED_TYPES[t.type];
       if (!dtype) {
-        throw new Error(`${location}: tensor ${t.name} is ${GGML_TYPES[t.type].name}, which is not supported yet (F32, F16, BF16 and Q8_0 are)`);
+        throw new Error(`${location}: tensor ${t.name} is ${GGML_TYPES[t.type].name}, which is not supported (${SUPPORTED_NAMES} are)`);
       }
       // GGUF lists dimensions innermost first; the tensor map uses [rows, cols].
       found.set(name, { name: t.name, dtype, shape: [...t.dims].reverse(), offset: t.offset, bytes: t.bytes, source });

@@ -6,6 +6,7 @@
 import { parseHfConfig } from "./config.ts";
 import { type ByteSource, exists, joinLocation, openSource, readJson } from "./io.ts";
 import { readSafetensorsHeader, type TensorEntry } from "./safetensors.ts";
+import type { QuantPlan } from "./quant.ts";
 import type { WasmRuntime } from "./runtime.ts";
 import { canonicalTensorName } from "./weights.ts";
 import { type LoadedCheckpoint, type LoadProgress, loadTensors } from "./load_tensors.ts";
@@ -42,7 +43,7 @@ export async function loadHfFolder(
   folder: string,
   rt: WasmRuntime,
   onProgress?: (p: LoadProgress) => void,
-  quantize?: "q8_0",
+  quantize?: QuantPlan,
 ): Promise<LoadedCheckpoint> {
   const configPath = joinLocation(folder, "config.json");
   if (!(await exists(configPath))) throw new Error(`${folder}: no config.json (is this a Hugging Face model folder?)`);

@@ -2,14 +2,15 @@
 // tensors the config needs, with the right shapes, then read them into WebAssembly memory.
 
 import type { Gemma3Config } from "./config.ts";
-import { bf16ToF32, type DType, f16ToF32, Q8_0, quantizeQ8_0 } from "./dtypes.ts";
+import { bf16ToF32, type DType, f16ToF32 } from "./dtypes.ts";
 import type { ByteSource } from "./io.ts";
+import { formatFor, isQuant, QUANT, quantBytes, type QuantPlan } from "./quant.ts";
 import type { WasmRuntime } from "./runtime.ts";
 import type { TensorEntry } from "./safetensors.ts";
 import { assembleWeights, type ModelWeights, tensorSpecs } from "./weights.ts";
 
-/** A weight in WebAssembly memory: matrices as stored (f32, bf16) or quantized (q8_0), norm
- * vectors as f32. */
+/** A weight in WebAssembly memory: matrices as stored (f32, bf16, a block format) or quantized on
+ * load, norm vectors as f32. */
 export interface WasmWeight {
   /** Byte address in the runtime's memory. */
   ptr: number;
@@ -45,13 +46,13 @@ export interface LoadedCheckpoint {
 export interface FormatQuirks {
   /** RMSNorm weights are stored as 1 + w (llama.cpp's converter adds the 1). */
   normsStoreOnePlusW?: boolean;
-  /** Quantize float matrices to this format while loading (rows must be a multiple of 32). */
-  quantize?: "q8_0";
+  /** Quantize float matrices while loading (those whose rows fill whole blocks; see formatFor). */
+  quantize?: QuantPlan;
 }
 
 /** Bytes of a rows × cols weight in memory. */
 function weightBytes(dtype: DType, rows: number, cols: number): number {
-  if (dtype === "q8_0") return (rows * cols / Q8_0.blockElems) * Q8_0.blockBytes;
+  if (isQuant(dtype)) return quantBytes(dtype, rows, cols);
   return rows * cols * (dtype === "bf16" ? 2 : 4);
 }
 
@@ -97,10 +98,12 @@ export async function loadTensors(
     const [rows, cols] = s.shape.length === 2 ? s.shape : [1, s.shape[0]];
     let dtype: DType = "f32";
     if (s.kind === "matrix") {
-      if (entry.dtype === "q8_0" || (quirks.quantize === "q8_0" && cols % Q8_0.blockElems === 0)) dtype = "q8_0";
+      const planned = quirks.quantize ? formatFor(quirks.quantize, s.name === "model.embed_tokens.weight", cols) : null;
+      if (isQuant(entry.dtype)) dtype = entry.dtype;
+      else if (planned) dtype = planned;
       else if (entry.dtype === "bf16") dtype = "bf16";
-    } else if (entry.dtype === "q8_0") {
-      throw new Error(`${entry.source.name}: tensor ${entry.name} is a vector stored as Q8_0, which is not supported`);
+    } else if (isQuant(entry.dtype)) {
+      throw new Error(`${entry.source.name}: tensor ${entry.name} is a vector stored as ${entry.dtype.toUpperCase()}, which is not supported`);
     }
     const ptr = rt.alloc(weightBytes(dtype, rows, cols));
     allocations.push(ptr);
@@ -138,13 +141,13 @@ async function readTensor(rt: WasmRuntime, entry: TensorEntry, w: WasmWeight): P
     await entry.source.read(entry.offset, rt.u8(w.ptr, entry.bytes));
     return;
   }
-  if (w.dtype === "q8_0") {
-    // Float rows → Q8_0, a few rows at a time: the float copy is never held whole.
+  if (isQuant(w.dtype)) {
+    // Float rows → blocks, a few rows at a time: the float copy is never held whole.
     const inBytes = entry.dtype === "f32" ? 4 : 2;
     const chunkRows = Math.max(1, Math.floor(CONVERT_CHUNK / w.cols));
     const raw = new Uint8Array(chunkRows * w.cols * inBytes);
     const f32 = new Float32Array(chunkRows * w.cols);
-    const rowOut = weightBytes("q8_0", 1, w.cols);
+    const rowOut = weightBytes(w.dtype, 1, w.cols);
     for (let r = 0; r < w.rows; r += chunkRows) {
       const n = Math.min(chunkRows, w.rows - r);
       const part = raw.subarray(0, n * w.cols * inBytes);
@@ -152,7 +155,7 @@ async function readTensor(rt: WasmRuntime, entry: TensorEntry, w: WasmWeight): P
       const values = f32.subarray(0, n * w.cols);
       if (entry.dtype === "f32") values.set(new Float32Array(part.buffer, 0, n * w.cols));
       else (entry.dtype === "bf16" ? bf16ToF32 : f16ToF32)(new Uint16Array(part.buffer, 0, n * w.cols), values);
-      quantizeQ8_0(values, rt.u8(w.ptr + r * rowOut, n * rowOut));
+      QUANT[w.dtype].quantize(values, rt.u8(w.ptr + r * rowOut, n * rowOut));
     }
     return;
   }

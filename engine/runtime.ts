@@ -52,8 +52,9 @@ export interface Kernels {
   addInPlace(x: number, y: number, n: number): void;
   streamRead(p: number, start: number, end: number): number;
   quantizeRowsQ8(x: number, tokens: number, cols: number, qx: number, sx: number): void;
-  matmulQ8_0(w: number, qx: number, sx: number, y: number, rows: number, cols: number, tokens: number, r0: number, r1: number): void;
-  embedQ8_0(table: number, ids: number, tokens: number, hidden: number, scale: number, out: number): void;
+  /** `fmt` is a block format's kernelFormat (engine/quant.ts). */
+  matmulQuant(fmt: number, w: number, qx: number, sx: number, y: number, rows: number, cols: number, tokens: number, r0: number, r1: number): void;
+  embedQuant(fmt: number, table: number, ids: number, tokens: number, hidden: number, scale: number, out: number): void;
 }
 
 /** The extra exports of the multi-threaded build (asm/threads.ts). Each returns -1 on a timeout. */
@@ -81,7 +82,7 @@ export interface ThreadKernels extends Kernels {
   ): number;
   parStreamRead(p: number, bytes: number, timeoutMs: number): number;
   parGeglu(gate: number, up: number, out: number, n: number, timeoutMs: number): number;
-  parMatmulQ8(w: number, qx: number, sx: number, y: number, rows: number, cols: number, tokens: number, timeoutMs: number): number;
+  parMatmulQuant(fmt: number, w: number, qx: number, sx: number, y: number, rows: number, cols: number, tokens: number, timeoutMs: number): number;
   parRope(x: number, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number, timeoutMs: number): number;
   parRmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number, timeoutMs: number): number;
   threadsExit(timeoutMs: number): number;
@@ -125,8 +126,8 @@ function relaxedSupported(): boolean {
 }
 
 /** Compiles one of the embedded kernel builds, once per process. */
-function kernelsModule(threaded: boolean): Promise<WebAssembly.Module> {
-  const key: Build = `${threaded ? "mt" : "st"}${relaxedSupported() ? "-relaxed" : ""}`;
+function kernelsModule(threaded: boolean, relaxed: boolean): Promise<WebAssembly.Module> {
+  const key: Build = `${threaded ? "mt" : "st"}${relaxed ? "-relaxed" : ""}`;
   let m = compiled.get(key);
   if (!m) {
     if (typeof WebAssembly === "undefined") throw new Error("this runtime has no WebAssembly support");
@@ -146,6 +147,9 @@ function kernelsModule(threaded: boolean): Promise<WebAssembly.Module> {
 export interface RuntimeOptions {
   /** Threads, the calling one included (default: navigator.hardwareConcurrency, else 1). */
   threads?: number;
+  /** Which kernel build: "relaxed" (fused multiply-add, relaxed int8 dot products) or "plain"
+   * SIMD. Default: relaxed where the engine accepts it. Tests run both. */
+  simd?: "relaxed" | "plain";
 }
 
 /** The threads a runtime ended up with, and why not more. */
@@ -205,7 +209,8 @@ export class WasmRuntime {
     const unavailable = asked > 1 ? threadsUnavailableReason() : null;
     const threaded = asked > 1 && unavailable === null;
     const memory = new WebAssembly.Memory({ initial: HEAP_START / PAGE + 1, maximum: MAX_PAGES, shared: threaded });
-    const module = await kernelsModule(threaded);
+    if (options.simd === "relaxed" && !relaxedSupported()) throw new Error("this runtime does not accept relaxed SIMD");
+    const module = await kernelsModule(threaded, options.simd ? options.simd === "relaxed" : relaxedSupported());
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
     const rt = new WasmRuntime(memory, instance.exports as unknown as Kernels);
     if (!threaded) {

@@ -3,15 +3,15 @@
 // against the file before a single weight is read, so a truncated or corrupt file is an error
 // that names the file and the problem, never a wrong read.
 
-import { dtypeBytes, type StoredDType, type StoredOrQuantized } from "./dtypes.ts";
+import { type FloatDType, floatBytes, type StoredDType } from "./dtypes.ts";
 import type { ByteSource } from "./io.ts";
 
 /** One tensor's place in a safetensors file. */
 export interface TensorEntry {
   /** Tensor name as stored. */
   name: string;
-  /** Element type (q8_0 only from GGUF files). */
-  dtype: StoredOrQuantized;
+  /** Element type (block formats only from GGUF files). */
+  dtype: StoredDType;
   /** Dimensions, outermost first. */
   shape: number[];
   /** Absolute byte offset of the data in the file. */
@@ -22,7 +22,7 @@ export interface TensorEntry {
   source: ByteSource;
 }
 
-const DTYPES: Record<string, StoredDType> = { F32: "f32", BF16: "bf16", F16: "f16" };
+const DTYPES: Record<string, FloatDType> = { F32: "f32", BF16: "bf16", F16: "f16" };
 /** Dtypes of the format that this engine does not load. */
 const OTHER_DTYPES = ["F64", "F8_E4M3", "F8_E5M2", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"];
 /** A header larger than this is not a checkpoint header (the format's own limit is 100 MB). */
@@ -81,7 +81,7 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
     }
     const [begin, end] = offs as number[];
     const numel = (shape as number[]).reduce((a, b) => a * b, 1);
-    const want = numel * dtypeBytes[dtype];
+    const want = numel * floatBytes[dtype];
     if (end < begin || end - begin !== want) {
       fail(`tensor ${name}: data_offsets [${begin}, ${end}] hold ${end - begin} bytes, but ` +
         `${t.dtype} ${JSON.stringify(shape)} needs ${want}`);

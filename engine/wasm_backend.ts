@@ -2,6 +2,7 @@
 
 import type { Backend, LayerCache } from "./backend.ts";
 import type { WasmWeight } from "./load_tensors.ts";
+import { isQuant, QUANT } from "./quant.ts";
 import { OP_TIMEOUT_MS, type WasmRuntime } from "./runtime.ts";
 
 /** Activation buffers are byte addresses in the runtime's memory. */
@@ -16,12 +17,13 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
 
   constructor(readonly rt: WasmRuntime) {}
 
-  /** Quantized activations for Q8_0 products: int8 values, then one f32 scale per 32. */
+  /** Quantized activations for products with block-quantized weights: int8 values, then per
+   * 32-block an f32 scale, then per 32-block the i32 sum of the int8 values. */
   #q8: { ptr: number; bytes: number } | null = null;
 
-  /** x quantized to Q8 (grown as needed); returns [qx, sx]. */
+  /** x quantized to int8 blocks (grown as needed); returns [qx, sx]. */
   #quantizeActivations(x: Ptr, tokens: number, cols: number): [number, number] {
-    const need = tokens * cols + (tokens * cols / 32) * 4;
+    const need = Math.ceil((tokens * cols) / 16) * 16 + (tokens * cols / 32) * 8;
     if (!this.#q8 || this.#q8.bytes < need) {
       if (this.#q8) this.rt.free(this.#q8.ptr);
       this.#q8 = { ptr: this.rt.alloc(need), bytes: need };
@@ -53,8 +55,8 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
 
   embed(table: WasmWeight, ids: Ptr, tokens: number, scale: number, out: Ptr): void {
     const k = this.rt.kernels;
-    const fn = table.dtype === "bf16" ? k.embedBF16 : table.dtype === "q8_0" ? k.embedQ8_0 : k.embedF32;
-    fn(table.ptr, ids, tokens, table.cols, scale, out);
+    if (isQuant(table.dtype)) k.embedQuant(QUANT[table.dtype].kernelFormat, table.ptr, ids, tokens, table.cols, scale, out);
+    else (table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(table.ptr, ids, tokens, table.cols, scale, out);
   }
   rmsNorm(x: Ptr, w: WasmWeight, out: Ptr, rows: number, eps: number): void {
     const par = this.#parallelFor(rows * w.cols);
@@ -68,11 +70,12 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
   }
   matmul(w: WasmWeight, x: Ptr, out: Ptr, tokens: number): void {
     const par = this.rt.parallel;
-    if (w.dtype === "q8_0") {
+    if (isQuant(w.dtype)) {
+      const fmt = QUANT[w.dtype].kernelFormat;
       const [qx, sx] = this.#quantizeActivations(x, tokens, w.cols);
       if (par) {
-        if (par.parMatmulQ8(w.ptr, qx, sx, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
-      } else this.rt.kernels.matmulQ8_0(w.ptr, qx, sx, out, w.rows, w.cols, tokens, 0, w.rows);
+        if (par.parMatmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+      } else this.rt.kernels.matmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, 0, w.rows);
       return;
     }
     const bf16 = w.dtype === "bf16";

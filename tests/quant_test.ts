@@ -1,12 +1,14 @@
-// Q8_0: the quantizer against ggml's block semantics, the kernels against a float64 reference on
-// the same quantized operands, and a Q8_0 model's threads bit-identical.
+// Block formats (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K): the engine's decoders against decoders written
+// from ggml's reference loops, the quantizers' semantics and error, the kernels against a float64
+// reference on the same quantized operands, and quantized models bit-identical across threads.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { dequantizeQ8_0, f16ToF32, f32ToF16, quantizeQ8_0 } from "../engine/dtypes.ts";
+import { f16ToF32, f32ToF16 } from "../engine/dtypes.ts";
+import { QUANT, type QuantType } from "../engine/quant.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
 import { loadModel } from "../mod.ts";
+import { ggmlDecode } from "./support/ggml_blocks.ts";
 import { assertWithin, FIXTURES, randn, rng, U32 } from "./support/helpers.ts";
-
 /** The f32 value of half bits. */
 const fromHalf = (bits: number) => {
   const out = new Float32Array(1);
@@ -30,103 +32,203 @@ Deno.test("f32ToF16 rounds to nearest, ties to even, with subnormals, overflow a
   }
 });
 
-Deno.test("quantizeQ8_0 follows ggml: d = max|x|/127 as f16, q = roundf(x/d), ties away from zero", () => {
-  // A block whose max is 127, so d = 1 and the rounding of halves is visible.
-  const x = new Float32Array(32).fill(0);
+const FORMATS = Object.keys(QUANT) as QuantType[];
+
+/** `blocks` random blocks of a format: random bytes everywhere (every bit of every field is
+ * exercised), then each f16 scale replaced by a random moderate half so values stay finite. */
+function randomBlocks(type: QuantType, blocks: number, seed: number): Uint8Array {
+  const fmt = QUANT[type];
+  const r = rng(seed);
+  const bytes = Uint8Array.from({ length: blocks * fmt.blockBytes }, () => Math.floor(r() * 256));
+  const v = new DataView(bytes.buffer);
+  const halves = { q8_0: [0], q4_0: [0], q5_0: [0], q4_k: [0, 2], q6_k: [208] }[type];
+  for (let b = 0; b < blocks; b++) {
+    for (const at of halves) {
+      v.setUint16(b * fmt.blockBytes + at, f32ToF16((r() - 0.3) * 0.01), true);
+    }
+  }
+  return bytes;
+}
+
+Deno.test("each format's decoder matches ggml's dequantize loops on random blocks", () => {
+  for (const type of FORMATS) {
+    const n = 4 * QUANT[type].blockElems;
+    const bytes = randomBlocks(type, 4, 11);
+    const got = new Float32Array(n);
+    QUANT[type].dequantize(bytes, got);
+    deepStrictEqual([...got], [...ggmlDecode(type, bytes, n).w], type);
+  }
+});
+
+Deno.test("Q8_0, Q4_0 and Q5_0 quantize as ggml's quantize_row_* do", () => {
+  // Q8_0: d = max|x|/127, q = roundf(x/d), halves away from zero (max 127 so d = 1).
+  const x = new Float32Array(32);
   x.set([127, 2.5, -2.5, 0.49, -0.5, 1.5, -127]);
-  const q = new Uint8Array(34);
-  quantizeQ8_0(x, q);
-  deepStrictEqual(new DataView(q.buffer).getUint16(0, true), 0x3c00);
-  deepStrictEqual([...new Int8Array(q.buffer, 2, 7)], [127, 3, -3, 0, -1, 2, -127]);
-  // Random blocks: every value within half a step of its original (plus the f16 rounding of d).
-  const v = randn(rng(2), 32 * 64, 0.1);
-  const blocks = new Uint8Array(34 * 64);
-  quantizeQ8_0(v, blocks);
-  const back = new Float32Array(v.length);
-  dequantizeQ8_0(blocks, back);
-  for (let b = 0; b < 64; b++) {
-    const amax = Math.max(...v.subarray(b * 32, b * 32 + 32).map(Math.abs));
-    const d = amax / 127;
-    for (let i = b * 32; i < b * 32 + 32; i++) {
-      ok(Math.abs(back[i] - v[i]) <= d / 2 + 127 * d * 2 ** -11 + 1e-12, `element ${i}`);
+  const q8 = new Uint8Array(34);
+  QUANT.q8_0.quantize(x, q8);
+  deepStrictEqual(new DataView(q8.buffer).getUint16(0, true), 0x3c00);
+  deepStrictEqual([...new Int8Array(q8.buffer, 2, 7)], [127, 3, -3, 0, -1, 2, -127]);
+  // Q4_0: the signed extreme maps to q = 0: d = max / -8, q = min(15, trunc(x/d + 8.5)).
+  const y = new Float32Array(32);
+  y.set([-8, 4, 3.4, -1, 8]); // max = -8 → d = 1; 8 → 16.5 → clamped to 15
+  const q4 = new Uint8Array(18);
+  QUANT.q4_0.quantize(y, q4);
+  deepStrictEqual(new DataView(q4.buffer).getUint16(0, true), 0x3c00);
+  deepStrictEqual([...q4.subarray(2, 7)].map((b) => b & 15), [0, 12, 11, 7, 15]);
+  deepStrictEqual(q4[2 + 5] & 15, 8); // zeros sit at q = 8
+  // Q5_0: d = max / -16, five bits, bit 4 in qh.
+  const z = new Float32Array(32);
+  z.set([-16, 15, -3]); // max = -16 → d = 1: q = trunc(x + 16.5)
+  z[20] = 15.6; // 15.6 + 16.5 → 32, clamped to 31 (bit 4 lands in qh bit 20)
+  const q5 = new Uint8Array(22);
+  QUANT.q5_0.quantize(z, q5);
+  const qh = new DataView(q5.buffer).getUint32(2, true);
+  const q5v = (
+    j: number,
+  ) => ((j < 16 ? q5[6 + j] & 15 : q5[6 + j - 16] >> 4) | (((qh >>> j) & 1) << 4));
+  deepStrictEqual([q5v(0), q5v(1), q5v(2), q5v(3), q5v(20)], [0, 31, 13, 16, 31]);
+});
+
+Deno.test("quantizing and decoding keeps every format's error within its step", () => {
+  const x = randn(rng(2), 256 * 16, 0.1);
+  for (const type of FORMATS) {
+    const fmt = QUANT[type];
+    const bytes = new Uint8Array(x.length / fmt.blockElems * fmt.blockBytes);
+    fmt.quantize(x, bytes);
+    const back = new Float32Array(x.length);
+    fmt.dequantize(bytes, back);
+    if (type === "q8_0" || type === "q4_0" || type === "q5_0") {
+      // Round to nearest within [−2^(b−1), 2^(b−1)−1] steps: within half a step, except that the
+      // opposite extreme of Q4_0/Q5_0 may be clamped (one step); plus the f16 rounding of d.
+      const levels = { q8_0: 127, q4_0: 8, q5_0: 16 }[type];
+      const slack = type === "q8_0" ? 0.5 : 1;
+      for (let b = 0; b < x.length / 32; b++) {
+        const d = Math.max(...x.subarray(b * 32, b * 32 + 32).map(Math.abs)) / levels;
+        for (let i = b * 32; i < b * 32 + 32; i++) {
+          ok(
+            Math.abs(back[i] - x[i]) <= d * slack + levels * d * 2 ** -11 + 1e-12,
+            `${type} element ${i}`,
+          );
+        }
+      }
+    } else {
+      // K-quants (our min/max quantizer, 6- or 8-bit scales): uniform rounding error has RMS
+      // step/√12. Q4_K: 32 normal values span ≈ 4σ, step ≈ 4σ/15, RMS ≈ 0.077σ; Q6_K: 16 values
+      // reach ≈ 2σ, step ≈ 2σ/31, RMS ≈ 0.019σ. Bounds leave room for the scale rounding.
+      let se = 0;
+      for (let i = 0; i < x.length; i++) se += (back[i] - x[i]) ** 2;
+      const rms = Math.sqrt(se / x.length) / 0.1;
+      ok(rms < (type === "q4_k" ? 0.11 : 0.03), `${type}: RMS error ${rms.toFixed(4)}σ`);
     }
   }
 });
 
-Deno.test("quantizeRowsQ8 and matmulQ8_0 against float64 on the same quantized operands", () => {
-  const rt = WasmRuntimeSync;
-  const k = rt.kernels;
-  for (const [rows, cols, tokens] of [[1, 32, 1], [7, 64, 3], [33, 320, 2]]) {
-    const r = rng(rows + cols);
-    const w = randn(r, rows * cols, 0.2), x = randn(r, tokens * cols, 2);
-    const wq = new Uint8Array(rows * cols / 32 * 34);
-    quantizeQ8_0(w, wq);
-    const wPtr = rt.alloc(wq.length), xPtr = rt.alloc(x.length * 4), qx = rt.alloc(x.length), sx = rt.alloc(x.length / 8), y = rt.alloc(tokens * rows * 4);
-    rt.u8(wPtr, wq.length).set(wq);
-    rt.f32(xPtr, x.length).set(x);
-    k.quantizeRowsQ8(xPtr, tokens, cols, qx, sx);
-    const xq = new Int8Array(rt.memory.buffer.slice(qx, qx + x.length));
-    const xs = rt.f32(sx, x.length / 32).slice();
-    // The activation quantizer: |q| ≤ 127, d = max|x|/127, each value within half a step.
-    for (let b = 0; b < x.length / 32; b++) {
-      const amax = Math.max(...x.subarray(b * 32, b * 32 + 32).map(Math.abs));
-      ok(Math.abs(xs[b] - amax / 127) <= amax / 127 * 2 * U32);
-      for (let i = b * 32; i < b * 32 + 32; i++) ok(Math.abs(xq[i] * xs[b] - x[i]) <= xs[b] * (0.5 + 1e-6));
-    }
-    k.matmulQ8_0(wPtr, qx, sx, y, rows, cols, tokens, 0, rows);
-    const wd = new DataView(wq.buffer);
-    const want = new Float64Array(tokens * rows), tol = new Float64Array(tokens * rows);
-    for (let t = 0; t < tokens; t++) {
-      for (let row = 0; row < rows; row++) {
-        let s = 0, a = 0;
-        for (let b = 0; b < cols / 32; b++) {
-          const off = (row * cols / 32 + b) * 34;
-          const dw = fromHalf(wd.getUint16(off, true));
-          let isum = 0;
-          for (let i = 0; i < 32; i++) isum += wd.getInt8(off + 2 + i) * xq[t * cols + b * 32 + i];
-          const term = isum * dw * xs[t * cols / 32 + b];
-          s += term;
-          a += Math.abs(term);
+for (const simd of ["plain", "relaxed"] as const) {
+  Deno.test(`matmulQuant for every format against float64 on the same quantized operands (${simd} SIMD)`, async () => {
+    const rt = await WasmRuntime.create({ threads: 1, simd });
+    const k = rt.kernels;
+    for (const type of FORMATS) {
+      const fmt = QUANT[type];
+      const shapes = fmt.blockElems === 256
+        ? [[1, 256, 1], [5, 512, 3]]
+        : [[1, 32, 1], [7, 64, 3], [33, 320, 2]];
+      for (const [rows, cols, tokens] of shapes) {
+        const wq = randomBlocks(type, rows * cols / fmt.blockElems, rows + cols);
+        const x = randn(rng(rows * cols), tokens * cols, 2);
+        const blocks = tokens * cols / 32;
+        const wPtr = rt.alloc(wq.length),
+          xPtr = rt.alloc(x.length * 4),
+          qx = rt.alloc(x.length),
+          sx = rt.alloc(blocks * 8);
+        const y = rt.alloc(tokens * rows * 4);
+        rt.u8(wPtr, wq.length).set(wq);
+        rt.f32(xPtr, x.length).set(x);
+        k.quantizeRowsQ8(xPtr, tokens, cols, qx, sx);
+        const xq = new Int8Array(rt.memory.buffer.slice(qx, qx + x.length));
+        const xs = rt.f32(sx, blocks).slice();
+        const sums = rt.i32(sx + blocks * 4, blocks).slice();
+        // The activation quantizer: d = max|x|/127, each value within half a step, sums exact.
+        for (let b = 0; b < blocks; b++) {
+          const amax = Math.max(...x.subarray(b * 32, b * 32 + 32).map(Math.abs));
+          ok(Math.abs(xs[b] - amax / 127) <= amax / 127 * 2 * U32);
+          let sum = 0;
+          for (let i = b * 32; i < b * 32 + 32; i++) {
+            ok(Math.abs(xq[i] * xs[b] - x[i]) <= xs[b] * (0.5 + 1e-6));
+            sum += xq[i];
+          }
+          deepStrictEqual(sums[b], sum);
         }
-        want[t * rows + row] = s;
-        // Per block one rounding of the scale product and one of the scaled sum, then the sum
-        // over blocks: (blocks + 3) u · Σ|terms|.
-        tol[t * rows + row] = (cols / 32 + 3) * U32 * a + 1e-30;
+        k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, rows);
+        const { w, magnitude } = ggmlDecode(type, wq, rows * cols);
+        const want = new Float64Array(tokens * rows), tol = new Float64Array(tokens * rows);
+        for (let t = 0; t < tokens; t++) {
+          for (let row = 0; row < rows; row++) {
+            let s = 0, a = 0;
+            for (let c = 0; c < cols; c++) {
+              const xv = xq[t * cols + c] * xs[t * cols / 32 + (c >> 5)];
+              s += w[row * cols + c] * xv;
+              a += magnitude[row * cols + c] * Math.abs(xv);
+            }
+            want[t * rows + row] = s;
+            // The integer sums are exact; per 16 or 32 weights the kernel rounds a product of up
+            // to three scales (3u) and one multiply-add (1u), and the lane and minimum sums add a
+            // rounding per term: (cols/16 + 8) u · Σ|terms| bounds it.
+            tol[t * rows + row] = (cols / 16 + 8) * U32 * a + 1e-30;
+          }
+        }
+        assertWithin(rt.f32(y, tokens * rows), want, tol, `${type} ${rows}x${cols}x${tokens}`);
+        for (const p of [wPtr, xPtr, qx, sx, y]) rt.free(p);
       }
     }
-    assertWithin(rt.f32(y, tokens * rows), want, tol, `${rows}x${cols}x${tokens}`);
-  }
-});
+  });
+}
 
-Deno.test("embedQ8_0 gathers dequantized rows", () => {
+Deno.test("embedQuant gathers decoded rows of every format", () => {
   const rt = WasmRuntimeSync;
-  const v = randn(rng(4), 5 * 64, 0.3);
-  const q = new Uint8Array(5 * 2 * 34);
-  quantizeQ8_0(v, q);
-  const deq = new Float32Array(v.length);
-  dequantizeQ8_0(q, deq);
-  const table = rt.alloc(q.length), ids = rt.alloc(8), out = rt.alloc(2 * 64 * 4);
-  rt.u8(table, q.length).set(q);
-  rt.i32(ids, 2).set([3, 0]);
-  rt.kernels.embedQ8_0(table, ids, 2, 64, 8, out);
-  const want = [...deq.subarray(3 * 64, 4 * 64), ...deq.subarray(0, 64)].map((x) => x * 8);
-  assertWithin(rt.f32(out, 128), want, want.map((x) => 2 * U32 * Math.abs(x)), "rows");
+  for (const type of FORMATS) {
+    const fmt = QUANT[type];
+    const hidden = fmt.blockElems === 256 ? 512 : 64;
+    const q = randomBlocks(type, 5 * hidden / fmt.blockElems, 4);
+    const { w } = ggmlDecode(type, q, 5 * hidden);
+    const table = rt.alloc(q.length), ids = rt.alloc(8), out = rt.alloc(2 * hidden * 4);
+    rt.u8(table, q.length).set(q);
+    rt.i32(ids, 2).set([3, 0]);
+    rt.kernels.embedQuant(fmt.kernelFormat, table, ids, 2, hidden, 8, out);
+    const want = [...w.subarray(3 * hidden, 4 * hidden), ...w.subarray(0, hidden)].map((x) =>
+      x * 8
+    );
+    // One rounding of the decoded value (×8 is exact) and, for Q4_K, of the subtraction.
+    assertWithin(
+      rt.f32(out, 2 * hidden),
+      want,
+      want.map((x) => 2 * U32 * Math.abs(x) + 1e-30),
+      type,
+    );
+    for (const p of [table, ids, out]) rt.free(p);
+  }
 });
 
-Deno.test("a model quantized to Q8_0 on load: half the weight memory, bit-identical across threads", async () => {
-  const dir = `${FIXTURES}tiny-a`;
-  const plain = await loadModel(dir, { threads: 1 });
-  const plainBytes = plain.memoryBytes;
-  await plain.dispose();
-  const golden = JSON.parse(await Deno.readTextFile(`${dir}/golden.json`));
-  const logits: Float32Array[] = [];
-  for (const threads of [1, 2, 3]) {
-    const m = await loadModel(dir, { threads, weights: "q8_0" });
-    ok(m.memoryBytes < plainBytes * 0.75, `${m.memoryBytes} bytes vs ${plainBytes} in bf16`);
-    logits.push(await m.createSession({ contextLength: 64 }).eval(golden.prompts[2], { logits: "all" }));
-    await m.dispose();
-  }
-  ok(logits.every((l) => l.every((v, i) => Object.is(v, logits[0][i]))), "thread counts disagree");
-});
+for (const [weights, share] of [["q8_0", 0.75], ["q4_0", 0.6]] as const) {
+  Deno.test(`a model quantized to ${weights} on load: less weight memory, bit-identical across threads`, async () => {
+    const dir = `${FIXTURES}tiny-a`;
+    const plain = await loadModel(dir, { threads: 1 });
+    const plainBytes = plain.memoryBytes;
+    await plain.dispose();
+    const golden = JSON.parse(await Deno.readTextFile(`${dir}/golden.json`));
+    const logits: Float32Array[] = [];
+    for (const threads of [1, 2, 3]) {
+      const m = await loadModel(dir, { threads, weights });
+      ok(m.memoryBytes < plainBytes * share, `${m.memoryBytes} bytes vs ${plainBytes} in bf16`);
+      logits.push(
+        await m.createSession({ contextLength: 64 }).eval(golden.prompts[2], { logits: "all" }),
+      );
+      await m.dispose();
+    }
+    ok(
+      logits.every((l) => l.every((v, i) => Object.is(v, logits[0][i]))),
+      "thread counts disagree",
+    );
+  });
+}
 
 const WasmRuntimeSync = await WasmRuntime.create({ threads: 1 });
