@@ -15,7 +15,18 @@ import process from "node:process";
 import { createInterface } from "node:readline";
 import { setImmediate } from "node:timers";
 import { parseArgs } from "node:util";
-import { type Gemma3Model, type GenerateOptions, loadModel, type LoadProgress, loadTokenizer } from "./mod.ts";
+import {
+  downloadModel,
+  exportGguf,
+  type ExportType,
+  type Gemma3Model,
+  type GenerateOptions,
+  loadModel,
+  type LoadProgress,
+  loadTokenizer,
+} from "./mod.ts";
+import { isDirectory } from "./engine/io.ts";
+import { isRepoId } from "./engine/hub.ts";
 
 const VERSION = "0.1.0";
 const DEFAULT_MODEL = "unsloth/gemma-3-270m-it";
@@ -27,6 +38,8 @@ Usage:
   cli.ts chat [options]             Interactive chat; the KV cache is kept between turns
   cli.ts tokenize <text> [options]  Show token ids (or --decode ids back to text)
   cli.ts generate --tokens <ids>    Generate token ids from token ids (no tokenizer needed)
+  cli.ts quantize <model> <out.gguf> --type <format>
+                                    Write a model as a GGUF file (for this engine or llama.cpp)
   cli.ts --help | --version
 
 Models: --model takes a Hugging Face model folder, a .gguf file, a URL, or a Hub repository name
@@ -42,8 +55,10 @@ const MODEL_HELP = `Model:
       --context-length <n>      KV cache size in tokens (default 4096, or the model's maximum)
       --threads <n>             Threads to run on (default: all cores; 1 where workers or
                                 SharedArrayBuffer are missing)
-      --weights q8_0            Quantize the weights to Q8_0 while loading (half of bf16's
-                                memory, faster decode, slightly different results)`;
+      --weights <q8_0|q4_0>     Quantize the weights while loading: q8_0 is half of bf16's
+                                memory, q4_0 about a quarter (its embedding/head stays q8_0);
+                                faster decode, slightly different results
+      --head-weights <q8_0|q4_0>  With --weights: the embedding/head's format`;
 
 const SAMPLING_HELP = `Sampling (defaults: the model's generation_config.json, else greedy):
   -n, --max-tokens <n>          Most tokens to generate
@@ -130,6 +145,29 @@ ${SAMPLING_HELP}
 ${OUTPUT_HELP}
 `;
 
+const QUANTIZE_HELP = `Usage: cli.ts quantize <model> <out.gguf> --type <format> [options]
+
+Writes the model as a GGUF file that this engine and llama.cpp both load: the config, the
+tokenizer and every tensor under llama.cpp's names. The model is streamed, never held whole.
+
+  <model>                       Hugging Face folder, .gguf file, or Hub repository name
+  --type <format>               f32, bf16, q8_0, q4_0, q5_0, q4_k or q6_k. Rows that do not fill
+                                a 256-block fall back as llama-quantize does (q4_k → q5_0,
+                                q6_k → q8_0); norm weights stay f32
+  --head-type <format>          The embedding/output head's format (default: q8_0 for q4_0,
+                                q6_k for q4_k, else --type). The head is ~63% of the bytes a
+                                token reads, so this choice matters for speed and quality
+  --tokenizer <path>            Where the tokenizer comes from if <model> has none
+                                (tokenizer.json, a folder with one, or a .gguf)
+  --name <text>                 general.name to record (default: the model's folder name)
+      --revision <rev>          Hub branch, tag or commit (default main)
+  -q, --quiet                   No progress on stderr
+  -h, --help                    Show this help
+
+Example:
+  deno run -A cli.ts quantize unsloth/gemma-3-270m-it gemma-3-270m-q4_0.gguf --type q4_0
+`;
+
 /** A user error: printed as one line, exit code 2. */
 class UsageError extends Error {}
 
@@ -139,6 +177,7 @@ const modelOptions = {
   "context-length": { type: "string" },
   threads: { type: "string" },
   weights: { type: "string" },
+  "head-weights": { type: "string" },
 } as const;
 const samplingOptions = {
   "max-tokens": { type: "string", short: "n" },
@@ -159,7 +198,9 @@ function parseIds(value: string, flag: string): number[] {
   const parts = value.split(/[\s,]+/).filter((s) => s !== "");
   if (parts.length === 0) throw new UsageError(`${flag} needs at least one token id`);
   return parts.map((p) => {
-    if (!/^\d+$/.test(p)) throw new UsageError(`${flag}: "${p}" is not a token id (a non-negative integer)`);
+    if (!/^\d+$/.test(p)) {
+      throw new UsageError(`${flag}: "${p}" is not a token id (a non-negative integer)`);
+    }
     return Number(p);
   });
 }
@@ -174,7 +215,11 @@ function parseNumber(value: string | undefined, flag: string, integer = false): 
 }
 
 /** Sampling flags over the model's defaults; unset flags leave the defaults alone. */
-function sampling(values: Record<string, unknown>, defaults: GenerateOptions, maxTokens?: number): GenerateOptions {
+function sampling(
+  values: Record<string, unknown>,
+  defaults: GenerateOptions,
+  maxTokens?: number,
+): GenerateOptions {
   const flags: GenerateOptions = {
     maxTokens: parseNumber(values["max-tokens"] as string, "--max-tokens", true) ?? maxTokens,
     temperature: parseNumber(values.temperature as string, "--temperature"),
@@ -185,19 +230,23 @@ function sampling(values: Record<string, unknown>, defaults: GenerateOptions, ma
     seed: parseNumber(values.seed as string, "--seed", true),
   };
   const out: GenerateOptions = { ...defaults };
-  for (const [k, v] of Object.entries(flags)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  for (const [k, v] of Object.entries(flags)) {
+    if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  }
   return out;
 }
 
 const mibText = (b: number) => `${(b / 2 ** 20).toFixed(b < 2 ** 24 ? 1 : 0)} MiB`;
 
 /** A one-line progress bar on stderr (only on a terminal). */
-function progressPrinter(quiet: boolean): ((p: LoadProgress) => void) | undefined {
+function progressPrinter(
+  quiet: boolean,
+): ((p: LoadProgress & { label?: string }) => void) | undefined {
   if (quiet || !process.stderr.isTTY) return undefined;
   let lastKey = "";
   return (p) => {
     const pct = p.totalBytes > 0 ? Math.floor((100 * p.loadedBytes) / p.totalBytes) : 0;
-    const label = p.phase === "download" ? `downloading ${p.file}` : "loading weights";
+    const label = p.label ?? (p.phase === "download" ? `downloading ${p.file}` : "loading weights");
     const key = `${label}${pct}`;
     if (key === lastKey) return;
     lastKey = key;
@@ -213,12 +262,20 @@ function progressPrinter(quiet: boolean): ((p: LoadProgress) => void) | undefine
 async function openModel(values: Record<string, unknown>, quiet: boolean): Promise<Gemma3Model> {
   const source = (values.model as string | undefined) ?? DEFAULT_MODEL;
   const threads = parseNumber(values.threads as string | undefined, "--threads", true);
-  const weights = values.weights as string | undefined;
-  if (weights !== undefined && weights !== "q8_0") throw new UsageError(`--weights: "${weights}" is not a format (q8_0 is)`);
+  const formats = (flag: string) => {
+    const v = values[flag] as string | undefined;
+    if (v !== undefined && v !== "q8_0" && v !== "q4_0") {
+      throw new UsageError(`--${flag}: "${v}" is not a format (q8_0 and q4_0 are)`);
+    }
+    return v as "q8_0" | "q4_0" | undefined;
+  };
+  const weights = formats("weights"), headWeights = formats("head-weights");
+  if (headWeights && !weights) throw new UsageError("--head-weights needs --weights as well");
   return await loadModel(source, {
     revision: values.revision as string | undefined,
     threads,
     weights,
+    headWeights,
     onProgress: progressPrinter(quiet),
   });
 }
@@ -229,7 +286,9 @@ function contextLength(values: Record<string, unknown>): number | undefined {
 
 async function readStdin(): Promise<string> {
   const chunks: Uint8Array[] = [];
-  for await (const c of process.stdin) chunks.push(typeof c === "string" ? new TextEncoder().encode(c) : c);
+  for await (const c of process.stdin) {
+    chunks.push(typeof c === "string" ? new TextEncoder().encode(c) : c);
+  }
   return new TextDecoder().decode(await new Blob(chunks as BlobPart[]).arrayBuffer());
 }
 
@@ -237,7 +296,14 @@ const round = (x: number) => Math.round(x * 10) / 10;
 const rate = (n: number, ms: number) => (n > 0 && ms > 0 ? round((n * 1000) / ms) : 0);
 
 /** The numbers a run reports (in --json output, and as the stderr stats line). */
-function runStats(loadMs: number, promptTokens: number, prefillMs: number, generated: number, decodeMs: number, threads: number) {
+function runStats(
+  loadMs: number,
+  promptTokens: number,
+  prefillMs: number,
+  generated: number,
+  decodeMs: number,
+  threads: number,
+) {
   return {
     loadSeconds: round(loadMs / 1000),
     promptTokens,
@@ -259,13 +325,25 @@ async function run(args: string[]): Promise<void> {
     args,
     strict: true,
     allowPositionals: true,
-    options: { ...modelOptions, ...samplingOptions, ...outputOptions, system: { type: "string", short: "s" }, raw: { type: "boolean" } },
+    options: {
+      ...modelOptions,
+      ...samplingOptions,
+      ...outputOptions,
+      system: { type: "string", short: "s" },
+      raw: { type: "boolean" },
+    },
   });
   if (values.help) return void process.stdout.write(RUN_HELP);
-  if (positionals.length > 1) throw new UsageError(`run takes one prompt (quote it), got ${positionals.length} arguments`);
+  if (positionals.length > 1) {
+    throw new UsageError(`run takes one prompt (quote it), got ${positionals.length} arguments`);
+  }
   let prompt = positionals[0];
   if (prompt === undefined || prompt === "-") {
-    if (process.stdin.isTTY) throw new UsageError('run needs a prompt: cli.ts run "Why is the sky blue?" (or pipe one to stdin)');
+    if (process.stdin.isTTY) {
+      throw new UsageError(
+        'run needs a prompt: cli.ts run "Why is the sky blue?" (or pipe one to stdin)',
+      );
+    }
     prompt = await readStdin();
   }
   if (prompt.trim() === "") throw new UsageError("the prompt is empty");
@@ -317,10 +395,19 @@ async function chat(args: string[]): Promise<void> {
     args,
     strict: true,
     allowPositionals: true,
-    options: { ...modelOptions, ...samplingOptions, ...outputOptions, system: { type: "string", short: "s" } },
+    options: {
+      ...modelOptions,
+      ...samplingOptions,
+      ...outputOptions,
+      system: { type: "string", short: "s" },
+    },
   });
   if (values.help) return void process.stdout.write(CHAT_HELP);
-  if (positionals.length) throw new UsageError(`chat takes no arguments (got "${positionals[0]}"); type messages after it starts`);
+  if (positionals.length) {
+    throw new UsageError(
+      `chat takes no arguments (got "${positionals[0]}"); type messages after it starts`,
+    );
+  }
   const interactive = !!process.stdin.isTTY;
   const quiet = !!(values.quiet || values.json);
   const model = await openModel(values, quiet);
@@ -339,7 +426,9 @@ async function chat(args: string[]): Promise<void> {
   process.on("SIGINT", onInterrupt);
   const rl = createInterface({ input: process.stdin, terminal: false });
   const prompt = () => interactive && process.stdout.write("> ");
-  if (interactive && !quiet) process.stderr.write("Type a message; /reset to start over, /exit to quit.\n");
+  if (interactive && !quiet) {
+    process.stderr.write("Type a message; /reset to start over, /exit to quit.\n");
+  }
   prompt();
   try {
     for await (const raw of rl) {
@@ -386,7 +475,11 @@ async function chat(args: string[]): Promise<void> {
       else process.stdout.write(stopped ? " [stopped]\n" : "\n");
       if (!quiet && interactive) {
         const n = model.tokenizer.encode(answer, { addBos: false }).length;
-        process.stderr.write(`(${n} tokens, ${rate(n, ms)} tok/s, context ${session.position}/${session.contextLength})\n`);
+        process.stderr.write(
+          `(${n} tokens, ${
+            rate(n, ms)
+          } tok/s, context ${session.position}/${session.contextLength})\n`,
+        );
       }
       prompt();
     }
@@ -419,11 +512,17 @@ async function tokenize(args: string[]): Promise<void> {
     process.stdout.write(values.json ? JSON.stringify({ ids, text }) + "\n" : text + "\n");
     return;
   }
-  if (positionals.length > 1) throw new UsageError(`tokenize takes one text (quote it), got ${positionals.length} arguments`);
+  if (positionals.length > 1) {
+    throw new UsageError(`tokenize takes one text (quote it), got ${positionals.length} arguments`);
+  }
   const text = positionals[0] ?? await readStdin();
-  const ids = tok.encode(text, { addBos: !values["no-bos"], specialTokens: values.plain ? "plain" : "parse" });
-  if (values.json) process.stdout.write(JSON.stringify({ ids, pieces: ids.map((id) => tok.piece(id)) }) + "\n");
-  else process.stdout.write(ids.join(" ") + "\n");
+  const ids = tok.encode(text, {
+    addBos: !values["no-bos"],
+    specialTokens: values.plain ? "plain" : "parse",
+  });
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ ids, pieces: ids.map((id) => tok.piece(id)) }) + "\n");
+  } else process.stdout.write(ids.join(" ") + "\n");
 }
 
 async function generate(args: string[]): Promise<void> {
@@ -473,7 +572,75 @@ async function generate(args: string[]): Promise<void> {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { run, chat, tokenize, generate };
+const EXPORT_TYPES = ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"];
+
+async function quantize(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      type: { type: "string" },
+      "head-type": { type: "string" },
+      tokenizer: { type: "string" },
+      name: { type: "string" },
+      revision: { type: "string" },
+      quiet: { type: "boolean", short: "q" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return void process.stdout.write(QUANTIZE_HELP);
+  if (positionals.length !== 2) {
+    throw new UsageError("quantize needs <model> and <out.gguf> (see --help)");
+  }
+  let [source, out] = positionals;
+  if (!/\.gguf$/i.test(out)) throw new UsageError(`${out}: the output file name must end in .gguf`);
+  for (const flag of ["type", "head-type"] as const) {
+    const v = values[flag];
+    if (v !== undefined && !EXPORT_TYPES.includes(v)) {
+      throw new UsageError(`--${flag}: "${v}" is not a format (${EXPORT_TYPES.join(", ")})`);
+    }
+  }
+  if (!values.type) throw new UsageError(`quantize needs --type (${EXPORT_TYPES.join(", ")})`);
+  if (!/\.gguf$/i.test(source) && !(await isDirectory(source))) {
+    if (!isRepoId(source)) {
+      throw new UsageError(`${source}: not a folder, .gguf file or Hub repository name`);
+    }
+    source = await downloadModel(source, { revision: values.revision, files: "model" });
+  }
+  const quiet = !!values.quiet;
+  const bar = progressPrinter(quiet);
+  const t0 = performance.now();
+  const result = await exportGguf(source, out, {
+    type: values.type as ExportType,
+    headType: values["head-type"] as ExportType | undefined,
+    tokenizer: values.tokenizer,
+    name: values.name,
+    onProgress: bar &&
+      ((p) =>
+        bar({
+          phase: "load",
+          loadedBytes: p.writtenBytes,
+          totalBytes: p.totalBytes,
+          label: "writing",
+        })),
+  });
+  if (!quiet) {
+    process.stderr.write(
+      `wrote ${out}: ${result.tensors} tensors, ${mibText(result.bytes)} in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s\n`,
+    );
+  }
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  run,
+  chat,
+  tokenize,
+  generate,
+  quantize,
+};
 
 /** Runs the CLI with the given arguments; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -488,7 +655,11 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const fn = COMMANDS[command];
-    if (!fn) throw new UsageError(`unknown command "${command}" (commands: ${Object.keys(COMMANDS).join(", ")}; see --help)`);
+    if (!fn) {
+      throw new UsageError(
+        `unknown command "${command}" (commands: ${Object.keys(COMMANDS).join(", ")}; see --help)`,
+      );
+    }
     await fn(rest);
     return 0;
   } catch (e) {

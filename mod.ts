@@ -31,3 +31,5 @@ export type { TokenizerLoadOptions } from "./engine/tokenizer_load.ts";
 export { StreamDecoder, Tokenizer } from "./engine/tokenizer.ts";
 export type { ChatMessage, DecodeOptions, EncodeOptions } from "./engine/tokenizer.ts";
 export { ChatTemplate } from "./engine/chat.ts";
+export { exportGguf } from "./engine/gguf_export.ts";
+export type { ExportOptions, ExportType } from "./engine/gguf_export.ts";

@@ -32,7 +32,15 @@ export interface Backend<A, W> {
   /** out[t] = W · x[t] for `tokens` rows of x. */
   matmul(w: W, x: A, out: A, tokens: number): void;
   /** Rotary embedding in place; token t sits at startPos + t. */
-  rope(x: A, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number): void;
+  rope(
+    x: A,
+    tokens: number,
+    heads: number,
+    headDim: number,
+    startPos: number,
+    base: number,
+    factor: number,
+  ): void;
   /** Attends over the cached positions and the chunk itself, then appends the chunk to the cache. */
   attention(
     q: A,
@@ -43,7 +51,14 @@ export interface Backend<A, W> {
     scratch: A,
     tokens: number,
     startPos: number,
-    shape: { heads: number; kvHeads: number; headDim: number; window: number; scale: number; scratchFloats: number },
+    shape: {
+      heads: number;
+      kvHeads: number;
+      headDim: number;
+      window: number;
+      scale: number;
+      scratchFloats: number;
+    },
   ): void;
   /** out = geluTanh(gate) * up. */
   geglu(gate: A, up: A, out: A, n: number): void;

@@ -51,7 +51,9 @@ const squash = (t: string) => t.replace(/\s+/g, "");
 
 /** Python's str.strip() (Jinja's `trim`), which strips a slightly different set than JS trim(). */
 const PY_SPACE = new Set(
-  [..."\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"].map((c) => c.charCodeAt(0)),
+  [..."\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"].map((c) =>
+    c.charCodeAt(0)
+  ),
 );
 for (let c = 0x2000; c <= 0x200a; c++) PY_SPACE.add(c);
 function pyStrip(s: string): string {
@@ -129,7 +131,9 @@ export class ChatTemplate {
     messages: ChatMessage[],
     options: { addGenerationPrompt?: boolean; bosToken?: string; eosToken?: string } = {},
   ): string {
-    if (!Array.isArray(messages)) throw new TypeError("messages must be an array of { role, content }");
+    if (!Array.isArray(messages)) {
+      throw new TypeError("messages must be an array of { role, content }");
+    }
     for (const [i, m] of messages.entries()) {
       if (typeof m !== "object" || m === null || typeof m.role !== "string") {
         throw new TypeError(`message ${i} must be an object with a string role`);
@@ -148,7 +152,9 @@ export class ChatTemplate {
 }
 
 async function compileJinja(source: string): Promise<Renderer> {
-  type JinjaModule = { Template: new (s: string) => { render(ctx: Record<string, unknown>): string } };
+  type JinjaModule = {
+    Template: new (s: string) => { render(ctx: Record<string, unknown>): string };
+  };
   let mod: JinjaModule | undefined;
   // Deno resolves npm: specifiers; Bun and Node resolve the bare name from node_modules.
   for (const spec of ["npm:@huggingface/jinja@0.5.1", "@huggingface/jinja"]) {

@@ -88,8 +88,8 @@ const HF_DEFAULTS = {
   hidden_activation: "gelu_pytorch_tanh",
 };
 
-const SUPPORTED = "supported: Gemma 3 text models (model_type \"gemma3_text\", " +
-  "or \"gemma3\" whose text_config is used)";
+const SUPPORTED = 'supported: Gemma 3 text models (model_type "gemma3_text", ' +
+  'or "gemma3" whose text_config is used)';
 
 type Json = Record<string, unknown>;
 
@@ -110,7 +110,7 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
   let text: Json;
   if (top.model_type === "gemma3_text") text = top;
   else if (top.model_type === "gemma3") {
-    if (!isObject(top.text_config)) fail("model_type \"gemma3\" without a text_config object");
+    if (!isObject(top.text_config)) fail('model_type "gemma3" without a text_config object');
     text = top.text_config as Json;
     if (text.model_type !== undefined && text.model_type !== "gemma3_text") {
       fail(`text_config.model_type is ${JSON.stringify(text.model_type)}; ${SUPPORTED}`);
@@ -144,18 +144,24 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
   }
   if (text.attention_bias === true) fail("attention_bias is true; Gemma 3 has no attention biases");
   if (text.use_bidirectional_attention === true) {
-    fail("use_bidirectional_attention is true (an embedding model); only causal Gemma 3 is supported");
+    fail(
+      "use_bidirectional_attention is true (an embedding model); only causal Gemma 3 is supported",
+    );
   }
   const act = text.hidden_activation ?? text.hidden_act ?? HF_DEFAULTS.hidden_activation;
   if (act !== "gelu_pytorch_tanh" && act !== "gelu_tanh") {
-    fail(`hidden_activation ${JSON.stringify(act)} is not supported (Gemma 3 uses gelu_pytorch_tanh)`);
+    fail(
+      `hidden_activation ${JSON.stringify(act)} is not supported (Gemma 3 uses gelu_pytorch_tanh)`,
+    );
   }
 
   const numLayers = int("num_hidden_layers");
   const numHeads = int("num_attention_heads");
   const numKvHeads = int("num_key_value_heads");
   if (numHeads % numKvHeads !== 0) {
-    fail(`num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKvHeads})`);
+    fail(
+      `num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKvHeads})`,
+    );
   }
   const headDim = int("head_dim");
   if (headDim % 2 !== 0) fail(`head_dim must be even for rotary embeddings, got ${headDim}`);
@@ -168,7 +174,11 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
     }
     layerTypes = lt.map((t, i) => {
       if (t !== "sliding_attention" && t !== "full_attention") {
-        fail(`layer_types[${i}] is ${JSON.stringify(t)}; expected "sliding_attention" or "full_attention"`);
+        fail(
+          `layer_types[${i}] is ${
+            JSON.stringify(t)
+          }; expected "sliding_attention" or "full_attention"`,
+        );
       }
       return t as LayerType;
     });
@@ -195,17 +205,28 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
     if (isObject(rp.full_attention) || isObject(rp.sliding_attention)) {
       const full = (rp.full_attention ?? {}) as Json;
       const local = (rp.sliding_attention ?? {}) as Json;
-      if (full.rope_theta !== undefined) ropeTheta = positive(full.rope_theta, "rope_parameters.full_attention.rope_theta");
+      if (full.rope_theta !== undefined) {
+        ropeTheta = positive(full.rope_theta, "rope_parameters.full_attention.rope_theta");
+      }
       if (local.rope_theta !== undefined) {
-        ropeLocalBaseFreq = positive(local.rope_theta, "rope_parameters.sliding_attention.rope_theta");
+        ropeLocalBaseFreq = positive(
+          local.rope_theta,
+          "rope_parameters.sliding_attention.rope_theta",
+        );
       }
       const localType = local.rope_type ?? local.type ?? "default";
       if (localType !== "default") {
-        fail(`rope_parameters.sliding_attention.rope_type ${JSON.stringify(localType)} is not supported`);
+        fail(
+          `rope_parameters.sliding_attention.rope_type ${
+            JSON.stringify(localType)
+          } is not supported`,
+        );
       }
       scaling = full;
     } else {
-      if (rp.rope_theta !== undefined) ropeTheta = positive(rp.rope_theta, "rope_parameters.rope_theta");
+      if (rp.rope_theta !== undefined) {
+        ropeTheta = positive(rp.rope_theta, "rope_parameters.rope_theta");
+      }
       scaling = rp;
     }
   }
@@ -216,7 +237,9 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
     else if (type !== "default") {
       fail(`rope_scaling type ${JSON.stringify(type)} is not supported (Gemma 3 uses "linear")`);
     }
-  } else if (scaling !== undefined && scaling !== null) fail("rope_scaling must be an object or null");
+  } else if (scaling !== undefined && scaling !== null) {
+    fail("rope_scaling must be an object or null");
+  }
 
   const eosRaw = pick("eos_token_id");
   const eosTokenIds = (Array.isArray(eosRaw) ? eosRaw : [eosRaw]).map((v) => {
@@ -258,7 +281,12 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
  * model (62 layers), which uses (hidden / heads)^-0.5; the same rule is applied here. Sliding and
  * full layers follow Gemma 3's pattern of 6 unless the file lists them.
  */
-export function configFromGguf(meta: Map<string, unknown>, vocabSize: number, tied: boolean, where: string): Gemma3Config {
+export function configFromGguf(
+  meta: Map<string, unknown>,
+  vocabSize: number,
+  tied: boolean,
+  where: string,
+): Gemma3Config {
   const fail = (msg: string): never => {
     throw new Error(`${where}: ${msg}`);
   };
@@ -267,7 +295,9 @@ export function configFromGguf(meta: Map<string, unknown>, vocabSize: number, ti
   const num = (key: string, fallback?: number): number => {
     const v = meta.get(`gemma3.${key}`) ?? fallback;
     const n = typeof v === "bigint" ? Number(v) : v;
-    if (typeof n !== "number" || !Number.isFinite(n) || n <= 0) return fail(`metadata gemma3.${key} is missing or invalid (${String(v)})`);
+    if (typeof n !== "number" || !Number.isFinite(n) || n <= 0) {
+      return fail(`metadata gemma3.${key} is missing or invalid (${String(v)})`);
+    }
     return n;
   };
   const int = (key: string, fallback?: number): number => {
@@ -279,7 +309,9 @@ export function configFromGguf(meta: Map<string, unknown>, vocabSize: number, ti
   const numLayers = int("block_count");
   const numHeads = int("attention.head_count");
   const numKvHeads = int("attention.head_count_kv", numHeads);
-  if (numHeads % numKvHeads !== 0) fail(`head_count ${numHeads} is not a multiple of head_count_kv ${numKvHeads}`);
+  if (numHeads % numKvHeads !== 0) {
+    fail(`head_count ${numHeads} is not a multiple of head_count_kv ${numKvHeads}`);
+  }
   const headDim = int("attention.key_length", hiddenSize / numHeads);
   const pattern = meta.get("gemma3.attention.sliding_window_pattern");
   let layerTypes: LayerType[];
@@ -287,12 +319,17 @@ export function configFromGguf(meta: Map<string, unknown>, vocabSize: number, ti
     layerTypes = pattern.map((s) => (s ? "sliding_attention" : "full_attention"));
   } else {
     const period = typeof pattern === "number" && pattern > 0 ? pattern : 6;
-    layerTypes = Array.from({ length: numLayers }, (_, i) => ((i + 1) % period === 0 ? "full_attention" : "sliding_attention"));
+    layerTypes = Array.from(
+      { length: numLayers },
+      (_, i) => ((i + 1) % period === 0 ? "full_attention" : "sliding_attention"),
+    );
   }
   const scalingType = meta.get("gemma3.rope.scaling.type");
   let ropeScalingFactor = 1;
   if (scalingType === "linear") ropeScalingFactor = num("rope.scaling.factor");
-  else if (scalingType !== undefined && scalingType !== "none") fail(`rope scaling ${JSON.stringify(scalingType)} is not supported`);
+  else if (scalingType !== undefined && scalingType !== "none") {
+    fail(`rope scaling ${JSON.stringify(scalingType)} is not supported`);
+  }
   const id = (key: string, fallback: number) => {
     const v = meta.get(`tokenizer.ggml.${key}`);
     return typeof v === "number" && Number.isInteger(v) ? v : fallback;

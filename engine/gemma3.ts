@@ -105,7 +105,11 @@ export class Gemma3Model {
 
   /** The model's tokenizer (from tokenizer.json in the model folder); throws if it had none. */
   get tokenizer(): Tokenizer {
-    if (!this.#tokenizer) throw new Error("this model was loaded without a tokenizer (its folder has no tokenizer.json)");
+    if (!this.#tokenizer) {
+      throw new Error(
+        "this model was loaded without a tokenizer (its folder has no tokenizer.json)",
+      );
+    }
     return this.#tokenizer;
   }
 
@@ -122,7 +126,9 @@ export class Gemma3Model {
   async *chat(messages: ChatMessage[], options: ChatOptions = {}): AsyncGenerator<string> {
     const tok = this.tokenizer;
     const session = options.session ?? (this.#chatSession ??= this.createSession());
-    const prompt = tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), { addBos: false });
+    const prompt = tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), {
+      addBos: false,
+    });
     if (prompt.length > session.contextLength) {
       throw new RangeError(
         `the conversation is ${prompt.length} tokens, more than the context length ${session.contextLength}`,
@@ -135,7 +141,9 @@ export class Gemma3Model {
     while (same < held.length && same < prompt.length - 1 && held[same] === prompt[same]) same++;
     session.truncate(same);
     const stopTokens = options.stopTokens ??
-      [...new Set([tok.endOfTurnId, tok.eosId, ...this.config.eosTokenIds])].filter((id) => id >= 0);
+      [...new Set([tok.endOfTurnId, tok.eosId, ...this.config.eosTokenIds])].filter((id) =>
+        id >= 0
+      );
     const decoder = tok.streamDecoder({ skipSpecialTokens: true });
     for await (const id of session.generate(prompt.slice(same), { ...options, stopTokens })) {
       const text = decoder.push(id);
@@ -166,7 +174,9 @@ export class Gemma3Model {
     const max = this.config.maxPositionEmbeddings;
     const contextLength = options.contextLength ?? Math.min(4096, max);
     if (!Number.isInteger(contextLength) || contextLength < 1 || contextLength > max) {
-      throw new RangeError(`contextLength must be an integer from 1 to ${max} (the model's maximum), got ${contextLength}`);
+      throw new RangeError(
+        `contextLength must be an integer from 1 to ${max} (the model's maximum), got ${contextLength}`,
+      );
     }
     const s = new Session(this.#host as SessionHost<unknown, unknown>, contextLength);
     this.#sessions.add(s);
@@ -179,7 +189,9 @@ export class Gemma3Model {
     await this.#queue;
     for (const s of [...this.#sessions]) s.dispose();
     const a = this.#host.activations;
-    for (const p of [a.ids, a.x, a.h, a.q, a.k, a.v, a.attn, a.o, a.gate, a.up, a.logits]) this.#rt.free(p);
+    for (const p of [a.ids, a.x, a.h, a.q, a.k, a.v, a.attn, a.o, a.gate, a.up, a.logits]) {
+      this.#rt.free(p);
+    }
     for (const p of this.#allocations) this.#rt.free(p);
     this.#rt.dispose();
     this.#disposed = true;
@@ -189,7 +201,9 @@ export class Gemma3Model {
 /** A Hub repository as a local snapshot folder (downloaded into the Hugging Face cache), or, where
  * there is no file system (browsers), as the URL of its files. */
 async function resolveRepo(repoId: string, options: LoadOptions): Promise<string> {
-  if (!(await hasFileSystem())) return `${hubEndpoint()}/${repoId}/resolve/${options.revision ?? "main"}/`;
+  if (!(await hasFileSystem())) {
+    return `${hubEndpoint()}/${repoId}/resolve/${options.revision ?? "main"}/`;
+  }
   const onProgress = options.onProgress;
   return await downloadModel(repoId, {
     revision: options.revision,
@@ -203,7 +217,9 @@ async function resolveRepo(repoId: string, options: LoadOptions): Promise<string
  * repository by name ("unsloth/gemma-3-270m-it"), downloaded once into the Hugging Face cache.
  */
 export async function loadModel(source: string, options: LoadOptions = {}): Promise<Gemma3Model> {
-  if (typeof source !== "string" || source === "") throw new TypeError("loadModel needs a folder path or URL");
+  if (typeof source !== "string" || source === "") {
+    throw new TypeError("loadModel needs a folder path or URL");
+  }
   const backend = options.backend ?? "auto";
   if (backend !== "auto" && backend !== "wasm") {
     throw new Error(`backend ${JSON.stringify(backend)} is not available; use "wasm" or "auto"`);
@@ -211,17 +227,25 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   for (const key of ["weights", "headWeights"] as const) {
     const v = options[key];
     if (v !== undefined && v !== "q8_0" && v !== "q4_0") {
-      throw new Error(`${key} ${JSON.stringify(v)} is not supported; use "q8_0" or "q4_0", or leave it out`);
+      throw new Error(
+        `${key} ${JSON.stringify(v)} is not supported; use "q8_0" or "q4_0", or leave it out`,
+      );
     }
   }
-  if (options.headWeights !== undefined && options.weights === undefined) throw new Error("headWeights needs weights as well");
+  if (options.headWeights !== undefined && options.weights === undefined) {
+    throw new Error("headWeights needs weights as well");
+  }
   const plan = options.weights ? quantPlan(options.weights, options.headWeights) : undefined;
   const maxChunk = options.maxChunk ?? 64;
-  if (!Number.isInteger(maxChunk) || maxChunk < 1) throw new RangeError(`maxChunk must be a positive integer, got ${maxChunk}`);
+  if (!Number.isInteger(maxChunk) || maxChunk < 1) {
+    throw new RangeError(`maxChunk must be a positive integer, got ${maxChunk}`);
+  }
   const gguf = /\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source);
   if (!gguf && !isUrl(source) && !(await isDirectory(source))) {
     if (!isRepoId(source)) {
-      throw new Error(`${source}: not a folder, URL or Hub repository name (expected a Hugging Face model folder with config.json)`);
+      throw new Error(
+        `${source}: not a folder, URL or Hub repository name (expected a Hugging Face model folder with config.json)`,
+      );
     }
     source = await resolveRepo(source, options);
   }
@@ -229,11 +253,20 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   try {
     if (gguf) {
       const { config, weights, allocations } = await loadGguf(source, rt, options.onProgress, plan);
-      return new Gemma3Model(rt, config, weights, allocations, maxChunk);
+      // A GGUF file carries its tokenizer (llama.cpp's writers always add one).
+      const tokenizer = await loadTokenizer(source).catch(() => undefined);
+      return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer);
     }
-    const { config, weights, allocations } = await loadHfFolder(source, rt, options.onProgress, plan);
+    const { config, weights, allocations } = await loadHfFolder(
+      source,
+      rt,
+      options.onProgress,
+      plan,
+    );
     let tokenizer: Tokenizer | undefined;
-    if (await exists(joinLocation(source, "tokenizer.json"))) tokenizer = await loadTokenizer(source);
+    if (await exists(joinLocation(source, "tokenizer.json"))) {
+      tokenizer = await loadTokenizer(source);
+    }
     const defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
     return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer, defaults);
   } catch (e) {
@@ -255,6 +288,8 @@ async function readGenerationConfig(location: string): Promise<GenerateOptions> 
   if (num("min_p") !== undefined) out.minP = num("min_p");
   if (num("repetition_penalty") !== undefined) out.repetitionPenalty = num("repetition_penalty");
   const eos = g.eos_token_id;
-  if (Array.isArray(eos) || typeof eos === "number") out.stopTokens = ([] as number[]).concat(eos as number[]);
+  if (Array.isArray(eos) || typeof eos === "number") {
+    out.stopTokens = ([] as number[]).concat(eos as number[]);
+  }
   return out;
 }

@@ -13,21 +13,22 @@
 import type { ByteSource } from "./io.ts";
 
 /** ggml tensor types, by number (the ones a Gemma GGUF may hold). */
-export const GGML_TYPES: Record<number, { name: string; blockElems: number; blockBytes: number }> = {
-  0: { name: "F32", blockElems: 1, blockBytes: 4 },
-  1: { name: "F16", blockElems: 1, blockBytes: 2 },
-  2: { name: "Q4_0", blockElems: 32, blockBytes: 18 },
-  3: { name: "Q4_1", blockElems: 32, blockBytes: 20 },
-  6: { name: "Q5_0", blockElems: 32, blockBytes: 22 },
-  7: { name: "Q5_1", blockElems: 32, blockBytes: 24 },
-  8: { name: "Q8_0", blockElems: 32, blockBytes: 34 },
-  10: { name: "Q2_K", blockElems: 256, blockBytes: 84 },
-  11: { name: "Q3_K", blockElems: 256, blockBytes: 110 },
-  12: { name: "Q4_K", blockElems: 256, blockBytes: 144 },
-  13: { name: "Q5_K", blockElems: 256, blockBytes: 176 },
-  14: { name: "Q6_K", blockElems: 256, blockBytes: 210 },
-  30: { name: "BF16", blockElems: 1, blockBytes: 2 },
-};
+export const GGML_TYPES: Record<number, { name: string; blockElems: number; blockBytes: number }> =
+  {
+    0: { name: "F32", blockElems: 1, blockBytes: 4 },
+    1: { name: "F16", blockElems: 1, blockBytes: 2 },
+    2: { name: "Q4_0", blockElems: 32, blockBytes: 18 },
+    3: { name: "Q4_1", blockElems: 32, blockBytes: 20 },
+    6: { name: "Q5_0", blockElems: 32, blockBytes: 22 },
+    7: { name: "Q5_1", blockElems: 32, blockBytes: 24 },
+    8: { name: "Q8_0", blockElems: 32, blockBytes: 34 },
+    10: { name: "Q2_K", blockElems: 256, blockBytes: 84 },
+    11: { name: "Q3_K", blockElems: 256, blockBytes: 110 },
+    12: { name: "Q4_K", blockElems: 256, blockBytes: 144 },
+    13: { name: "Q5_K", blockElems: 256, blockBytes: 176 },
+    14: { name: "Q6_K", blockElems: 256, blockBytes: 210 },
+    30: { name: "BF16", blockElems: 1, blockBytes: 2 },
+  };
 
 /** One tensor of a GGUF file. */
 export interface GgufTensor {
@@ -46,8 +47,33 @@ export interface GgufTensor {
 export interface GgufFile {
   version: number;
   metadata: Map<string, unknown>;
+  /** Each metadata value's stored type (and item type, for arrays), so it can be copied as is. */
+  metadataTypes: Map<string, GgufValueType>;
   tensors: GgufTensor[];
 }
+
+/** A metadata value's type: a GGUF value type number, and for arrays (9) the item type. */
+export interface GgufValueType {
+  type: number;
+  itemType?: number;
+}
+
+/** GGUF metadata value types by name (the numbers the format stores). */
+export const GGUF_VALUE = {
+  u8: 0,
+  i8: 1,
+  u16: 2,
+  i16: 3,
+  u32: 4,
+  i32: 5,
+  f32: 6,
+  bool: 7,
+  string: 8,
+  array: 9,
+  u64: 10,
+  i64: 11,
+  f64: 12,
+} as const;
 
 /** Metadata value types. */
 const SCALAR: Record<number, [number, (v: DataView, o: number) => number | bigint | boolean]> = {
@@ -87,7 +113,11 @@ export async function readGgufHeader(source: ByteSource): Promise<GgufFile> {
     } catch (e) {
       if (!(e instanceof NeedMore)) throw e;
       if (have >= source.size || have >= MAX_HEADER) {
-        fail(have >= source.size ? "the header runs past the end of the file (truncated?)" : "header larger than 256 MiB");
+        fail(
+          have >= source.size
+            ? "the header runs past the end of the file (truncated?)"
+            : "header larger than 256 MiB",
+        );
       }
       const next = Math.min(source.size, MAX_HEADER, have * 4);
       const bigger = new Uint8Array(next);
@@ -119,7 +149,7 @@ export function parseGguf(bytes: Uint8Array, fileSize: number, where: string): G
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(`${what} ${v} is too large`);
     return Number(v);
   };
-  const dec = new TextDecoder("utf-8", { fatal: false });
+  const dec = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
   const str = (what: string): string => {
     const n = u64(`length of ${what}`);
     if (n > fileSize) fail(`${what} claims ${n} bytes, more than the file holds`);
@@ -132,11 +162,15 @@ export function parseGguf(bytes: Uint8Array, fileSize: number, where: string): G
   if (view.getUint32(0, true) !== 0x46554747) fail("not a GGUF file (bad magic)");
   o = 4;
   const version = u32();
-  if (version !== 2 && version !== 3) fail(`GGUF version ${version} is not supported (2 and 3 are)`);
+  if (version !== 2 && version !== 3) {
+    fail(`GGUF version ${version} is not supported (2 and 3 are)`);
+  }
   const tensorCount = u64("tensor count");
   const kvCount = u64("metadata count");
   // Every entry takes at least 8 bytes: larger counts cannot be honest.
-  if (tensorCount > fileSize / 8 || kvCount > fileSize / 8) fail(`implausible counts (${tensorCount} tensors, ${kvCount} metadata entries)`);
+  if (tensorCount > fileSize / 8 || kvCount > fileSize / 8) {
+    fail(`implausible counts (${tensorCount} tensors, ${kvCount} metadata entries)`);
+  }
 
   const value = (type: number, key: string): unknown => {
     if (type === STRING) return str(`value of ${key}`);
@@ -160,9 +194,15 @@ export function parseGguf(bytes: Uint8Array, fileSize: number, where: string): G
     return s[1](view, o - s[0]);
   };
   const metadata = new Map<string, unknown>();
+  const metadataTypes = new Map<string, GgufValueType>();
   for (let i = 0; i < kvCount; i++) {
     const key = str("metadata key");
-    metadata.set(key, value(u32(), key));
+    const type = u32();
+    if (type === ARRAY) {
+      need(4);
+      metadataTypes.set(key, { type, itemType: view.getUint32(o, true) });
+    } else metadataTypes.set(key, { type });
+    metadata.set(key, value(type, key));
   }
 
   const infos: { name: string; dims: number[]; type: number; rel: number }[] = [];
@@ -184,19 +224,159 @@ export function parseGguf(bytes: Uint8Array, fileSize: number, where: string): G
     const info = GGML_TYPES[t.type];
     if (!info) fail(`tensor ${t.name}: unknown ggml type ${t.type}`);
     const numel = t.dims.reduce((a, b) => a * b, 1);
-    if (!Number.isSafeInteger(numel) || numel > fileSize * 8) fail(`tensor ${t.name}: ${t.dims.join("×")} elements cannot fit the file`);
+    if (!Number.isSafeInteger(numel) || numel > fileSize * 8) {
+      fail(`tensor ${t.name}: ${t.dims.join("×")} elements cannot fit the file`);
+    }
     if (t.dims[0] % info.blockElems !== 0) {
-      fail(`tensor ${t.name}: rows of ${t.dims[0]} are not a multiple of the ${info.name} block (${info.blockElems})`);
+      fail(
+        `tensor ${t.name}: rows of ${
+          t.dims[0]
+        } are not a multiple of the ${info.name} block (${info.blockElems})`,
+      );
     }
     const bytes = (numel / info.blockElems) * info.blockBytes;
     const offset = dataStart + t.rel;
     if (t.rel % align !== 0) fail(`tensor ${t.name}: offset ${t.rel} is not aligned to ${align}`);
-    if (offset + bytes > fileSize) fail(`tensor ${t.name}: data ends at byte ${offset + bytes}, past the end of the ${fileSize}-byte file (truncated?)`);
+    if (offset + bytes > fileSize) {
+      fail(
+        `tensor ${t.name}: data ends at byte ${
+          offset + bytes
+        }, past the end of the ${fileSize}-byte file (truncated?)`,
+      );
+    }
     return { name: t.name, type: t.type, dims: t.dims, offset, bytes };
   });
   const sorted = [...tensors].sort((a, b) => a.offset - b.offset);
   for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i].offset < sorted[i - 1].offset + sorted[i - 1].bytes) fail(`tensors ${sorted[i - 1].name} and ${sorted[i].name} overlap`);
+    if (sorted[i].offset < sorted[i - 1].offset + sorted[i - 1].bytes) {
+      fail(`tensors ${sorted[i - 1].name} and ${sorted[i].name} overlap`);
+    }
   }
-  return { version, metadata, tensors };
+  return { version, metadata, metadataTypes, tensors };
+}
+
+// ---- writing ----------------------------------------------------------------------------------
+
+/** One metadata entry to write. Numbers go as `type`; arrays as `type` 9 with `itemType`. */
+export interface GgufMetaEntry extends GgufValueType {
+  key: string;
+  value: unknown;
+}
+
+/** One tensor to write: its place in the data section is assigned by encodeGgufHeader. */
+export interface GgufTensorOut {
+  name: string;
+  /** ggml type number. */
+  type: number;
+  /** Dimensions, innermost first. */
+  dims: number[];
+}
+
+/** Bytes of a tensor's data. */
+export function ggmlBytes(type: number, dims: number[]): number {
+  const info = GGML_TYPES[type];
+  const numel = dims.reduce((a, b) => a * b, 1);
+  if (dims[0] % info.blockElems !== 0) {
+    throw new Error(
+      `rows of ${dims[0]} are not a multiple of the ${info.name} block (${info.blockElems})`,
+    );
+  }
+  return (numel / info.blockElems) * info.blockBytes;
+}
+
+/**
+ * Encodes a GGUF (version 3) header: metadata, tensor infos and the padding up to the data. Each
+ * tensor's data goes at `offsets[i]` bytes after the header (aligned to `alignment`; pad between
+ * tensors with zeros); `dataBytes` is the size of the data section.
+ */
+export function encodeGgufHeader(
+  meta: GgufMetaEntry[],
+  tensors: GgufTensorOut[],
+  alignment = 32,
+): { header: Uint8Array; offsets: number[]; dataBytes: number } {
+  const parts: Uint8Array[] = [];
+  const enc = new TextEncoder();
+  const u32 = (v: number) => {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, v, true);
+    parts.push(b);
+  };
+  const u64 = (v: number) => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(v), true);
+    parts.push(b);
+  };
+  const str = (s: string) => {
+    const b = enc.encode(s);
+    u64(b.length);
+    parts.push(b);
+  };
+  const scalar = (type: number, v: unknown, key: string) => {
+    if (type === STRING) {
+      if (typeof v !== "string") throw new Error(`GGUF metadata ${key}: expected a string`);
+      return str(v);
+    }
+    const s = SCALAR[type];
+    if (!s) throw new Error(`GGUF metadata ${key}: unknown value type ${type}`);
+    const b = new Uint8Array(s[0]);
+    const view = new DataView(b.buffer);
+    const n = typeof v === "boolean" ? (v ? 1 : 0) : v;
+    if (typeof n !== "number" && typeof n !== "bigint") {
+      throw new Error(`GGUF metadata ${key}: expected a number`);
+    }
+    if (type === 10 || type === 11) {
+      view[type === 10 ? "setBigUint64" : "setBigInt64"](0, BigInt(n), true);
+    } else if (type === 6) view.setFloat32(0, Number(n), true);
+    else if (type === 12) view.setFloat64(0, Number(n), true);
+    else setInt(view, s[0], Number(n), type);
+    parts.push(b);
+  };
+  u32(0x46554747);
+  u32(3);
+  u64(tensors.length);
+  u64(meta.length + (meta.some((m) => m.key === "general.alignment") ? 0 : 1));
+  const entries = meta.some((m) => m.key === "general.alignment")
+    ? meta
+    : [...meta, { key: "general.alignment", type: 4, value: alignment }];
+  for (const m of entries) {
+    str(m.key);
+    u32(m.type);
+    if (m.type === ARRAY) {
+      const items = Array.from(m.value as ArrayLike<unknown>);
+      u32(m.itemType!);
+      u64(items.length);
+      for (const item of items) scalar(m.itemType!, item, m.key);
+    } else scalar(m.type, m.value, m.key);
+  }
+  const offsets: number[] = [];
+  let at = 0;
+  for (const t of tensors) {
+    str(t.name);
+    u32(t.dims.length);
+    for (const d of t.dims) u64(d);
+    u32(t.type);
+    u64(at);
+    offsets.push(at);
+    at = Math.ceil((at + ggmlBytes(t.type, t.dims)) / alignment) * alignment;
+  }
+  const size = parts.reduce((n, p) => n + p.length, 0);
+  const header = new Uint8Array(Math.ceil(size / alignment) * alignment);
+  let o = 0;
+  for (const p of parts) {
+    header.set(p, o);
+    o += p.length;
+  }
+  const last = tensors.length
+    ? offsets[offsets.length - 1] +
+      ggmlBytes(tensors[tensors.length - 1].type, tensors[tensors.length - 1].dims)
+    : 0;
+  return { header, offsets, dataBytes: last };
+}
+
+function setInt(view: DataView, bytes: number, n: number, type: number): void {
+  if (!Number.isInteger(n)) throw new Error(`GGUF metadata: ${n} is not an integer`);
+  const signed = type === 1 || type === 3 || type === 5;
+  if (bytes === 1) signed ? view.setInt8(0, n) : view.setUint8(0, n);
+  else if (bytes === 2) signed ? view.setInt16(0, n, true) : view.setUint16(0, n, true);
+  else signed ? view.setInt32(0, n, true) : view.setUint32(0, n, true);
 }

@@ -12,7 +12,16 @@
 // the git blob sha1 for the others) before it enters blobs/; a blob that fails is deleted and
 // fetched again, never used. HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE=1 work as in huggingface_hub.
 
-import { engineCacheDir, env, fileInfo, fileSystem, hashFile, readText, sha256Hex, writeFileAtomic } from "./io.ts";
+import {
+  engineCacheDir,
+  env,
+  fileInfo,
+  fileSystem,
+  hashFile,
+  readText,
+  sha256Hex,
+  writeFileAtomic,
+} from "./io.ts";
 
 /** Progress of a download. */
 export interface DownloadProgress {
@@ -45,7 +54,8 @@ export function isRepoId(source: string): boolean {
 export function hubCacheDir(): string {
   const explicit = env("HF_HUB_CACHE") ?? env("HUGGINGFACE_HUB_CACHE");
   if (explicit) return explicit;
-  const home = env("HF_HOME") ?? `${env("XDG_CACHE_HOME") ?? `${env("HOME") ?? env("USERPROFILE") ?? "."}/.cache`}/huggingface`;
+  const home = env("HF_HOME") ??
+    `${env("XDG_CACHE_HOME") ?? `${env("HOME") ?? env("USERPROFILE") ?? "."}/.cache`}/huggingface`;
   return `${home}/hub`;
 }
 
@@ -59,7 +69,8 @@ function authHeaders(): Record<string, string> {
   return token ? { authorization: `Bearer ${token}` } : {};
 }
 
-const offline = () => ["1", "ON", "YES", "TRUE"].includes((env("HF_HUB_OFFLINE") ?? "").toUpperCase());
+const offline = () =>
+  ["1", "ON", "YES", "TRUE"].includes((env("HF_HUB_OFFLINE") ?? "").toUpperCase());
 
 interface Sibling {
   rfilename: string;
@@ -77,7 +88,10 @@ function wantedFiles(files: string[], only: "model" | "tokenizer"): string[] {
   const out = files.filter((f) => want.includes(f));
   if (files.includes("model.safetensors")) out.push("model.safetensors");
   else if (files.includes("model.safetensors.index.json")) {
-    out.push("model.safetensors.index.json", ...files.filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)));
+    out.push(
+      "model.safetensors.index.json",
+      ...files.filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)),
+    );
   }
   return out;
 }
@@ -85,9 +99,16 @@ function wantedFiles(files: string[], only: "model" | "tokenizer"): string[] {
 async function hubFetch(url: string, init: RequestInit = {}): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(url, { ...init, headers: { ...authHeaders(), ...(init.headers as Record<string, string>) } });
+    res = await fetch(url, {
+      ...init,
+      headers: { ...authHeaders(), ...(init.headers as Record<string, string>) },
+    });
   } catch (e) {
-    throw new Error(`cannot reach ${url}: ${(e as Error).message} (set HF_HUB_OFFLINE=1 to use the local cache only)`);
+    throw new Error(
+      `cannot reach ${url}: ${
+        (e as Error).message
+      } (set HF_HUB_OFFLINE=1 to use the local cache only)`,
+    );
   }
   if (res.ok) return res;
   await res.body?.cancel();
@@ -106,18 +127,38 @@ async function hubFetch(url: string, init: RequestInit = {}): Promise<Response> 
 export async function downloadModel(repoId: string, options: HubOptions = {}): Promise<string> {
   const revision = options.revision ?? "main";
   const repoDir = `${hubCacheDir()}/models--${repoId.replace("/", "--")}`;
-  if (offline()) return await cachedSnapshot(repoDir, repoId, revision, options.files === "tokenizer" ? "tokenizer.json" : "config.json");
+  if (offline()) {
+    return await cachedSnapshot(
+      repoDir,
+      repoId,
+      revision,
+      options.files === "tokenizer" ? "tokenizer.json" : "config.json",
+    );
+  }
 
-  const api = `${hubEndpoint()}/api/models/${repoId}/revision/${encodeURIComponent(revision)}?blobs=true`;
+  const api = `${hubEndpoint()}/api/models/${repoId}/revision/${
+    encodeURIComponent(revision)
+  }?blobs=true`;
   const info = await (await hubFetch(api)).json() as { sha?: string; siblings?: Sibling[] };
-  if (!info.sha || !Array.isArray(info.siblings)) throw new Error(`${api}: unexpected answer (no sha or siblings)`);
+  if (!info.sha || !Array.isArray(info.siblings)) {
+    throw new Error(`${api}: unexpected answer (no sha or siblings)`);
+  }
   const commit = info.sha;
   const byName = new Map(info.siblings.map((s) => [s.rfilename, s]));
   const only = options.files ?? "model";
   const files = wantedFiles([...byName.keys()], only);
-  if (only === "tokenizer" && !files.includes("tokenizer.json")) throw new Error(`${repoId}: the repository has no tokenizer.json`);
-  if (only === "model" && (!files.includes("config.json") || !files.some((f) => f.endsWith(".safetensors")))) {
-    throw new Error(`${repoId}: no config.json and safetensors weights in the repository (found: ${[...byName.keys()].slice(0, 10).join(", ")})`);
+  if (only === "tokenizer" && !files.includes("tokenizer.json")) {
+    throw new Error(`${repoId}: the repository has no tokenizer.json`);
+  }
+  if (
+    only === "model" &&
+    (!files.includes("config.json") || !files.some((f) => f.endsWith(".safetensors")))
+  ) {
+    throw new Error(
+      `${repoId}: no config.json and safetensors weights in the repository (found: ${
+        [...byName.keys()].slice(0, 10).join(", ")
+      })`,
+    );
   }
   const fs = await fileSystem();
   const snapshot = `${repoDir}/snapshots/${commit}`;
@@ -126,12 +167,16 @@ export async function downloadModel(repoId: string, options: HubOptions = {}): P
   await fs.mkdir(`${repoDir}/refs`, { recursive: true });
   for (const name of files) {
     const s = byName.get(name)!;
-    const expected = s.lfs ? { algorithm: "sha256" as const, hash: s.lfs.sha256, size: s.lfs.size } : s.blobId
+    const expected = s.lfs
+      ? { algorithm: "sha256" as const, hash: s.lfs.sha256, size: s.lfs.size }
+      : s.blobId
       ? { algorithm: "sha1" as const, hash: s.blobId, size: s.size }
       : undefined;
     if (!expected) throw new Error(`${api}: no hash listed for ${name}`);
     const blob = `${repoDir}/blobs/${expected.hash}`;
-    const url = `${hubEndpoint()}/${repoId}/resolve/${commit}/${name.split("/").map(encodeURIComponent).join("/")}`;
+    const url = `${hubEndpoint()}/${repoId}/resolve/${commit}/${
+      name.split("/").map(encodeURIComponent).join("/")
+    }`;
     await ensureBlob(blob, url, name, expected, options);
     await linkIntoSnapshot(snapshot, name, expected.hash);
   }
@@ -139,33 +184,50 @@ export async function downloadModel(repoId: string, options: HubOptions = {}): P
   return snapshot;
 }
 
-async function cachedSnapshot(repoDir: string, repoId: string, revision: string, needed: string): Promise<string> {
+async function cachedSnapshot(
+  repoDir: string,
+  repoId: string,
+  revision: string,
+  needed: string,
+): Promise<string> {
   let commit = revision;
-  if (await fileInfo(`${repoDir}/refs/${revision}`)) commit = (await readText(`${repoDir}/refs/${revision}`)).trim();
+  if (await fileInfo(`${repoDir}/refs/${revision}`)) {
+    commit = (await readText(`${repoDir}/refs/${revision}`)).trim();
+  }
   const snapshot = `${repoDir}/snapshots/${commit}`;
   if (!(await fileInfo(`${snapshot}/${needed}`))) {
-    throw new Error(`${repoId}@${revision} is not in the local cache (${repoDir}) and HF_HUB_OFFLINE is set`);
+    throw new Error(
+      `${repoId}@${revision} is not in the local cache (${repoDir}) and HF_HUB_OFFLINE is set`,
+    );
   }
   return snapshot;
 }
 
 /** Whether a blob on disk is whole and matches its hash; a marker remembers a verified blob. */
-async function blobIsGood(blob: string, expected: { algorithm: "sha256" | "sha1"; hash: string; size?: number }): Promise<boolean> {
+async function blobIsGood(
+  blob: string,
+  expected: { algorithm: "sha256" | "sha1"; hash: string; size?: number },
+): Promise<boolean> {
   const info = await fileInfo(blob);
   if (!info) return false;
   if (expected.size !== undefined && info.size !== expected.size) return false;
   // Hashing a 500 MB blob on every start would cost a second: remember blobs already verified,
   // keyed by path, size and mtime (a blob changed in place gets a new mtime and is checked again).
   const dir = engineCacheDir();
-  const marker = dir && `${dir}/verified/${(await sha256Hex(`${blob}\0${info.size}\0${info.mtimeMs}`)).slice(0, 40)}`;
+  const marker = dir &&
+    `${dir}/verified/${(await sha256Hex(`${blob}\0${info.size}\0${info.mtimeMs}`)).slice(0, 40)}`;
   if (marker && await fileInfo(marker)) return true;
   if (!(await matchesHash(blob, expected.algorithm, expected.hash, info.size))) return false;
   if (marker) await writeFileAtomic(marker, new Uint8Array()).catch(() => {});
   return true;
 }
 
-
-async function matchesHash(path: string, algorithm: "sha256" | "sha1", hash: string, size: number): Promise<boolean> {
+async function matchesHash(
+  path: string,
+  algorithm: "sha256" | "sha1",
+  hash: string,
+  size: number,
+): Promise<boolean> {
   // git hashes a blob as sha1("blob <size>\0" + contents).
   const prefix = algorithm === "sha1" ? new TextEncoder().encode(`blob ${size}\0`) : undefined;
   return (await hashFile(path, algorithm, prefix)) === hash;
@@ -195,7 +257,9 @@ async function ensureBlob(
       }
       if (!(await matchesHash(partial, expected.algorithm, expected.hash, size))) {
         await fs.rm(partial);
-        throw new Error(`${name}: the downloaded file does not match its ${expected.algorithm} ${expected.hash}`);
+        throw new Error(
+          `${name}: the downloaded file does not match its ${expected.algorithm} ${expected.hash}`,
+        );
       }
       await fs.rename(partial, blob);
       return;
@@ -203,7 +267,9 @@ async function ensureBlob(
       lastError = e;
     }
   }
-  throw new Error(`${name}: download failed after ${retries + 1} attempts: ${(lastError as Error).message}`);
+  throw new Error(
+    `${name}: download failed after ${retries + 1} attempts: ${(lastError as Error).message}`,
+  );
 }
 
 /** Appends the rest of `url` to `partial`, starting where an earlier attempt stopped. */

@@ -131,7 +131,9 @@ class FileSource implements ByteSource {
     while (done < dest.length) {
       const { bytesRead } = await this.handle.read(dest, done, dest.length - done, offset + done);
       if (bytesRead === 0) {
-        throw new Error(`${this.name}: unexpected end of file at byte ${offset + done} (file is truncated?)`);
+        throw new Error(
+          `${this.name}: unexpected end of file at byte ${offset + done} (file is truncated?)`,
+        );
       }
       done += bytesRead;
     }
@@ -213,7 +215,9 @@ class HttpSource implements ByteSource {
 
   async read(offset: number, dest: Uint8Array): Promise<void> {
     if (offset + dest.length > this.size) {
-      throw new Error(`${this.name}: read past the end (byte ${offset + dest.length} of ${this.size})`);
+      throw new Error(
+        `${this.name}: read past the end (byte ${offset + dest.length} of ${this.size})`,
+      );
     }
     let done = 0;
     const r = this.#recent;
@@ -273,10 +277,53 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
   await f.rename(tmp, path);
 }
 
+/** A file being written: bytes go to a temporary file beside it, which `commit` renames into place
+ * (so a crash or an error never leaves a half-written file under the real name). */
+export interface FileWriter {
+  write(bytes: Uint8Array): Promise<void>;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** Starts writing `path` (see FileWriter). */
+export async function createFileWriter(path: string): Promise<FileWriter> {
+  const f = await fs();
+  const dir = path.replace(/[\\/][^\\/]*$/, "");
+  if (dir !== path) await f.mkdir(dir, { recursive: true });
+  const tmp = `${path}.${Math.random().toString(36).slice(2)}.partial`;
+  const handle = await f.open(tmp, "w");
+  let closed = false;
+  const close = async () => {
+    if (!closed) {
+      closed = true;
+      await handle.close();
+    }
+  };
+  return {
+    async write(bytes) {
+      let done = 0;
+      while (done < bytes.length) {
+        done += (await handle.write(bytes, done, bytes.length - done)).bytesWritten;
+      }
+    },
+    async commit() {
+      await close();
+      await f.rename(tmp, path);
+    },
+    async abort() {
+      await close().catch(() => {});
+      await f.rm(tmp, { force: true });
+    },
+  };
+}
+
 /** An environment variable, where the runtime lets us read it (undefined otherwise). */
 export function env(name: string): string | undefined {
   try {
-    const g = globalThis as { process?: { env?: Record<string, string | undefined> }; Deno?: { env: { get(n: string): string | undefined } } };
+    const g = globalThis as {
+      process?: { env?: Record<string, string | undefined> };
+      Deno?: { env: { get(n: string): string | undefined } };
+    };
     if (g.Deno) return g.Deno.env.get(name);
     return g.process?.env?.[name];
   } catch {
@@ -304,7 +351,11 @@ export async function realPath(path: string): Promise<string> {
 }
 
 /** Hex digest (node:crypto, streaming) of `prefix` followed by a local file's bytes. */
-export async function hashFile(path: string, algorithm: "sha256" | "sha1", prefix?: Uint8Array): Promise<string> {
+export async function hashFile(
+  path: string,
+  algorithm: "sha256" | "sha1",
+  prefix?: Uint8Array,
+): Promise<string> {
   const { createHash } = await import("node:crypto");
   const f = await fs();
   const h = createHash(algorithm);

@@ -4,9 +4,14 @@
 
 import { configFromGguf } from "./config.ts";
 import type { StoredDType } from "./dtypes.ts";
-import { GGML_TYPES, readGgufHeader } from "./gguf.ts";
+import { GGML_TYPES, type GgufFile, readGgufHeader } from "./gguf.ts";
 import { openSource } from "./io.ts";
-import { type LoadedCheckpoint, type LoadProgress, loadTensors } from "./load_tensors.ts";
+import {
+  type LoadedCheckpoint,
+  loadOpened,
+  type LoadProgress,
+  type OpenCheckpoint,
+} from "./load_tensors.ts";
 import type { WasmRuntime } from "./runtime.ts";
 import type { TensorEntry } from "./safetensors.ts";
 import { canonicalGgufName } from "./weights.ts";
@@ -21,6 +26,63 @@ const SUPPORTED_TYPES: Record<number, StoredDType> = {
 };
 const SUPPORTED_NAMES = Object.keys(SUPPORTED_TYPES).map((t) => GGML_TYPES[+t].name).join(", ");
 
+/** Opens a .gguf file (path or URL): its config and every tensor's place, checked, nothing read
+ * yet; `metadata` keeps the file's metadata (the tokenizer lives there). Close `sources` when done. */
+export async function openGgufCheckpoint(
+  location: string,
+): Promise<OpenCheckpoint & Pick<GgufFile, "metadata" | "metadataTypes">> {
+  const source = await openSource(location);
+  try {
+    const file = await readGgufHeader(source);
+    const found = new Map<string, TensorEntry>();
+    for (const t of file.tensors) {
+      const name = canonicalGgufName(t.name);
+      if (name === null) {
+        throw new Error(
+          `${location}: unexpected tensor ${t.name} (not part of a Gemma 3 text model)`,
+        );
+      }
+      const dtype = SUPPORTED_TYPES[t.type];
+      if (!dtype) {
+        throw new Error(
+          `${location}: tensor ${t.name} is ${
+            GGML_TYPES[t.type].name
+          }, which is not supported (${SUPPORTED_NAMES} are)`,
+        );
+      }
+      // GGUF lists dimensions innermost first; the tensor map uses [rows, cols].
+      found.set(name, {
+        name: t.name,
+        dtype,
+        shape: [...t.dims].reverse(),
+        offset: t.offset,
+        bytes: t.bytes,
+        source,
+      });
+    }
+    const embed = found.get("model.embed_tokens.weight");
+    if (!embed) throw new Error(`${location}: missing tensor token_embd.weight`);
+    const config = configFromGguf(
+      file.metadata,
+      embed.shape[0],
+      !found.has("lm_head.weight"),
+      location,
+    );
+    return {
+      config,
+      found,
+      sources: [source],
+      where: location,
+      quirks: { normsStoreOnePlusW: true },
+      metadata: file.metadata,
+      metadataTypes: file.metadataTypes,
+    };
+  } catch (e) {
+    await source.close().catch(() => {});
+    throw e;
+  }
+}
+
 /** Reads a .gguf file (path or URL) into the runtime's memory. */
 export async function loadGguf(
   location: string,
@@ -28,29 +90,5 @@ export async function loadGguf(
   onProgress?: (p: LoadProgress) => void,
   quantize?: QuantPlan,
 ): Promise<LoadedCheckpoint> {
-  const source = await openSource(location);
-  const allocations: number[] = [];
-  try {
-    const file = await readGgufHeader(source);
-    const found = new Map<string, TensorEntry>();
-    for (const t of file.tensors) {
-      const name = canonicalGgufName(t.name);
-      if (name === null) throw new Error(`${location}: unexpected tensor ${t.name} (not part of a Gemma 3 text model)`);
-      const dtype = SUPPORTED_TYPES[t.type];
-      if (!dtype) {
-        throw new Error(`${location}: tensor ${t.name} is ${GGML_TYPES[t.type].name}, which is not supported (${SUPPORTED_NAMES} are)`);
-      }
-      // GGUF lists dimensions innermost first; the tensor map uses [rows, cols].
-      found.set(name, { name: t.name, dtype, shape: [...t.dims].reverse(), offset: t.offset, bytes: t.bytes, source });
-    }
-    const embed = found.get("model.embed_tokens.weight");
-    if (!embed) throw new Error(`${location}: missing tensor token_embd.weight`);
-    const config = configFromGguf(file.metadata, embed.shape[0], !found.has("lm_head.weight"), location);
-    return await loadTensors(rt, config, found, [source], location, allocations, onProgress, { normsStoreOnePlusW: true, quantize });
-  } catch (e) {
-    for (const p of allocations) rt.free(p);
-    throw e;
-  } finally {
-    await source.close().catch(() => {});
-  }
+  return loadOpened(await openGgufCheckpoint(location), rt, onProgress, quantize);
 }

@@ -9,10 +9,17 @@ import { readSafetensorsHeader, type TensorEntry } from "./safetensors.ts";
 import type { QuantPlan } from "./quant.ts";
 import type { WasmRuntime } from "./runtime.ts";
 import { canonicalTensorName } from "./weights.ts";
-import { type LoadedCheckpoint, type LoadProgress, loadTensors } from "./load_tensors.ts";
+import {
+  type LoadedCheckpoint,
+  loadOpened,
+  type LoadProgress,
+  type OpenCheckpoint,
+} from "./load_tensors.ts";
 
 /** Lists the safetensors files of a folder: the single file, or the shards of the index. */
-async function weightFiles(folder: string): Promise<{ files: string[]; weightMap?: Record<string, string> }> {
+async function weightFiles(
+  folder: string,
+): Promise<{ files: string[]; weightMap?: Record<string, string> }> {
   const single = joinLocation(folder, "model.safetensors");
   const indexPath = joinLocation(folder, "model.safetensors.index.json");
   if (await exists(single)) return { files: [single] };
@@ -28,11 +35,62 @@ async function weightFiles(folder: string): Promise<{ files: string[]; weightMap
   const names = new Set<string>();
   for (const [tensor, file] of Object.entries(weightMap)) {
     if (typeof file !== "string" || !/^[\w.-]+\.safetensors$/.test(file)) {
-      throw new Error(`${indexPath}: tensor ${tensor} maps to ${JSON.stringify(file)}, not a .safetensors file name`);
+      throw new Error(
+        `${indexPath}: tensor ${tensor} maps to ${
+          JSON.stringify(file)
+        }, not a .safetensors file name`,
+      );
     }
     names.add(file);
   }
   return { files: [...names].sort().map((f) => joinLocation(folder, f)), weightMap };
+}
+
+/**
+ * Opens a Hugging Face folder: its config and every tensor's place, checked, nothing read yet.
+ * Close `sources` when done.
+ */
+export async function openHfCheckpoint(folder: string): Promise<OpenCheckpoint> {
+  const configPath = joinLocation(folder, "config.json");
+  if (!(await exists(configPath))) {
+    throw new Error(`${folder}: no config.json (is this a Hugging Face model folder?)`);
+  }
+  const rawConfig = await readJson(configPath);
+  const config = parseHfConfig(rawConfig, configPath);
+  const multimodal = (rawConfig as { model_type?: string }).model_type === "gemma3";
+
+  const { files, weightMap } = await weightFiles(folder);
+  const sources: ByteSource[] = [];
+  try {
+    // Every tensor of every file, by canonical name.
+    const found = new Map<string, TensorEntry>();
+    for (const file of files) {
+      const source = await openSource(file);
+      sources.push(source);
+      for (const entry of await readSafetensorsHeader(source)) {
+        const name = canonicalTensorName(entry.name, multimodal);
+        if (name === null) continue;
+        const prev = found.get(name);
+        if (prev) {
+          throw new Error(`tensor ${entry.name} appears twice: in ${prev.source.name} and ${file}`);
+        }
+        if (
+          weightMap && weightMap[entry.name] !== undefined &&
+          joinLocation(folder, weightMap[entry.name]) !== file
+        ) {
+          throw new Error(
+            `${file}: holds ${entry.name}, but the index puts it in ${weightMap[entry.name]}`,
+          );
+        }
+        found.set(name, entry);
+      }
+    }
+    const where = files.length === 1 ? files[0] : `${folder} (${files.length} shards)`;
+    return { config, found, sources, where, quirks: {} };
+  } catch (e) {
+    for (const s of sources) await s.close().catch(() => {});
+    throw e;
+  }
 }
 
 /**
@@ -45,39 +103,5 @@ export async function loadHfFolder(
   onProgress?: (p: LoadProgress) => void,
   quantize?: QuantPlan,
 ): Promise<LoadedCheckpoint> {
-  const configPath = joinLocation(folder, "config.json");
-  if (!(await exists(configPath))) throw new Error(`${folder}: no config.json (is this a Hugging Face model folder?)`);
-  const rawConfig = await readJson(configPath);
-  const config = parseHfConfig(rawConfig, configPath);
-  const multimodal = (rawConfig as { model_type?: string }).model_type === "gemma3";
-
-  const { files, weightMap } = await weightFiles(folder);
-  const sources: ByteSource[] = [];
-  const allocations: number[] = [];
-  try {
-    // 1. Headers: every tensor of every file, by canonical name.
-    const found = new Map<string, TensorEntry>();
-    for (const file of files) {
-      const source = await openSource(file);
-      sources.push(source);
-      for (const entry of await readSafetensorsHeader(source)) {
-        const name = canonicalTensorName(entry.name, multimodal);
-        if (name === null) continue;
-        const prev = found.get(name);
-        if (prev) throw new Error(`tensor ${entry.name} appears twice: in ${prev.source.name} and ${file}`);
-        if (weightMap && weightMap[entry.name] !== undefined && joinLocation(folder, weightMap[entry.name]) !== file) {
-          throw new Error(`${file}: holds ${entry.name}, but the index puts it in ${weightMap[entry.name]}`);
-        }
-        found.set(name, entry);
-      }
-    }
-
-    const where = files.length === 1 ? files[0] : `${folder} (${files.length} shards)`;
-    return await loadTensors(rt, config, found, sources, where, allocations, onProgress, { quantize });
-  } catch (e) {
-    for (const p of allocations) rt.free(p);
-    throw e;
-  } finally {
-    for (const s of sources) await s.close().catch(() => {});
-  }
+  return loadOpened(await openHfCheckpoint(folder), rt, onProgress, quantize);
 }

@@ -50,6 +50,44 @@ export interface FormatQuirks {
   quantize?: QuantPlan;
 }
 
+/** A checkpoint opened but not read: its config and each tensor's place, by canonical name. */
+export interface OpenCheckpoint {
+  config: Gemma3Config;
+  found: Map<string, TensorEntry>;
+  /** The open files (close them when done). */
+  sources: ByteSource[];
+  /** Names the checkpoint in messages. */
+  where: string;
+  quirks: FormatQuirks;
+}
+
+/** Reads an opened checkpoint into memory and closes its files (on failure, frees everything). */
+export async function loadOpened(
+  open: OpenCheckpoint,
+  rt: WasmRuntime,
+  onProgress?: (p: LoadProgress) => void,
+  quantize?: QuantPlan,
+): Promise<LoadedCheckpoint> {
+  const allocations: number[] = [];
+  try {
+    return await loadTensors(
+      rt,
+      open.config,
+      open.found,
+      open.sources,
+      open.where,
+      allocations,
+      onProgress,
+      { ...open.quirks, quantize },
+    );
+  } catch (e) {
+    for (const p of allocations) rt.free(p);
+    throw e;
+  } finally {
+    for (const s of open.sources) await s.close().catch(() => {});
+  }
+}
+
 /** Bytes of a rows × cols weight in memory. */
 function weightBytes(dtype: DType, rows: number, cols: number): number {
   if (isQuant(dtype)) return quantBytes(dtype, rows, cols);
@@ -74,17 +112,25 @@ export async function loadTensors(
   // Exactly the tensors the config needs, with the right shapes.
   const specs = tensorSpecs(config);
   const missing = specs.filter((s) => !found.has(s.name)).map((s) => s.name);
-  if (missing.length) throw new Error(`${where}: missing tensor${missing.length > 1 ? "s" : ""} ${list(missing)}`);
+  if (missing.length) {
+    throw new Error(`${where}: missing tensor${missing.length > 1 ? "s" : ""} ${list(missing)}`);
+  }
   const needed = new Set(specs.map((s) => s.name));
   const extra = [...found.keys()].filter((n) => !needed.has(n));
   if (extra.length) {
-    const hint = extra.includes("lm_head.weight") && config.tieWordEmbeddings ? " (the config says tie_word_embeddings: true)" : "";
-    throw new Error(`${where}: unexpected tensor${extra.length > 1 ? "s" : ""} ${list(extra)}${hint}`);
+    const hint = extra.includes("lm_head.weight") && config.tieWordEmbeddings
+      ? " (the config says tie_word_embeddings: true)"
+      : "";
+    throw new Error(
+      `${where}: unexpected tensor${extra.length > 1 ? "s" : ""} ${list(extra)}${hint}`,
+    );
   }
   for (const s of specs) {
     const e = found.get(s.name)!;
     if (e.shape.join() !== s.shape.join()) {
-      throw new Error(`${e.source.name}: tensor ${e.name} has shape [${e.shape}], the config needs [${s.shape}]`);
+      throw new Error(
+        `${e.source.name}: tensor ${e.name} has shape [${e.shape}], the config needs [${s.shape}]`,
+      );
     }
   }
 
@@ -98,12 +144,16 @@ export async function loadTensors(
     const [rows, cols] = s.shape.length === 2 ? s.shape : [1, s.shape[0]];
     let dtype: DType = "f32";
     if (s.kind === "matrix") {
-      const planned = quirks.quantize ? formatFor(quirks.quantize, s.name === "model.embed_tokens.weight", cols) : null;
+      const planned = quirks.quantize
+        ? formatFor(quirks.quantize, s.name === "model.embed_tokens.weight", cols)
+        : null;
       if (isQuant(entry.dtype)) dtype = entry.dtype;
       else if (planned) dtype = planned;
       else if (entry.dtype === "bf16") dtype = "bf16";
     } else if (isQuant(entry.dtype)) {
-      throw new Error(`${entry.source.name}: tensor ${entry.name} is a vector stored as ${entry.dtype.toUpperCase()}, which is not supported`);
+      throw new Error(
+        `${entry.source.name}: tensor ${entry.name} is a vector stored as ${entry.dtype.toUpperCase()}, which is not supported`,
+      );
     }
     const ptr = rt.alloc(weightBytes(dtype, rows, cols));
     allocations.push(ptr);
@@ -114,7 +164,9 @@ export async function loadTensors(
 
   // Data, in file order so a URL streams once.
   jobs.sort((a, b) =>
-    a.entry.source === b.entry.source ? a.entry.offset - b.entry.offset : sources.indexOf(a.entry.source) - sources.indexOf(b.entry.source)
+    a.entry.source === b.entry.source
+      ? a.entry.offset - b.entry.offset
+      : sources.indexOf(a.entry.source) - sources.indexOf(b.entry.source)
   );
   const totalBytes = jobs.reduce((n, j) => n + j.entry.bytes, 0);
   let loadedBytes = 0;
@@ -143,18 +195,13 @@ async function readTensor(rt: WasmRuntime, entry: TensorEntry, w: WasmWeight): P
   }
   if (isQuant(w.dtype)) {
     // Float rows → blocks, a few rows at a time: the float copy is never held whole.
-    const inBytes = entry.dtype === "f32" ? 4 : 2;
     const chunkRows = Math.max(1, Math.floor(CONVERT_CHUNK / w.cols));
-    const raw = new Uint8Array(chunkRows * w.cols * inBytes);
     const f32 = new Float32Array(chunkRows * w.cols);
     const rowOut = weightBytes(w.dtype, 1, w.cols);
     for (let r = 0; r < w.rows; r += chunkRows) {
       const n = Math.min(chunkRows, w.rows - r);
-      const part = raw.subarray(0, n * w.cols * inBytes);
-      await entry.source.read(entry.offset + r * w.cols * inBytes, part);
       const values = f32.subarray(0, n * w.cols);
-      if (entry.dtype === "f32") values.set(new Float32Array(part.buffer, 0, n * w.cols));
-      else (entry.dtype === "bf16" ? bf16ToF32 : f16ToF32)(new Uint16Array(part.buffer, 0, n * w.cols), values);
+      await readRowsF32(entry, w.cols, r, values);
       QUANT[w.dtype].quantize(values, rt.u8(w.ptr + r * rowOut, n * rowOut));
     }
     return;
@@ -167,6 +214,29 @@ async function readTensor(rt: WasmRuntime, entry: TensorEntry, w: WasmWeight): P
     await entry.source.read(entry.offset + i * 2, new Uint8Array(part.buffer, 0, n * 2));
     (entry.dtype === "bf16" ? bf16ToF32 : f16ToF32)(part, rt.f32(w.ptr + i * 4, n));
   }
+}
+
+/** Reads rows [row0, row0 + out.length / cols) of a stored tensor as f32 values, whatever its
+ * stored type (floats widened, blocks decoded). */
+export async function readRowsF32(
+  entry: TensorEntry,
+  cols: number,
+  row0: number,
+  out: Float32Array,
+): Promise<void> {
+  const n = out.length / cols;
+  if (isQuant(entry.dtype)) {
+    const rowBytes = quantBytes(entry.dtype, 1, cols);
+    const raw = new Uint8Array(n * rowBytes);
+    await entry.source.read(entry.offset + row0 * rowBytes, raw);
+    QUANT[entry.dtype].dequantize(raw, out);
+    return;
+  }
+  const inBytes = entry.dtype === "f32" ? 4 : 2;
+  const raw = new Uint8Array(out.length * inBytes);
+  await entry.source.read(entry.offset + row0 * cols * inBytes, raw);
+  if (entry.dtype === "f32") out.set(new Float32Array(raw.buffer));
+  else (entry.dtype === "bf16" ? bf16ToF32 : f16ToF32)(new Uint16Array(raw.buffer), out);
 }
 
 function list(names: string[]): string {

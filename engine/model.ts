@@ -52,7 +52,11 @@ export interface KvCache<A> {
 }
 
 /** Activation buffers of a model: one chunk's worth. */
-export function allocActivations<A, W>(b: Backend<A, W>, c: Gemma3Config, maxTokens: number): Activations<A> {
+export function allocActivations<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  maxTokens: number,
+): Activations<A> {
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
   // All-position logits are computed a few rows at a time: a chunk of 64 rows × 262,144 would be
@@ -80,7 +84,11 @@ export function allocActivations<A, W>(b: Backend<A, W>, c: Gemma3Config, maxTok
  * sliding-window layers keep only the last `slidingWindow` (a ring buffer), which is why the
  * 270M model's cache is small even at long contexts.
  */
-export function allocKvCache<A, W>(b: Backend<A, W>, c: Gemma3Config, contextLength: number): KvCache<A> {
+export function allocKvCache<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  contextLength: number,
+): KvCache<A> {
   const kvDim = c.numKvHeads * c.headDim;
   const layers: LayerCache<A>[] = [];
   let bytes = 0;
@@ -130,7 +138,12 @@ export async function forward<A, W>(
 ): Promise<Float32Array> {
   const T = ids.length;
   const { hiddenSize: H, numHeads, numKvHeads, headDim, rmsNormEps: eps } = c;
-  const attnShape = { heads: numHeads, kvHeads: numKvHeads, headDim, scale: c.queryPreAttnScalar ** -0.5 };
+  const attnShape = {
+    heads: numHeads,
+    kvHeads: numKvHeads,
+    headDim,
+    scale: c.queryPreAttnScalar ** -0.5,
+  };
 
   // Embedding, scaled by sqrt(hidden_size) rounded to the activation dtype (f32).
   b.writeTokens(act.ids, ids);
@@ -180,7 +193,10 @@ export async function forward<A, W>(
     const xt = b.offset(act.x, t * H);
     b.rmsNorm(xt, w.finalNorm, act.h, rows, eps);
     b.matmul(w.lmHead, act.h, act.logits, rows);
-    await b.read(act.logits, logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize));
+    await b.read(
+      act.logits,
+      logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize),
+    );
   }
   return logits;
 }

@@ -77,7 +77,9 @@ function dequantizeQ8_0(src: Uint8Array, dst: Float32Array): void {
 /** The value of largest magnitude, with its sign (ggml keeps the first on ties). */
 function signedMax(src: Float32Array, from: number, n: number): number {
   let amax = 0, max = 0;
-  for (let i = from; i < from + n; i++) if (Math.abs(src[i]) > amax) [amax, max] = [Math.abs(src[i]), src[i]];
+  for (let i = from; i < from + n; i++) {
+    if (Math.abs(src[i]) > amax) [amax, max] = [Math.abs(src[i]), src[i]];
+  }
   return max;
 }
 
@@ -142,7 +144,9 @@ function quantizeQ4_K(src: Float32Array, dst: Uint8Array): void {
     const scales: number[] = [], mins: number[] = [];
     for (let s = 0; s < 8; s++) {
       let lo = 0, hi = 0;
-      for (let i = 0; i < 32; i++) lo = Math.min(lo, x[s * 32 + i]), hi = Math.max(hi, x[s * 32 + i]);
+      for (let i = 0; i < 32; i++) {
+        lo = Math.min(lo, x[s * 32 + i]), hi = Math.max(hi, x[s * 32 + i]);
+      }
       scales.push((hi - lo) / 15);
       mins.push(-lo);
     }
@@ -162,12 +166,18 @@ function quantizeQ4_K(src: Float32Array, dst: Uint8Array): void {
     const q = new Uint8Array(256);
     for (let s = 0; s < 8; s++) {
       const step = dh * sc[s], shift = dminh * m[s];
-      for (let i = 0; i < 32; i++) q[s * 32 + i] = step ? Math.max(0, Math.min(15, Math.round((x[s * 32 + i] + shift) / step))) : 0;
+      for (let i = 0; i < 32; i++) {
+        q[s * 32 + i] = step
+          ? Math.max(0, Math.min(15, Math.round((x[s * 32 + i] + shift) / step)))
+          : 0;
+      }
     }
     // qs: 64 weights per 32 bytes; byte l of chunk c holds weight 64c + l (low nibble) and
     // 64c + 32 + l (high nibble).
     for (let c = 0; c < 4; c++) {
-      for (let l = 0; l < 32; l++) view.setUint8(at + 16 + 32 * c + l, q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+      for (let l = 0; l < 32; l++) {
+        view.setUint8(at + 16 + 32 * c + l, q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+      }
     }
   }
 }
@@ -196,7 +206,13 @@ function dequantizeQ4_K(src: Uint8Array, dst: Float32Array): void {
 
 const q6Index = (i: number) => {
   const h = i >> 7, r = i & 127, g = r >> 5, l = r & 31;
-  return { ql: 64 * h + l + 32 * (g & 1), highNibble: g >= 2, qh: 32 * h + l, qhShift: 2 * g, sc: 8 * h + 2 * g + (l >> 4) };
+  return {
+    ql: 64 * h + l + 32 * (g & 1),
+    highNibble: g >= 2,
+    qh: 32 * h + l,
+    qhShift: 2 * g,
+    sc: 8 * h + 2 * g + (l >> 4),
+  };
 };
 
 function quantizeQ6_K(src: Float32Array, dst: Uint8Array): void {
@@ -235,7 +251,8 @@ function dequantizeQ6_K(src: Uint8Array, dst: Float32Array): void {
     for (let i = 0; i < 256; i++) {
       const p = q6Index(i);
       const ql = view.getUint8(at + p.ql);
-      const q = (p.highNibble ? ql >> 4 : ql & 15) | (((view.getUint8(at + 128 + p.qh) >> p.qhShift) & 3) << 4);
+      const q = (p.highNibble ? ql >> 4 : ql & 15) |
+        (((view.getUint8(at + 128 + p.qh) >> p.qhShift) & 3) << 4);
       dst[b * 256 + i] = f32(f32(d * view.getInt8(at + 192 + p.sc)) * (q - 32));
     }
   }
@@ -243,7 +260,13 @@ function dequantizeQ6_K(src: Uint8Array, dst: Float32Array): void {
 
 // ---- the registry -----------------------------------------------------------------------------
 
-function format(name: QuantType, ggmlType: number, kernelFormat: number, quantize: BlockFormat["quantize"], dequantize: BlockFormat["dequantize"]): BlockFormat {
+function format(
+  name: QuantType,
+  ggmlType: number,
+  kernelFormat: number,
+  quantize: BlockFormat["quantize"],
+  dequantize: BlockFormat["dequantize"],
+): BlockFormat {
   const { blockElems, blockBytes } = GGML_TYPES[ggmlType];
   return { name, ggmlType, blockElems, blockBytes, kernelFormat, quantize, dequantize };
 }
@@ -251,8 +274,20 @@ function format(name: QuantType, ggmlType: number, kernelFormat: number, quantiz
 /** Every block format, by name. */
 export const QUANT: Record<QuantType, BlockFormat> = {
   q8_0: format("q8_0", 8, 0, quantizeQ8_0, dequantizeQ8_0),
-  q4_0: format("q4_0", 2, 1, (s, d) => quantizeLowBit(s, d, 4), (s, d) => dequantizeLowBit(s, d, 4)),
-  q5_0: format("q5_0", 6, 2, (s, d) => quantizeLowBit(s, d, 5), (s, d) => dequantizeLowBit(s, d, 5)),
+  q4_0: format(
+    "q4_0",
+    2,
+    1,
+    (s, d) => quantizeLowBit(s, d, 4),
+    (s, d) => dequantizeLowBit(s, d, 4),
+  ),
+  q5_0: format(
+    "q5_0",
+    6,
+    2,
+    (s, d) => quantizeLowBit(s, d, 5),
+    (s, d) => dequantizeLowBit(s, d, 5),
+  ),
   q4_k: format("q4_k", 12, 3, quantizeQ4_K, dequantizeQ4_K),
   q6_k: format("q6_k", 14, 4, quantizeQ6_K, dequantizeQ6_K),
 };
@@ -292,6 +327,8 @@ export function quantPlan(weights: QuantType, head?: QuantType): QuantPlan {
  * floats when not even 32-blocks fit. */
 export function formatFor(plan: QuantPlan, isHead: boolean, cols: number): QuantType | null {
   let want = isHead ? plan.head : plan.matrices;
-  if (cols % QUANT[want].blockElems !== 0) want = want === "q4_k" ? "q5_0" : want === "q6_k" ? "q8_0" : want;
+  if (cols % QUANT[want].blockElems !== 0) {
+    want = want === "q4_k" ? "q5_0" : want === "q6_k" ? "q8_0" : want;
+  }
   return cols % QUANT[want].blockElems === 0 ? want : null;
 }

@@ -13,10 +13,42 @@ import { env } from "./io.ts";
 
 /** The kernel exports of asm/kernels.ts; pointers are byte offsets into the memory. */
 export interface Kernels {
-  matmulF32(w: number, x: number, y: number, rows: number, cols: number, tokens: number, r0: number, r1: number): void;
-  matmulBF16(w: number, x: number, y: number, rows: number, cols: number, tokens: number, r0: number, r1: number): void;
-  embedF32(table: number, ids: number, tokens: number, hidden: number, scale: number, out: number): void;
-  embedBF16(table: number, ids: number, tokens: number, hidden: number, scale: number, out: number): void;
+  matmulF32(
+    w: number,
+    x: number,
+    y: number,
+    rows: number,
+    cols: number,
+    tokens: number,
+    r0: number,
+    r1: number,
+  ): void;
+  matmulBF16(
+    w: number,
+    x: number,
+    y: number,
+    rows: number,
+    cols: number,
+    tokens: number,
+    r0: number,
+    r1: number,
+  ): void;
+  embedF32(
+    table: number,
+    ids: number,
+    tokens: number,
+    hidden: number,
+    scale: number,
+    out: number,
+  ): void;
+  embedBF16(
+    table: number,
+    ids: number,
+    tokens: number,
+    hidden: number,
+    scale: number,
+    out: number,
+  ): void;
   rmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number): void;
   ropeInPlace(
     x: number,
@@ -47,20 +79,57 @@ export interface Kernels {
     h0: number,
     h1: number,
   ): void;
-  appendKv(k: number, v: number, kCache: number, vCache: number, tokens: number, startPos: number, kvDim: number, capacity: number): void;
+  appendKv(
+    k: number,
+    v: number,
+    kCache: number,
+    vCache: number,
+    tokens: number,
+    startPos: number,
+    kvDim: number,
+    capacity: number,
+  ): void;
   geglu(gate: number, up: number, out: number, i0: number, i1: number): void;
   addInPlace(x: number, y: number, n: number): void;
   streamRead(p: number, start: number, end: number): number;
   quantizeRowsQ8(x: number, tokens: number, cols: number, qx: number, sx: number): void;
   /** `fmt` is a block format's kernelFormat (engine/quant.ts). */
-  matmulQuant(fmt: number, w: number, qx: number, sx: number, y: number, rows: number, cols: number, tokens: number, r0: number, r1: number): void;
-  embedQuant(fmt: number, table: number, ids: number, tokens: number, hidden: number, scale: number, out: number): void;
+  matmulQuant(
+    fmt: number,
+    w: number,
+    qx: number,
+    sx: number,
+    y: number,
+    rows: number,
+    cols: number,
+    tokens: number,
+    r0: number,
+    r1: number,
+  ): void;
+  embedQuant(
+    fmt: number,
+    table: number,
+    ids: number,
+    tokens: number,
+    hidden: number,
+    scale: number,
+    out: number,
+  ): void;
 }
 
 /** The extra exports of the multi-threaded build (asm/threads.ts). Each returns -1 on a timeout. */
 export interface ThreadKernels extends Kernels {
   threadsInit(ctrl: number, threads: number, canWait: number): void;
-  parMatmul(bf16: number, w: number, x: number, y: number, rows: number, cols: number, tokens: number, timeoutMs: number): number;
+  parMatmul(
+    bf16: number,
+    w: number,
+    x: number,
+    y: number,
+    rows: number,
+    cols: number,
+    tokens: number,
+    timeoutMs: number,
+  ): number;
   parAttention(
     q: number,
     k: number,
@@ -82,9 +151,36 @@ export interface ThreadKernels extends Kernels {
   ): number;
   parStreamRead(p: number, bytes: number, timeoutMs: number): number;
   parGeglu(gate: number, up: number, out: number, n: number, timeoutMs: number): number;
-  parMatmulQuant(fmt: number, w: number, qx: number, sx: number, y: number, rows: number, cols: number, tokens: number, timeoutMs: number): number;
-  parRope(x: number, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number, timeoutMs: number): number;
-  parRmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number, timeoutMs: number): number;
+  parMatmulQuant(
+    fmt: number,
+    w: number,
+    qx: number,
+    sx: number,
+    y: number,
+    rows: number,
+    cols: number,
+    tokens: number,
+    timeoutMs: number,
+  ): number;
+  parRope(
+    x: number,
+    tokens: number,
+    heads: number,
+    headDim: number,
+    startPos: number,
+    base: number,
+    factor: number,
+    timeoutMs: number,
+  ): number;
+  parRmsNorm(
+    x: number,
+    w: number,
+    out: number,
+    rows: number,
+    n: number,
+    eps: number,
+    timeoutMs: number,
+  ): number;
   threadsExit(timeoutMs: number): number;
 }
 
@@ -130,12 +226,16 @@ function kernelsModule(threaded: boolean, relaxed: boolean): Promise<WebAssembly
   const key: Build = `${threaded ? "mt" : "st"}${relaxed ? "-relaxed" : ""}`;
   let m = compiled.get(key);
   if (!m) {
-    if (typeof WebAssembly === "undefined") throw new Error("this runtime has no WebAssembly support");
+    if (typeof WebAssembly === "undefined") {
+      throw new Error("this runtime has no WebAssembly support");
+    }
     m = WebAssembly.compile(decodeBase64(BUILDS[key])).catch((e) => {
       compiled.delete(key);
       throw new Error(
         `cannot compile the WASM kernels (${(e as Error).message}); they need WebAssembly SIMD ` +
-          `${threaded ? "and threads " : ""}(Deno ≥ 1.9, Bun ≥ 1.0, Node ≥ 16.4, Chrome ≥ 91, Firefox ≥ 89, Safari ≥ 16.4)`,
+          `${
+            threaded ? "and threads " : ""
+          }(Deno ≥ 1.9, Bun ≥ 1.0, Node ≥ 16.4, Chrome ≥ 91, Firefox ≥ 89, Safari ≥ 16.4)`,
       );
     });
     compiled.set(key, m);
@@ -208,9 +308,18 @@ export class WasmRuntime {
     }
     const unavailable = asked > 1 ? threadsUnavailableReason() : null;
     const threaded = asked > 1 && unavailable === null;
-    const memory = new WebAssembly.Memory({ initial: HEAP_START / PAGE + 1, maximum: MAX_PAGES, shared: threaded });
-    if (options.simd === "relaxed" && !relaxedSupported()) throw new Error("this runtime does not accept relaxed SIMD");
-    const module = await kernelsModule(threaded, options.simd ? options.simd === "relaxed" : relaxedSupported());
+    const memory = new WebAssembly.Memory({
+      initial: HEAP_START / PAGE + 1,
+      maximum: MAX_PAGES,
+      shared: threaded,
+    });
+    if (options.simd === "relaxed" && !relaxedSupported()) {
+      throw new Error("this runtime does not accept relaxed SIMD");
+    }
+    const module = await kernelsModule(
+      threaded,
+      options.simd ? options.simd === "relaxed" : relaxedSupported(),
+    );
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
     const rt = new WasmRuntime(memory, instance.exports as unknown as Kernels);
     if (!threaded) {
@@ -220,7 +329,12 @@ export class WasmRuntime {
     const par = instance.exports as unknown as ThreadKernels;
     const ctrl = rt.alloc(4096);
     // Deno, Bun and Node let the main thread block in a wait; a browser's main thread may not.
-    const g = globalThis as { Deno?: unknown; Bun?: unknown; process?: { versions?: { node?: string } }; document?: unknown };
+    const g = globalThis as {
+      Deno?: unknown;
+      Bun?: unknown;
+      process?: { versions?: { node?: string } };
+      document?: unknown;
+    };
     const canWait = g.Deno || g.Bun || g.process?.versions?.node || !g.document ? 1 : 0;
     par.threadsInit(ctrl, asked, canWait);
     rt.#pool = await ThreadPool.start(module, memory, ctrl, asked);
@@ -240,7 +354,9 @@ export class WasmRuntime {
     this.#pool = null;
     this.#par = null;
     this.threadInfo = { threads: 1, fallbackReason: "a worker thread stopped responding" };
-    throw new Error("a worker thread stopped responding; the model now runs on one thread (retry the call)");
+    throw new Error(
+      "a worker thread stopped responding; the model now runs on one thread (retry the call)",
+    );
   }
 
   /** Stops the worker pool (the memory and kernels stay usable on one thread). */

@@ -3,7 +3,7 @@
 // against the file before a single weight is read, so a truncated or corrupt file is an error
 // that names the file and the problem, never a wrong read.
 
-import { type FloatDType, floatBytes, type StoredDType } from "./dtypes.ts";
+import { floatBytes, type FloatDType, type StoredDType } from "./dtypes.ts";
 import type { ByteSource } from "./io.ts";
 
 /** One tensor's place in a safetensors file. */
@@ -24,7 +24,20 @@ export interface TensorEntry {
 
 const DTYPES: Record<string, FloatDType> = { F32: "f32", BF16: "bf16", F16: "f16" };
 /** Dtypes of the format that this engine does not load. */
-const OTHER_DTYPES = ["F64", "F8_E4M3", "F8_E5M2", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"];
+const OTHER_DTYPES = [
+  "F64",
+  "F8_E4M3",
+  "F8_E5M2",
+  "I64",
+  "I32",
+  "I16",
+  "I8",
+  "U64",
+  "U32",
+  "U16",
+  "U8",
+  "BOOL",
+];
 /** A header larger than this is not a checkpoint header (the format's own limit is 100 MB). */
 const MAX_HEADER = 100_000_000;
 
@@ -41,7 +54,9 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
     fail(`header length ${headerLen} is not plausible (not a safetensors file, or corrupt)`);
   }
   if (8 + headerLen > source.size) {
-    fail(`header of ${headerLen} bytes runs past the end of the ${source.size}-byte file (truncated?)`);
+    fail(
+      `header of ${headerLen} bytes runs past the end of the ${source.size}-byte file (truncated?)`,
+    );
   }
   const headerBytes = new Uint8Array(headerLen);
   await source.read(8, headerBytes);
@@ -65,7 +80,9 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
     if (!dtype) {
       const known = OTHER_DTYPES.includes(t.dtype as string);
       fail(
-        `tensor ${name}: dtype ${JSON.stringify(t.dtype)} ${known ? "is not supported" : "is unknown"}` +
+        `tensor ${name}: dtype ${JSON.stringify(t.dtype)} ${
+          known ? "is not supported" : "is unknown"
+        }` +
           " (supported: F32, BF16, F16)",
       );
     }
@@ -75,22 +92,38 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
     }
     const offs = t.data_offsets;
     if (
-      !Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0)
+      !Array.isArray(offs) || offs.length !== 2 ||
+      !offs.every((o) => Number.isSafeInteger(o) && o >= 0)
     ) {
-      fail(`tensor ${name}: data_offsets ${JSON.stringify(offs)} is not a pair of non-negative integers`);
+      fail(
+        `tensor ${name}: data_offsets ${
+          JSON.stringify(offs)
+        } is not a pair of non-negative integers`,
+      );
     }
     const [begin, end] = offs as number[];
     const numel = (shape as number[]).reduce((a, b) => a * b, 1);
     const want = numel * floatBytes[dtype];
     if (end < begin || end - begin !== want) {
-      fail(`tensor ${name}: data_offsets [${begin}, ${end}] hold ${end - begin} bytes, but ` +
-        `${t.dtype} ${JSON.stringify(shape)} needs ${want}`);
+      fail(
+        `tensor ${name}: data_offsets [${begin}, ${end}] hold ${end - begin} bytes, but ` +
+          `${t.dtype} ${JSON.stringify(shape)} needs ${want}`,
+      );
     }
     if (end > dataSize) {
-      fail(`tensor ${name}: data ends at byte ${dataStart + end}, past the end of the ` +
-        `${source.size}-byte file (truncated?)`);
+      fail(
+        `tensor ${name}: data ends at byte ${dataStart + end}, past the end of the ` +
+          `${source.size}-byte file (truncated?)`,
+      );
     }
-    entries.push({ name, dtype, shape: shape as number[], offset: dataStart + begin, bytes: want, source });
+    entries.push({
+      name,
+      dtype,
+      shape: shape as number[],
+      offset: dataStart + begin,
+      bytes: want,
+      source,
+    });
   }
   const sorted = [...entries].sort((a, b) => a.offset - b.offset);
   for (let i = 1; i < sorted.length; i++) {

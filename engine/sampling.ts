@@ -57,14 +57,30 @@ function check(ok: boolean, msg: string): void {
 /** Validates sampling options, with messages that name the option and its range. */
 export function validateSampling(o: SamplingOptions): void {
   const num = (v: unknown) => typeof v === "number" && Number.isFinite(v);
-  if (o.temperature !== undefined) check(num(o.temperature) && o.temperature >= 0, `temperature must be >= 0, got ${o.temperature}`);
-  if (o.topK !== undefined) check(Number.isInteger(o.topK) && o.topK >= 0, `topK must be an integer >= 0, got ${o.topK}`);
-  if (o.topP !== undefined) check(num(o.topP) && o.topP > 0 && o.topP <= 1, `topP must be in (0, 1], got ${o.topP}`);
-  if (o.minP !== undefined) check(num(o.minP) && o.minP >= 0 && o.minP < 1, `minP must be in [0, 1), got ${o.minP}`);
-  if (o.repetitionPenalty !== undefined) {
-    check(num(o.repetitionPenalty) && o.repetitionPenalty > 0, `repetitionPenalty must be > 0, got ${o.repetitionPenalty}`);
+  if (o.temperature !== undefined) {
+    check(
+      num(o.temperature) && o.temperature >= 0,
+      `temperature must be >= 0, got ${o.temperature}`,
+    );
   }
-  if (o.seed !== undefined) check(Number.isSafeInteger(o.seed), `seed must be an integer, got ${o.seed}`);
+  if (o.topK !== undefined) {
+    check(Number.isInteger(o.topK) && o.topK >= 0, `topK must be an integer >= 0, got ${o.topK}`);
+  }
+  if (o.topP !== undefined) {
+    check(num(o.topP) && o.topP > 0 && o.topP <= 1, `topP must be in (0, 1], got ${o.topP}`);
+  }
+  if (o.minP !== undefined) {
+    check(num(o.minP) && o.minP >= 0 && o.minP < 1, `minP must be in [0, 1), got ${o.minP}`);
+  }
+  if (o.repetitionPenalty !== undefined) {
+    check(
+      num(o.repetitionPenalty) && o.repetitionPenalty > 0,
+      `repetitionPenalty must be > 0, got ${o.repetitionPenalty}`,
+    );
+  }
+  if (o.seed !== undefined) {
+    check(Number.isSafeInteger(o.seed), `seed must be an integer, got ${o.seed}`);
+  }
 }
 
 /** The index of the largest value, lowest index on a tie; throws on NaN (a broken model). */
@@ -106,7 +122,9 @@ export class Sampler {
     if (o.repetitionPenalty !== 1) {
       l = logits.slice();
       for (const id of new Set(context)) {
-        if (id >= 0 && id < l.length) l[id] = l[id] > 0 ? l[id] / o.repetitionPenalty : l[id] * o.repetitionPenalty;
+        if (id >= 0 && id < l.length) {
+          l[id] = l[id] > 0 ? l[id] / o.repetitionPenalty : l[id] * o.repetitionPenalty;
+        }
       }
     }
     if (o.temperature === 0) return argmax(l);
@@ -188,7 +206,11 @@ function above(w: Float64Array, threshold: number): { ids: number[]; p: number[]
  * the nucleus (the most likely tokens up to mass p) lies among them. Otherwise lower the
  * threshold.
  */
-function nucleusCandidates(w: Float64Array, topP: number, total: number): { ids: number[]; p: number[] } {
+function nucleusCandidates(
+  w: Float64Array,
+  topP: number,
+  total: number,
+): { ids: number[]; p: number[] } {
   for (let threshold = 1e-3; threshold > 1e-300; threshold *= 1e-3) {
     const c = above(w, threshold);
     if (c.p.reduce((s, x) => s + x, 0) >= topP * total) return c;

@@ -79,7 +79,9 @@ export class Session {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       if (!Number.isInteger(id) || id < 0 || id >= vocab) {
-        throw new RangeError(`token id ${id} at index ${i} is outside the vocabulary (0..${vocab - 1})`);
+        throw new RangeError(
+          `token id ${id} at index ${i} is outside the vocabulary (0..${vocab - 1})`,
+        );
       }
     }
     const total = this.position + ids.length;
@@ -100,7 +102,9 @@ export class Session {
   async eval(ids: ArrayLike<number>, options: EvalOptions = {}): Promise<Float32Array> {
     const cache = this.#live();
     const want = options.logits ?? "last";
-    if (want !== "last" && want !== "all") throw new Error(`logits must be "last" or "all", got ${JSON.stringify(want)}`);
+    if (want !== "last" && want !== "all") {
+      throw new Error(`logits must be "last" or "all", got ${JSON.stringify(want)}`);
+    }
     const newIds = this.#checkIds(ids);
     const { backend, config, weights, activations } = this.#host;
     const out = options.out;
@@ -123,7 +127,17 @@ export class Session {
         const isLast = i + chunk.length === all.length;
         const chunkWant = want === "all" ? "all" : isLast ? "last" : "none";
         const into = want === "last" && isLast ? out : undefined;
-        const got = await forward(backend, config, weights, activations, cache, chunk, start, chunkWant, into);
+        const got = await forward(
+          backend,
+          config,
+          weights,
+          activations,
+          cache,
+          chunk,
+          start,
+          chunkWant,
+          into,
+        );
         if (want === "all") {
           // Drop the rows of pending tokens, which belong to an earlier call.
           const skip = Math.max(0, pending - i);
@@ -148,7 +162,10 @@ export class Session {
    * generated token ids one by one. Each yielded token becomes part of the context. Stops at a
    * stop token (not yielded), after `maxTokens`, or when the context is full.
    */
-  async *generate(promptIds: ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<number> {
+  async *generate(
+    promptIds: ArrayLike<number>,
+    options: GenerateOptions = {},
+  ): AsyncGenerator<number> {
     this.#live();
     const sampler = new Sampler(options);
     const max = options.maxTokens ?? Infinity;

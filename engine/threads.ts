@@ -9,10 +9,19 @@
 
 /** Why threads are unavailable here, or null if they are available. */
 export function threadsUnavailableReason(): string | null {
-  const g = globalThis as { crossOriginIsolated?: boolean; SharedArrayBuffer?: unknown; Worker?: unknown; process?: { versions?: { node?: string } } };
+  const g = globalThis as {
+    crossOriginIsolated?: boolean;
+    SharedArrayBuffer?: unknown;
+    Worker?: unknown;
+    process?: { versions?: { node?: string } };
+  };
   if (typeof g.SharedArrayBuffer !== "function") return "SharedArrayBuffer is not available";
-  if (g.crossOriginIsolated === false) return "the page is not cross-origin isolated (needs COOP/COEP headers)";
-  if (typeof g.Worker !== "function" && !g.process?.versions?.node) return "this runtime has no workers";
+  if (g.crossOriginIsolated === false) {
+    return "the page is not cross-origin isolated (needs COOP/COEP headers)";
+  }
+  if (typeof g.Worker !== "function" && !g.process?.versions?.node) {
+    return "this runtime has no workers";
+  }
   return null;
 }
 
@@ -48,7 +57,8 @@ async function start(init, post) {
 }
 
 /** Deno, Bun, browsers: the whole loop runs inside WebAssembly (asm/threads.ts workerLoop). */
-const WASM_LOOP = "instance.exports.workerLoop(init.ctrl, init.index, init.threads, init.generation);";
+const WASM_LOOP =
+  "instance.exports.workerLoop(init.ctrl, init.index, init.threads, init.generation);";
 
 /**
  * Node 20: its V8 (11.3) runs workerLoop's wait loop wrongly in its baseline wasm compiler (a
@@ -125,7 +135,12 @@ export class ThreadPool {
    * Rejects with a clear error (and stops any started worker) if one fails or does not start in
    * time.
    */
-  static async start(module: WebAssembly.Module, memory: WebAssembly.Memory, ctrl: number, threads: number): Promise<ThreadPool> {
+  static async start(
+    module: WebAssembly.Module,
+    memory: WebAssembly.Memory,
+    ctrl: number,
+    threads: number,
+  ): Promise<ThreadPool> {
     const useWeb = typeof (globalThis as { Worker?: unknown }).Worker === "function";
     const handles: Handle[] = [];
     try {
@@ -135,12 +150,20 @@ export class ThreadPool {
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`workers did not start within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+        timer = setTimeout(
+          () => reject(new Error(`workers did not start within ${START_TIMEOUT_MS / 1000} s`)),
+          START_TIMEOUT_MS,
+        );
       });
       try {
-        await Promise.race([Promise.all(handles.map((h, i) => h.ready.catch((e: Error) => {
-          throw new Error(`worker thread ${i + 1} of ${threads} failed to start: ${e.message}`);
-        }))), timeout]);
+        await Promise.race([
+          Promise.all(handles.map((h, i) =>
+            h.ready.catch((e: Error) => {
+              throw new Error(`worker thread ${i + 1} of ${threads} failed to start: ${e.message}`);
+            })
+          )),
+          timeout,
+        ]);
       } finally {
         clearTimeout(timer);
       }

@@ -134,7 +134,10 @@ export class Tokenizer {
     this.#byteOf = new Int16Array(this.vocabSize).fill(-1);
     for (let id = 0; id < this.vocabSize; id++) {
       const start = data.pieceOffsets[id];
-      if (data.pieceOffsets[id + 1] - start === 6 && data.pieces.startsWith("<0x", start) && data.pieces[start + 5] === ">") {
+      if (
+        data.pieceOffsets[id + 1] - start === 6 && data.pieces.startsWith("<0x", start) &&
+        data.pieces[start + 5] === ">"
+      ) {
         const b = parseInt(data.pieces.slice(start + 3, start + 5), 16);
         if (b >= 0 && b < 256) {
           this.#byteIds[b] = id;
@@ -153,7 +156,9 @@ export class Tokenizer {
   piece(id: number): string {
     let p = this.#pieceCache[id];
     if (p === undefined) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new RangeError(`token id ${id} is not in the vocabulary`);
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new RangeError(`token id ${id} is not in the vocabulary`);
+      }
       p = this.#d.pieces.slice(this.#d.pieceOffsets[id], this.#d.pieceOffsets[id + 1]);
       this.#pieceCache[id] = p;
     }
@@ -318,7 +323,10 @@ export class Tokenizer {
       const pos = key - rank * POS;
       const right = next[pos];
       // Skip entries made stale by earlier merges.
-      if (sym[pos] < 0 || right < 0 || merges[3 * rank] !== sym[pos] || merges[3 * rank + 1] !== sym[right]) continue;
+      if (
+        sym[pos] < 0 || right < 0 || merges[3 * rank] !== sym[pos] ||
+        merges[3 * rank + 1] !== sym[right]
+      ) continue;
       sym[pos] = merges[3 * rank + 2];
       sym[right] = -1;
       next[pos] = next[right];
@@ -364,7 +372,10 @@ export class Tokenizer {
    * Renders a conversation with the chat template. The result already starts with "<bos>": encode
    * it with `{ addBos: false }`.
    */
-  applyChatTemplate(messages: ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+  applyChatTemplate(
+    messages: ChatMessage[],
+    options: { addGenerationPrompt?: boolean } = {},
+  ): string {
     return this.chatTemplate.render(messages, { ...options, bosToken: "<bos>", eosToken: "<eos>" });
   }
 
@@ -427,7 +438,7 @@ function utf8Length(lead: number): number {
   return 1;
 }
 
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** A run of byte tokens as text: valid UTF-8 as is, otherwise U+FFFD for every byte (as HF). */
 function decodeByteRun(bytes: number[]): string {
@@ -482,5 +493,8 @@ function matchAdded(g: AddedGroup, s: string, i: number): { id: number; length: 
 function wellFormed(s: string): string {
   const f = (s as { toWellFormed?: () => string }).toWellFormed;
   if (f) return f.call(s);
-  return s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd");
+  return s.replace(
+    /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g,
+    "\ufffd",
+  );
 }

@@ -18,17 +18,25 @@ function checkPipeline(t: Json, where: string): void {
   const supported = "only Gemma-style tokenizers are supported (BPE with byte fallback, " +
     "' ' → '▁' normalizer, no pre-tokenizer split)";
   const model = t.model as Json | undefined;
-  if (!model || model.type !== "BPE") fail(where, `model type ${JSON.stringify(model?.type)}; ${supported}`);
+  if (!model || model.type !== "BPE") {
+    fail(where, `model type ${JSON.stringify(model?.type)}; ${supported}`);
+  }
   if (model.byte_fallback !== true) fail(where, `BPE without byte_fallback; ${supported}`);
-  if (model.dropout !== null && model.dropout !== undefined && model.dropout !== 0) fail(where, "BPE dropout is not supported");
-  if (model.continuing_subword_prefix || model.end_of_word_suffix) fail(where, `subword prefixes/suffixes; ${supported}`);
+  if (model.dropout !== null && model.dropout !== undefined && model.dropout !== 0) {
+    fail(where, "BPE dropout is not supported");
+  }
+  if (model.continuing_subword_prefix || model.end_of_word_suffix) {
+    fail(where, `subword prefixes/suffixes; ${supported}`);
+  }
   if (model.ignore_merges === true) fail(where, `ignore_merges; ${supported}`);
   const n = t.normalizer as Json | null;
   const isSpaceReplace = (x: Json | null) =>
     x?.type === "Replace" && (x.pattern as Json)?.String === " " && x.content === "▁";
   if (!isSpaceReplace(n)) fail(where, `normalizer ${JSON.stringify(n).slice(0, 80)}; ${supported}`);
   const p = t.pre_tokenizer as Json | null;
-  if (p !== null && p !== undefined && !(p.type === "Split" && (p.pattern as Json)?.String === " ")) {
+  if (
+    p !== null && p !== undefined && !(p.type === "Split" && (p.pattern as Json)?.String === " ")
+  ) {
     fail(where, `pre_tokenizer ${JSON.stringify(p).slice(0, 80)}; ${supported}`);
   }
 }
@@ -45,14 +53,15 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
   const byId: string[] = new Array(size);
   for (const [piece, id] of Object.entries(vocab)) {
     if (!Number.isInteger(id) || id < 0 || id >= size || byId[id] !== undefined) {
-      fail(where, `vocabulary ids must be 0..${size - 1} without gaps (piece ${JSON.stringify(piece)} has ${id})`);
+      fail(
+        where,
+        `vocabulary ids must be 0..${size - 1} without gaps (piece ${
+          JSON.stringify(piece)
+        } has ${id})`,
+      );
     }
     byId[id] = piece;
   }
-  const pieceOffsets = new Uint32Array(size + 1);
-  for (let i = 0; i < size; i++) pieceOffsets[i + 1] = pieceOffsets[i] + byId[i].length;
-  const pieces = byId.join("");
-
   const rawMerges = model.merges as unknown[];
   if (!Array.isArray(rawMerges)) fail(where, "model.merges is not a list");
   const merges = new Int32Array(rawMerges.length * 3);
@@ -65,39 +74,162 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
     merges.set([left, right, merged], 3 * r);
   });
 
+  const added = ((json.added_tokens ?? []) as Json[]).map((a) => {
+    if (!Number.isInteger(a.id) || typeof a.content !== "string") {
+      fail(where, "malformed added_tokens entry");
+    }
+    if (a.normalized === true || a.lstrip === true || a.rstrip === true || a.single_word === true) {
+      fail(
+        where,
+        `added token ${
+          JSON.stringify(a.content)
+        }: normalized/lstrip/rstrip/single_word are not supported`,
+      );
+    }
+    return { id: a.id as number, content: a.content as string, special: a.special === true };
+  });
+  const unk = model.unk_token;
+  return buildData(
+    byId,
+    merges,
+    added,
+    typeof unk === "string" && vocab[unk] !== undefined ? vocab[unk] : 0,
+  );
+}
+
+/** Tokenizer data from the vocabulary (by id), the merges in rank order, the added tokens. */
+function buildData(
+  byId: string[],
+  merges: Int32Array,
+  added: TokenizerData["addedTokens"],
+  unkId: number,
+): TokenizerData {
+  const size = byId.length;
+  const pieceOffsets = new Uint32Array(size + 1);
+  for (let i = 0; i < size; i++) pieceOffsets[i + 1] = pieceOffsets[i] + byId[i].length;
   const singles: number[] = [];
   for (let id = 0; id < size; id++) {
     const p = byId[id];
     const cp = p.codePointAt(0)!;
     if (p.length === (cp > 0xffff ? 2 : 1)) singles.push(cp, id);
   }
-
-  const added = ((json.added_tokens ?? []) as Json[]).map((a) => {
-    if (!Number.isInteger(a.id) || typeof a.content !== "string") fail(where, "malformed added_tokens entry");
-    if (a.normalized === true || a.lstrip === true || a.rstrip === true || a.single_word === true) {
-      fail(where, `added token ${JSON.stringify(a.content)}: normalized/lstrip/rstrip/single_word are not supported`);
-    }
-    return { id: a.id as number, content: a.content as string, special: a.special === true };
-  });
-
   // Characters X such that some piece contains X followed by "▁": the text is not cut there.
   const joiners = new Set<string>();
   for (const p of byId) {
     if (p.indexOf("▁", 1) < 0) continue;
     const chars = [...p];
-    for (let i = 1; i < chars.length; i++) if (chars[i] === "▁" && chars[i - 1] !== "▁") joiners.add(chars[i - 1]);
+    for (let i = 1; i < chars.length; i++) {
+      if (chars[i] === "▁" && chars[i - 1] !== "▁") joiners.add(chars[i - 1]);
+    }
   }
-  const unk = model.unk_token;
   return {
-    pieces,
+    pieces: byId.join(""),
     pieceOffsets,
     merges,
     mergeTable: buildMergeTable(merges),
     singleChars: Int32Array.from(singles),
     addedTokens: added,
     joinersBeforeSpace: [...joiners].join(""),
-    unkId: typeof unk === "string" && vocab[unk] !== undefined ? vocab[unk] : 0,
+    unkId,
   };
+}
+
+// ---- GGUF (llama.cpp) tokenizer metadata --------------------------------------------------------
+// A Gemma GGUF carries the SentencePiece model: tokenizer.ggml.model = "llama", the pieces, a
+// score per piece and a type per piece (1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte).
+// SentencePiece BPE merges the adjacent pair whose joined piece scores highest. That is BPE whose
+// merges are every split of every piece into two pieces, ranked by the joined piece's score (ties
+// by id; a piece's splits longer-left first), which is how Hugging Face's converter makes
+// tokenizer.json from the same model; so both files give the same ids.
+
+const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, byte: 6 } as const;
+
+/** Tokenizer data from GGUF metadata. `where` names the file in errors. */
+export function fromGgufMetadata(meta: Map<string, unknown>, where: string): TokenizerData {
+  const model = meta.get("tokenizer.ggml.model");
+  if (model !== "llama") {
+    fail(
+      where,
+      `tokenizer.ggml.model ${
+        JSON.stringify(model)
+      } is not supported (Gemma's SentencePiece model, "llama", is)`,
+    );
+  }
+  const tokens = meta.get("tokenizer.ggml.tokens");
+  const scores = meta.get("tokenizer.ggml.scores");
+  const types = meta.get("tokenizer.ggml.token_type");
+  if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string")) {
+    fail(where, "tokenizer.ggml.tokens is missing or not a list of strings");
+  }
+  const n = tokens.length;
+  if (!Array.isArray(scores) || scores.length !== n) {
+    fail(where, `tokenizer.ggml.scores must have ${n} entries`);
+  }
+  if (!Array.isArray(types) || types.length !== n) {
+    fail(where, `tokenizer.ggml.token_type must have ${n} entries`);
+  }
+  const byId = tokens as string[];
+  const ids = new Map<string, number>();
+  byId.forEach((p, i) => {
+    if (!ids.has(p)) ids.set(p, i);
+  });
+  // Pieces by score (higher first, then lower id); each piece's splits with the longer left
+  // part first (the order of Hugging Face's converter).
+  const order = Array.from({ length: n }, (_, i) => i)
+    .filter((id) => types[id] === TOKEN_TYPE.normal || types[id] === TOKEN_TYPE.userDefined);
+  const score = Float64Array.from(scores as number[]);
+  order.sort((a, b) => score[b] - score[a] || a - b);
+  const found: number[] = [];
+  for (const id of order) {
+    const piece = byId[id];
+    for (let cut = piece.length - 1; cut > 0; cut--) {
+      const c = piece.charCodeAt(cut);
+      if (c >= 0xdc00 && c < 0xe000) continue; // inside a surrogate pair
+      const l = ids.get(piece.slice(0, cut));
+      if (l === undefined) continue;
+      const r = ids.get(piece.slice(cut));
+      if (r !== undefined) found.push(l, r, id);
+    }
+  }
+  const merges = Int32Array.from(found);
+  const added = byId.flatMap((content, id) =>
+    types[id] === TOKEN_TYPE.control || types[id] === TOKEN_TYPE.userDefined ||
+      types[id] === TOKEN_TYPE.unknown
+      ? [{ id, content, special: types[id] !== TOKEN_TYPE.userDefined }]
+      : []
+  );
+  const unk = meta.get("tokenizer.ggml.unknown_token_id");
+  return buildData(byId, merges, added, typeof unk === "number" ? unk : 0);
+}
+
+/** The piece strings, scores and types of tokenizer data, as GGUF metadata stores them (the
+ * inverse of fromGgufMetadata: a piece's score is minus the rank of its first merge). */
+export function toGgufTokenizer(
+  d: TokenizerData,
+): { tokens: string[]; scores: Float32Array; types: Int32Array } {
+  const n = d.pieceOffsets.length - 1;
+  const tokens = Array.from(
+    { length: n },
+    (_, i) => d.pieces.slice(d.pieceOffsets[i], d.pieceOffsets[i + 1]),
+  );
+  const scores = new Float32Array(n);
+  const seen = new Uint8Array(n);
+  for (let r = 0; r < d.merges.length / 3; r++) {
+    const id = d.merges[3 * r + 2];
+    if (!seen[id]) {
+      seen[id] = 1;
+      scores[id] = -(r + 1);
+    }
+  }
+  const types = new Int32Array(n).fill(TOKEN_TYPE.normal);
+  for (let i = 0; i < n; i++) if (/^<0x[0-9A-F]{2}>$/.test(tokens[i])) types[i] = TOKEN_TYPE.byte;
+  for (const a of d.addedTokens) {
+    if (a.id < n) {
+      types[a.id] = a.special ? TOKEN_TYPE.control : TOKEN_TYPE.userDefined;
+    }
+  }
+  if (d.unkId < n) types[d.unkId] = TOKEN_TYPE.unknown;
+  return { tokens, scores, types };
 }
 
 function buildMergeTable(merges: Int32Array): Int32Array {
@@ -133,13 +265,22 @@ const align4 = (n: number) => (n + 3) & ~3;
 export function toCompact(d: TokenizerData): Uint8Array {
   const enc = new TextEncoder();
   const pieceBytes = enc.encode(d.pieces);
-  const meta = enc.encode(JSON.stringify({ added: d.addedTokens, joiners: d.joinersBeforeSpace, unk: d.unkId }));
+  const meta = enc.encode(
+    JSON.stringify({ added: d.addedTokens, joiners: d.joinersBeforeSpace, unk: d.unkId }),
+  );
   const arrays = [d.pieceOffsets, d.merges, d.mergeTable, d.singleChars];
   const header = new Uint32Array([
-    MAGIC, VERSION, d.pieceOffsets.length - 1, d.merges.length / 3, d.mergeTable.length,
-    d.singleChars.length / 2, pieceBytes.length, meta.length,
+    MAGIC,
+    VERSION,
+    d.pieceOffsets.length - 1,
+    d.merges.length / 3,
+    d.mergeTable.length,
+    d.singleChars.length / 2,
+    pieceBytes.length,
+    meta.length,
   ]);
-  const total = header.byteLength + arrays.reduce((n, a) => n + a.byteLength, 0) + align4(pieceBytes.length) + meta.length;
+  const total = header.byteLength + arrays.reduce((n, a) => n + a.byteLength, 0) +
+    align4(pieceBytes.length) + meta.length;
   const out = new Uint8Array(total);
   let at = 0;
   for (const a of [header, ...arrays]) {
@@ -171,9 +312,18 @@ export function fromCompact(bytes: Uint8Array, where = "tokenizer cache"): Token
   const mergeArr = take((o) => new Int32Array(buf, o, 3 * merges), 12 * merges);
   const mergeTable = take((o) => new Int32Array(buf, o, tableSize), 4 * tableSize);
   const singleChars = take((o) => new Int32Array(buf, o, 2 * singles), 8 * singles);
-  const dec = new TextDecoder();
+  const dec = new TextDecoder("utf-8", { ignoreBOM: true });
   const pieces = take((o) => dec.decode(new Uint8Array(buf, o, pieceLen)), align4(pieceLen));
   const meta = JSON.parse(take((o) => dec.decode(new Uint8Array(buf, o, metaLen)), metaLen));
   if (pieces.length !== pieceOffsets[vocab]) fail(where, "pieces do not match their offsets");
-  return { pieces, pieceOffsets, merges: mergeArr, mergeTable, singleChars, addedTokens: meta.added, joinersBeforeSpace: meta.joiners, unkId: meta.unk };
+  return {
+    pieces,
+    pieceOffsets,
+    merges: mergeArr,
+    mergeTable,
+    singleChars,
+    addedTokens: meta.added,
+    joinersBeforeSpace: meta.joiners,
+    unkId: meta.unk,
+  };
 }

@@ -18,7 +18,9 @@ import {
 import { ChatTemplate } from "./chat.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { downloadModel, isRepoId } from "./hub.ts";
-import { fromCompact, fromTokenizerJson, toCompact } from "./tokenizer_format.ts";
+import { fromCompact, fromGgufMetadata, fromTokenizerJson, toCompact } from "./tokenizer_format.ts";
+import { readGgufHeader } from "./gguf.ts";
+import { openSource } from "./io.ts";
 import type { TokenizerData } from "./tokenizer.ts";
 
 /** Options of `loadTokenizer`. */
@@ -28,6 +30,7 @@ export interface TokenizerLoadOptions {
 }
 
 async function loadData(jsonPath: string, useCache: boolean): Promise<TokenizerData> {
+  const gguf = /\.gguf$/i.test(isUrl(jsonPath) ? new URL(jsonPath).pathname : jsonPath);
   const info = isUrl(jsonPath) ? null : await fileInfo(jsonPath);
   const dir = useCache && info ? engineCacheDir() : undefined;
   let cachePath: string | undefined;
@@ -38,24 +41,50 @@ async function loadData(jsonPath: string, useCache: boolean): Promise<TokenizerD
       return fromCompact(await readBytes(cachePath), cachePath);
     } catch { /* no cache yet, or unusable: rebuild */ }
   }
-  const data = fromTokenizerJson(await readJson(jsonPath), jsonPath);
+  const data = gguf
+    ? fromGgufMetadata(await ggufMetadata(jsonPath), jsonPath)
+    : fromTokenizerJson(await readJson(jsonPath), jsonPath);
   if (cachePath) await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
   return data;
 }
 
+/** Tokenizer data from a GGUF file's metadata. */
+async function ggufMetadata(location: string): Promise<Map<string, unknown>> {
+  const source = await openSource(location);
+  try {
+    return (await readGgufHeader(source)).metadata;
+  } finally {
+    await source.close().catch(() => {});
+  }
+}
+
 /**
- * Loads a tokenizer from a `tokenizer.json` path or URL, from a model folder (path or URL)
+ * Loads a tokenizer from a `tokenizer.json` path or URL, from a .gguf file's tokenizer metadata
+ * (the same ids as the tokenizer.json it was made from), from a model folder (path or URL)
  * holding one, or from a Hub repository by name (only its tokenizer files are downloaded). The
  * folder's chat template (tokenizer_config.json's `chat_template`, or chat_template.jinja) comes
  * along for `applyChatTemplate`.
  */
-export async function loadTokenizer(source: string, options: TokenizerLoadOptions = {}): Promise<Tokenizer> {
-  if (typeof source !== "string" || source === "") throw new TypeError("loadTokenizer needs a path or URL");
+export async function loadTokenizer(
+  source: string,
+  options: TokenizerLoadOptions = {},
+): Promise<Tokenizer> {
+  if (typeof source !== "string" || source === "") {
+    throw new TypeError("loadTokenizer needs a path or URL");
+  }
   if (!isUrl(source) && !(await fileInfo(source)) && isRepoId(source)) {
     source = await downloadModel(source, { files: "tokenizer" });
   }
   let jsonPath = source;
   let folder: string | undefined;
+  if (/\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source)) {
+    const data = await loadData(source, options.cache ?? true);
+    const template = (await ggufMetadata(source)).get("tokenizer.chat_template");
+    return new Tokenizer(
+      data,
+      typeof template === "string" ? await ChatTemplate.fromSource(template) : undefined,
+    );
+  }
   if (await isDirectory(source)) folder = source;
   else if (isUrl(source) && !/\.json$/i.test(new URL(source).pathname)) folder = source;
   else folder = source.replace(/[\\/][^\\/]*$/, "") || ".";
@@ -72,10 +101,12 @@ export async function loadTokenizer(source: string, options: TokenizerLoadOption
 async function findChatTemplate(folder: string): Promise<ChatTemplate | undefined> {
   const config = joinLocation(folder, "tokenizer_config.json");
   const jinja = joinLocation(folder, "chat_template.jinja");
-  for (const [path, read] of [
-    [jinja, async () => await readText(jinja)],
-    [config, async () => ((await readJson(config)) as { chat_template?: unknown }).chat_template],
-  ] as const) {
+  for (
+    const [path, read] of [
+      [jinja, async () => await readText(jinja)],
+      [config, async () => ((await readJson(config)) as { chat_template?: unknown }).chat_template],
+    ] as const
+  ) {
     if (!isUrl(path) && !(await fileInfo(path))) continue;
     try {
       const t = await read();

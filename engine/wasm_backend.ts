@@ -55,13 +55,23 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
 
   embed(table: WasmWeight, ids: Ptr, tokens: number, scale: number, out: Ptr): void {
     const k = this.rt.kernels;
-    if (isQuant(table.dtype)) k.embedQuant(QUANT[table.dtype].kernelFormat, table.ptr, ids, tokens, table.cols, scale, out);
-    else (table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(table.ptr, ids, tokens, table.cols, scale, out);
+    if (isQuant(table.dtype)) {
+      k.embedQuant(QUANT[table.dtype].kernelFormat, table.ptr, ids, tokens, table.cols, scale, out);
+    } else {(table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(
+        table.ptr,
+        ids,
+        tokens,
+        table.cols,
+        scale,
+        out,
+      );}
   }
   rmsNorm(x: Ptr, w: WasmWeight, out: Ptr, rows: number, eps: number): void {
     const par = this.#parallelFor(rows * w.cols);
     if (par) {
-      if (par.parRmsNorm(x, w.ptr, out, rows, w.cols, eps, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+      if (par.parRmsNorm(x, w.ptr, out, rows, w.cols, eps, OP_TIMEOUT_MS) < 0) {
+        this.rt.threadsFailed();
+      }
     } else this.rt.kernels.rmsNorm(x, w.ptr, out, rows, w.cols, eps);
   }
   /** The pool's entry points if an op of `floats` elements is worth splitting, else null. */
@@ -74,21 +84,55 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       const fmt = QUANT[w.dtype].kernelFormat;
       const [qx, sx] = this.#quantizeActivations(x, tokens, w.cols);
       if (par) {
-        if (par.parMatmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
-      } else this.rt.kernels.matmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, 0, w.rows);
+        if (
+          par.parMatmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0
+        ) this.rt.threadsFailed();
+      } else {this.rt.kernels.matmulQuant(
+          fmt,
+          w.ptr,
+          qx,
+          sx,
+          out,
+          w.rows,
+          w.cols,
+          tokens,
+          0,
+          w.rows,
+        );}
       return;
     }
     const bf16 = w.dtype === "bf16";
     if (par) {
-      if (par.parMatmul(bf16 ? 1 : 0, w.ptr, x, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+      if (par.parMatmul(bf16 ? 1 : 0, w.ptr, x, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0) {
+        this.rt.threadsFailed();
+      }
       return;
     }
-    (bf16 ? this.rt.kernels.matmulBF16 : this.rt.kernels.matmulF32)(w.ptr, x, out, w.rows, w.cols, tokens, 0, w.rows);
+    (bf16 ? this.rt.kernels.matmulBF16 : this.rt.kernels.matmulF32)(
+      w.ptr,
+      x,
+      out,
+      w.rows,
+      w.cols,
+      tokens,
+      0,
+      w.rows,
+    );
   }
-  rope(x: Ptr, tokens: number, heads: number, headDim: number, startPos: number, base: number, factor: number): void {
+  rope(
+    x: Ptr,
+    tokens: number,
+    heads: number,
+    headDim: number,
+    startPos: number,
+    base: number,
+    factor: number,
+  ): void {
     const par = this.#parallelFor(tokens * heads * headDim);
     if (par) {
-      if (par.parRope(x, tokens, heads, headDim, startPos, base, factor, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+      if (par.parRope(x, tokens, heads, headDim, startPos, base, factor, OP_TIMEOUT_MS) < 0) {
+        this.rt.threadsFailed();
+      }
     } else this.rt.kernels.ropeInPlace(x, 0, tokens, heads, headDim, startPos, base, factor);
   }
   attention(
@@ -100,7 +144,14 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     scratch: Ptr,
     tokens: number,
     startPos: number,
-    s: { heads: number; kvHeads: number; headDim: number; window: number; scale: number; scratchFloats: number },
+    s: {
+      heads: number;
+      kvHeads: number;
+      headDim: number;
+      window: number;
+      scale: number;
+      scratchFloats: number;
+    },
   ): void {
     const k_ = this.rt.kernels;
     const par = this.rt.parallel;
@@ -108,17 +159,56 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       // Each thread gets its own slice of the score scratch (see allocScratch).
       const stride = s.scratchFloats * 4;
       const r = par.parAttention(
-        q, k, v, cache.keys, cache.values, out, scratch, tokens, startPos,
-        s.heads, s.kvHeads, s.headDim, cache.capacity, s.window, s.scale, stride, OP_TIMEOUT_MS,
+        q,
+        k,
+        v,
+        cache.keys,
+        cache.values,
+        out,
+        scratch,
+        tokens,
+        startPos,
+        s.heads,
+        s.kvHeads,
+        s.headDim,
+        cache.capacity,
+        s.window,
+        s.scale,
+        stride,
+        OP_TIMEOUT_MS,
       );
       if (r < 0) this.rt.threadsFailed();
     } else {
       k_.attention(
-        q, k, v, cache.keys, cache.values, out, scratch, tokens, startPos,
-        s.heads, s.kvHeads, s.headDim, cache.capacity, s.window, s.scale, 0, s.heads,
+        q,
+        k,
+        v,
+        cache.keys,
+        cache.values,
+        out,
+        scratch,
+        tokens,
+        startPos,
+        s.heads,
+        s.kvHeads,
+        s.headDim,
+        cache.capacity,
+        s.window,
+        s.scale,
+        0,
+        s.heads,
       );
     }
-    k_.appendKv(k, v, cache.keys, cache.values, tokens, startPos, s.kvHeads * s.headDim, cache.capacity);
+    k_.appendKv(
+      k,
+      v,
+      cache.keys,
+      cache.values,
+      tokens,
+      startPos,
+      s.kvHeads * s.headDim,
+      cache.capacity,
+    );
   }
   geglu(gate: Ptr, up: Ptr, out: Ptr, n: number): void {
     const par = this.#parallelFor(n);

@@ -44,18 +44,63 @@ type Dims = (c: Gemma3Config) => number[];
 /** Per-layer tensors: field, Hugging Face suffix, GGUF (llama.cpp) suffix, shape. */
 const LAYER_TENSORS: [keyof LayerWeights<unknown>, string, string, Dims][] = [
   ["inputNorm", "input_layernorm.weight", "attn_norm.weight", (c) => [c.hiddenSize]],
-  ["qProj", "self_attn.q_proj.weight", "attn_q.weight", (c) => [c.numHeads * c.headDim, c.hiddenSize]],
-  ["kProj", "self_attn.k_proj.weight", "attn_k.weight", (c) => [c.numKvHeads * c.headDim, c.hiddenSize]],
-  ["vProj", "self_attn.v_proj.weight", "attn_v.weight", (c) => [c.numKvHeads * c.headDim, c.hiddenSize]],
-  ["oProj", "self_attn.o_proj.weight", "attn_output.weight", (c) => [c.hiddenSize, c.numHeads * c.headDim]],
+  [
+    "qProj",
+    "self_attn.q_proj.weight",
+    "attn_q.weight",
+    (c) => [c.numHeads * c.headDim, c.hiddenSize],
+  ],
+  [
+    "kProj",
+    "self_attn.k_proj.weight",
+    "attn_k.weight",
+    (c) => [c.numKvHeads * c.headDim, c.hiddenSize],
+  ],
+  [
+    "vProj",
+    "self_attn.v_proj.weight",
+    "attn_v.weight",
+    (c) => [c.numKvHeads * c.headDim, c.hiddenSize],
+  ],
+  [
+    "oProj",
+    "self_attn.o_proj.weight",
+    "attn_output.weight",
+    (c) => [c.hiddenSize, c.numHeads * c.headDim],
+  ],
   ["qNorm", "self_attn.q_norm.weight", "attn_q_norm.weight", (c) => [c.headDim]],
   ["kNorm", "self_attn.k_norm.weight", "attn_k_norm.weight", (c) => [c.headDim]],
-  ["postAttentionNorm", "post_attention_layernorm.weight", "post_attention_norm.weight", (c) => [c.hiddenSize]],
-  ["preFeedforwardNorm", "pre_feedforward_layernorm.weight", "ffn_norm.weight", (c) => [c.hiddenSize]],
-  ["postFeedforwardNorm", "post_feedforward_layernorm.weight", "post_ffw_norm.weight", (c) => [c.hiddenSize]],
-  ["gateProj", "mlp.gate_proj.weight", "ffn_gate.weight", (c) => [c.intermediateSize, c.hiddenSize]],
+  [
+    "postAttentionNorm",
+    "post_attention_layernorm.weight",
+    "post_attention_norm.weight",
+    (c) => [c.hiddenSize],
+  ],
+  [
+    "preFeedforwardNorm",
+    "pre_feedforward_layernorm.weight",
+    "ffn_norm.weight",
+    (c) => [c.hiddenSize],
+  ],
+  [
+    "postFeedforwardNorm",
+    "post_feedforward_layernorm.weight",
+    "post_ffw_norm.weight",
+    (c) => [c.hiddenSize],
+  ],
+  [
+    "gateProj",
+    "mlp.gate_proj.weight",
+    "ffn_gate.weight",
+    (c) => [c.intermediateSize, c.hiddenSize],
+  ],
   ["upProj", "mlp.up_proj.weight", "ffn_up.weight", (c) => [c.intermediateSize, c.hiddenSize]],
-  ["downProj", "mlp.down_proj.weight", "ffn_down.weight", (c) => [c.hiddenSize, c.intermediateSize]],
+  [
+    "downProj",
+    "mlp.down_proj.weight",
+    "ffn_down.weight",
+    (c) => [c.hiddenSize, c.intermediateSize],
+  ],
 ];
 
 /** Whole-model tensors: Hugging Face name, GGUF name. */
@@ -74,6 +119,16 @@ export function canonicalGgufName(name: string): string | null {
   return layer ? `model.layers.${m![1]}.${layer[1]}` : null;
 }
 
+/** The GGUF (llama.cpp) name of a canonical (Hugging Face) tensor name. */
+export function ggufName(canonical: string): string {
+  const global = GLOBAL_TENSORS.find(([h]) => h === canonical);
+  if (global) return global[1];
+  const m = canonical.match(/^model\.layers\.(\d+)\.(.+)$/);
+  const layer = m && LAYER_TENSORS.find(([, h]) => h === m[2]);
+  if (!layer) throw new Error(`no GGUF name for tensor ${canonical}`);
+  return `blk.${m![1]}.${layer[2]}`;
+}
+
 const [[EMBED], [FINAL_NORM], [LM_HEAD]] = GLOBAL_TENSORS;
 
 function spec(name: string, shape: number[]): TensorSpec {
@@ -84,7 +139,9 @@ function spec(name: string, shape: number[]): TensorSpec {
 export function tensorSpecs(c: Gemma3Config): TensorSpec[] {
   const specs = [spec(EMBED, [c.vocabSize, c.hiddenSize])];
   for (let i = 0; i < c.numLayers; i++) {
-    for (const [, suffix, , dims] of LAYER_TENSORS) specs.push(spec(`model.layers.${i}.${suffix}`, dims(c)));
+    for (const [, suffix, , dims] of LAYER_TENSORS) {
+      specs.push(spec(`model.layers.${i}.${suffix}`, dims(c)));
+    }
   }
   specs.push(spec(FINAL_NORM, [c.hiddenSize]));
   if (!c.tieWordEmbeddings) specs.push(spec(LM_HEAD, [c.vocabSize, c.hiddenSize]));
@@ -117,6 +174,8 @@ export function canonicalTensorName(stored: string, multimodal: boolean): string
   if (!multimodal) return stored;
   if (/^(model\.)?(vision_tower|multi_modal_projector)\./.test(stored)) return null;
   if (stored.startsWith("language_model.")) return stored.slice("language_model.".length);
-  if (stored.startsWith("model.language_model.")) return "model." + stored.slice("model.language_model.".length);
+  if (stored.startsWith("model.language_model.")) {
+    return "model." + stored.slice("model.language_model.".length);
+  }
   return stored;
 }

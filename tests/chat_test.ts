@@ -8,7 +8,14 @@ import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 
 // A tiny model over the real 262,144-token vocabulary, so real chat prompts are valid input.
-const config = smallConfig({ vocab_size: 262144, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, layer_types: ["sliding_attention", "full_attention"], sliding_window: 4 });
+const config = smallConfig({
+  vocab_size: 262144,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  layer_types: ["sliding_attention", "full_attention"],
+  sliding_window: 4,
+});
 const dir = await writeCheckpoint(config, randomWeights(config, 21));
 await Deno.copyFile(`${await gemmaTokenizerDir()}tokenizer.json`, `${dir}/tokenizer.json`);
 const model = await loadModel(dir);
@@ -41,31 +48,53 @@ Deno.test("chat streams text equal to decoding the greedy tokens, and reuses the
   const evals = countEvals(s);
   const messages = [{ role: "user", content: "Hi, who are you?" }];
   let answer = "";
-  for await (const piece of model.chat(messages, { session: s, maxTokens: 12, temperature: 0 })) answer += piece;
-  const prompt1 = model.tokenizer.encode(model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addBos: false });
+  for await (const piece of model.chat(messages, { session: s, maxTokens: 12, temperature: 0 })) {
+    answer += piece;
+  }
+  const prompt1 = model.tokenizer.encode(
+    model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }),
+    { addBos: false },
+  );
   // Independent check: greedy tokens from a fresh session, decoded in one go.
   const fresh = model.createSession({ contextLength: 512 });
   const ids: number[] = [];
-  for await (const id of fresh.generate(prompt1, { maxTokens: 12, stopTokens: [1, 106] })) ids.push(id);
+  for await (const id of fresh.generate(prompt1, { maxTokens: 12, stopTokens: [1, 106] })) {
+    ids.push(id);
+  }
   deepStrictEqual(answer, model.tokenizer.decode(ids, { skipSpecialTokens: true }));
   fresh.dispose();
 
   // Second turn: only the tokens after what the session holds are evaluated.
   const held = s.position;
   const before = evals.n;
-  const turn2 = [...messages, { role: "assistant", content: answer }, { role: "user", content: "Tell me more." }];
-  for await (const _ of model.chat(turn2, { session: s, maxTokens: 3, temperature: 0 })) { /* drain */ }
-  const prompt2 = model.tokenizer.encode(model.tokenizer.applyChatTemplate(turn2, { addGenerationPrompt: true }), { addBos: false });
+  const turn2 = [...messages, { role: "assistant", content: answer }, {
+    role: "user",
+    content: "Tell me more.",
+  }];
+  for await (
+    const _ of model.chat(turn2, { session: s, maxTokens: 3, temperature: 0 })
+  ) { /* drain */ }
+  const prompt2 = model.tokenizer.encode(
+    model.tokenizer.applyChatTemplate(turn2, { addGenerationPrompt: true }),
+    { addBos: false },
+  );
   let shared = 0;
-  while (shared < prompt1.length + ids.length && prompt2[shared] === [...prompt1, ...ids][shared]) shared++;
+  while (shared < prompt1.length + ids.length && prompt2[shared] === [...prompt1, ...ids][shared]) {
+    shared++;
+  }
   ok(shared >= prompt1.length, "the first prompt is a prefix of the second");
   const newTokens = evals.n - before;
-  ok(newTokens <= prompt2.length - shared + 3 + 1, `evaluated ${newTokens} tokens for ${prompt2.length - shared} new ones (held ${held})`);
+  ok(
+    newTokens <= prompt2.length - shared + 3 + 1,
+    `evaluated ${newTokens} tokens for ${prompt2.length - shared} new ones (held ${held})`,
+  );
   s.dispose();
 });
 
 Deno.test("truncate: continuing after a rewind equals evaluating the shorter sequence afresh", async () => {
-  const text = model.tokenizer.encode("The quick brown fox jumps over the lazy dog, again and again and again.");
+  const text = model.tokenizer.encode(
+    "The quick brown fox jumps over the lazy dog, again and again and again.",
+  );
   for (const keep of [text.length - 1, text.length - 2, 3, 0]) {
     const s = model.createSession({ contextLength: 64 });
     await s.eval(text);
@@ -86,7 +115,14 @@ Deno.test("truncate: continuing after a rewind equals evaluating the shorter seq
 
 Deno.test("chat rejects a conversation longer than the context and bad messages", async () => {
   const s = model.createSession({ contextLength: 8 });
-  await rejects(() => model.chat([{ role: "user", content: "a long question ".repeat(5) }], { session: s }).next(), /context length 8/);
-  await rejects(() => model.chat([{ role: "assistant", content: "x" }], { session: s }).next(), /alternate/);
+  await rejects(
+    () =>
+      model.chat([{ role: "user", content: "a long question ".repeat(5) }], { session: s }).next(),
+    /context length 8/,
+  );
+  await rejects(
+    () => model.chat([{ role: "assistant", content: "x" }], { session: s }).next(),
+    /alternate/,
+  );
   s.dispose();
 });

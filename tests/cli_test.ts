@@ -11,9 +11,18 @@ const tinyA = `${FIXTURES}tiny-a`;
 const golden = JSON.parse(await Deno.readTextFile(`${tinyA}/golden.json`));
 
 // A tiny random model over the real Gemma 3 vocabulary, with the real tokenizer files.
-const config = smallConfig({ vocab_size: 262144, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, layer_types: ["sliding_attention", "full_attention"], sliding_window: 4 });
+const config = smallConfig({
+  vocab_size: 262144,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  layer_types: ["sliding_attention", "full_attention"],
+  sliding_window: 4,
+});
 const withTokenizer = await writeCheckpoint(config, randomWeights(config, 21));
-for (const f of ["tokenizer.json", "tokenizer_config.json"]) await Deno.copyFile(`${await gemmaTokenizerDir()}${f}`, `${withTokenizer}/${f}`);
+for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+  await Deno.copyFile(`${await gemmaTokenizerDir()}${f}`, `${withTokenizer}/${f}`);
+}
 
 async function runWithInput(input: string | null, ...args: string[]) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -38,26 +47,60 @@ const run = (...args: string[]) => runWithInput(null, ...args);
 async function greedyAnswer(prompt: string, n: number): Promise<string> {
   const model = await loadModel(withTokenizer);
   const tok = model.tokenizer;
-  const ids = tok.encode(tok.applyChatTemplate([{ role: "user", content: prompt }], { addGenerationPrompt: true }), { addBos: false });
+  const ids = tok.encode(
+    tok.applyChatTemplate([{ role: "user", content: prompt }], { addGenerationPrompt: true }),
+    { addBos: false },
+  );
   const out: number[] = [];
-  for await (const id of model.createSession().generate(ids, { maxTokens: n, stopTokens: [1, 106] })) out.push(id);
+  for await (
+    const id of model.createSession().generate(ids, { maxTokens: n, stopTokens: [1, 106] })
+  ) out.push(id);
   await model.dispose();
   return tok.decode(out, { skipSpecialTokens: true });
 }
 
 Deno.test("cli run streams the chat answer; stats on stderr; the prompt can come from stdin", async () => {
   const want = await greedyAnswer("Why is the sky blue?", 10);
-  const res = await run("run", "Why is the sky blue?", "-m", withTokenizer, "-n", "10", "--temperature", "0");
+  const res = await run(
+    "run",
+    "Why is the sky blue?",
+    "-m",
+    withTokenizer,
+    "-n",
+    "10",
+    "--temperature",
+    "0",
+  );
   deepStrictEqual(res.code, 0, res.stderr);
   deepStrictEqual(res.stdout, want + "\n");
   match(res.stderr, /prefill \d+ tokens, [\d.]+ tok\/s \| decode \d+ tokens, [\d.]+ tok\/s/);
-  const piped = await runWithInput("Why is the sky blue?", "run", "-m", withTokenizer, "-n", "10", "--temperature", "0", "--json");
+  const piped = await runWithInput(
+    "Why is the sky blue?",
+    "run",
+    "-m",
+    withTokenizer,
+    "-n",
+    "10",
+    "--temperature",
+    "0",
+    "--json",
+  );
   deepStrictEqual(piped.code, 0, piped.stderr);
   deepStrictEqual(JSON.parse(piped.stdout).text, want);
 });
 
 Deno.test("cli chat answers each stdin line, keeps the conversation, and /reset starts over", async () => {
-  const res = await runWithInput("Why is the sky blue?\n/reset\nWhy is the sky blue?\n", "chat", "-m", withTokenizer, "-n", "6", "--temperature", "0", "--json");
+  const res = await runWithInput(
+    "Why is the sky blue?\n/reset\nWhy is the sky blue?\n",
+    "chat",
+    "-m",
+    withTokenizer,
+    "-n",
+    "6",
+    "--temperature",
+    "0",
+    "--json",
+  );
   deepStrictEqual(res.code, 0, res.stderr);
   const lines = res.stdout.trim().split("\n").map((l) => JSON.parse(l));
   deepStrictEqual(lines.length, 2);
@@ -69,9 +112,19 @@ Deno.test("cli chat answers each stdin line, keeps the conversation, and /reset 
 Deno.test("cli tokenize matches the reference ids, decodes, and explains pieces", async () => {
   const enc = await run("tokenize", "Hello world", "-m", withTokenizer);
   deepStrictEqual(enc.stdout.trim(), "2 9259 1902", enc.stderr);
-  const dec = await run("tokenize", "--decode", "2,9259,1902", "--skip-special", "-m", `${withTokenizer}/tokenizer.json`);
+  const dec = await run(
+    "tokenize",
+    "--decode",
+    "2,9259,1902",
+    "--skip-special",
+    "-m",
+    `${withTokenizer}/tokenizer.json`,
+  );
   deepStrictEqual(dec.stdout, "Hello world\n", dec.stderr);
-  const plain = JSON.parse((await run("tokenize", "<start_of_turn>", "--plain", "--no-bos", "--json", "-m", withTokenizer)).stdout);
+  const plain = JSON.parse(
+    (await run("tokenize", "<start_of_turn>", "--plain", "--no-bos", "--json", "-m", withTokenizer))
+      .stdout,
+  );
   ok(!plain.ids.includes(105));
   deepStrictEqual(plain.pieces.join(""), "<start_of_turn>");
 });
@@ -84,7 +137,16 @@ Deno.test("cli run on a model without a tokenizer is one clear error", async () 
 
 Deno.test("cli generate prints the golden greedy continuation and a stats line", async () => {
   const r = golden.results[1];
-  const res = await run("generate", "--model", tinyA, "--tokens", r.prompt.join(","), "-n", "24", "--ignore-eos");
+  const res = await run(
+    "generate",
+    "--model",
+    tinyA,
+    "--tokens",
+    r.prompt.join(","),
+    "-n",
+    "24",
+    "--ignore-eos",
+  );
   deepStrictEqual(res.code, 0, res.stderr);
   deepStrictEqual(res.stdout.trim().split(" ").map(Number), r.greedy_continuation_kv_cache);
   match(res.stderr, /prefill 7 tokens, [\d.]+ tok\/s \| decode 24 tokens, [\d.]+ tok\/s/);
@@ -92,8 +154,32 @@ Deno.test("cli generate prints the golden greedy continuation and a stats line",
 
 Deno.test("cli --threads: the same tokens on 1 and 2 threads, and a bad count is a usage error", async () => {
   const r = golden.results[2];
-  const one = await run("generate", "-m", tinyA, "-t", r.prompt.join(","), "-n", "24", "--ignore-eos", "--threads", "1", "--json");
-  const two = await run("generate", "-m", tinyA, "-t", r.prompt.join(","), "-n", "24", "--ignore-eos", "--threads", "2", "--json");
+  const one = await run(
+    "generate",
+    "-m",
+    tinyA,
+    "-t",
+    r.prompt.join(","),
+    "-n",
+    "24",
+    "--ignore-eos",
+    "--threads",
+    "1",
+    "--json",
+  );
+  const two = await run(
+    "generate",
+    "-m",
+    tinyA,
+    "-t",
+    r.prompt.join(","),
+    "-n",
+    "24",
+    "--ignore-eos",
+    "--threads",
+    "2",
+    "--json",
+  );
   deepStrictEqual(JSON.parse(one.stdout).threads, 1);
   deepStrictEqual(JSON.parse(two.stdout).threads, 2);
   deepStrictEqual(JSON.parse(one.stdout).tokens, r.greedy_continuation_kv_cache);
@@ -105,7 +191,17 @@ Deno.test("cli --threads: the same tokens on 1 and 2 threads, and a bad count is
 
 Deno.test("cli generate runs a .gguf file, and --weights is checked", async () => {
   const r = golden.results[1];
-  const res = await run("generate", "-m", `${tinyA}/model.gguf`, "-t", r.prompt.join(","), "-n", "24", "--ignore-eos", "--json");
+  const res = await run(
+    "generate",
+    "-m",
+    `${tinyA}/model.gguf`,
+    "-t",
+    r.prompt.join(","),
+    "-n",
+    "24",
+    "--ignore-eos",
+    "--json",
+  );
   deepStrictEqual(res.code, 0, res.stderr);
   deepStrictEqual(JSON.parse(res.stdout).tokens, r.greedy_continuation_kv_cache);
   const bad = await run("generate", "-m", tinyA, "-t", "2", "--weights", "q4");
@@ -114,14 +210,45 @@ Deno.test("cli generate runs a .gguf file, and --weights is checked", async () =
 });
 
 Deno.test("cli generate --json is machine-readable", async () => {
-  const res = await run("generate", "-m", tinyA, "-t", "2", "-n", "5", "--json", "--temperature", "0.9", "--seed", "4");
+  const res = await run(
+    "generate",
+    "-m",
+    tinyA,
+    "-t",
+    "2",
+    "-n",
+    "5",
+    "--json",
+    "--temperature",
+    "0.9",
+    "--seed",
+    "4",
+  );
   deepStrictEqual(res.code, 0, res.stderr);
   const j = JSON.parse(res.stdout);
   deepStrictEqual(j.prompt, [2]);
   ok(j.tokens.length <= 5 && j.tokens.every((t: number) => t >= 0 && t < 512));
   deepStrictEqual(res.stderr, "");
   // The same seed gives the same tokens.
-  deepStrictEqual(JSON.parse((await run("generate", "-m", tinyA, "-t", "2", "-n", "5", "--json", "--temperature", "0.9", "--seed", "4")).stdout).tokens, j.tokens);
+  deepStrictEqual(
+    JSON.parse(
+      (await run(
+        "generate",
+        "-m",
+        tinyA,
+        "-t",
+        "2",
+        "-n",
+        "5",
+        "--json",
+        "--temperature",
+        "0.9",
+        "--seed",
+        "4",
+      )).stdout,
+    ).tokens,
+    j.tokens,
+  );
 });
 
 Deno.test("cli errors are one line and a non-zero exit", async () => {
@@ -144,7 +271,9 @@ Deno.test("cli errors are one line and a non-zero exit", async () => {
 Deno.test("cli --help answers for the tool and every command", async () => {
   const top = await run("--help");
   deepStrictEqual(top.code, 0);
-  for (const c of ["run", "chat", "tokenize", "generate", "HF_TOKEN", "HF_HUB_OFFLINE"]) match(top.stdout, new RegExp(c));
+  for (const c of ["run", "chat", "tokenize", "generate", "HF_TOKEN", "HF_HUB_OFFLINE"]) {
+    match(top.stdout, new RegExp(c));
+  }
   for (const c of ["run", "chat", "tokenize"]) {
     const h = await run(c, "--help");
     deepStrictEqual(h.code, 0);
@@ -152,14 +281,41 @@ Deno.test("cli --help answers for the tool and every command", async () => {
   }
   const gen = await run("generate", "--help");
   deepStrictEqual(gen.code, 0);
-  for (const flag of ["--model", "--tokens", "--max-tokens", "--temperature", "--top-k", "--top-p", "--min-p", "--repetition-penalty", "--seed", "--stop", "--json"]) {
+  for (
+    const flag of [
+      "--model",
+      "--tokens",
+      "--max-tokens",
+      "--temperature",
+      "--top-k",
+      "--top-p",
+      "--min-p",
+      "--repetition-penalty",
+      "--seed",
+      "--stop",
+      "--json",
+    ]
+  ) {
     ok(gen.stdout.includes(flag), `help mentions ${flag}`);
   }
 });
 
 Deno.test("cli chat: Ctrl-C stops the current answer, not the program", async () => {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cli, "chat", "-m", withTokenizer, "-n", "100000", "--temperature", "0.9", "--seed", "1"],
+    args: [
+      "run",
+      "-A",
+      cli,
+      "chat",
+      "-m",
+      withTokenizer,
+      "-n",
+      "100000",
+      "--temperature",
+      "0.9",
+      "--seed",
+      "1",
+    ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",

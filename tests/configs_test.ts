@@ -51,18 +51,29 @@ async function compareWithReference(
 
 const cases: [string, Record<string, unknown>, TensorData["dtype"]][] = [
   ["4 query / 2 KV heads, query_pre_attn_scalar 24 != head_dim 16, hidden 48", {}, "BF16"],
-  ["linear rope_scaling (factor 8) on full layers", { rope_scaling: { rope_type: "linear", factor: 8 } }, "BF16"],
+  ["linear rope_scaling (factor 8) on full layers", {
+    rope_scaling: { rope_type: "linear", factor: 8 },
+  }, "BF16"],
   ["f32 weights, untied lm_head", { tie_word_embeddings: false }, "F32"],
   ["f16 weights (widened to f32 on load)", {}, "F16"],
   ["multi-head (4/4), head_dim 10, hidden 30, odd widths everywhere", {
-    num_key_value_heads: 4, head_dim: 10, hidden_size: 30, intermediate_size: 37, query_pre_attn_scalar: 10,
+    num_key_value_heads: 4,
+    head_dim: 10,
+    hidden_size: 30,
+    intermediate_size: 37,
+    query_pre_attn_scalar: 10,
   }, "BF16"],
   ["8 query heads per KV head, sliding_window_pattern instead of layer_types", {
-    num_attention_heads: 8, num_key_value_heads: 1, layer_types: undefined, sliding_window_pattern: 2,
+    num_attention_heads: 8,
+    num_key_value_heads: 1,
+    layer_types: undefined,
+    sliding_window_pattern: 2,
     num_hidden_layers: 4,
   }, "BF16"],
   ["transformers 5 rope_parameters", {
-    rope_scaling: undefined, rope_theta: undefined, rope_local_base_freq: undefined,
+    rope_scaling: undefined,
+    rope_theta: undefined,
+    rope_local_base_freq: undefined,
     rope_parameters: {
       full_attention: { rope_type: "linear", factor: 4, rope_theta: 500000 },
       sliding_attention: { rope_type: "default", rope_theta: 20000 },
@@ -77,12 +88,19 @@ for (const [name, overrides, dtype] of cases) {
     const refConfig = { ...config };
     if (overrides.rope_parameters) {
       Object.assign(refConfig, {
-        rope_theta: 500000, rope_local_base_freq: 20000, rope_scaling: { rope_type: "linear", factor: 4 },
+        rope_theta: 500000,
+        rope_local_base_freq: 20000,
+        rope_scaling: { rope_type: "linear", factor: 4 },
       });
     }
     const tensors = randomWeights(config, name.length, dtype);
     const dir = await writeCheckpoint(config, tensors);
-    await compareWithReference(dir, refConfig, tensors, promptFor(config.vocab_size as number, 23, name.length));
+    await compareWithReference(
+      dir,
+      refConfig,
+      tensors,
+      promptFor(config.vocab_size as number, 23, name.length),
+    );
     await Deno.remove(dir, { recursive: true });
   });
 }
@@ -91,15 +109,32 @@ Deno.test("config: multimodal gemma3 wrapper, language_model. prefixes, vision t
   const text = smallConfig();
   delete text.architectures;
   for (const style of ["language_model.", "model.language_model."]) {
-    const config = { model_type: "gemma3", architectures: ["Gemma3ForConditionalGeneration"], text_config: text, eos_token_id: [1, 106] };
+    const config = {
+      model_type: "gemma3",
+      architectures: ["Gemma3ForConditionalGeneration"],
+      text_config: text,
+      eos_token_id: [1, 106],
+    };
     const tensors = randomWeights(text, 3);
     const renamed: Record<string, TensorData> = {};
     for (const [n, t] of Object.entries(tensors)) {
-      renamed[style === "language_model." ? "language_model." + n : n.replace(/^model\./, "model.language_model.")] = t;
+      renamed[
+        style === "language_model."
+          ? "language_model." + n
+          : n.replace(/^model\./, "model.language_model.")
+      ] = t;
     }
     const vision = { dtype: "BF16" as const, shape: [4, 4], values: new Float32Array(16) };
-    renamed[style === "language_model." ? "vision_tower.vision_model.embeddings.patch_embedding.weight" : "model.vision_tower.x.weight"] = vision;
-    renamed[style === "language_model." ? "multi_modal_projector.mm_input_projection_weight" : "model.multi_modal_projector.y.weight"] = vision;
+    renamed[
+      style === "language_model."
+        ? "vision_tower.vision_model.embeddings.patch_embedding.weight"
+        : "model.vision_tower.x.weight"
+    ] = vision;
+    renamed[
+      style === "language_model."
+        ? "multi_modal_projector.mm_input_projection_weight"
+        : "model.multi_modal_projector.y.weight"
+    ] = vision;
     const dir = await writeCheckpoint(config, renamed);
     const model = await loadModel(dir);
     if (model.config.eosTokenIds.join() !== "1,106") throw new Error("top-level eos ids not used");
@@ -120,10 +155,16 @@ Deno.test("config: sharded checkpoint with model.safetensors.index.json", async 
   const weightMap: Record<string, string> = {};
   for (const [i, shard] of shards.entries()) {
     const file = `model-0000${i + 1}-of-00002.safetensors`;
-    await Deno.writeFile(`${dir}/${file}`, safetensorsBytes(Object.fromEntries(shard.map((n) => [n, tensors[n]]))));
+    await Deno.writeFile(
+      `${dir}/${file}`,
+      safetensorsBytes(Object.fromEntries(shard.map((n) => [n, tensors[n]]))),
+    );
     for (const n of shard) weightMap[n] = file;
   }
-  await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  await Deno.writeTextFile(
+    `${dir}/model.safetensors.index.json`,
+    JSON.stringify({ metadata: {}, weight_map: weightMap }),
+  );
   await compareWithReference(dir, config, tensors, promptFor(96, 12, 5));
   await Deno.remove(dir, { recursive: true });
 });

@@ -3,7 +3,12 @@
 import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
-import { randomWeights, safetensorsBytes, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
+import {
+  randomWeights,
+  safetensorsBytes,
+  smallConfig,
+  writeCheckpoint,
+} from "./support/safetensors_writer.ts";
 
 const tinyA = `${FIXTURES}tiny-a`;
 const golden = JSON.parse(await Deno.readTextFile(`${tinyA}/golden.json`));
@@ -12,7 +17,9 @@ const model = await loadModel(tinyA);
 /** Asserts that `fn` rejects with a message matching every pattern. */
 async function failsWith(fn: () => Promise<unknown>, ...patterns: RegExp[]) {
   await rejects(fn, (e: Error) => {
-    for (const p of patterns) ok(p.test(e.message), `message ${JSON.stringify(e.message)} does not match ${p}`);
+    for (const p of patterns) {
+      ok(p.test(e.message), `message ${JSON.stringify(e.message)} does not match ${p}`);
+    }
     return true;
   });
 }
@@ -65,8 +72,14 @@ Deno.test("bad options are named", async () => {
   await failsWith(() => s.generate([2], { topP: 0 }).next(), /topP/);
   await failsWith(() => s.generate([2], { maxTokens: 1.5 }).next(), /maxTokens/);
   await failsWith(() => s.eval([2], { logits: "some" as "all" }), /logits/);
-  await failsWith(() => Promise.resolve().then(() => model.createSession({ contextLength: 0 })), /contextLength/);
-  await failsWith(() => Promise.resolve().then(() => model.createSession({ contextLength: 1e9 })), /contextLength.*32768/);
+  await failsWith(
+    () => Promise.resolve().then(() => model.createSession({ contextLength: 0 })),
+    /contextLength/,
+  );
+  await failsWith(
+    () => Promise.resolve().then(() => model.createSession({ contextLength: 1e9 })),
+    /contextLength.*32768/,
+  );
   await stillUsable(s);
 });
 
@@ -109,28 +122,49 @@ Deno.test("corrupt safetensors headers", async () => {
   await failsWith(() => loadModel(dir), /model\.safetensors/, /header length/);
 });
 
-async function withHeader(edit: (h: Record<string, unknown>) => void, configOverrides = {}): Promise<string> {
+async function withHeader(
+  edit: (h: Record<string, unknown>) => void,
+  configOverrides = {},
+): Promise<string> {
   const config = smallConfig(configOverrides);
   const dir = await writeCheckpoint(config, {});
-  await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(randomWeights(config, 1), edit));
+  await Deno.writeFile(
+    `${dir}/model.safetensors`,
+    safetensorsBytes(randomWeights(config, 1), edit),
+  );
   return dir;
 }
 
 Deno.test("overlapping tensors, bad dtype, bad offsets", async () => {
-  await failsWith(() =>
-    withHeader((h) => {
-      const e = h["model.norm.weight"] as { data_offsets: number[] };
-      const f = h["model.embed_tokens.weight"] as { data_offsets: number[] };
-      e.data_offsets = [f.data_offsets[0], f.data_offsets[0] + (e.data_offsets[1] - e.data_offsets[0])];
-    }).then(loadModel), /overlap/, /model\.(norm|embed_tokens)\.weight/);
-  await failsWith(() =>
-    withHeader((h) => {
-      (h["model.norm.weight"] as { dtype: string }).dtype = "I8";
-    }).then(loadModel), /model\.norm\.weight/, /dtype "I8" is not supported/);
-  await failsWith(() =>
-    withHeader((h) => {
-      (h["model.norm.weight"] as { data_offsets: number[] }).data_offsets[1] += 2;
-    }).then(loadModel), /model\.norm\.weight/, /needs/);
+  await failsWith(
+    () =>
+      withHeader((h) => {
+        const e = h["model.norm.weight"] as { data_offsets: number[] };
+        const f = h["model.embed_tokens.weight"] as { data_offsets: number[] };
+        e.data_offsets = [
+          f.data_offsets[0],
+          f.data_offsets[0] + (e.data_offsets[1] - e.data_offsets[0]),
+        ];
+      }).then(loadModel),
+    /overlap/,
+    /model\.(norm|embed_tokens)\.weight/,
+  );
+  await failsWith(
+    () =>
+      withHeader((h) => {
+        (h["model.norm.weight"] as { dtype: string }).dtype = "I8";
+      }).then(loadModel),
+    /model\.norm\.weight/,
+    /dtype "I8" is not supported/,
+  );
+  await failsWith(
+    () =>
+      withHeader((h) => {
+        (h["model.norm.weight"] as { data_offsets: number[] }).data_offsets[1] += 2;
+      }).then(loadModel),
+    /model\.norm\.weight/,
+    /needs/,
+  );
 });
 
 Deno.test("missing, extra and mis-shaped tensors are named", async () => {
@@ -150,7 +184,10 @@ Deno.test("missing, extra and mis-shaped tensors are named", async () => {
   const bad = randomWeights(config, 1);
   bad["model.layers.1.self_attn.q_proj.weight"] = bad["model.layers.1.self_attn.o_proj.weight"];
   dir = await writeCheckpoint(config, bad);
-  await failsWith(() => loadModel(dir), /q_proj\.weight has shape \[48,64\], the config needs \[64,48\]/);
+  await failsWith(
+    () => loadModel(dir),
+    /q_proj\.weight has shape \[48,64\], the config needs \[64,48\]/,
+  );
 });
 
 Deno.test("unsupported or broken configs", async () => {

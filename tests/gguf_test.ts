@@ -13,9 +13,21 @@ const llamacpp = JSON.parse(await Deno.readTextFile(`${FIXTURES}tiny-a/golden-ll
 Deno.test("tiny-a GGUF: config from metadata, logits within 1e-4 of the golden, the same greedy tokens", async () => {
   const model = await loadModel(gguf);
   const c = model.config;
-  deepStrictEqual([c.vocabSize, c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim], [512, 64, 6, 4, 1, 32]);
+  deepStrictEqual([c.vocabSize, c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim], [
+    512,
+    64,
+    6,
+    4,
+    1,
+    32,
+  ]);
   deepStrictEqual(c.layerTypes.map((t) => t[0]).join(""), "sssssf");
-  deepStrictEqual([c.slidingWindow, c.ropeTheta, c.ropeLocalBaseFreq, c.queryPreAttnScalar], [8, 1e6, 1e4, 32]);
+  deepStrictEqual([c.slidingWindow, c.ropeTheta, c.ropeLocalBaseFreq, c.queryPreAttnScalar], [
+    8,
+    1e6,
+    1e4,
+    32,
+  ]);
   for (const [i, r] of golden.results.entries()) {
     const s = model.createSession({ contextLength: 128 });
     const d = maxAbsDiff(await s.eval(r.prompt), r.last_position_logits);
@@ -30,7 +42,9 @@ Deno.test("tiny-a GGUF: config from metadata, logits within 1e-4 of the golden, 
 });
 
 /** A copy of the fixture with `patch` applied to its bytes. */
-async function patched(patch: (b: Uint8Array, find: (s: string) => number) => Uint8Array): Promise<string> {
+async function patched(
+  patch: (b: Uint8Array, find: (s: string) => number) => Uint8Array,
+): Promise<string> {
   const bytes = await Deno.readFile(gguf);
   const find = (s: string) => {
     const needle = new TextEncoder().encode(s);
@@ -53,11 +67,29 @@ Deno.test("broken GGUF files are refused with the problem named", async () => {
     [(b) => ((b[0] = 0x58), b), /not a GGUF file/],
     [(b) => ((b[4] = 9), b), /GGUF version 9 is not supported/],
     [(b) => (new DataView(b.buffer).setBigUint64(8, 1n << 50n, true), b), /implausible counts/],
-    [(b, find) => ((b.set(new TextEncoder().encode("llama3"), find("gemma3")), b)), /architecture "llama3" is not supported/],
+    [
+      (b, find) => ((b.set(new TextEncoder().encode("llama3"), find("gemma3")), b)),
+      /architecture "llama3" is not supported/,
+    ],
     // token_embd.weight's type: name, then n_dims (4 bytes) and two u64 dims, then the type.
-    [(b, find) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 2, true), b), /token_embd\.weight is Q4_0, which is not supported yet/],
-    [(b, find) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 77, true), b), /unknown ggml type 77/],
-    [(b, find) => (b.set(new TextEncoder().encode("xxxxxxxx"), find("blk.0.ffn_up")), b), /unexpected tensor xxxxxxxxn_up\.weight/],
+    [
+      (
+        b,
+        find,
+      ) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 2, true), b),
+      /token_embd\.weight is Q4_0, which is not supported yet/,
+    ],
+    [
+      (
+        b,
+        find,
+      ) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 77, true), b),
+      /unknown ggml type 77/,
+    ],
+    [
+      (b, find) => (b.set(new TextEncoder().encode("xxxxxxxx"), find("blk.0.ffn_up")), b),
+      /unexpected tensor xxxxxxxxn_up\.weight/,
+    ],
   ];
   for (const [patch, pattern] of cases) {
     const path = await patched(patch);

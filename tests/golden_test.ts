@@ -38,7 +38,12 @@ function checkTop5(row: Float32Array, want: Top5, where: string) {
 }
 
 /** Greedy decode with our own argmax over eval() logits (independent of generate()). */
-async function greedy(s: Session, last: Float32Array, steps: Top5[] | null, n: number): Promise<number[]> {
+async function greedy(
+  s: Session,
+  last: Float32Array,
+  steps: Top5[] | null,
+  n: number,
+): Promise<number[]> {
   const out: number[] = [];
   let logits = last;
   for (let i = 0; i < n; i++) {
@@ -64,7 +69,10 @@ for (const [p, r] of results.entries()) {
     const last = all.subarray((r.prompt.length - 1) * V);
     const d = maxAbsDiff(last, r.last_position_logits);
     if (!(d <= TOL)) throw new Error(`last-position logits differ by ${d}`);
-    assertEquals(await greedy(s, last, r.continuation_step_top5, 24), r.greedy_continuation_kv_cache);
+    assertEquals(
+      await greedy(s, last, r.continuation_step_top5, 24),
+      r.greedy_continuation_kv_cache,
+    );
     s.dispose();
   });
 
@@ -72,8 +80,14 @@ for (const [p, r] of results.entries()) {
     for (const chunk of [r.prompt.length, 1, 3]) {
       const s = model.createSession({ contextLength: 128 });
       let last!: Float32Array;
-      for (let i = 0; i < r.prompt.length; i += chunk) last = await s.eval(r.prompt.slice(i, i + chunk));
-      assertEquals(await greedy(s, last, null, 24), r.greedy_continuation_kv_cache, `chunk ${chunk}`);
+      for (let i = 0; i < r.prompt.length; i += chunk) {
+        last = await s.eval(r.prompt.slice(i, i + chunk));
+      }
+      assertEquals(
+        await greedy(s, last, null, 24),
+        r.greedy_continuation_kv_cache,
+        `chunk ${chunk}`,
+      );
       s.dispose();
     }
   });
@@ -81,7 +95,9 @@ for (const [p, r] of results.entries()) {
   Deno.test(`tiny-a prompt ${p}: generate() yields the golden greedy continuation`, async () => {
     const s = model.createSession({ contextLength: 128 });
     const out: number[] = [];
-    for await (const id of s.generate(r.prompt, { maxTokens: 24, temperature: 0, stopTokens: [] })) out.push(id);
+    for await (
+      const id of s.generate(r.prompt, { maxTokens: 24, temperature: 0, stopTokens: [] })
+    ) out.push(id);
     assertEquals(out, r.greedy_continuation_kv_cache);
     assertEquals(s.position, r.prompt.length + 24);
     s.dispose();
@@ -91,7 +107,10 @@ for (const [p, r] of results.entries()) {
 Deno.test("tiny-a float32 logits are within 1e-4 of the independent float64 reference", async () => {
   const ref = golden.float64_reference;
   const s = model.createSession({ contextLength: 64 });
-  const d = maxAbsDiff(await s.eval(golden.prompts[ref.prompt_index]), ref.last_position_logits_f64);
+  const d = maxAbsDiff(
+    await s.eval(golden.prompts[ref.prompt_index]),
+    ref.last_position_logits_f64,
+  );
   if (!(d <= TOL)) throw new Error(`differs from float64 by ${d}`);
   s.dispose();
 });
@@ -113,7 +132,11 @@ Deno.test("sliding layers keep exactly the window; full layers the context lengt
   assertEquals(sliding, 5);
   for (const ctx of [4, 8, 100, 2000]) {
     const s = model.createSession({ contextLength: ctx });
-    assertEquals(s.kvBytes, kvRow * (sliding * Math.min(c.slidingWindow, ctx) + full * ctx), `context ${ctx}`);
+    assertEquals(
+      s.kvBytes,
+      kvRow * (sliding * Math.min(c.slidingWindow, ctx) + full * ctx),
+      `context ${ctx}`,
+    );
     s.dispose();
   }
 });

@@ -12,7 +12,9 @@ function serve(root: string, ranges = true) {
   const requests: string[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const path = new URL(req.url).pathname;
-    requests.push(`${req.method} ${path}${req.headers.get("range") ? " " + req.headers.get("range") : ""}`);
+    requests.push(
+      `${req.method} ${path}${req.headers.get("range") ? " " + req.headers.get("range") : ""}`,
+    );
     let bytes: Uint8Array<ArrayBuffer>;
     try {
       bytes = await Deno.readFile(root + path);
@@ -24,10 +26,15 @@ function serve(root: string, ranges = true) {
       const start = Number(range[1]);
       return new Response(req.method === "HEAD" ? null : bytes.slice(start), {
         status: 206,
-        headers: { "content-length": String(bytes.length - start), "content-range": `bytes ${start}-${bytes.length - 1}/${bytes.length}` },
+        headers: {
+          "content-length": String(bytes.length - start),
+          "content-range": `bytes ${start}-${bytes.length - 1}/${bytes.length}`,
+        },
       });
     }
-    return new Response(req.method === "HEAD" ? null : bytes, { headers: { "content-length": String(bytes.length) } });
+    return new Response(req.method === "HEAD" ? null : bytes, {
+      headers: { "content-length": String(bytes.length) },
+    });
   });
   const url = `http://127.0.0.1:${server.addr.port}/`;
   return { url, requests, close: () => server.shutdown() };
@@ -42,7 +49,11 @@ Deno.test("a folder URL loads and meets the golden, streaming the weights in one
     const d = maxAbsDiff(await s.eval(r.prompt), r.last_position_logits);
     ok(d <= 1e-4, `logits differ by ${d}`);
     await model.dispose();
-    deepStrictEqual(srv.requests.filter((q) => q.startsWith("GET /model.safetensors")).length, 1, srv.requests.join("\n"));
+    deepStrictEqual(
+      srv.requests.filter((q) => q.startsWith("GET /model.safetensors")).length,
+      1,
+      srv.requests.join("\n"),
+    );
   } finally {
     await srv.close();
   }
@@ -67,7 +78,10 @@ Deno.test("a URL whose weights are truncated is rejected with the URL named", as
   await Deno.writeFile(`${cut}/model.safetensors`, bytes.subarray(0, bytes.length - 64));
   const srv = serve(cut);
   try {
-    await rejects(() => loadModel(srv.url), (e: Error) => /model\.safetensors/.test(e.message) && /truncated/.test(e.message));
+    await rejects(
+      () => loadModel(srv.url),
+      (e: Error) => /model\.safetensors/.test(e.message) && /truncated/.test(e.message),
+    );
   } finally {
     await srv.close();
   }
@@ -93,10 +107,17 @@ Deno.test("a .gguf file loads from a URL too", async () => {
   try {
     const model = await loadModel(`${srv.url}model.gguf`);
     const r = golden.results[1];
-    const d = maxAbsDiff(await model.createSession({ contextLength: 32 }).eval(r.prompt), r.last_position_logits);
+    const d = maxAbsDiff(
+      await model.createSession({ contextLength: 32 }).eval(r.prompt),
+      r.last_position_logits,
+    );
     ok(d <= 1e-4, `logits differ by ${d}`);
     await model.dispose();
-    deepStrictEqual(srv.requests.filter((q) => q.startsWith("GET /model.gguf")).length, 1, srv.requests.join("\n"));
+    deepStrictEqual(
+      srv.requests.filter((q) => q.startsWith("GET /model.gguf")).length,
+      1,
+      srv.requests.join("\n"),
+    );
   } finally {
     await srv.close();
   }

@@ -16,7 +16,8 @@ const files: Record<string, Uint8Array<ArrayBuffer>> = {
   "README.md": new TextEncoder().encode("not needed, never fetched"),
 };
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-const gitSha1 = (b: Uint8Array) => createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex");
+const gitSha1 = (b: Uint8Array) =>
+  createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex");
 
 interface Faults {
   /** Cut the first transfer of this file after this many bytes. */
@@ -30,13 +31,24 @@ function fakeHub(faults: Faults = {}) {
   const served = new Map<string, number>();
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
     const url = new URL(req.url);
-    log.push(`${url.pathname}${req.headers.get("range") ? ` ${req.headers.get("range")}` : ""}${req.headers.get("authorization") ? " auth" : ""}`);
-    if (url.pathname.startsWith("/api/models/test/gated/")) return new Response("gated", { status: 401 });
+    log.push(
+      `${url.pathname}${req.headers.get("range") ? ` ${req.headers.get("range")}` : ""}${
+        req.headers.get("authorization") ? " auth" : ""
+      }`,
+    );
+    if (url.pathname.startsWith("/api/models/test/gated/")) {
+      return new Response("gated", { status: 401 });
+    }
     const api = url.pathname.match(/^\/api\/models\/test\/tiny-a\/revision\/([^/]+)$/);
     if (api) {
       const siblings = Object.entries(files).map(([name, b]) =>
         name.endsWith(".safetensors")
-          ? { rfilename: name, size: b.length, blobId: gitSha1(b), lfs: { sha256: sha256(b), size: b.length, pointerSize: 134 } }
+          ? {
+            rfilename: name,
+            size: b.length,
+            blobId: gitSha1(b),
+            lfs: { sha256: sha256(b), size: b.length, pointerSize: 134 },
+          }
           : { rfilename: name, size: b.length, blobId: gitSha1(b) }
       );
       return Response.json({ id: "test/tiny-a", sha: COMMIT, siblings });
@@ -51,7 +63,12 @@ function fakeHub(faults: Faults = {}) {
     const start = range ? Number(range[1]) : 0;
     body = body.slice(start);
     if (n === 1 && faults.corrupt?.[name]) body[body.length >> 1] ^= 0xff;
-    const headers = { "content-length": String(body.length), ...(range ? { "content-range": `bytes ${start}-${files[name].length - 1}/${files[name].length}` } : {}) };
+    const headers = {
+      "content-length": String(body.length),
+      ...(range
+        ? { "content-range": `bytes ${start}-${files[name].length - 1}/${files[name].length}` }
+        : {}),
+    };
     const cut = n === 1 ? faults.cutAt?.[name] : undefined;
     if (cut !== undefined) {
       // Send the first `cut` bytes, then drop the connection once they are on their way.
@@ -103,16 +120,29 @@ Deno.test("download into the Hugging Face cache layout, then load from it withou
     const dir = repoDir(hub);
     deepStrictEqual((await Deno.readTextFile(`${dir}/refs/main`)).trim(), COMMIT);
     const weights = sha256(files["model.safetensors"]);
-    deepStrictEqual(await Deno.readLink(`${dir}/snapshots/${COMMIT}/model.safetensors`), `../../blobs/${weights}`);
-    deepStrictEqual(await Deno.readLink(`${dir}/snapshots/${COMMIT}/config.json`), `../../blobs/${gitSha1(files["config.json"])}`);
+    deepStrictEqual(
+      await Deno.readLink(`${dir}/snapshots/${COMMIT}/model.safetensors`),
+      `../../blobs/${weights}`,
+    );
+    deepStrictEqual(
+      await Deno.readLink(`${dir}/snapshots/${COMMIT}/config.json`),
+      `../../blobs/${gitSha1(files["config.json"])}`,
+    );
     ok(!srv.log.some((l) => l.includes("README.md")), "fetched a file the model does not need");
     const dl = progress.filter((p) => p.phase === "download" && p.file === "model.safetensors");
-    ok(dl.length > 0 && dl.at(-1)!.loadedBytes === files["model.safetensors"].length, "download progress reached the end");
+    ok(
+      dl.length > 0 && dl.at(-1)!.loadedBytes === files["model.safetensors"].length,
+      "download progress reached the end",
+    );
     ok(progress.some((p) => p.phase === "load"), "load progress reported");
 
     srv.log.length = 0;
     await checkGolden("test/tiny-a");
-    deepStrictEqual(srv.log.filter((l) => l.includes("/resolve/")), [], "a complete file was downloaded again");
+    deepStrictEqual(
+      srv.log.filter((l) => l.includes("/resolve/")),
+      [],
+      "a complete file was downloaded again",
+    );
   } finally {
     await srv.close();
   }
@@ -127,7 +157,10 @@ Deno.test("HF_HUB_OFFLINE=1 loads from the cache without the network, and says w
   Deno.env.set("HF_HUB_OFFLINE", "1");
   try {
     await checkGolden("test/tiny-a");
-    await rejects(() => loadModel("test/other"), /test\/other@main is not in the local cache.*HF_HUB_OFFLINE/);
+    await rejects(
+      () => loadModel("test/other"),
+      /test\/other@main is not in the local cache.*HF_HUB_OFFLINE/,
+    );
   } finally {
     Deno.env.delete("HF_HUB_OFFLINE");
   }
@@ -151,7 +184,10 @@ Deno.test("a corrupt transfer is rejected and fetched again; a corrupted blob on
   Deno.env.set("HF_ENDPOINT", srv.endpoint);
   try {
     await checkGolden("test/tiny-a");
-    deepStrictEqual(srv.log.filter((l) => l.includes("resolve") && l.includes("model.safetensors")).length, 2);
+    deepStrictEqual(
+      srv.log.filter((l) => l.includes("resolve") && l.includes("model.safetensors")).length,
+      2,
+    );
     // Flip a byte of the stored blob (same size): the next load must notice and fetch it again.
     const blob = `${repoDir(hub)}/blobs/${sha256(files["model.safetensors"])}`;
     const bytes = await Deno.readFile(blob);
@@ -159,7 +195,10 @@ Deno.test("a corrupt transfer is rejected and fetched again; a corrupted blob on
     await Deno.writeFile(blob, bytes);
     srv.log.length = 0;
     await checkGolden("test/tiny-a");
-    deepStrictEqual(srv.log.filter((l) => l.includes("resolve") && l.includes("model.safetensors")).length, 1);
+    deepStrictEqual(
+      srv.log.filter((l) => l.includes("resolve") && l.includes("model.safetensors")).length,
+      1,
+    );
     deepStrictEqual(sha256(await Deno.readFile(blob)), sha256(files["model.safetensors"]));
   } finally {
     await srv.close();

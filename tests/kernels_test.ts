@@ -10,8 +10,9 @@ const k = rt.kernels;
 
 function put(values: ArrayLike<number> | Uint16Array | Int32Array, bytesPer = 4): number {
   const ptr = rt.alloc(values.length * bytesPer);
-  if (values instanceof Uint16Array) new Uint16Array(rt.memory.buffer, ptr, values.length).set(values);
-  else if (values instanceof Int32Array) rt.i32(ptr, values.length).set(values);
+  if (values instanceof Uint16Array) {
+    new Uint16Array(rt.memory.buffer, ptr, values.length).set(values);
+  } else if (values instanceof Int32Array) rt.i32(ptr, values.length).set(values);
   else rt.f32(ptr, values.length).set(values);
   return ptr;
 }
@@ -21,7 +22,19 @@ const read = (ptr: number, n: number) => Float32Array.from(rt.f32(ptr, n));
 // Matrix products. Any order of summing n rounded products errs by at most about
 // n·u·Σ|w·x| (the γ_n bound of recursive summation, each product adding one more u).
 for (const dtype of ["f32", "bf16"] as const) {
-  for (const [rows, cols, tokens] of [[1, 1, 1], [3, 5, 2], [4, 8, 1], [7, 13, 3], [33, 64, 5], [9, 70, 4], [16, 257, 2], [21, 70, 1], [16, 257, 1]]) {
+  for (
+    const [rows, cols, tokens] of [
+      [1, 1, 1],
+      [3, 5, 2],
+      [4, 8, 1],
+      [7, 13, 3],
+      [33, 64, 5],
+      [9, 70, 4],
+      [16, 257, 2],
+      [21, 70, 1],
+      [16, 257, 1],
+    ]
+  ) {
     Deno.test(`matmul ${dtype} ${rows}x${cols}, ${tokens} token(s)`, () => {
       const rand = rng(rows * 1000 + cols * 10 + tokens);
       let w = randn(rand, rows * cols);
@@ -41,7 +54,9 @@ for (const dtype of ["f32", "bf16"] as const) {
       mm(wPtr, xPtr, yPtr, rows, cols, tokens, cut, rows);
       const split = read(yPtr, tokens * rows);
       mm(wPtr, xPtr, yPtr, rows, cols, tokens, 0, rows);
-      if (read(yPtr, tokens * rows).some((v, i) => !Object.is(v, split[i]))) throw new Error("row split changed the result");
+      if (read(yPtr, tokens * rows).some((v, i) => !Object.is(v, split[i]))) {
+        throw new Error("row split changed the result");
+      }
       const want = new Float64Array(tokens * rows);
       const tol = new Float64Array(tokens * rows);
       for (let t = 0; t < tokens; t++) {
@@ -108,12 +123,14 @@ for (const [rows, n] of [[1, 1], [2, 5], [3, 32], [1, 640], [4, 67]]) {
 
 // RoPE: cos and sin rounded to f32 (u each), two products and a sum rounded: at most
 // 4u·(|x1| + |x2|) per output. Large start positions check that the phase stays exact.
-for (const [tokens, heads, headDim, startPos, base, factor] of [
-  [1, 1, 2, 0, 10000, 1],
-  [3, 4, 32, 5, 10000, 1],
-  [2, 2, 256, 4090, 1e6, 8],
-  [5, 3, 10, 31000, 1e6, 1],
-]) {
+for (
+  const [tokens, heads, headDim, startPos, base, factor] of [
+    [1, 1, 2, 0, 10000, 1],
+    [3, 4, 32, 5, 10000, 1],
+    [2, 2, 256, 4090, 1e6, 8],
+    [5, 3, 10, 31000, 1e6, 1],
+  ]
+) {
   Deno.test(`ropeInPlace ${tokens}x${heads}x${headDim} from ${startPos}, base ${base}, factor ${factor}`, () => {
     const rand = rng(headDim + startPos);
     const x = randn(rand, tokens * heads * headDim);
@@ -161,7 +178,9 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
     const allK: Float32Array[] = [], allV: Float32Array[] = [];
     let pos = 0;
     for (const T of chunks) {
-      const q = randn(rand, T * qDim, 1.5), kk = randn(rand, T * kvDim, 1.5), v = randn(rand, T * kvDim);
+      const q = randn(rand, T * qDim, 1.5),
+        kk = randn(rand, T * kvDim, 1.5),
+        v = randn(rand, T * kvDim);
       for (let t = 0; t < T; t++) {
         allK.push(kk.slice(t * kvDim, (t + 1) * kvDim));
         allV.push(v.slice(t * kvDim, (t + 1) * kvDim));
@@ -203,8 +222,44 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
       const ptrs = [put(q), put(kk), put(v), rt.alloc(T * qDim * 4)];
       // Heads in two ranges, as threads split them; then the chunk joins the cache.
       const split = heads >> 1;
-      k.attention(ptrs[0], ptrs[1], ptrs[2], kCache, vCache, ptrs[3], scores, T, pos, heads, kvHeads, headDim, capacity, window, scale, 0, split);
-      k.attention(ptrs[0], ptrs[1], ptrs[2], kCache, vCache, ptrs[3], scores, T, pos, heads, kvHeads, headDim, capacity, window, scale, split, heads);
+      k.attention(
+        ptrs[0],
+        ptrs[1],
+        ptrs[2],
+        kCache,
+        vCache,
+        ptrs[3],
+        scores,
+        T,
+        pos,
+        heads,
+        kvHeads,
+        headDim,
+        capacity,
+        window,
+        scale,
+        0,
+        split,
+      );
+      k.attention(
+        ptrs[0],
+        ptrs[1],
+        ptrs[2],
+        kCache,
+        vCache,
+        ptrs[3],
+        scores,
+        T,
+        pos,
+        heads,
+        kvHeads,
+        headDim,
+        capacity,
+        window,
+        scale,
+        split,
+        heads,
+      );
       k.appendKv(ptrs[1], ptrs[2], kCache, vCache, T, pos, kvDim, capacity);
       assertWithin(read(ptrs[3], T * qDim), want, tol, `chunk at ${pos}`);
       ptrs.forEach((p) => rt.free(p));
@@ -220,8 +275,10 @@ Deno.test("geglu matches gelu_pytorch_tanh(gate) * up", () => {
   const rand = rng(3);
   for (const n of [1, 7, 128, 2051]) {
     const g = randn(rand, n, 3), u = randn(rand, n);
-    const want = Array.from(g, (x, i) =>
-      0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))) * u[i]);
+    const want = Array.from(
+      g,
+      (x, i) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))) * u[i],
+    );
     const tol = Array.from(g, (x, i) => 16 * U32 * Math.abs(x * u[i]) + 1e-30);
     const out = rt.alloc(n * 4);
     const [gp, up] = [put(g), put(u)];

@@ -9,7 +9,13 @@ import { randn, rng } from "./support/helpers.ts";
 /** The exact distribution the options define, computed by sorting everything (HF order). */
 function exactDistribution(
   logits: Float32Array,
-  o: { temperature: number; topK?: number; topP?: number; minP?: number; repetitionPenalty?: number },
+  o: {
+    temperature: number;
+    topK?: number;
+    topP?: number;
+    minP?: number;
+    repetitionPenalty?: number;
+  },
   context: number[] = [],
 ): Float64Array {
   const l = Float64Array.from(logits);
@@ -47,7 +53,11 @@ function exactDistribution(
   return p;
 }
 
-function checkFrequencies(logits: Float32Array, options: Parameters<typeof exactDistribution>[1], context: number[] = []) {
+function checkFrequencies(
+  logits: Float32Array,
+  options: Parameters<typeof exactDistribution>[1],
+  context: number[] = [],
+) {
   const n = 20000;
   const want = exactDistribution(logits, options, context);
   const s = new Sampler({ ...options, seed: 1234 });
@@ -56,7 +66,10 @@ function checkFrequencies(logits: Float32Array, options: Parameters<typeof exact
   for (let i = 0; i < logits.length; i++) {
     const sd = Math.sqrt(n * want[i] * (1 - want[i]));
     if (want[i] === 0) deepStrictEqual(counts[i], 0, `token ${i} is filtered out but was drawn`);
-    else ok(Math.abs(counts[i] - n * want[i]) <= 5 * sd + 1, `token ${i}: ${counts[i]} draws, expected ${n * want[i]}`);
+    else {ok(
+        Math.abs(counts[i] - n * want[i]) <= 5 * sd + 1,
+        `token ${i}: ${counts[i]} draws, expected ${n * want[i]}`,
+      );}
   }
 }
 

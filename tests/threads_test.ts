@@ -26,7 +26,9 @@ async function run(dir: string, threads: number, prompts: number[][]) {
     s.dispose();
   }
   const s = model.createSession({ contextLength: 128 });
-  for await (const id of s.generate(prompts.at(-1)!, { maxTokens: 8, stopTokens: [] })) out.tokens.push(id);
+  for await (const id of s.generate(prompts.at(-1)!, { maxTokens: 8, stopTokens: [] })) {
+    out.tokens.push(id);
+  }
   await model.dispose();
   return out;
 }
@@ -40,7 +42,9 @@ Deno.test("tiny-a: 1, 2, 3 and 4 threads give bit-identical logits and tokens, a
   const one = await run(tinyA, 1, prompts);
   for (const n of [2, 3, 4]) {
     const many = await run(tinyA, n, prompts);
-    many.logits.forEach((l, i) => ok(bitIdentical(l, one.logits[i]), `${n} threads, prompt ${i}: logits differ`));
+    many.logits.forEach((l, i) =>
+      ok(bitIdentical(l, one.logits[i]), `${n} threads, prompt ${i}: logits differ`)
+    );
     deepStrictEqual(many.tokens, one.tokens);
   }
   prompts.forEach((p, i) => {
@@ -52,9 +56,39 @@ Deno.test("tiny-a: 1, 2, 3 and 4 threads give bit-identical logits and tokens, a
 
 Deno.test("other shapes (f32 and bf16, rows and heads that do not divide evenly) are bit-identical too", async () => {
   for (const dtype of ["F32", "BF16"] as const) {
-    const config = smallConfig({ hidden_size: 30, intermediate_size: 37, vocab_size: 101, num_key_value_heads: 2, head_dim: 10, query_pre_attn_scalar: 10 });
+    const config = smallConfig({
+      hidden_size: 30,
+      intermediate_size: 37,
+      vocab_size: 101,
+      num_key_value_heads: 2,
+      head_dim: 10,
+      query_pre_attn_scalar: 10,
+    });
     const dir = await writeCheckpoint(config, randomWeights(config, 5, dtype));
-    const prompts = [[1, 5, 9, 33, 70, 2, 8, 100, 4, 4, 17, 3, 60, 61, 62, 63, 64, 65, 66, 67, 68, 1]];
+    const prompts = [[
+      1,
+      5,
+      9,
+      33,
+      70,
+      2,
+      8,
+      100,
+      4,
+      4,
+      17,
+      3,
+      60,
+      61,
+      62,
+      63,
+      64,
+      65,
+      66,
+      67,
+      68,
+      1,
+    ]];
     const one = await run(dir, 1, prompts);
     for (const n of [2, 3]) {
       const many = await run(dir, n, prompts);
@@ -75,9 +109,15 @@ Deno.test("without SharedArrayBuffer the model runs on one thread, says why, and
     g.SharedArrayBuffer = saved;
   }
   deepStrictEqual(model.threads, 1);
-  ok(/SharedArrayBuffer/.test(model.threadsFallbackReason ?? ""), `reason: ${model.threadsFallbackReason}`);
+  ok(
+    /SharedArrayBuffer/.test(model.threadsFallbackReason ?? ""),
+    `reason: ${model.threadsFallbackReason}`,
+  );
   const r = golden.results[2];
-  const d = maxAbsDiff(await model.createSession({ contextLength: 64 }).eval(r.prompt), r.last_position_logits);
+  const d = maxAbsDiff(
+    await model.createSession({ contextLength: 64 }).eval(r.prompt),
+    r.last_position_logits,
+  );
   ok(d <= 1e-4);
   await model.dispose();
 });
@@ -85,7 +125,10 @@ Deno.test("without SharedArrayBuffer the model runs on one thread, says why, and
 Deno.test("a worker that fails to start is a clear error, not a hang", async () => {
   workerTestHooks.prelude = "throw new Error('simulated start failure');";
   try {
-    await rejects(() => loadModel(tinyA, { threads: 3 }), /worker thread \d of 3 failed to start: simulated start failure/);
+    await rejects(
+      () => loadModel(tinyA, { threads: 3 }),
+      /worker thread \d of 3 failed to start: simulated start failure/,
+    );
   } finally {
     workerTestHooks.prelude = "";
   }

@@ -13,7 +13,8 @@ const cacheDir = await Deno.makeTempDir({ prefix: "gemma3-tok-cache-" });
 Deno.env.set("GEMMA3_WASM_CACHE", cacheDir);
 const fromJson = await loadTokenizer(dir);
 const tok = await loadTokenizer(dir);
-const read = async (name: string) => JSON.parse(await Deno.readTextFile(`${FIXTURES}tokenizer/${name}`));
+const read = async (name: string) =>
+  JSON.parse(await Deno.readTextFile(`${FIXTURES}tokenizer/${name}`));
 
 Deno.test("the compact form was cached on the first load", () => {
   const files = [...Deno.readDirSync(`${cacheDir}/tokenizers`)];
@@ -21,10 +22,17 @@ Deno.test("the compact form was cached on the first load", () => {
   ok(files[0].name.endsWith(".g3tk"));
 });
 
-for (const [label, t] of [["from tokenizer.json", fromJson], ["from the cached compact form", tok]] as const) {
+for (
+  const [label, t] of [["from tokenizer.json", fromJson], [
+    "from the cached compact form",
+    tok,
+  ]] as const
+) {
   Deno.test(`encode: every reference case, ${label}`, async () => {
     const cases: { name: string; text: string; ids: number[] }[] = await read("encode-cases.json");
-    const failures = cases.filter((c) => t.encode(c.text, { addBos: false }).join() !== c.ids.join());
+    const failures = cases.filter((c) =>
+      t.encode(c.text, { addBos: false }).join() !== c.ids.join()
+    );
     deepStrictEqual(failures.map((c) => c.name), [], "cases that differ");
     ok(cases.length > 200);
   });
@@ -42,25 +50,38 @@ Deno.test("special-token text is parsed by default, spelled out in plain mode", 
   ok(!plain.includes(105), `plain mode produced the special token: ${plain}`);
   deepStrictEqual(tok.decode(plain), "<start_of_turn>user");
   // Non-special added tokens (newline runs) stay: they are how the model saw whitespace.
-  deepStrictEqual(tok.encode("a\n\nb", { addBos: false, specialTokens: "plain" }), tok.encode("a\n\nb", { addBos: false }));
+  deepStrictEqual(
+    tok.encode("a\n\nb", { addBos: false, specialTokens: "plain" }),
+    tok.encode("a\n\nb", { addBos: false }),
+  );
 });
 
 Deno.test("lone surrogates become U+FFFD before encoding (the documented choice)", async () => {
   const d = await read("tokenizer-disagreements.json");
-  for (const c of d.encode) deepStrictEqual(tok.encode(c.text, { addBos: false }), c.text_toWellFormed_ids, c.name);
+  for (const c of d.encode) {
+    deepStrictEqual(tok.encode(c.text, { addBos: false }), c.text_toWellFormed_ids, c.name);
+  }
 });
 
 Deno.test("decode: every reference case", async () => {
   const d = await read("decode-cases.json");
   for (const c of d.cases) {
-    deepStrictEqual(tok.decode(c.ids, { skipSpecialTokens: c.skip_special_tokens }), c.text, c.name);
+    deepStrictEqual(
+      tok.decode(c.ids, { skipSpecialTokens: c.skip_special_tokens }),
+      c.text,
+      c.name,
+    );
   }
 });
 
 Deno.test("decode follows tokenizer.json (and Rust) where implementations disagree", async () => {
   const d = await read("tokenizer-disagreements.json");
   for (const c of d.decode) {
-    deepStrictEqual(tok.decode(c.ids, { skipSpecialTokens: c.skip_special_tokens }), c.by_impl.rust, c.name);
+    deepStrictEqual(
+      tok.decode(c.ids, { skipSpecialTokens: c.skip_special_tokens }),
+      c.by_impl.rust,
+      c.name,
+    );
   }
 });
 
@@ -92,10 +113,15 @@ Deno.test("chat template: every reference case, rendered and encoded", async () 
   const cases = await read("chat-cases.json");
   for (const c of cases) {
     if (c.error) {
-      throws(() => tok.applyChatTemplate(c.messages, { addGenerationPrompt: c.add_generation_prompt }), new RegExp(c.error.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")));
+      throws(
+        () => tok.applyChatTemplate(c.messages, { addGenerationPrompt: c.add_generation_prompt }),
+        new RegExp(c.error.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")),
+      );
       continue;
     }
-    const rendered = tok.applyChatTemplate(c.messages, { addGenerationPrompt: c.add_generation_prompt });
+    const rendered = tok.applyChatTemplate(c.messages, {
+      addGenerationPrompt: c.add_generation_prompt,
+    });
     deepStrictEqual(rendered, c.rendered, c.name);
     deepStrictEqual(tok.encode(rendered, { addBos: false }), c.ids, c.name);
   }
@@ -105,11 +131,18 @@ Deno.test("chat template: every reference case, rendered and encoded", async () 
 Deno.test("a model's own (non-Gemma) template is rendered with Jinja", async () => {
   const folder = await Deno.makeTempDir();
   await Deno.copyFile(`${dir}tokenizer.json`, `${folder}/tokenizer.json`);
-  const template = "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[model]{% endif %}";
-  await Deno.writeTextFile(`${folder}/tokenizer_config.json`, JSON.stringify({ chat_template: template }));
+  const template =
+    "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[model]{% endif %}";
+  await Deno.writeTextFile(
+    `${folder}/tokenizer_config.json`,
+    JSON.stringify({ chat_template: template }),
+  );
   const custom = await loadTokenizer(folder, { cache: false });
   ok(!custom.chatTemplate.isGemma3);
-  deepStrictEqual(custom.applyChatTemplate([{ role: "user", content: "hi" }], { addGenerationPrompt: true }), "<bos>[user]hi[model]");
+  deepStrictEqual(
+    custom.applyChatTemplate([{ role: "user", content: "hi" }], { addGenerationPrompt: true }),
+    "<bos>[user]hi[model]",
+  );
 });
 
 Deno.test("loading errors name the file", async () => {
@@ -118,7 +151,10 @@ Deno.test("loading errors name the file", async () => {
   await rejects(() => loadTokenizer(folder), /tokenizer\.json: no such file/);
   await Deno.writeTextFile(`${folder}/tokenizer.json`, "{ broken");
   await rejects(() => loadTokenizer(folder), /tokenizer\.json: not valid JSON/);
-  await Deno.writeTextFile(`${folder}/tokenizer.json`, JSON.stringify({ model: { type: "Unigram" } }));
+  await Deno.writeTextFile(
+    `${folder}/tokenizer.json`,
+    JSON.stringify({ model: { type: "Unigram" } }),
+  );
   await rejects(() => loadTokenizer(folder), /model type "Unigram".*Gemma-style/);
 });
 
@@ -130,4 +166,43 @@ Deno.test("a corrupt cache entry is rebuilt, not used", async () => {
   const again = await loadTokenizer(dir);
   deepStrictEqual(again.encode("Hello world"), [2, 9259, 1902]);
   ok((await Deno.stat(path)).size === bytes.length, "the cache entry was rewritten");
+});
+
+Deno.test("a GGUF file's tokenizer (SentencePiece pieces, scores, types) gives tokenizer.json's ids", async () => {
+  // A metadata-only GGUF holding the tokenizer as llama.cpp's converter writes it: pieces, a score
+  // per piece (merge priority) and a type per piece. Merges are not stored: they are rebuilt from
+  // the scores, and must come out as tokenizer.json's.
+  const { encodeGgufHeader, GGUF_VALUE: V } = await import("../engine/gguf.ts");
+  const { fromTokenizerJson, toGgufTokenizer } = await import("../engine/tokenizer_format.ts");
+  const json = fromTokenizerJson(JSON.parse(await Deno.readTextFile(`${dir}tokenizer.json`)));
+  const { tokens, scores, types } = toGgufTokenizer(json);
+  const { header } = encodeGgufHeader([
+    { key: "general.architecture", type: V.string, value: "gemma3" },
+    { key: "tokenizer.ggml.model", type: V.string, value: "llama" },
+    { key: "tokenizer.ggml.tokens", type: V.array, itemType: V.string, value: tokens },
+    { key: "tokenizer.ggml.scores", type: V.array, itemType: V.f32, value: scores },
+    { key: "tokenizer.ggml.token_type", type: V.array, itemType: V.i32, value: types },
+    { key: "tokenizer.ggml.unknown_token_id", type: V.u32, value: 3 },
+  ], []);
+  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  await Deno.writeFile(path, header);
+  const fromGguf = await loadTokenizer(path);
+  // <image_soft_token> (id 262144) lies past the 262,144 pieces a GGUF vocabulary holds.
+  const cases: { name: string; text: string; ids: number[] }[] = (await read("encode-cases.json"))
+    .filter((c: { ids: number[] }) => c.ids.every((id) => id < tokens.length));
+  const failures = cases.filter((c) =>
+    fromGguf.encode(c.text, { addBos: false }).join() !== c.ids.join()
+  );
+  deepStrictEqual(failures.map((c) => c.name), [], "cases that differ");
+  ok(cases.length > 200);
+  // Pieces that begin with U+FEFF survive the trip (a UTF-8 decoder drops a leading BOM unless
+  // told not to).
+  deepStrictEqual(fromGguf.decode([88979]), tok.decode([88979]));
+  deepStrictEqual([...tok.decode([88979])].length >= 1, true);
+  const decodeCases: { ids: number[]; skip_special_tokens: boolean; text: string }[] =
+    (await read("decode-cases.json")).cases;
+  for (const c of decodeCases.filter((c) => c.ids.every((id) => id < tokens.length))) {
+    deepStrictEqual(fromGguf.decode(c.ids, { skipSpecialTokens: c.skip_special_tokens }), c.text);
+  }
+  await Deno.remove(path);
 });

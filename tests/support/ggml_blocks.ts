@@ -59,7 +59,9 @@ export function ggmlDecode(type: string, bytes: Uint8Array, n: number): Decoded 
     // is+1 → d2, m2; y[l] = d1 * (q[l] & 0xF) - m1 (l < 32); y[32+l] = d2 * (q[l] >> 4) - m2;
     // q += 32; is += 2
     const scaleMin = (j: number, q: (k: number) => number): [number, number] =>
-      j < 4 ? [q(j) & 63, q(j + 4) & 63] : [(q(j + 4) & 0xf) | ((q(j - 4) >> 6) << 4), (q(j + 4) >> 4) | ((q(j - 0) >> 6) << 4)];
+      j < 4
+        ? [q(j) & 63, q(j + 4) & 63]
+        : [(q(j + 4) & 0xf) | ((q(j - 4) >> 6) << 4), (q(j + 4) >> 4) | ((q(j - 0) >> 6) << 4)];
     for (let i = 0; i < n / 256; i++) {
       const at = i * 144;
       const d = half(v, at), min = half(v, at + 2);

@@ -53,7 +53,9 @@ export function assertWithin(
   tol: ArrayLike<number> | number,
   what: string,
 ): void {
-  if (got.length !== want.length) throw new Error(`${what}: length ${got.length} vs ${want.length}`);
+  if (got.length !== want.length) {
+    throw new Error(`${what}: length ${got.length} vs ${want.length}`);
+  }
   for (let i = 0; i < got.length; i++) {
     const t = typeof tol === "number" ? tol : tol[i];
     const d = Math.abs(got[i] - want[i]);
@@ -68,7 +70,12 @@ export function readSafetensorsF32(bytes: Uint8Array): Record<string, Float32Arr
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
   const out: Record<string, Float32Array> = {};
-  for (const [name, t] of Object.entries(header) as [string, { dtype: string; data_offsets: number[] }][]) {
+  for (
+    const [name, t] of Object.entries(header) as [
+      string,
+      { dtype: string; data_offsets: number[] },
+    ][]
+  ) {
     if (name === "__metadata__") continue;
     const raw = bytes.slice(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]);
     if (t.dtype === "F32") out[name] = new Float32Array(raw.buffer);
@@ -78,7 +85,11 @@ export function readSafetensorsF32(bytes: Uint8Array): Record<string, Float32Arr
         ? new Float32Array(Uint32Array.from(u16, (b) => b << 16).buffer)
         : Float32Array.from(u16, (h) => {
           const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-          return e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+          return e === 0
+            ? s * m * 2 ** -24
+            : e === 31
+            ? (m ? NaN : s * Infinity)
+            : s * (1 + m / 1024) * 2 ** (e - 15);
         });
     }
   }

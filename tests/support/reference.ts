@@ -14,12 +14,20 @@ function layerIsSliding(c: Cfg, i: number): boolean {
 }
 
 /** Logits at every position of `ids`, [tokens][vocab], in float64. */
-export function referenceLogits(config: Cfg, weights: Record<string, Float32Array>, ids: number[]): Float64Array[] {
+export function referenceLogits(
+  config: Cfg,
+  weights: Record<string, Float32Array>,
+  ids: number[],
+): Float64Array[] {
   const c = config as Record<string, number>;
   const H = c.hidden_size, nh = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
   const F = c.intermediate_size, V = c.vocab_size, eps = c.rms_norm_eps, T = ids.length;
-  const scaling = config.rope_scaling as { rope_type?: string; type?: string; factor: number } | null;
-  const linearFactor = scaling && (scaling.rope_type ?? scaling.type) === "linear" ? scaling.factor : 1;
+  const scaling = config.rope_scaling as
+    | { rope_type?: string; type?: string; factor: number }
+    | null;
+  const linearFactor = scaling && (scaling.rope_type ?? scaling.type) === "linear"
+    ? scaling.factor
+    : 1;
   const W = (n: string) => {
     const w = weights[n];
     if (!w) throw new Error(`reference: no tensor ${n}`);
@@ -49,7 +57,8 @@ export function referenceLogits(config: Cfg, weights: Record<string, Float32Arra
       x[i + half] = x2 * Math.cos(a) + x1 * Math.sin(a);
     }
   };
-  const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+  const gelu = (x: number) =>
+    0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
   const emb = W("model.embed_tokens.weight");
   const scale = Math.fround(Math.sqrt(H)); // Hugging Face: sqrt(hidden) in the activation dtype
@@ -97,7 +106,10 @@ export function referenceLogits(config: Cfg, weights: Record<string, Float32Arra
           for (let i = 0; i < d; i++) attn[hd * d + i] += (e[j - lo] / z) * vs[j][g][i];
         }
       }
-      const o = norm(linear(attn, W(p + "self_attn.o_proj.weight"), H), W(p + "post_attention_layernorm.weight"));
+      const o = norm(
+        linear(attn, W(p + "self_attn.o_proj.weight"), H),
+        W(p + "post_attention_layernorm.weight"),
+      );
       const h1 = x.map((v, i) => v + o[i]);
       const n = norm(h1, W(p + "pre_feedforward_layernorm.weight"));
       const gate = linear(n, W(p + "mlp.gate_proj.weight"), F);

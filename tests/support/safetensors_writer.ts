@@ -37,7 +37,9 @@ export function storedValues(t: TensorData): Float32Array {
   if (t.dtype === "F32") return t.values;
   const bits = encode(t);
   const u16 = new Uint16Array(bits.buffer, bits.byteOffset, t.values.length);
-  if (t.dtype === "BF16") return Float32Array.from(u16, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0]);
+  if (t.dtype === "BF16") {
+    return Float32Array.from(u16, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0]);
+  }
   return Float32Array.from(u16, (h) => {
     const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
     return e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
@@ -45,7 +47,11 @@ export function storedValues(t: TensorData): Float32Array {
 }
 
 function encode(t: TensorData): Uint8Array {
-  if (t.dtype === "F32") return new Uint8Array(t.values.buffer.slice(t.values.byteOffset, t.values.byteOffset + t.values.byteLength));
+  if (t.dtype === "F32") {
+    return new Uint8Array(
+      t.values.buffer.slice(t.values.byteOffset, t.values.byteOffset + t.values.byteLength),
+    );
+  }
   const out = new Uint16Array(t.values.length);
   if (t.dtype === "BF16") f32ToBF16(t.values, out);
   else for (let i = 0; i < out.length; i++) out[i] = f32ToF16(t.values[i]);
@@ -53,13 +59,20 @@ function encode(t: TensorData): Uint8Array {
 }
 
 /** Serialises tensors as a safetensors file (header padded to 8 bytes, as the format advises). */
-export function safetensorsBytes(tensors: Record<string, TensorData>, headerOverride?: (h: Record<string, unknown>) => void): Uint8Array {
+export function safetensorsBytes(
+  tensors: Record<string, TensorData>,
+  headerOverride?: (h: Record<string, unknown>) => void,
+): Uint8Array {
   const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
   const blobs: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of Object.entries(tensors)) {
     const bytes = encode(t);
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] };
+    header[name] = {
+      dtype: t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + bytes.length],
+    };
     blobs.push(bytes);
     offset += bytes.length;
   }
@@ -117,11 +130,21 @@ export function randomWeights(
   const rand = rng(seed);
   const t = (shape: number[], std: number, center = 0): TensorData => {
     const values = randn(rand, shape.reduce((a, b) => a * b, 1), std);
-    if (center || shape.length === 1) for (let i = 0; i < values.length; i++) values[i] = center + (rand() - 0.5) * 0.6;
+    if (center || shape.length === 1) {
+      for (let i = 0; i < values.length; i++) values[i] = center + (rand() - 0.5) * 0.6;
+    }
     return { dtype, shape, values };
   };
-  const { hidden_size: H, intermediate_size: F, num_attention_heads: nh, num_key_value_heads: nkv, head_dim: d } = c;
-  const out: Record<string, TensorData> = { "model.embed_tokens.weight": t([c.vocab_size, H], 0.1) };
+  const {
+    hidden_size: H,
+    intermediate_size: F,
+    num_attention_heads: nh,
+    num_key_value_heads: nkv,
+    head_dim: d,
+  } = c;
+  const out: Record<string, TensorData> = {
+    "model.embed_tokens.weight": t([c.vocab_size, H], 0.1),
+  };
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `model.layers.${i}.`;
     out[p + "input_layernorm.weight"] = t([H], 0);
@@ -144,7 +167,10 @@ export function randomWeights(
 }
 
 /** Writes config.json and model.safetensors into a new temporary folder; returns its path. */
-export async function writeCheckpoint(config: unknown, tensors: Record<string, TensorData>): Promise<string> {
+export async function writeCheckpoint(
+  config: unknown,
+  tensors: Record<string, TensorData>,
+): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "gemma3-test-" });
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
   await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(tensors));
