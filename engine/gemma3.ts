@@ -11,7 +11,7 @@ import { type Activations, allocActivations } from "./model.ts";
 import { WasmRuntime } from "./runtime.ts";
 import { Session, type SessionHost } from "./session.ts";
 import type { ChatMessage, Tokenizer } from "./tokenizer.ts";
-import { loadTokenizer } from "./tokenizer_load.ts";
+import { loadTokenizer, tokenizerFromGguf } from "./tokenizer_load.ts";
 import { quantPlan } from "./quant.ts";
 import type { GenerateOptions } from "./session.ts";
 import { type Ptr, WasmBackend } from "./wasm_backend.ts";
@@ -252,9 +252,16 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   const rt = await WasmRuntime.create({ threads: options.threads });
   try {
     if (gguf) {
-      const { config, weights, allocations } = await loadGguf(source, rt, options.onProgress, plan);
+      const { config, weights, allocations, metadata } = await loadGguf(
+        source,
+        rt,
+        options.onProgress,
+        plan,
+      );
       // A GGUF file carries its tokenizer (llama.cpp's writers always add one).
-      const tokenizer = await loadTokenizer(source).catch(() => undefined);
+      const tokenizer = metadata.has("tokenizer.ggml.tokens")
+        ? await tokenizerFromGguf(source, metadata)
+        : undefined;
       return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer);
     }
     const { config, weights, allocations } = await loadHfFolder(

@@ -89,6 +89,7 @@ export async function loadGguf(
   rt: WasmRuntime,
   onProgress?: (p: LoadProgress) => void,
   quantize?: QuantPlan,
-): Promise<LoadedCheckpoint> {
-  return loadOpened(await openGgufCheckpoint(location), rt, onProgress, quantize);
+): Promise<LoadedCheckpoint & { metadata: Map<string, unknown> }> {
+  const open = await openGgufCheckpoint(location);
+  return { ...await loadOpened(open, rt, onProgress, quantize), metadata: open.metadata };
 }

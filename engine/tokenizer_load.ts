@@ -29,7 +29,11 @@ export interface TokenizerLoadOptions {
   cache?: boolean;
 }
 
-async function loadData(jsonPath: string, useCache: boolean): Promise<TokenizerData> {
+async function loadData(
+  jsonPath: string,
+  useCache: boolean,
+  ggufMeta?: Map<string, unknown>,
+): Promise<TokenizerData> {
   const gguf = /\.gguf$/i.test(isUrl(jsonPath) ? new URL(jsonPath).pathname : jsonPath);
   const info = isUrl(jsonPath) ? null : await fileInfo(jsonPath);
   const dir = useCache && info ? engineCacheDir() : undefined;
@@ -42,7 +46,7 @@ async function loadData(jsonPath: string, useCache: boolean): Promise<TokenizerD
     } catch { /* no cache yet, or unusable: rebuild */ }
   }
   const data = gguf
-    ? fromGgufMetadata(await ggufMetadata(jsonPath), jsonPath)
+    ? fromGgufMetadata(ggufMeta ?? await ggufMetadata(jsonPath), jsonPath)
     : fromTokenizerJson(await readJson(jsonPath), jsonPath);
   if (cachePath) await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
   return data;
@@ -56,6 +60,21 @@ async function ggufMetadata(location: string): Promise<Map<string, unknown>> {
   } finally {
     await source.close().catch(() => {});
   }
+}
+
+/** The tokenizer of a GGUF file whose metadata has been read already (the compact form is cached
+ * as for tokenizer.json, keyed by the file). */
+export async function tokenizerFromGguf(
+  location: string,
+  meta: Map<string, unknown>,
+  options: TokenizerLoadOptions = {},
+): Promise<Tokenizer> {
+  const data = await loadData(location, options.cache ?? true, meta);
+  const template = meta.get("tokenizer.chat_template");
+  return new Tokenizer(
+    data,
+    typeof template === "string" ? await ChatTemplate.fromSource(template) : undefined,
+  );
 }
 
 /**

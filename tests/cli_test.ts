@@ -209,6 +209,42 @@ Deno.test("cli generate runs a .gguf file, and --weights is checked", async () =
   match(bad.stderr, /--weights: "q4" is not a format/);
 });
 
+Deno.test("cli quantize writes a GGUF that generate runs; bad formats are usage errors", async () => {
+  const dir = await Deno.makeTempDir();
+  const out = `${dir}/tiny-q8.gguf`;
+  const q = await run(
+    "quantize",
+    `${tinyA}/model.gguf`,
+    out,
+    "--type",
+    "q8_0",
+    "--head-type",
+    "q8_0",
+  );
+  deepStrictEqual(q.code, 0, q.stderr);
+  ok(/wrote .*tiny-q8\.gguf: 80 tensors/.test(q.stderr), q.stderr);
+  const gen = await run(
+    "generate",
+    "-m",
+    out,
+    "--tokens",
+    golden.prompts[1].join(","),
+    "-n",
+    "8",
+    "--ignore-eos",
+    "-q",
+  );
+  deepStrictEqual(gen.code, 0, gen.stderr);
+  deepStrictEqual(gen.stdout.trim().split(" ").length, 8);
+  const bad = await run("quantize", `${tinyA}/model.gguf`, out, "--type", "q9");
+  deepStrictEqual(bad.code, 2);
+  ok(/--type: "q9" is not a format/.test(bad.stderr), bad.stderr);
+  const noType = await run("quantize", `${tinyA}/model.gguf`, out);
+  deepStrictEqual(noType.code, 2);
+  ok((await run("quantize", "--help")).stdout.includes("--head-type"));
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("cli generate --json is machine-readable", async () => {
   const res = await run(
     "generate",

