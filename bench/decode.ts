@@ -32,6 +32,7 @@ const { values } = parseArgs({
     decode: { type: "string", default: "128" },
     prompt: { type: "string", default: "16" },
     prefill: { type: "string", default: "512" },
+    nocache: { type: "string", default: "16" },
     json: { type: "boolean", default: false },
     save: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
@@ -43,19 +44,22 @@ if (values.help) {
 Decode and prefill tokens/s of a random-weight Gemma 3 270M (made once in bench/.cache/),
 per weight format and thread count, beside the stream-read bandwidth of the same threads.
 
-  --formats f32,bf16   weight formats (q8_0: the bf16 checkpoint quantized on load)
+  --formats f32,bf16   weight formats: f32, bf16, and q8_0 or q4_0 (the bf16 checkpoint
+                       quantized on load; q4_0 keeps the head in q8_0)
   --threads 1,2        thread counts
   --rounds 3           interleaved rounds (medians are reported)
   --decode 128         tokens decoded after a --prompt 16 token prompt
   --prefill 512        prompt length for the prefill measurement
+  --nocache 16         tokens generated without a KV cache (the whole sequence re-run for each,
+                       as the seed's "regular" mode does; 0 to skip)
   --json               one JSON line instead of the table
   --save               also write bench/results/<date>-decode-<runtime>.{md,json}`);
   process.exit(0);
 }
 const formats = (values.formats as string).split(",");
 for (const f of formats) {
-  if (!["bf16", "f32", "q8_0"].includes(f)) {
-    throw new Error(`--formats takes bf16, f32 and q8_0, got ${f}`);
+  if (!["bf16", "f32", "q8_0", "q4_0"].includes(f)) {
+    throw new Error(`--formats takes bf16, f32, q8_0 and q4_0, got ${f}`);
   }
 }
 const threadCounts = (values.threads as string).split(",").map(Number);
@@ -64,7 +68,8 @@ const rounds = Number(values.rounds);
 const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
 const promptLen = Number(values.prompt),
   decodeLen = Number(values.decode),
-  prefillLen = Number(values.prefill);
+  prefillLen = Number(values.prefill),
+  noCacheLen = Number(values.nocache);
 const ids = (n: number, seed: number) =>
   Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % 262144);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -72,9 +77,10 @@ const opsPerToken = CONFIG.num_hidden_layers * 8 + 1; // 7 matrix products + att
 
 /** Decode and prefill tokens/s for one format and thread count. */
 async function speed(format: string, threads: number) {
-  const stored = format === "q8_0" ? "bf16" : format;
+  const quantized = format === "q8_0" || format === "q4_0";
+  const stored = quantized ? "bf16" : format;
   const dir = new URL(`./.cache/gemma3-270m-random-${stored}`, import.meta.url).pathname;
-  const model = await loadModel(dir, { threads, weights: format === "q8_0" ? "q8_0" : undefined });
+  const model = await loadModel(dir, { threads, weights: quantized ? format as "q8_0" | "q4_0" : undefined });
   if (model.threads !== threads) {
     throw new Error(
       `asked for ${threads} threads, got ${model.threads}: ${model.threadsFallbackReason}`,
@@ -90,9 +96,23 @@ async function speed(format: string, threads: number) {
   const t2 = performance.now();
   await s.eval(ids(prefillLen, 2));
   const prefill = prefillLen / ((performance.now() - t2) / 1000);
+  // No KV cache: each new token re-runs the whole sequence so far (the seed's "regular" mode).
+  let noCache = 0;
+  if (noCacheLen > 0) {
+    const seq = ids(promptLen, 1);
+    const t3 = performance.now();
+    for (let i = 0; i < noCacheLen; i++) {
+      s.reset();
+      const logits = await s.eval(seq);
+      let best = 0;
+      for (let t = 1; t < logits.length; t++) if (logits[t] > logits[best]) best = t;
+      seq.push(best);
+    }
+    noCache = noCacheLen / ((performance.now() - t3) / 1000);
+  }
   const weightBytes = model.memoryBytes - s.kvBytes;
   await model.dispose();
-  return { decode, prefill, weightBytes };
+  return { decode, prefill, noCache, weightBytes };
 }
 
 /** Streaming-read bandwidth (GB/s) of `threads` threads over 1 GiB, and the cost of an empty op. */
@@ -121,18 +141,19 @@ async function bandwidth(threads: number) {
   return { gbPerSecond: median(runs), opMicros };
 }
 
-for (const f of new Set(formats.map((f) => (f === "q8_0" ? "bf16" : f)))) {
+for (const f of new Set(formats.map((f) => (f === "q8_0" || f === "q4_0" ? "bf16" : f)))) {
   await ensureCheckpoint(new URL(`./.cache/gemma3-270m-random-${f}`, import.meta.url).pathname, f);
 }
 
-const samples = new Map<string, { decode: number[]; prefill: number[]; weightBytes: number }>();
+const samples = new Map<string, { decode: number[]; prefill: number[]; noCache: number[]; weightBytes: number }>();
 for (let r = 0; r < rounds; r++) {
   for (const f of formats) {
     for (const t of threadCounts) {
       const key = `${f}/${t}`;
       const m = await speed(f, t);
-      const e = samples.get(key) ?? { decode: [], prefill: [], weightBytes: m.weightBytes };
+      const e = samples.get(key) ?? { decode: [], prefill: [], noCache: [], weightBytes: m.weightBytes };
       e.decode.push(m.decode);
+      e.noCache.push(m.noCache);
       e.prefill.push(m.prefill);
       samples.set(key, e);
     }
@@ -154,6 +175,7 @@ for (const f of formats) {
       format: f,
       threads: t,
       decodeTokensPerSecond: +decode.toFixed(2),
+      noCacheTokensPerSecond: +median(e.noCache).toFixed(2),
       prefillTokensPerSecond: +prefill.toFixed(1),
       decodeReadGBps: +decodeGBps.toFixed(1),
       streamReadGBps: +gbPerSecond.toFixed(1),
@@ -171,12 +193,12 @@ for (const r of rows) {
   }
 }
 const table = [
-  `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen}, prefill ${prefillLen}`,
+  `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen} (no cache: ${noCacheLen} tokens, the whole sequence re-run for each), prefill ${prefillLen}`,
   "",
-  "| format | threads | decode tok/s | prefill tok/s | prefill vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
-  "|---|---|---|---|---|---|---|---|---|---|",
+  "| format | threads | decode tok/s (KV cache) | decode tok/s (no cache) | prefill tok/s | prefill vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
+  "|---|---|---|---|---|---|---|---|---|---|---|",
   ...rows.map((r) =>
-    `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
+    `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${noCacheLen > 0 ? r.noCacheTokensPerSecond : "—"} | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
       Math.round(r.decodeShareOfBandwidth * 100)
     }% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`
   ),

@@ -1,0 +1,111 @@
+// Micro-benchmarks of the hot kernels, single-threaded, on operands larger than the caches (each
+// weight read once per call, as in decode):
+//
+//   deno bench -A bench/kernels_bench.ts
+//
+// Besides Deno's own table, it prints GB/s and GFLOP/s per kernel next to the read bandwidth one
+// thread reaches with the streaming-read kernel (the ceiling for a product that reads each weight
+// once).
+
+import { f32ToF16 } from "../engine/dtypes.ts";
+import { QUANT, type QuantType } from "../engine/quant.ts";
+import { WasmRuntime } from "../engine/runtime.ts";
+
+const rt = await WasmRuntime.create({ threads: 1 });
+const k = rt.kernels;
+const ROWS = 65536, COLS = 640; // 42M weights: 168 MB in f32, far beyond any cache here
+
+/** Random bytes with moderate f16 scales where a block format keeps them. */
+function fill(format: "f32" | "bf16" | QuantType, ptr: number, bytes: number): void {
+  const u8 = rt.u8(ptr, bytes);
+  let seed = 7;
+  for (let i = 0; i < bytes; i += 4) {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    u8[i] = seed & 0xff;
+    u8[i + 1] = (seed >>> 8) & 0xff;
+    u8[i + 2] = (seed >>> 16) & 0xff;
+    u8[i + 3] = seed >>> 24;
+  }
+  if (format === "f32" || format === "bf16") {
+    // Finite values: clear the exponent's top bit.
+    if (format === "f32") for (let i = 3; i < bytes; i += 4) u8[i] &= 0x3f;
+    else for (let i = 1; i < bytes; i += 2) u8[i] &= 0x3f;
+    return;
+  }
+  const f = QUANT[format];
+  const at = { q8_0: [0], q4_0: [0], q5_0: [0], q4_k: [0, 2], q6_k: [208] }[format];
+  const view = new DataView(rt.memory.buffer, ptr, bytes);
+  const h = f32ToF16(0.001);
+  for (let b = 0; b < bytes / f.blockBytes; b++) for (const o of at) view.setUint16(b * f.blockBytes + o, h, true);
+}
+
+interface Case {
+  name: string;
+  bytes: number;
+  flops: number;
+  run: () => void;
+}
+const cases: Case[] = [];
+
+const x = rt.alloc(COLS * 4 * 512), y = rt.alloc(ROWS * 4);
+rt.f32(x, COLS * 512).fill(0.5);
+const qx = rt.alloc(COLS * 512), sx = rt.alloc((COLS * 512 / 32) * 8);
+k.quantizeRowsQ8(x, 1, COLS, qx, sx);
+for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as const) {
+  const bytes = format === "f32" ? ROWS * COLS * 4 : format === "bf16" ? ROWS * COLS * 2 : (ROWS * COLS / QUANT[format].blockElems) * QUANT[format].blockBytes;
+  const cols = format === "q4_k" || format === "q6_k" ? 512 : COLS; // K-quants need rows of 256
+  const w = rt.alloc(bytes);
+  fill(format, w, bytes);
+  const rowsHere = format === "q4_k" || format === "q6_k" ? Math.floor((ROWS * COLS) / cols) : ROWS;
+  const run = format === "f32"
+    ? () => k.matmulF32(w, x, y, ROWS, COLS, 1, 0, ROWS)
+    : format === "bf16"
+    ? () => k.matmulBF16(w, x, y, ROWS, COLS, 1, 0, ROWS)
+    : () => k.matmulQuant(QUANT[format].kernelFormat, w, qx, sx, y, rowsHere, cols, 1, 0, rowsHere);
+  cases.push({ name: `matvec ${format} ${rowsHere}×${cols}`, bytes, flops: 2 * ROWS * COLS, run });
+}
+
+// Attention for one decoded token: 4 query heads over 1 KV head of 256, as in the 270M.
+const heads = 4, headDim = 256;
+for (const positions of [512, 4096]) {
+  const kc = rt.alloc(positions * headDim * 4), vc = rt.alloc(positions * headDim * 4);
+  rt.f32(kc, positions * headDim).fill(0.01);
+  rt.f32(vc, positions * headDim).fill(0.02);
+  const q = rt.alloc(heads * headDim * 4), kk = rt.alloc(headDim * 4), vv = rt.alloc(headDim * 4);
+  const out = rt.alloc(heads * headDim * 4), scores = rt.alloc((positions + 1) * 4);
+  rt.f32(q, heads * headDim).fill(0.1);
+  const run = () => k.attention(q, kk, vv, kc, vc, out, scores, 1, positions, heads, 1, headDim, positions + 1, 0, 1 / 16, 0, heads);
+  cases.push({ name: `attention 1 token over ${positions} positions`, bytes: 2 * positions * headDim * 4, flops: 4 * heads * positions * headDim, run });
+}
+
+// RMSNorm over a 512-token prefill batch of width 640.
+const nx = rt.alloc(512 * COLS * 4), nw = rt.alloc(COLS * 4), nout = rt.alloc(512 * COLS * 4);
+rt.f32(nx, 512 * COLS).fill(0.3);
+cases.push({ name: "rmsNorm 512×640", bytes: 2 * 512 * COLS * 4, flops: 4 * 512 * COLS, run: () => k.rmsNorm(nx, nw, nout, 512, COLS, 1e-6) });
+
+// The ceiling: streaming reads over 512 MB.
+const streamBytes = 512 << 20;
+const sp = rt.alloc(streamBytes);
+rt.u8(sp, streamBytes).fill(1);
+cases.push({ name: "streamRead 512 MB", bytes: streamBytes, flops: 0, run: () => k.streamRead(sp, 0, streamBytes) });
+
+for (const c of cases) Deno.bench(c.name, c.run);
+
+// Our own table: median of 7 timed calls after a warm-up.
+const rows = cases.map((c) => {
+  c.run();
+  const t: number[] = [];
+  for (let i = 0; i < 7; i++) {
+    const t0 = performance.now();
+    c.run();
+    t.push(performance.now() - t0);
+  }
+  const ms = t.sort((a, b) => a - b)[3];
+  return { name: c.name, ms, gbps: c.bytes / 1e6 / ms, gflops: c.flops / 1e6 / ms };
+});
+const ceiling = rows.find((r) => r.name.startsWith("streamRead"))!.gbps;
+console.log("\n| kernel (1 thread) | ms | GB/s read | GFLOP/s | share of read bandwidth |\n|---|---|---|---|---|");
+for (const r of rows) {
+  console.log(`| ${r.name} | ${r.ms.toFixed(2)} | ${r.gbps.toFixed(1)} | ${r.gflops.toFixed(1)} | ${Math.round((100 * r.gbps) / ceiling)}% |`);
+}
+console.log();
