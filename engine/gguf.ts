@@ -92,6 +92,11 @@ const SCALAR: Record<number, [number, (v: DataView, o: number) => number | bigin
 const STRING = 8;
 const ARRAY = 9;
 
+/** A metadata array left undecoded (see readGgufHeader's `lazyArrays`): its length and type. */
+export class GgufSkippedArray {
+  constructor(readonly itemType: number, readonly length: number) {}
+}
+
 /** Bytes of header read at most (metadata with a 262k-token vocabulary is ~10 MB). */
 const MAX_HEADER = 256 << 20;
 
@@ -99,7 +104,7 @@ const MAX_HEADER = 256 << 20;
  * Reads a GGUF header from a file: the header is read in growing pieces (vocabulary arrays make it
  * large), never more than the file holds or MAX_HEADER.
  */
-export async function readGgufHeader(source: ByteSource): Promise<GgufFile> {
+export async function readGgufHeader(source: ByteSource, options: { lazyArrays?: boolean } = {}): Promise<GgufFile> {
   const fail = (msg: string): never => {
     throw new Error(`${source.name}: ${msg}`);
   };
@@ -109,7 +114,7 @@ export async function readGgufHeader(source: ByteSource): Promise<GgufFile> {
   await source.read(0, buf);
   for (;;) {
     try {
-      return parseGguf(buf, source.size, source.name);
+      return parseGguf(buf, source.size, source.name, options.lazyArrays);
     } catch (e) {
       if (!(e instanceof NeedMore)) throw e;
       if (have >= source.size || have >= MAX_HEADER) {
@@ -131,8 +136,12 @@ export async function readGgufHeader(source: ByteSource): Promise<GgufFile> {
 
 class NeedMore extends Error {}
 
-/** Parses a GGUF header from its first bytes; throws NeedMore if they are not enough. */
-export function parseGguf(bytes: Uint8Array, fileSize: number, where: string): GgufFile {
+/**
+ * Parses a GGUF header from its first bytes; throws NeedMore if they are not enough. With
+ * `lazyArrays`, arrays of more than 1024 items (the vocabulary's pieces, scores and types: tens
+ * of MB as JS values) are checked and skipped, and stand as GgufSkippedArray in the metadata.
+ */
+export function parseGguf(bytes: Uint8Array, fileSize: number, where: string, lazyArrays = false): GgufFile {
   const fail = (msg: string): never => {
     throw new Error(`${where}: ${msg}`);
   };
@@ -178,10 +187,24 @@ export function parseGguf(bytes: Uint8Array, fileSize: number, where: string): G
       const itemType = u32();
       const n = u64(`array length of ${key}`);
       if (n > fileSize) fail(`${key}: array of ${n} items is larger than the file`);
-      if (itemType === STRING) return Array.from({ length: n }, () => str(`item of ${key}`));
+      const skip = lazyArrays && n > 1024;
+      if (itemType === STRING) {
+        if (!skip) return Array.from({ length: n }, () => str(`item of ${key}`));
+        for (let i = 0; i < n; i++) {
+          const len = u64(`length of an item of ${key}`);
+          if (len > fileSize) fail(`an item of ${key} claims ${len} bytes, more than the file holds`);
+          need(len);
+          o += len;
+        }
+        return new GgufSkippedArray(itemType, n);
+      }
       const s = SCALAR[itemType];
       if (!s) fail(`${key}: unknown array item type ${itemType}`);
       need(n * s[0]);
+      if (skip) {
+        o += n * s[0];
+        return new GgufSkippedArray(itemType, n);
+      }
       const out = new Array(n);
       for (let i = 0; i < n; i++) out[i] = s[1](view, o + i * s[0]);
       o += n * s[0];

@@ -27,13 +27,15 @@ const SUPPORTED_TYPES: Record<number, StoredDType> = {
 const SUPPORTED_NAMES = Object.keys(SUPPORTED_TYPES).map((t) => GGML_TYPES[+t].name).join(", ");
 
 /** Opens a .gguf file (path or URL): its config and every tensor's place, checked, nothing read
- * yet; `metadata` keeps the file's metadata (the tokenizer lives there). Close `sources` when done. */
+ * yet; `metadata` keeps the file's metadata (the tokenizer lives there; with `lazyArrays` its big
+ * arrays are left undecoded, see parseGguf). Close `sources` when done. */
 export async function openGgufCheckpoint(
   location: string,
+  options: { lazyArrays?: boolean } = {},
 ): Promise<OpenCheckpoint & Pick<GgufFile, "metadata" | "metadataTypes">> {
   const source = await openSource(location);
   try {
-    const file = await readGgufHeader(source);
+    const file = await readGgufHeader(source, options);
     const found = new Map<string, TensorEntry>();
     for (const t of file.tensors) {
       const name = canonicalGgufName(t.name);
@@ -90,6 +92,7 @@ export async function loadGguf(
   onProgress?: (p: LoadProgress) => void,
   quantize?: QuantPlan,
 ): Promise<LoadedCheckpoint & { metadata: Map<string, unknown> }> {
-  const open = await openGgufCheckpoint(location);
+  // The vocabulary arrays stay undecoded: the tokenizer reads them only if its cache misses.
+  const open = await openGgufCheckpoint(location, { lazyArrays: true });
   return { ...await loadOpened(open, rt, onProgress, quantize), metadata: open.metadata };
 }

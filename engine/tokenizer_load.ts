@@ -19,7 +19,7 @@ import { ChatTemplate } from "./chat.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { downloadModel, isRepoId } from "./hub.ts";
 import { fromCompact, fromGgufMetadata, fromTokenizerJson, toCompact } from "./tokenizer_format.ts";
-import { readGgufHeader } from "./gguf.ts";
+import { GgufSkippedArray, readGgufHeader } from "./gguf.ts";
 import { openSource } from "./io.ts";
 import type { TokenizerData } from "./tokenizer.ts";
 
@@ -46,7 +46,7 @@ async function loadData(
     } catch { /* no cache yet, or unusable: rebuild */ }
   }
   const data = gguf
-    ? fromGgufMetadata(ggufMeta ?? await ggufMetadata(jsonPath), jsonPath)
+    ? fromGgufMetadata(ggufMeta && ![...ggufMeta.values()].some((v) => v instanceof GgufSkippedArray) ? ggufMeta : await ggufMetadata(jsonPath), jsonPath)
     : fromTokenizerJson(await readJson(jsonPath), jsonPath);
   if (cachePath) await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
   return data;
@@ -63,7 +63,8 @@ async function ggufMetadata(location: string): Promise<Map<string, unknown>> {
 }
 
 /** The tokenizer of a GGUF file whose metadata has been read already (the compact form is cached
- * as for tokenizer.json, keyed by the file). */
+ * as for tokenizer.json, keyed by the file; arrays skipped in `meta` are read again only when
+ * the cache has no entry). */
 export async function tokenizerFromGguf(
   location: string,
   meta: Map<string, unknown>,

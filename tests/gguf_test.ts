@@ -38,6 +38,12 @@ Deno.test("tiny-a GGUF: config from metadata, logits within 1e-4 of the golden, 
     s.dispose();
   }
   ok(llamacpp !== undefined);
+  // The tokenizer comes from the file's metadata (its vocabulary arrays are decoded only when the
+  // tokenizer cache has no entry): the same ids as loading it on its own, without the cache.
+  const { loadTokenizer } = await import("../mod.ts");
+  const alone = await loadTokenizer(gguf, { cache: false });
+  const text = alone.decode([17, 42, 99, 250, 7]);
+  deepStrictEqual(model.tokenizer.encode(text), alone.encode(text));
   await model.dispose();
 });
 
