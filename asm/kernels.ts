@@ -616,48 +616,57 @@ export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: 
   return i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w), x0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w), x1));
 }
 
-/** Σ of 32 products of 4-bit weights q (0..15; lo = elements 0–15, hi = 16–31) with int8
- * activations xa, xb (16 each; relaxed build) or their i16 widenings x0..x3 (plain build),
- * minus `offset` · Σ activations (given as `corr` = offset · Σ in lane 0). */
-@inline function nibbleDot(lo: v128, hi: v128, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, offset: i8, corr: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return i32x4.sub(i32x4.relaxed_dot_i8x16_i7x16_add_s(xa, lo, i32x4.relaxed_dot_i8x16_i7x16_add_s(xb, hi, i32x4.splat(0))), corr);
-  }
-  const o = i8x16.splat(offset);
-  return i8BlockDot(i8x16.sub(lo, o), i8x16.sub(hi, o), x0, x1, x2, x3);
-}
 
 /** Bytes per block of each 32-block format. */
 @inline function blockBytes32(fmt: i32): i32 {
   return fmt == FMT_Q8_0 ? 34 : fmt == FMT_Q4_0 ? 18 : 22;
 }
 
-/** (Σ qw·qx) of one 32-block of a Q8_0, Q4_0 or Q5_0 row at wb, as i32x4 lanes. */
-@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, corr4: v128, corr16: v128): v128 {
+/** (Σ qw·qx) of one 32-block of a Q8_0, Q4_0 or Q5_0 row at wb, as i32x4 lanes whose sum is
+ * the block's dot product; the relaxed build leaves the offset correction (8 or 16 · Σ qx) out. */
+@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
   if (fmt == FMT_Q8_0) return i8BlockDot(v128.load(wb, 2), v128.load(wb, 18), x0, x1, x2, x3);
   const nib = fmt == FMT_Q4_0 ? v128.load(wb, 2) : v128.load(wb, 6);
   let lo = v128.and(nib, i8x16.splat(15));
   let hi = i8x16.shr_u(nib, 4);
-  if (fmt == FMT_Q4_0) return nibbleDot(lo, hi, xa, xb, x0, x1, x2, x3, 8, corr4);
-  // Q5_0: bit j of the u32 qh is bit 4 of weight j. Spread its bytes over the lanes (byte 0 to
-  // lanes 0–7, byte 1 to lanes 8–15, ...) and test one bit per lane.
-  const qh = v128.splat<i32>(load<i32>(wb, 2));
-  const bit = v128(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
-  const hLo = v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bit), bit), i8x16.splat(16));
-  const hHi = v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bit), bit), i8x16.splat(16));
-  lo = v128.or(lo, hLo);
-  hi = v128.or(hi, hHi);
-  return nibbleDot(lo, hi, xa, xb, x0, x1, x2, x3, 16, corr16);
+  if (fmt == FMT_Q5_0) {
+    // Bit j of the u32 qh is bit 4 of weight j. Spread its bytes over the lanes (byte 0 to
+    // lanes 0–7, byte 1 to lanes 8–15, ...) and test one bit per lane.
+    const qh = v128.splat<i32>(load<i32>(wb, 2));
+    const bit = v128(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+    lo = v128.or(lo, v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bit), bit), i8x16.splat(16)));
+    hi = v128.or(hi, v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bit), bit), i8x16.splat(16)));
+  }
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return i32x4.relaxed_dot_i8x16_i7x16_add_s(xa, lo, i32x4.relaxed_dot_i8x16_i7x16_add_s(xb, hi, i32x4.splat(0)));
+  }
+  const o = i8x16.splat(fmt == FMT_Q4_0 ? 8 : 16);
+  return i8BlockDot(i8x16.sub(lo, o), i8x16.sub(hi, o), x0, x1, x2, x3);
 }
 
-/** acc += (block dot) · dw · dx for one row's 32-block at wb. */
-@inline function block32Accumulate(fmt: i32, acc: v128, wb: usize, dx: f32, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, corr4: v128, corr16: v128): v128 {
-  const scale = halfToF32(load<u16>(wb)) * dx;
-  return madd(f32x4.convert_i32x4_s(block32Dot(fmt, wb, xa, xb, x0, x1, x2, x3, corr4, corr16)), f32x4.splat(scale), acc);
+/** The block's offset correction in the relaxed build (Σ (q − o)·x = Σ q·x − o·Σ x), else 0. */
+@inline function block32Offset(fmt: i32, total: i32): i32 {
+  if (!ASC_FEATURE_RELAXED_SIMD || fmt == FMT_Q8_0) return 0;
+  return fmt == FMT_Q4_0 ? total << 3 : total << 4;
 }
 
-/** Rows r (and r+1..r+3 when `four`) of y = x · Wᵀ for a 32-block format, every token. */
-@inline function rowsBlock32(fmt: i32, four: bool, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32): void {
+/** Lane r of the result = the sum of the four lanes of v_r: four rows' block sums in one vector. */
+@inline function transposeSum(v0: v128, v1: v128, v2: v128, v3: v128): v128 {
+  const t01 = i32x4.add(v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), v128.shuffle<i32>(v0, v1, 2, 6, 3, 7));
+  const t23 = i32x4.add(v128.shuffle<i32>(v2, v3, 0, 4, 1, 5), v128.shuffle<i32>(v2, v3, 2, 6, 3, 7));
+  return i32x4.add(v128.shuffle<i32>(t01, t23, 0, 1, 4, 5), v128.shuffle<i32>(t01, t23, 2, 3, 6, 7));
+}
+
+/** IEEE halves (in the low 16 bits of each i32 lane) → f32 lanes, as halfToF32. */
+@inline function halvesToF32(h: v128): v128 {
+  const bits = v128.or(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+  return f32x4.mul(bits, f32x4.splat(<f32>5.192296858534828e33));
+}
+
+/** Four rows from r of y = x · Wᵀ for a 32-block format, every token: each block's four integer
+ * sums are gathered into one vector, scaled by the four rows' scales at once and accumulated
+ * lane = row. */
+@inline function fourRowsBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32): void {
   const blocks = cols / QX_BLOCK;
   const bytes = blockBytes32(fmt);
   const rowBytes = <usize>blocks * bytes;
@@ -667,41 +676,62 @@ export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: 
     const xq = qx + <usize>t * <usize>cols;
     const xs = sx + ((<usize>t * <usize>blocks) << 2);
     const xsum = sums + ((<usize>t * <usize>blocks) << 2);
-    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    let acc = f32x4.splat(0);
     for (let b = 0; b < blocks; b++) {
       const xbp = xq + (<usize>b << 5);
       const xa = v128.load(xbp), xb = v128.load(xbp, 16);
       const x0 = i16x8.extend_low_i8x16_s(xa), x1 = i16x8.extend_high_i8x16_s(xa);
       const x2 = i16x8.extend_low_i8x16_s(xb), x3 = i16x8.extend_high_i8x16_s(xb);
-      const total = load<i32>(xsum + (<usize>b << 2));
-      const corr4 = i32x4.replace_lane(i32x4.splat(0), 0, total << 3);
-      const corr16 = i32x4.replace_lane(i32x4.splat(0), 0, total << 4);
-      const dx = load<f32>(xs + (<usize>b << 2));
       const wb = w0 + <usize>b * bytes;
-      a0 = block32Accumulate(fmt, a0, wb, dx, xa, xb, x0, x1, x2, x3, corr4, corr16);
-      if (four) {
-        a1 = block32Accumulate(fmt, a1, wb + rowBytes, dx, xa, xb, x0, x1, x2, x3, corr4, corr16);
-        a2 = block32Accumulate(fmt, a2, wb + 2 * rowBytes, dx, xa, xb, x0, x1, x2, x3, corr4, corr16);
-        a3 = block32Accumulate(fmt, a3, wb + 3 * rowBytes, dx, xa, xb, x0, x1, x2, x3, corr4, corr16);
-      }
+      let dots = transposeSum(
+        block32Dot(fmt, wb, xa, xb, x0, x1, x2, x3),
+        block32Dot(fmt, wb + rowBytes, xa, xb, x0, x1, x2, x3),
+        block32Dot(fmt, wb + 2 * rowBytes, xa, xb, x0, x1, x2, x3),
+        block32Dot(fmt, wb + 3 * rowBytes, xa, xb, x0, x1, x2, x3),
+      );
+      dots = i32x4.sub(dots, i32x4.splat(block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)))));
+      let h = i32x4.splat(<i32>load<u16>(wb));
+      h = i32x4.replace_lane(h, 1, <i32>load<u16>(wb + rowBytes));
+      h = i32x4.replace_lane(h, 2, <i32>load<u16>(wb + 2 * rowBytes));
+      h = i32x4.replace_lane(h, 3, <i32>load<u16>(wb + 3 * rowBytes));
+      const scale = f32x4.mul(halvesToF32(h), f32x4.splat(load<f32>(xs + (<usize>b << 2))));
+      acc = madd(f32x4.convert_i32x4_s(dots), scale, acc);
     }
-    const yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
-    store<f32>(yt, hsum(a0));
-    if (four) {
-      store<f32>(yt, hsum(a1), 4);
-      store<f32>(yt, hsum(a2), 8);
-      store<f32>(yt, hsum(a3), 12);
-    }
+    v128.store(y + ((<usize>t * <usize>rows + <usize>r) << 2), acc);
   }
 }
 
-/** Rows [r0, r1) of y = x · Wᵀ for a 32-block format (Q8_0, Q4_0, Q5_0). Four rows share each
- * activation block's loads and widening; every (row, token) sum is formed in block order whatever
- * the grouping, so thread splits give identical results. */
+/** One row of y = x · Wᵀ for a 32-block format, every token (rows after the last group of four). */
+@inline function oneRowBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32): void {
+  const blocks = cols / QX_BLOCK;
+  const bytes = blockBytes32(fmt);
+  const sums = sx + (<usize>(tokens * blocks) << 2);
+  const wr = w + <usize>r * <usize>blocks * bytes;
+  for (let t = 0; t < tokens; t++) {
+    const xq = qx + <usize>t * <usize>cols;
+    const xs = sx + ((<usize>t * <usize>blocks) << 2);
+    const xsum = sums + ((<usize>t * <usize>blocks) << 2);
+    let acc: f32 = 0;
+    for (let b = 0; b < blocks; b++) {
+      const xbp = xq + (<usize>b << 5);
+      const xa = v128.load(xbp), xb = v128.load(xbp, 16);
+      const wb = wr + <usize>b * bytes;
+      const v = block32Dot(fmt, wb, xa, xb, i16x8.extend_low_i8x16_s(xa), i16x8.extend_high_i8x16_s(xa), i16x8.extend_low_i8x16_s(xb), i16x8.extend_high_i8x16_s(xb));
+      const dot = i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3) -
+        block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)));
+      acc += <f32>dot * (halfToF32(load<u16>(wb)) * load<f32>(xs + (<usize>b << 2)));
+    }
+    store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), acc);
+  }
+}
+
+/** Rows [r0, r1) of y = x · Wᵀ for a 32-block format (Q8_0, Q4_0, Q5_0). Rows go in groups of
+ * four from r0 (thread splits are multiples of four, so a row's group, and with it every bit of
+ * its result, does not depend on the thread count), the rest one by one. */
 @inline function matmulBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
   let r = r0;
-  for (; r + 4 <= r1; r += 4) rowsBlock32(fmt, true, w, qx, sx, y, rows, cols, tokens, r);
-  for (; r < r1; r++) rowsBlock32(fmt, false, w, qx, sx, y, rows, cols, tokens, r);
+  for (; r + 4 <= r1; r += 4) fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r);
+  for (; r < r1; r++) oneRowBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r);
 }
 
 /** The four i16x8 widenings of the activation block at p. */
