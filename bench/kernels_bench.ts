@@ -1,7 +1,7 @@
 // Micro-benchmarks of the hot kernels, single-threaded, on operands larger than the caches (each
 // weight read once per call, as in decode):
 //
-//   deno bench -A bench/kernels_bench.ts
+//   deno bench -A bench/kernels_bench.ts [-- --save]
 //
 // Besides Deno's own table, it prints GB/s and GFLOP/s per kernel next to the read bandwidth one
 // thread reaches with the streaming-read kernel (the ceiling for a product that reads each weight
@@ -104,8 +104,24 @@ const rows = cases.map((c) => {
   return { name: c.name, ms, gbps: c.bytes / 1e6 / ms, gflops: c.flops / 1e6 / ms };
 });
 const ceiling = rows.find((r) => r.name.startsWith("streamRead"))!.gbps;
-console.log("\n| kernel (1 thread) | ms | GB/s read | GFLOP/s | share of read bandwidth |\n|---|---|---|---|---|");
-for (const r of rows) {
-  console.log(`| ${r.name} | ${r.ms.toFixed(2)} | ${r.gbps.toFixed(1)} | ${r.gflops.toFixed(1)} | ${Math.round((100 * r.gbps) / ceiling)}% |`);
+const table = [
+  "| kernel (1 thread) | ms | GB/s read | GFLOP/s | share of read bandwidth |",
+  "|---|---|---|---|---|",
+  ...rows.map((r) => `| ${r.name} | ${r.ms.toFixed(2)} | ${r.gbps.toFixed(1)} | ${r.gflops.toFixed(1)} | ${Math.round((100 * r.gbps) / ceiling)}% |`),
+];
+console.log(`\n${table.join("\n")}\n`);
+if (Deno.args.includes("--save")) {
+  const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
+  const date = new Date().toISOString().slice(0, 10);
+  const dir = new URL("./results/", import.meta.url).pathname;
+  await Deno.writeTextFile(`${dir}${date}-kernels-deno.md`, [
+    "# Kernel micro-benchmarks, Deno",
+    "",
+    `Machine: ${cpu}, ${navigator.hardwareConcurrency} cores; Deno ${Deno.version.deno}. Command: \`deno bench -A bench/kernels_bench.ts -- --save\`.`,
+    "Medians of 7 calls after a warm-up; operands far larger than the caches.",
+    "",
+    ...table,
+    "",
+  ].join("\n"));
+  await Deno.writeTextFile(`${dir}${date}-kernels-deno.json`, JSON.stringify({ date, machine: { cpu, cores: navigator.hardwareConcurrency, runtime: `Deno ${Deno.version.deno}` }, rows }, null, 2) + "\n");
 }
-console.log();
