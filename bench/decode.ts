@@ -80,7 +80,10 @@ async function speed(format: string, threads: number) {
   const quantized = format === "q8_0" || format === "q4_0";
   const stored = quantized ? "bf16" : format;
   const dir = new URL(`./.cache/gemma3-270m-random-${stored}`, import.meta.url).pathname;
-  const model = await loadModel(dir, { threads, weights: quantized ? format as "q8_0" | "q4_0" : undefined });
+  const model = await loadModel(dir, {
+    threads,
+    weights: quantized ? format as "q8_0" | "q4_0" : undefined,
+  });
   if (model.threads !== threads) {
     throw new Error(
       `asked for ${threads} threads, got ${model.threads}: ${model.threadsFallbackReason}`,
@@ -145,13 +148,17 @@ for (const f of new Set(formats.map((f) => (f === "q8_0" || f === "q4_0" ? "bf16
   await ensureCheckpoint(new URL(`./.cache/gemma3-270m-random-${f}`, import.meta.url).pathname, f);
 }
 
-const samples = new Map<string, { decode: number[]; prefill: number[]; noCache: number[]; weightBytes: number }>();
+const samples = new Map<
+  string,
+  { decode: number[]; prefill: number[]; noCache: number[]; weightBytes: number }
+>();
 for (let r = 0; r < rounds; r++) {
   for (const f of formats) {
     for (const t of threadCounts) {
       const key = `${f}/${t}`;
       const m = await speed(f, t);
-      const e = samples.get(key) ?? { decode: [], prefill: [], noCache: [], weightBytes: m.weightBytes };
+      const e = samples.get(key) ??
+        { decode: [], prefill: [], noCache: [], weightBytes: m.weightBytes };
       e.decode.push(m.decode);
       e.noCache.push(m.noCache);
       e.prefill.push(m.prefill);
@@ -198,7 +205,9 @@ const table = [
   "| format | threads | decode tok/s (KV cache) | decode tok/s (no cache) | prefill tok/s | prefill vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
   "|---|---|---|---|---|---|---|---|---|---|---|",
   ...rows.map((r) =>
-    `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${noCacheLen > 0 ? r.noCacheTokensPerSecond : "—"} | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
+    `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${
+      noCacheLen > 0 ? r.noCacheTokensPerSecond : "—"
+    } | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
       Math.round(r.decodeShareOfBandwidth * 100)
     }% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`
   ),

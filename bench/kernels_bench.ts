@@ -28,7 +28,7 @@ function fill(format: "f32" | "bf16" | QuantType, ptr: number, bytes: number): v
   }
   if (format === "f32" || format === "bf16") {
     // Finite values: clear the exponent's top bit.
-    if (format === "f32") for (let i = 3; i < bytes; i += 4) u8[i] &= 0x3f;
+    if (format === "f32") { for (let i = 3; i < bytes; i += 4) u8[i] &= 0x3f; }
     else for (let i = 1; i < bytes; i += 2) u8[i] &= 0x3f;
     return;
   }
@@ -36,7 +36,9 @@ function fill(format: "f32" | "bf16" | QuantType, ptr: number, bytes: number): v
   const at = { q8_0: [0], q4_0: [0], q5_0: [0], q4_k: [0, 2], q6_k: [208] }[format];
   const view = new DataView(rt.memory.buffer, ptr, bytes);
   const h = f32ToF16(0.001);
-  for (let b = 0; b < bytes / f.blockBytes; b++) for (const o of at) view.setUint16(b * f.blockBytes + o, h, true);
+  for (let b = 0; b < bytes / f.blockBytes; b++) {
+    for (const o of at) view.setUint16(b * f.blockBytes + o, h, true);
+  }
 }
 
 interface Case {
@@ -52,7 +54,11 @@ rt.f32(x, COLS * 512).fill(0.5);
 const qx = rt.alloc(COLS * 512), sx = rt.alloc((COLS * 512 / 32) * 8);
 k.quantizeRowsQ8(x, 1, COLS, qx, sx);
 for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as const) {
-  const bytes = format === "f32" ? ROWS * COLS * 4 : format === "bf16" ? ROWS * COLS * 2 : (ROWS * COLS / QUANT[format].blockElems) * QUANT[format].blockBytes;
+  const bytes = format === "f32"
+    ? ROWS * COLS * 4
+    : format === "bf16"
+    ? ROWS * COLS * 2
+    : (ROWS * COLS / QUANT[format].blockElems) * QUANT[format].blockBytes;
   const cols = format === "q4_k" || format === "q6_k" ? 512 : COLS; // K-quants need rows of 256
   const w = rt.alloc(bytes);
   fill(format, w, bytes);
@@ -74,20 +80,54 @@ for (const positions of [512, 4096]) {
   const q = rt.alloc(heads * headDim * 4), kk = rt.alloc(headDim * 4), vv = rt.alloc(headDim * 4);
   const out = rt.alloc(heads * headDim * 4), scores = rt.alloc((positions + 1) * 4);
   rt.f32(q, heads * headDim).fill(0.1);
-  const run = () => k.attention(q, kk, vv, kc, vc, out, scores, 1, positions, heads, 1, headDim, positions + 1, 0, 1 / 16, 0, heads);
-  cases.push({ name: `attention 1 token over ${positions} positions`, bytes: 2 * positions * headDim * 4, flops: 4 * heads * positions * headDim, run });
+  const run = () =>
+    k.attention(
+      q,
+      kk,
+      vv,
+      kc,
+      vc,
+      out,
+      scores,
+      1,
+      positions,
+      heads,
+      1,
+      headDim,
+      positions + 1,
+      0,
+      1 / 16,
+      0,
+      heads,
+    );
+  cases.push({
+    name: `attention 1 token over ${positions} positions`,
+    bytes: 2 * positions * headDim * 4,
+    flops: 4 * heads * positions * headDim,
+    run,
+  });
 }
 
 // RMSNorm over a 512-token prefill batch of width 640.
 const nx = rt.alloc(512 * COLS * 4), nw = rt.alloc(COLS * 4), nout = rt.alloc(512 * COLS * 4);
 rt.f32(nx, 512 * COLS).fill(0.3);
-cases.push({ name: "rmsNorm 512×640", bytes: 2 * 512 * COLS * 4, flops: 4 * 512 * COLS, run: () => k.rmsNorm(nx, nw, nout, 512, COLS, 1e-6) });
+cases.push({
+  name: "rmsNorm 512×640",
+  bytes: 2 * 512 * COLS * 4,
+  flops: 4 * 512 * COLS,
+  run: () => k.rmsNorm(nx, nw, nout, 512, COLS, 1e-6),
+});
 
 // The ceiling: streaming reads over 512 MB.
 const streamBytes = 512 << 20;
 const sp = rt.alloc(streamBytes);
 rt.u8(sp, streamBytes).fill(1);
-cases.push({ name: "streamRead 512 MB", bytes: streamBytes, flops: 0, run: () => k.streamRead(sp, 0, streamBytes) });
+cases.push({
+  name: "streamRead 512 MB",
+  bytes: streamBytes,
+  flops: 0,
+  run: () => k.streamRead(sp, 0, streamBytes),
+});
 
 for (const c of cases) Deno.bench(c.name, c.run);
 
@@ -107,21 +147,45 @@ const ceiling = rows.find((r) => r.name.startsWith("streamRead"))!.gbps;
 const table = [
   "| kernel (1 thread) | ms | GB/s read | GFLOP/s | share of read bandwidth |",
   "|---|---|---|---|---|",
-  ...rows.map((r) => `| ${r.name} | ${r.ms.toFixed(2)} | ${r.gbps.toFixed(1)} | ${r.gflops.toFixed(1)} | ${Math.round((100 * r.gbps) / ceiling)}% |`),
+  ...rows.map((r) =>
+    `| ${r.name} | ${r.ms.toFixed(2)} | ${r.gbps.toFixed(1)} | ${r.gflops.toFixed(1)} | ${
+      Math.round((100 * r.gbps) / ceiling)
+    }% |`
+  ),
 ];
 console.log(`\n${table.join("\n")}\n`);
 if (Deno.args.includes("--save")) {
-  const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
+  const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() =>
+    ""
+  )).match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
   const date = new Date().toISOString().slice(0, 10);
   const dir = new URL("./results/", import.meta.url).pathname;
-  await Deno.writeTextFile(`${dir}${date}-kernels-deno.md`, [
-    "# Kernel micro-benchmarks, Deno",
-    "",
-    `Machine: ${cpu}, ${navigator.hardwareConcurrency} cores; Deno ${Deno.version.deno}. Command: \`deno bench -A bench/kernels_bench.ts -- --save\`.`,
-    "Medians of 7 calls after a warm-up; operands far larger than the caches.",
-    "",
-    ...table,
-    "",
-  ].join("\n"));
-  await Deno.writeTextFile(`${dir}${date}-kernels-deno.json`, JSON.stringify({ date, machine: { cpu, cores: navigator.hardwareConcurrency, runtime: `Deno ${Deno.version.deno}` }, rows }, null, 2) + "\n");
+  await Deno.writeTextFile(
+    `${dir}${date}-kernels-deno.md`,
+    [
+      "# Kernel micro-benchmarks, Deno",
+      "",
+      `Machine: ${cpu}, ${navigator.hardwareConcurrency} cores; Deno ${Deno.version.deno}. Command: \`deno bench -A bench/kernels_bench.ts -- --save\`.`,
+      "Medians of 7 calls after a warm-up; operands far larger than the caches.",
+      "",
+      ...table,
+      "",
+    ].join("\n"),
+  );
+  await Deno.writeTextFile(
+    `${dir}${date}-kernels-deno.json`,
+    JSON.stringify(
+      {
+        date,
+        machine: {
+          cpu,
+          cores: navigator.hardwareConcurrency,
+          runtime: `Deno ${Deno.version.deno}`,
+        },
+        rows,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
 }

@@ -5,7 +5,7 @@ import type { Gemma3Config } from "./config.ts";
 import { exists, hasFileSystem, isDirectory, isUrl, joinLocation, readJson } from "./io.ts";
 import { downloadModel, hubEndpoint, isRepoId } from "./hub.ts";
 import { loadHfFolder } from "./load_hf.ts";
-import type { LoadProgress, WasmWeight } from "./load_tensors.ts";
+import { type LoadedCheckpoint, type LoadProgress, weightBytes } from "./load_tensors.ts";
 import { loadGguf } from "./load_gguf.ts";
 import { type Activations, allocActivations } from "./model.ts";
 import { WasmRuntime } from "./runtime.ts";
@@ -14,15 +14,20 @@ import type { ChatMessage, Tokenizer } from "./tokenizer.ts";
 import { loadTokenizer, tokenizerFromGguf } from "./tokenizer_load.ts";
 import { quantPlan } from "./quant.ts";
 import type { GenerateOptions } from "./session.ts";
-import { type Ptr, WasmBackend } from "./wasm_backend.ts";
-import type { ModelWeights } from "./weights.ts";
+import { WasmBackend } from "./wasm_backend.ts";
+import type { Backend } from "./backend.ts";
+import { type GpuWeight, webGpuAdapter, WebGpuBackend } from "./webgpu.ts";
+import { mapWeights, type ModelWeights } from "./weights.ts";
 
 /** Options of `loadModel`. */
 export interface LoadOptions {
   /** For a model by name: the branch, tag or commit (default "main"). */
   revision?: string;
-  /** Where to run: "wasm" (WebAssembly SIMD), or "auto" (the default; currently always wasm). */
-  backend?: "auto" | "wasm";
+  /** Where to run: "wasm" (WebAssembly SIMD on the CPU), "webgpu" (the GPU, where the runtime
+   * has WebGPU: Deno, browsers), or "auto" (the default): WebGPU when a hardware adapter exists
+   * and the model fits its limits, else wasm. `model.backend` and `model.backendReason` say
+   * which and why. */
+  backend?: "auto" | "wasm" | "webgpu";
   /** Quantize float weight matrices while loading, streaming (the float copy is never held):
    * "q8_0" (about half the memory of bf16) or "q4_0" (about a quarter; the embedding/head stays
    * Q8_0 unless `headWeights` says otherwise, as llama.cpp's llama-quantize does). Products with
@@ -39,6 +44,15 @@ export interface LoadOptions {
    * SharedArrayBuffer and workers; without them the model runs on one thread, with the same
    * results (`model.threads` and `model.threadsFallbackReason` say what happened). */
   threads?: number;
+}
+
+/** The backend a model runs on, its weights there, and how to free them. */
+interface ModelBackend {
+  name: "wasm" | "webgpu";
+  reason: string;
+  backend: Backend<unknown, unknown>;
+  weights: ModelWeights<unknown>;
+  release: () => void;
 }
 
 /** Options of `model.createSession`. */
@@ -59,10 +73,12 @@ export class Gemma3Model {
   /** The parsed configuration. */
   readonly config: Gemma3Config;
   /** The backend the model runs on. */
-  readonly backend: "wasm";
+  readonly backend: "wasm" | "webgpu";
+  /** Why this backend: what "auto" found (or that it was asked for). */
+  readonly backendReason: string;
   readonly #rt: WasmRuntime;
-  readonly #host: SessionHost<Ptr, WasmWeight>;
-  readonly #allocations: number[];
+  readonly #host: SessionHost<unknown, unknown>;
+  readonly #release: () => void;
   readonly #sessions = new Set<Session>();
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
@@ -75,8 +91,7 @@ export class Gemma3Model {
   constructor(
     rt: WasmRuntime,
     config: Gemma3Config,
-    weights: ModelWeights<WasmWeight>,
-    allocations: number[],
+    run: ModelBackend,
     maxChunk: number,
     tokenizer?: Tokenizer,
     generationDefaults: GenerateOptions = {},
@@ -84,15 +99,16 @@ export class Gemma3Model {
     this.config = config;
     this.#tokenizer = tokenizer;
     this.generationDefaults = generationDefaults;
-    this.backend = "wasm";
+    this.backend = run.name;
+    this.backendReason = run.reason;
     this.#rt = rt;
-    this.#allocations = allocations;
-    const backend = new WasmBackend(rt);
-    const activations: Activations<Ptr> = allocActivations(backend, config, maxChunk);
+    this.#release = run.release;
+    const backend = run.backend as Backend<unknown, unknown>;
+    const activations: Activations<unknown> = allocActivations(backend, config, maxChunk);
     this.#host = {
       backend,
       config,
-      weights,
+      weights: run.weights as ModelWeights<unknown>,
       activations,
       exclusive: <T>(fn: () => Promise<T>): Promise<T> => {
         const run = this.#queue.then(fn);
@@ -163,7 +179,8 @@ export class Gemma3Model {
     return this.#rt.threadInfo.fallbackReason;
   }
 
-  /** Bytes of WebAssembly memory in use (weights, caches, activations). */
+  /** Bytes of WebAssembly memory in use (weights, caches, activations; with the WebGPU backend
+   * these live on the GPU and this counts only what stays on the CPU). */
   get memoryBytes(): number {
     return this.#rt.allocatedBytes;
   }
@@ -178,7 +195,7 @@ export class Gemma3Model {
         `contextLength must be an integer from 1 to ${max} (the model's maximum), got ${contextLength}`,
       );
     }
-    const s = new Session(this.#host as SessionHost<unknown, unknown>, contextLength);
+    const s = new Session(this.#host, contextLength);
     this.#sessions.add(s);
     return s;
   }
@@ -190,9 +207,9 @@ export class Gemma3Model {
     for (const s of [...this.#sessions]) s.dispose();
     const a = this.#host.activations;
     for (const p of [a.ids, a.x, a.h, a.q, a.k, a.v, a.attn, a.o, a.gate, a.up, a.logits]) {
-      this.#rt.free(p);
+      this.#host.backend.free(p);
     }
-    for (const p of this.#allocations) this.#rt.free(p);
+    this.#release();
     this.#rt.dispose();
     this.#disposed = true;
   }
@@ -221,8 +238,10 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
     throw new TypeError("loadModel needs a folder path or URL");
   }
   const backend = options.backend ?? "auto";
-  if (backend !== "auto" && backend !== "wasm") {
-    throw new Error(`backend ${JSON.stringify(backend)} is not available; use "wasm" or "auto"`);
+  if (backend !== "auto" && backend !== "wasm" && backend !== "webgpu") {
+    throw new Error(
+      `backend ${JSON.stringify(backend)} is not available; use "wasm", "webgpu" or "auto"`,
+    );
   }
   for (const key of ["weights", "headWeights"] as const) {
     const v = options[key];
@@ -249,37 +268,90 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
     }
     source = await resolveRepo(source, options);
   }
-  const rt = await WasmRuntime.create({ threads: options.threads });
+  // The GPU, if asked for or (auto) if a hardware adapter exists; the weights are read on the CPU
+  // first either way and then uploaded.
+  let gpu: WebGpuBackend | null = null;
+  let reason = backend === "wasm" ? "asked for" : "";
+  if (backend !== "wasm") {
+    const found = await webGpuAdapter();
+    if ("reason" in found) {
+      if (backend === "webgpu") throw new Error(`backend "webgpu": ${found.reason}`);
+      reason = `${found.reason}; running on the CPU`;
+    } else if (backend === "auto" && found.software) {
+      reason = `the only WebGPU adapter is a software one (${
+        found.adapter.info.description || "fallback"
+      }), slower than the CPU kernels`;
+    } else {
+      gpu = await WebGpuBackend.create(found.adapter);
+      reason = backend === "webgpu"
+        ? `asked for (${gpu.description})`
+        : `a WebGPU adapter exists (${gpu.description})`;
+    }
+  }
+  const rt = await WasmRuntime.create({ threads: gpu ? 1 : options.threads });
   try {
-    if (gguf) {
-      const { config, weights, allocations, metadata } = await loadGguf(
-        source,
-        rt,
-        options.onProgress,
-        plan,
-      );
-      // A GGUF file carries its tokenizer (llama.cpp's writers always add one).
-      const tokenizer = metadata.has("tokenizer.ggml.tokens")
-        ? await tokenizerFromGguf(source, metadata)
-        : undefined;
-      return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer);
-    }
-    const { config, weights, allocations } = await loadHfFolder(
-      source,
-      rt,
-      options.onProgress,
-      plan,
-    );
+    let loaded: LoadedCheckpoint;
     let tokenizer: Tokenizer | undefined;
-    if (await exists(joinLocation(source, "tokenizer.json"))) {
-      tokenizer = await loadTokenizer(source);
+    let defaults: GenerateOptions = {};
+    if (gguf) {
+      const { metadata, ...checkpoint } = await loadGguf(source, rt, options.onProgress, plan);
+      loaded = checkpoint;
+      // A GGUF file carries its tokenizer (llama.cpp's writers always add one).
+      if (metadata.has("tokenizer.ggml.tokens")) {
+        tokenizer = await tokenizerFromGguf(source, metadata);
+      }
+    } else {
+      loaded = await loadHfFolder(source, rt, options.onProgress, plan);
+      if (await exists(joinLocation(source, "tokenizer.json"))) {
+        tokenizer = await loadTokenizer(source);
+      }
+      defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
     }
-    const defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
-    return new Gemma3Model(rt, config, weights, allocations, maxChunk, tokenizer, defaults);
+    const run = gpu ? toGpu(gpu, rt, loaded, reason) : {
+      name: "wasm" as const,
+      reason,
+      backend: new WasmBackend(rt) as Backend<unknown, unknown>,
+      weights: loaded.weights,
+      release: () => {
+        for (const p of loaded.allocations) rt.free(p);
+      },
+    };
+    return new Gemma3Model(rt, loaded.config, run, maxChunk, tokenizer, defaults);
   } catch (e) {
+    gpu?.dispose();
     rt.dispose(); // stop the worker pool; the memory goes with the runtime
     throw e;
   }
+}
+
+/** Moves loaded weights to the GPU (freeing their CPU copies). */
+function toGpu(
+  gpu: WebGpuBackend,
+  rt: WasmRuntime,
+  loaded: LoadedCheckpoint,
+  reason: string,
+): ModelBackend {
+  const uploaded = new Map<number, GpuWeight>();
+  const weights = mapWeights(loaded.weights, (w) => {
+    let g = uploaded.get(w.ptr);
+    if (!g) {
+      const bytes = rt.u8(w.ptr, weightBytes(w.dtype, w.rows, w.cols));
+      g = gpu.uploadWeight(w.dtype, w.rows, w.cols, bytes);
+      uploaded.set(w.ptr, g);
+    }
+    return g;
+  });
+  for (const p of loaded.allocations) rt.free(p);
+  return {
+    name: "webgpu",
+    reason,
+    backend: gpu as Backend<unknown, unknown>,
+    weights: weights as ModelWeights<unknown>,
+    release: () => {
+      for (const g of uploaded.values()) gpu.freeWeight(g);
+      gpu.dispose();
+    },
+  };
 }
 
 /** The sampling settings of a generation_config.json, if the model has one. */

@@ -104,7 +104,10 @@ const MAX_HEADER = 256 << 20;
  * Reads a GGUF header from a file: the header is read in growing pieces (vocabulary arrays make it
  * large), never more than the file holds or MAX_HEADER.
  */
-export async function readGgufHeader(source: ByteSource, options: { lazyArrays?: boolean } = {}): Promise<GgufFile> {
+export async function readGgufHeader(
+  source: ByteSource,
+  options: { lazyArrays?: boolean } = {},
+): Promise<GgufFile> {
   const fail = (msg: string): never => {
     throw new Error(`${source.name}: ${msg}`);
   };
@@ -141,7 +144,12 @@ class NeedMore extends Error {}
  * `lazyArrays`, arrays of more than 1024 items (the vocabulary's pieces, scores and types: tens
  * of MB as JS values) are checked and skipped, and stand as GgufSkippedArray in the metadata.
  */
-export function parseGguf(bytes: Uint8Array, fileSize: number, where: string, lazyArrays = false): GgufFile {
+export function parseGguf(
+  bytes: Uint8Array,
+  fileSize: number,
+  where: string,
+  lazyArrays = false,
+): GgufFile {
   const fail = (msg: string): never => {
     throw new Error(`${where}: ${msg}`);
   };
@@ -192,7 +200,9 @@ export function parseGguf(bytes: Uint8Array, fileSize: number, where: string, la
         if (!skip) return Array.from({ length: n }, () => str(`item of ${key}`));
         for (let i = 0; i < n; i++) {
           const len = u64(`length of an item of ${key}`);
-          if (len > fileSize) fail(`an item of ${key} claims ${len} bytes, more than the file holds`);
+          if (len > fileSize) {
+            fail(`an item of ${key} claims ${len} bytes, more than the file holds`);
+          }
           need(len);
           o += len;
         }

@@ -89,7 +89,7 @@ export async function loadOpened(
 }
 
 /** Bytes of a rows × cols weight in memory. */
-function weightBytes(dtype: DType, rows: number, cols: number): number {
+export function weightBytes(dtype: DType, rows: number, cols: number): number {
   if (isQuant(dtype)) return quantBytes(dtype, rows, cols);
   return rows * cols * (dtype === "bf16" ? 2 : 4);
 }

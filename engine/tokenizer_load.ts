@@ -46,7 +46,12 @@ async function loadData(
     } catch { /* no cache yet, or unusable: rebuild */ }
   }
   const data = gguf
-    ? fromGgufMetadata(ggufMeta && ![...ggufMeta.values()].some((v) => v instanceof GgufSkippedArray) ? ggufMeta : await ggufMetadata(jsonPath), jsonPath)
+    ? fromGgufMetadata(
+      ggufMeta && ![...ggufMeta.values()].some((v) => v instanceof GgufSkippedArray)
+        ? ggufMeta
+        : await ggufMetadata(jsonPath),
+      jsonPath,
+    )
     : fromTokenizerJson(await readJson(jsonPath), jsonPath);
   if (cachePath) await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
   return data;

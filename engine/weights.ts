@@ -164,6 +164,25 @@ export function assembleWeights<W>(c: Gemma3Config, get: (name: string) => W): M
   };
 }
 
+/** The same structure with every weight mapped (tied weights stay one object). */
+export function mapWeights<A, B>(w: ModelWeights<A>, f: (a: A) => B): ModelWeights<B> {
+  const seen = new Map<A, B>();
+  const g = (a: A) => {
+    if (!seen.has(a)) seen.set(a, f(a));
+    return seen.get(a)!;
+  };
+  return {
+    embedTokens: g(w.embedTokens),
+    layers: w.layers.map((l) =>
+      Object.fromEntries(
+        Object.entries(l).map(([k, v]) => [k, g(v as A)]),
+      ) as unknown as LayerWeights<B>
+    ),
+    finalNorm: g(w.finalNorm),
+    lmHead: g(w.lmHead),
+  };
+}
+
 /**
  * Maps a stored Hugging Face tensor name to its canonical name, or null for a tensor that belongs
  * to another part of a multimodal checkpoint (the vision tower and its projector).
