@@ -55,6 +55,9 @@ const MODEL_HELP = `Model:
       --context-length <n>      KV cache size in tokens (default 4096, or the model's maximum)
       --threads <n>             Threads to run on (default: all cores; 1 where workers or
                                 SharedArrayBuffer are missing)
+      --backend <auto|wasm|webgpu>  Where to run (default auto: a hardware WebGPU adapter if
+                                there is one, else the WASM kernels; --verbose says which)
+  -v, --verbose                 Say which backend and how many threads run, and why
       --weights <q8_0|q4_0>     Quantize the weights while loading: q8_0 is half of bf16's
                                 memory, q4_0 about a quarter (its embedding/head stays q8_0);
                                 faster decode, slightly different results
@@ -178,6 +181,8 @@ const modelOptions = {
   threads: { type: "string" },
   weights: { type: "string" },
   "head-weights": { type: "string" },
+  backend: { type: "string" },
+  verbose: { type: "boolean", short: "v" },
 } as const;
 const samplingOptions = {
   "max-tokens": { type: "string", short: "n" },
@@ -271,13 +276,27 @@ async function openModel(values: Record<string, unknown>, quiet: boolean): Promi
   };
   const weights = formats("weights"), headWeights = formats("head-weights");
   if (headWeights && !weights) throw new UsageError("--head-weights needs --weights as well");
-  return await loadModel(source, {
+  const backend = values.backend as string | undefined;
+  if (backend !== undefined && !["auto", "wasm", "webgpu"].includes(backend)) {
+    throw new UsageError(`--backend: "${backend}" is not a backend (auto, wasm, webgpu)`);
+  }
+  const model = await loadModel(source, {
+    backend: backend as "auto" | "wasm" | "webgpu" | undefined,
     revision: values.revision as string | undefined,
     threads,
     weights,
     headWeights,
     onProgress: progressPrinter(quiet),
   });
+  if (values.verbose) {
+    const threads = model.backend === "wasm"
+      ? `, ${model.threads} thread${model.threads > 1 ? "s" : ""}${
+        model.threadsFallbackReason ? ` (${model.threadsFallbackReason})` : ""
+      }`
+      : "";
+    process.stderr.write(`backend: ${model.backend}${threads}: ${model.backendReason}\n`);
+  }
+  return model;
 }
 
 function contextLength(values: Record<string, unknown>): number | undefined {

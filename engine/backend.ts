@@ -64,4 +64,8 @@ export interface Backend<A, W> {
   geglu(gate: A, up: A, out: A, n: number): void;
   /** x += y. */
   add(x: A, y: A, n: number): void;
+  /** Optional: the index of the largest of n values (the lowest on ties), computed where the
+   * backend runs, so that greedy decoding reads back one id instead of the logits. Throws if a
+   * value is NaN. */
+  argmax?(values: A, n: number): Promise<number>;
 }

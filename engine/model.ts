@@ -118,6 +118,39 @@ export function freeKvCache<A, W>(b: Backend<A, W>, cache: KvCache<A>): void {
   b.free(cache.scores);
 }
 
+/** Final norm and the output head (the embedding table, when tied) for `rows` positions from t,
+ * into act.logits. Only rows wanted are computed: the head is the largest matrix of the 270M. */
+function head<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  w: ModelWeights<W>,
+  act: Activations<A>,
+  t: number,
+  rows: number,
+): void {
+  b.rmsNorm(b.offset(act.x, t * c.hiddenSize), w.finalNorm, act.h, rows, c.rmsNormEps);
+  b.matmul(w.lmHead, act.h, act.logits, rows);
+}
+
+/**
+ * Runs the model on `ids` like `forward` and returns the greedy next token (the argmax of the
+ * last position's logits), computed by the backend: only the id comes back.
+ */
+export async function forwardArgmax<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  w: ModelWeights<W>,
+  act: Activations<A>,
+  cache: KvCache<A>,
+  ids: Int32Array,
+  startPos: number,
+): Promise<number> {
+  if (!b.argmax) throw new Error("this backend has no argmax");
+  await forward(b, c, w, act, cache, ids, startPos, "none");
+  head(b, c, w, act, ids.length - 1, 1);
+  return await b.argmax(act.logits, c.vocabSize);
+}
+
 /** What a forward call returns: no logits, the last position's, or every position's. */
 export type LogitsWanted = "none" | "last" | "all";
 
@@ -184,15 +217,11 @@ export async function forward<A, W>(
   }
 
   if (want === "none") return new Float32Array(0);
-  // Final norm and the output head (the embedding table, when tied), only for rows wanted: the
-  // head is the largest matrix of the 270M model.
   const first = want === "last" ? T - 1 : 0;
   const logits = out ?? new Float32Array((T - first) * c.vocabSize);
   for (let t = first; t < T; t += act.logitRows) {
     const rows = Math.min(act.logitRows, T - t);
-    const xt = b.offset(act.x, t * H);
-    b.rmsNorm(xt, w.finalNorm, act.h, rows, eps);
-    b.matmul(w.lmHead, act.h, act.logits, rows);
+    head(b, c, w, act, t, rows);
     await b.read(
       act.logits,
       logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize),

@@ -115,6 +115,11 @@ export class Sampler {
     this.#rng = new Random(this.#o.seed);
   }
 
+  /** Whether this sampler always takes the most likely token (plain argmax of the logits). */
+  get greedy(): boolean {
+    return this.#o.temperature === 0 && this.#o.repetitionPenalty === 1;
+  }
+
   /** The next token, given the logits and the tokens already in the context. */
   sample(logits: Float32Array, context: Iterable<number> = []): number {
     const o = this.#o;

@@ -2,7 +2,14 @@
 
 import type { Backend } from "./backend.ts";
 import type { Gemma3Config } from "./config.ts";
-import { type Activations, allocKvCache, forward, freeKvCache, type KvCache } from "./model.ts";
+import {
+  type Activations,
+  allocKvCache,
+  forward,
+  forwardArgmax,
+  freeKvCache,
+  type KvCache,
+} from "./model.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
 import type { ModelWeights } from "./weights.ts";
 
@@ -100,13 +107,13 @@ export class Session {
    * Invalid input throws before anything changes, so the session stays usable.
    */
   async eval(ids: ArrayLike<number>, options: EvalOptions = {}): Promise<Float32Array> {
-    const cache = this.#live();
+    this.#live();
     const want = options.logits ?? "last";
     if (want !== "last" && want !== "all") {
       throw new Error(`logits must be "last" or "all", got ${JSON.stringify(want)}`);
     }
     const newIds = this.#checkIds(ids);
-    const { backend, config, weights, activations } = this.#host;
+    const { config } = this.#host;
     const out = options.out;
     if (out !== undefined) {
       const need = (want === "all" ? newIds.length : 1) * config.vocabSize;
@@ -115,16 +122,37 @@ export class Session {
       }
     }
     return await this.#host.exclusive(async () => {
-      // Generated tokens not yet evaluated go first; their logits are not returned.
-      const pending = this.#pending.length;
-      const all = new Int32Array(pending + newIds.length);
-      all.set(this.#pending);
-      all.set(newIds, pending);
-      let start = this.#tokens.length - pending;
-      const rows: Float32Array[] = [];
-      for (let i = 0; i < all.length; i += activations.maxTokens) {
-        const chunk = all.subarray(i, i + activations.maxTokens);
-        const isLast = i + chunk.length === all.length;
+      const result = await this.#evaluate(newIds, want, out) as Float32Array;
+      this.#lastLogits = result.subarray(result.length - config.vocabSize);
+      return result;
+    });
+  }
+
+  /**
+   * Runs pending tokens and then newIds through the model, chunk by chunk, and returns the
+   * logits asked for, or with "argmax" the greedy next token (computed by the backend).
+   */
+  async #evaluate(
+    newIds: Int32Array,
+    want: "last" | "all" | "argmax",
+    out?: Float32Array,
+  ): Promise<Float32Array | number> {
+    const cache = this.#live();
+    const { backend, config, weights, activations } = this.#host;
+    // Generated tokens not yet evaluated go first; their logits are not returned.
+    const pending = this.#pending.length;
+    const all = new Int32Array(pending + newIds.length);
+    all.set(this.#pending);
+    all.set(newIds, pending);
+    let start = this.#tokens.length - pending;
+    const rows: Float32Array[] = [];
+    let token = -1;
+    for (let i = 0; i < all.length; i += activations.maxTokens) {
+      const chunk = all.subarray(i, i + activations.maxTokens);
+      const isLast = i + chunk.length === all.length;
+      if (want === "argmax" && isLast) {
+        token = await forwardArgmax(backend, config, weights, activations, cache, chunk, start);
+      } else {
         const chunkWant = want === "all" ? "all" : isLast ? "last" : "none";
         const into = want === "last" && isLast ? out : undefined;
         const got = await forward(
@@ -143,18 +171,25 @@ export class Session {
           const skip = Math.max(0, pending - i);
           rows.push(skip ? got.subarray(skip * config.vocabSize) : got);
         } else if (isLast) rows.push(got);
-        start += chunk.length;
       }
-      this.#pending = [];
-      this.#tokens.push(...newIds);
-      let result = rows.length === 1 ? rows[0] : concat(rows);
-      if (out && result !== out) {
-        out.set(result);
-        result = out;
-      }
-      this.#lastLogits = result.subarray(result.length - config.vocabSize);
-      return result;
-    });
+      start += chunk.length;
+    }
+    this.#pending = [];
+    this.#tokens.push(...newIds);
+    this.#lastLogits = null;
+    if (want === "argmax") return token;
+    let result = rows.length === 1 ? rows[0] : concat(rows);
+    if (out && result !== out) {
+      out.set(result);
+      result = out;
+    }
+    return result;
+  }
+
+  /** Evaluates ids and returns the greedy next token, computed on the backend. */
+  #evalArgmax(ids: ArrayLike<number>): Promise<number> {
+    const newIds = this.#checkIds(ids);
+    return this.#host.exclusive(() => this.#evaluate(newIds, "argmax") as Promise<number>);
   }
 
   /**
@@ -173,6 +208,30 @@ export class Session {
       throw new Error(`maxTokens must be an integer >= 0, got ${options.maxTokens}`);
     }
     const stop = new Set(options.stopTokens ?? this.#host.config.eosTokenIds);
+    // Greedy decoding on a backend that can take the argmax itself (WebGPU): only ids come back.
+    if (sampler.greedy && this.#host.backend.argmax) {
+      let next: number;
+      if (promptIds.length > 0) next = await this.#evalArgmax(promptIds);
+      else if (this.#lastLogits && this.#pending.length === 0) {
+        next = sampler.sample(this.#lastLogits);
+      } else if (this.#pending.length > 0) {
+        const last = this.#pending.pop()!;
+        this.#tokens.pop();
+        next = await this.#evalArgmax([last]);
+      } else throw new Error("nothing to continue from: give prompt tokens");
+      for (let n = 0; n < max && this.position < this.contextLength; n++) {
+        const id = next;
+        if (stop.has(id)) return;
+        this.#tokens.push(id);
+        this.#pending.push(id);
+        yield id;
+        if (n + 1 >= max || this.position >= this.contextLength) return;
+        this.#pending.pop();
+        this.#tokens.pop();
+        next = await this.#evalArgmax([id]);
+      }
+      return;
+    }
     // One logits array for every step (a fresh 1 MB array per token costs page faults).
     const step = new Float32Array(this.#host.config.vocabSize);
     let logits: Float32Array;

@@ -12,6 +12,7 @@ import { isQuant, quantBytes } from "./quant.ts";
 import {
   addShader,
   appendKvShader,
+  argmaxShader,
   attentionShader,
   embedShader,
   gegluShader,
@@ -400,6 +401,20 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
       this.#spread(Math.ceil(n / 64)),
     );
   }
+
+  async argmax(values: GpuBuf, n: number): Promise<number> {
+    this.#argmaxOut ??= this.alloc(4);
+    this.#dispatch(this.#pipeline("argmax", () => argmaxShader), [n, values.off], [], [], [
+      values.buf,
+      this.#argmaxOut.buf,
+    ], [1, 1]);
+    const out = new Float32Array(1);
+    await this.read(this.#argmaxOut, out);
+    const id = new Int32Array(out.buffer)[0];
+    if (id < 0) throw new Error("the model produced NaN logits");
+    return id;
+  }
+  #argmaxOut: GpuBuf | null = null;
 
   /** Releases the device's buffers. */
   dispose(): void {

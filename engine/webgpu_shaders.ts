@@ -290,3 +290,40 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (i >= p.a.x) { return; }
   Xb[i] = Xb[i] + Yb[i];
 }`;
+
+/** The index of the largest of n values (the lowest index on ties), or −1 if one is NaN, from
+ * one workgroup: each invocation scans a strided share, then a tree reduction. a = (n, xOff). */
+export const argmaxShader = PARAMS + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> R: array<i32>;
+var<workgroup> bestV: array<f32, 256>;
+var<workgroup> bestI: array<i32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var v = -3.4e38;
+  var idx = -1;
+  var nan = false;
+  for (var i = lid; i < p.a.x; i += 256u) {
+    let x = X[p.a.y + i];
+    // WGSL may assume floats are never NaN (x != x can fold away): test the bits.
+    if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u) { nan = true; }
+    if (idx < 0 || x > v) { v = x; idx = i32(i); }
+  }
+  bestV[lid] = v;
+  bestI[lid] = select(idx, -2, nan);
+  workgroupBarrier();
+  for (var k = 128u; k > 0u; k >>= 1u) {
+    if (lid < k) {
+      let oi = bestI[lid + k];
+      let mi = bestI[lid];
+      if (oi == -2 || mi == -2) {
+        bestI[lid] = -2;
+      } else if (oi >= 0 && (mi < 0 || bestV[lid + k] > bestV[lid] || (bestV[lid + k] == bestV[lid] && oi < mi))) {
+        bestV[lid] = bestV[lid + k];
+        bestI[lid] = oi;
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { R[0] = select(bestI[0], -1, bestI[0] == -2); }
+}`;

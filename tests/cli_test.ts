@@ -245,6 +245,31 @@ Deno.test("cli quantize writes a GGUF that generate runs; bad formats are usage 
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("cli --backend webgpu runs the golden on the GPU; --verbose says which backend and why", async () => {
+  const r = golden.results[1];
+  const gpu = await run(
+    "generate",
+    "-m",
+    tinyA,
+    "-t",
+    r.prompt.join(","),
+    "-n",
+    "8",
+    "--ignore-eos",
+    "--backend",
+    "webgpu",
+    "-v",
+    "-q",
+  );
+  deepStrictEqual(gpu.code, 0, gpu.stderr);
+  deepStrictEqual(gpu.stdout.trim(), r.greedy_continuation_kv_cache.slice(0, 8).join(" "));
+  ok(/backend: webgpu: asked for/.test(gpu.stderr), gpu.stderr);
+  const auto = await run("generate", "-m", tinyA, "-t", "2", "-n", "1", "-v", "-q");
+  ok(/backend: (wasm|webgpu)/.test(auto.stderr), auto.stderr);
+  const bad = await run("generate", "-m", tinyA, "-t", "2", "--backend", "tpu");
+  deepStrictEqual(bad.code, 2);
+});
+
 Deno.test("cli generate --json is machine-readable", async () => {
   const res = await run(
     "generate",

@@ -247,6 +247,21 @@ Deno.test("WGSL attention: sliding window, grouped KV heads, a ring that wraps, 
   }
 });
 
+Deno.test("WGSL argmax: the lowest index on ties, NaN refused, as the CPU sampler", async () => {
+  const { argmax } = await import("../engine/sampling.ts");
+  for (const n of [1, 7, 1000, 262144]) {
+    const v = randn(rng(n), n, 4);
+    if (n > 7) v[n - 3] = v[5] = 99; // a tie: the lower index wins
+    const b = upload(v);
+    deepStrictEqual(await gpu.argmax!(b, n), argmax(v), `n = ${n}`);
+    gpu.free(b);
+  }
+  const withNan = new Float32Array([1, NaN, 3]);
+  const b = upload(withNan);
+  await rejects(gpu.argmax!(b, 3), /NaN/);
+  gpu.free(b);
+});
+
 const golden = JSON.parse(await Deno.readTextFile(`${FIXTURES}tiny-a/golden.json`));
 
 Deno.test("tiny-a on WebGPU: logits within 1e-4 of the golden, the same greedy tokens, in chunks too", async () => {
