@@ -602,6 +602,12 @@ export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: 
   }
 }
 
+/** The high nibbles of 16 bytes as 16 values 0..15. x86 has no byte shift (i8x16.shr_u costs a
+ * word shift, a mask and more), so shift 16-bit lanes and mask. */
+@inline function highNibbles(v: v128): v128 {
+  return v128.and(i16x8.shr_u(v, 4), i8x16.splat(15));
+}
+
 /** Σ of 32 products of int8 weights (two i8x16 vectors: elements 0–15, 16–31) with an activation
  * block given as four i16x8 vectors, as i32x4 lanes. */
 @inline function i8BlockDot(w0: v128, w1: v128, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
@@ -628,7 +634,7 @@ export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: 
   if (fmt == FMT_Q8_0) return i8BlockDot(v128.load(wb, 2), v128.load(wb, 18), x0, x1, x2, x3);
   const nib = fmt == FMT_Q4_0 ? v128.load(wb, 2) : v128.load(wb, 6);
   let lo = v128.and(nib, i8x16.splat(15));
-  let hi = i8x16.shr_u(nib, 4);
+  let hi = highNibbles(nib);
   if (fmt == FMT_Q5_0) {
     // Bit j of the u32 qh is bit 4 of weight j. Spread its bytes over the lanes (byte 0 to
     // lanes 0–7, byte 1 to lanes 8–15, ...) and test one bit per lane.
@@ -761,8 +767,8 @@ export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: 
       const blk = b + s;
       const xp = xq + (<usize>blk << 5);
       const dx = load<f32>(xs + (<usize>blk << 2));
-      const lo = half == 0 ? v128.and(v0, i8x16.splat(15)) : i8x16.shr_u(v0, 4);
-      const hi = half == 0 ? v128.and(v1, i8x16.splat(15)) : i8x16.shr_u(v1, 4);
+      const lo = half == 0 ? v128.and(v0, i8x16.splat(15)) : highNibbles(v0);
+      const hi = half == 0 ? v128.and(v1, i8x16.splat(15)) : highNibbles(v1);
       const dot = i8BlockDot(lo, hi, widenX(xp, 0), widenX(xp, 1), widenX(xp, 2), widenX(xp, 3));
       acc = madd(f32x4.convert_i32x4_s(dot), f32x4.splat(d * <f32>scale * dx), acc);
       minSum += dmin * <f32>min * dx * <f32>load<i32>(xsum + (<usize>blk << 2));
@@ -774,7 +780,7 @@ export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: 
 /** One Q6_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
 @inline function q6kDot(wb: usize, xq: usize, xs: usize, b: i32, acc: v128): v128 {
   const d = halfToF32(load<u16>(wb, 208));
-  const low = i8x16.splat(15), two = i8x16.splat(3), off = i8x16.splat(32);
+  const low = i8x16.splat(15), off = i8x16.splat(32);
   for (let h = 0; h < 2; h++) {
     const ql = wb + (<usize>h << 6), qh = wb + 128 + (<usize>h << 5), sc = wb + 192 + (<usize>h << 3);
     const la0 = v128.load(ql), la1 = v128.load(ql, 16), lb0 = v128.load(ql, 32), lb1 = v128.load(ql, 48);
@@ -783,10 +789,14 @@ export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: 
       // Weight l of group g: low 4 bits from ql (first or second 32 bytes, low or high nibble),
       // top 2 bits from qh at bit 2g.
       const l0 = g & 1 ? lb0 : la0, l1 = g & 1 ? lb1 : la1;
-      const n0 = g < 2 ? v128.and(l0, low) : i8x16.shr_u(l0, 4);
-      const n1 = g < 2 ? v128.and(l1, low) : i8x16.shr_u(l1, 4);
-      const q0 = i8x16.sub(v128.or(n0, i8x16.shl(v128.and(i8x16.shr_u(h0, 2 * g), two), 4)), off);
-      const q1 = i8x16.sub(v128.or(n1, i8x16.shl(v128.and(i8x16.shr_u(h1, 2 * g), two), 4)), off);
+      const n0 = g < 2 ? v128.and(l0, low) : highNibbles(l0);
+      const n1 = g < 2 ? v128.and(l1, low) : highNibbles(l1);
+      // Bits 2g, 2g+1 of qh moved to bits 4, 5: shift 16-bit lanes (no byte shifts on x86), mask.
+      const hmask = i8x16.splat(0x30);
+      const sh0 = 2 * g >= 4 ? i16x8.shr_u(h0, 2 * g - 4) : i16x8.shl(h0, 4 - 2 * g);
+      const sh1 = 2 * g >= 4 ? i16x8.shr_u(h1, 2 * g - 4) : i16x8.shl(h1, 4 - 2 * g);
+      const q0 = i8x16.sub(v128.or(n0, v128.and(sh0, hmask)), off);
+      const q1 = i8x16.sub(v128.or(n1, v128.and(sh1, hmask)), off);
       const blk = b + (h << 2) + g;
       const xp = xq + (<usize>blk << 5);
       const dx = d * load<f32>(xs + (<usize>blk << 2));

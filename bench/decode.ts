@@ -33,6 +33,9 @@ const { values } = parseArgs({
     prompt: { type: "string", default: "16" },
     prefill: { type: "string", default: "512" },
     nocache: { type: "string", default: "16" },
+    webgpu: { type: "boolean", default: false },
+    "webgpu-decode": { type: "string", default: "4" },
+    "webgpu-prefill": { type: "string", default: "16" },
     json: { type: "boolean", default: false },
     save: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
@@ -50,6 +53,9 @@ per weight format and thread count, beside the stream-read bandwidth of the same
   --rounds 3           interleaved rounds (medians are reported)
   --decode 128         tokens decoded after a --prompt 16 token prompt
   --prefill 512        prompt length for the prefill measurement
+  --webgpu             also WebGPU rows (Deno, where an adapter exists), one per format, with
+                       --webgpu-decode 4 tokens and --webgpu-prefill 16 (a software adapter
+                       such as lavapipe is far slower than the CPU; its rows say so)
   --nocache 16         tokens generated without a KV cache (the whole sequence re-run for each,
                        as the seed's "regular" mode does; 0 to skip)
   --json               one JSON line instead of the table
@@ -199,6 +205,47 @@ for (const r of rows) {
     r.prefillSpeedupVs1Thread = +(r.prefillTokensPerSecond / one.prefillTokensPerSecond).toFixed(2);
   }
 }
+// WebGPU rows: once per format (threads do not apply), from a fresh load: time to first token
+// (load, 16-token prompt, first token), then decode and prefill.
+const gpuRows: { format: string; adapter: string; software: boolean; ttftMs: number; decodeTokensPerSecond: number; prefillTokensPerSecond: number }[] = [];
+if (values.webgpu) {
+  const { webGpuAdapter } = await import("../engine/webgpu.ts");
+  const found = await webGpuAdapter();
+  if ("reason" in found) console.error(`no WebGPU rows: ${found.reason}`);
+  else {
+    const gpuDecode = Number(values["webgpu-decode"]), gpuPrefill = Number(values["webgpu-prefill"]);
+    for (const f of formats) {
+      const quantized = f === "q8_0" || f === "q4_0";
+      const dir = new URL(`./.cache/gemma3-270m-random-${quantized ? "bf16" : f}`, import.meta.url).pathname;
+      const t0 = performance.now();
+      const model = await loadModel(dir, { backend: "webgpu", weights: quantized ? f as "q8_0" | "q4_0" : undefined });
+      const s = model.createSession({ contextLength: 256 });
+      let ttft = 0, n = 0, t1 = 0;
+      for await (const _ of s.generate(ids(promptLen, 1), { maxTokens: gpuDecode + 1, stopTokens: [] })) {
+        if (n++ === 0) {
+          ttft = performance.now() - t0;
+          t1 = performance.now();
+        }
+      }
+      const decode = gpuDecode / ((performance.now() - t1) / 1000);
+      s.reset();
+      const t2 = performance.now();
+      await s.eval(ids(gpuPrefill, 2));
+      const prefill = gpuPrefill / ((performance.now() - t2) / 1000);
+      const adapter = model.backendReason.replace(/^asked for \((.*)\)$/, "$1");
+      gpuRows.push({ format: f, adapter, software: found.software, ttftMs: Math.round(ttft), decodeTokensPerSecond: +decode.toFixed(3), prefillTokensPerSecond: +prefill.toFixed(2) });
+      await model.dispose();
+    }
+  }
+}
+const gpuTable = gpuRows.length === 0 ? [] : [
+  "",
+  `WebGPU (decode ${values["webgpu-decode"]} tokens after ${promptLen}, prefill ${values["webgpu-prefill"]}; time to first token from loadModel):`,
+  "",
+  "| format | adapter | decode tok/s | prefill tok/s | time to first token ms |",
+  "|---|---|---|---|---|",
+  ...gpuRows.map((r) => `| ${r.format} | ${r.adapter}${r.software ? " (software)" : ""} | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.ttftMs} |`),
+];
 const table = [
   `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen} (no cache: ${noCacheLen} tokens, the whole sequence re-run for each), prefill ${prefillLen}`,
   "",
@@ -211,6 +258,7 @@ const table = [
       Math.round(r.decodeShareOfBandwidth * 100)
     }% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`
   ),
+  ...gpuTable,
 ];
 const machine = machineInfo();
 const result = {
@@ -222,6 +270,7 @@ const result = {
   promptTokens: promptLen,
   prefillTokens: prefillLen,
   rows,
+  webgpuRows: gpuRows,
 };
 if (values.save) {
   const dir = new URL("./results/", import.meta.url).pathname;
