@@ -207,21 +207,35 @@ for (const r of rows) {
 }
 // WebGPU rows: once per format (threads do not apply), from a fresh load: time to first token
 // (load, 16-token prompt, first token), then decode and prefill.
-const gpuRows: { format: string; adapter: string; software: boolean; ttftMs: number; decodeTokensPerSecond: number; prefillTokensPerSecond: number }[] = [];
+const gpuRows: {
+  format: string;
+  adapter: string;
+  software: boolean;
+  ttftMs: number;
+  decodeTokensPerSecond: number;
+  prefillTokensPerSecond: number;
+}[] = [];
 if (values.webgpu) {
   const { webGpuAdapter } = await import("../engine/webgpu.ts");
   const found = await webGpuAdapter();
   if ("reason" in found) console.error(`no WebGPU rows: ${found.reason}`);
   else {
-    const gpuDecode = Number(values["webgpu-decode"]), gpuPrefill = Number(values["webgpu-prefill"]);
+    const gpuDecode = Number(values["webgpu-decode"]),
+      gpuPrefill = Number(values["webgpu-prefill"]);
     for (const f of formats) {
       const quantized = f === "q8_0" || f === "q4_0";
-      const dir = new URL(`./.cache/gemma3-270m-random-${quantized ? "bf16" : f}`, import.meta.url).pathname;
+      const dir =
+        new URL(`./.cache/gemma3-270m-random-${quantized ? "bf16" : f}`, import.meta.url).pathname;
       const t0 = performance.now();
-      const model = await loadModel(dir, { backend: "webgpu", weights: quantized ? f as "q8_0" | "q4_0" : undefined });
+      const model = await loadModel(dir, {
+        backend: "webgpu",
+        weights: quantized ? f as "q8_0" | "q4_0" : undefined,
+      });
       const s = model.createSession({ contextLength: 256 });
       let ttft = 0, n = 0, t1 = 0;
-      for await (const _ of s.generate(ids(promptLen, 1), { maxTokens: gpuDecode + 1, stopTokens: [] })) {
+      for await (
+        const _ of s.generate(ids(promptLen, 1), { maxTokens: gpuDecode + 1, stopTokens: [] })
+      ) {
         if (n++ === 0) {
           ttft = performance.now() - t0;
           t1 = performance.now();
@@ -233,18 +247,31 @@ if (values.webgpu) {
       await s.eval(ids(gpuPrefill, 2));
       const prefill = gpuPrefill / ((performance.now() - t2) / 1000);
       const adapter = model.backendReason.replace(/^asked for \((.*)\)$/, "$1");
-      gpuRows.push({ format: f, adapter, software: found.software, ttftMs: Math.round(ttft), decodeTokensPerSecond: +decode.toFixed(3), prefillTokensPerSecond: +prefill.toFixed(2) });
+      gpuRows.push({
+        format: f,
+        adapter,
+        software: found.software,
+        ttftMs: Math.round(ttft),
+        decodeTokensPerSecond: +decode.toFixed(3),
+        prefillTokensPerSecond: +prefill.toFixed(2),
+      });
       await model.dispose();
     }
   }
 }
 const gpuTable = gpuRows.length === 0 ? [] : [
   "",
-  `WebGPU (decode ${values["webgpu-decode"]} tokens after ${promptLen}, prefill ${values["webgpu-prefill"]}; time to first token from loadModel):`,
+  `WebGPU (decode ${values["webgpu-decode"]} tokens after ${promptLen}, prefill ${
+    values["webgpu-prefill"]
+  }; time to first token from loadModel):`,
   "",
   "| format | adapter | decode tok/s | prefill tok/s | time to first token ms |",
   "|---|---|---|---|---|",
-  ...gpuRows.map((r) => `| ${r.format} | ${r.adapter}${r.software ? " (software)" : ""} | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.ttftMs} |`),
+  ...gpuRows.map((r) =>
+    `| ${r.format} | ${r.adapter}${
+      r.software ? " (software)" : ""
+    } | ${r.decodeTokensPerSecond} | ${r.prefillTokensPerSecond} | ${r.ttftMs} |`
+  ),
 ];
 const table = [
   `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen} (no cache: ${noCacheLen} tokens, the whole sequence re-run for each), prefill ${prefillLen}`,

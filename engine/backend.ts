@@ -68,4 +68,7 @@ export interface Backend<A, W> {
    * backend runs, so that greedy decoding reads back one id instead of the logits. Throws if a
    * value is NaN. */
   argmax?(values: A, n: number): Promise<number>;
+  /** Optional: the k largest of n values, best first (lowest index first on ties), with their
+   * values, computed where the backend runs (for top-k sampling without reading the logits). */
+  topK?(values: A, n: number, k: number): Promise<{ ids: number[]; values: number[] }>;
 }

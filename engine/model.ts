@@ -133,10 +133,11 @@ function head<A, W>(
 }
 
 /**
- * Runs the model on `ids` like `forward` and returns the greedy next token (the argmax of the
- * last position's logits), computed by the backend: only the id comes back.
+ * Runs the model on `ids` like `forward` and returns, computed by the backend, the greedy next
+ * token (k = 1: the argmax of the last position's logits) or the k best candidates with their
+ * logits: only those come back, not the logits.
  */
-export async function forwardArgmax<A, W>(
+export async function forwardTopK<A, W>(
   b: Backend<A, W>,
   c: Gemma3Config,
   w: ModelWeights<W>,
@@ -144,11 +145,13 @@ export async function forwardArgmax<A, W>(
   cache: KvCache<A>,
   ids: Int32Array,
   startPos: number,
-): Promise<number> {
-  if (!b.argmax) throw new Error("this backend has no argmax");
+  k: number,
+): Promise<{ ids: number[]; values: number[] }> {
   await forward(b, c, w, act, cache, ids, startPos, "none");
   head(b, c, w, act, ids.length - 1, 1);
-  return await b.argmax(act.logits, c.vocabSize);
+  if (k === 1 && b.argmax) return { ids: [await b.argmax(act.logits, c.vocabSize)], values: [] };
+  if (!b.topK) throw new Error("this backend has no top-k");
+  return await b.topK(act.logits, c.vocabSize, k);
 }
 
 /** What a forward call returns: no logits, the last position's, or every position's. */

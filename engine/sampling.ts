@@ -138,24 +138,43 @@ export class Sampler {
     const invT = 1 / o.temperature;
     // Unnormalised probabilities relative to the best token (which gets 1).
     const weight = (i: number) => Math.exp((l[i] - top) * invT);
-    let ids: number[];
-    let p: number[];
-    // The probability mass top-p is measured against: all tokens that survived top-k.
-    let mass = 0;
     if (o.topK > 0 && o.topK < l.length) {
-      ids = topKIndices(l, o.topK);
-      p = ids.map(weight);
-      for (const x of p) mass += x;
-    } else {
-      // The whole vocabulary: narrow it with a threshold before building any arrays, since a
-      // 262k-entry vocabulary is sampled once per generated token.
-      const w = new Float64Array(l.length);
-      for (let i = 0; i < l.length; i++) w[i] = weight(i);
-      if (o.topP >= 1 && o.minP === 0) return drawFrom(w, this.#rng.next());
-      for (let i = 0; i < w.length; i++) mass += w[i];
-      ({ ids, p } = o.topP < 1 ? nucleusCandidates(w, o.topP, mass) : above(w, o.minP));
+      // The k best, best first (lower id first on ties): the order a backend's top-k gives.
+      const ids = topKIndices(l, o.topK).sort((a, b) => l[b] - l[a] || a - b);
+      return this.sampleCandidates(ids, ids.map((i) => l[i]));
     }
+    // The whole vocabulary: narrow it with a threshold before building any arrays, since a
+    // 262k-entry vocabulary is sampled once per generated token.
+    const w = new Float64Array(l.length);
+    for (let i = 0; i < l.length; i++) w[i] = weight(i);
+    if (o.topP >= 1 && o.minP === 0) return drawFrom(w, this.#rng.next());
+    let mass = 0;
+    for (let i = 0; i < w.length; i++) mass += w[i];
+    const { ids, p } = o.topP < 1 ? nucleusCandidates(w, o.topP, mass) : above(w, o.minP);
+    return this.#narrowAndDraw(ids, p, mass);
+  }
 
+  /** Top-k sampling needs only the k best tokens, which a backend can find itself: with no
+   * repetition penalty and temperature > 0, that k (else 0). */
+  get topKOnly(): number {
+    const o = this.#o;
+    return o.temperature > 0 && o.repetitionPenalty === 1 && o.topK > 0 ? o.topK : 0;
+  }
+
+  /** The next token from the top-k candidates (ids best first, lower id first on ties, with
+   * their logits): temperature, top-p and min-p applied to them, as `sample` does. */
+  sampleCandidates(ids: number[], logits: number[]): number {
+    const invT = 1 / this.#o.temperature;
+    // Unnormalised probabilities relative to the best token (which gets 1); the mass top-p is
+    // measured against is that of all tokens that survived top-k.
+    const p = logits.map((v) => Math.exp((v - logits[0]) * invT));
+    let mass = 0;
+    for (const x of p) mass += x;
+    return this.#narrowAndDraw(ids, p, mass);
+  }
+
+  #narrowAndDraw(ids: number[], p: number[], mass: number): number {
+    const o = this.#o;
     if (o.topP < 1) {
       const order = ids.map((_, i) => i).sort((a, b) => p[b] - p[a] || ids[a] - ids[b]);
       let cum = 0;

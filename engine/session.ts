@@ -6,7 +6,7 @@ import {
   type Activations,
   allocKvCache,
   forward,
-  forwardArgmax,
+  forwardTopK,
   freeKvCache,
   type KvCache,
 } from "./model.ts";
@@ -130,13 +130,13 @@ export class Session {
 
   /**
    * Runs pending tokens and then newIds through the model, chunk by chunk, and returns the
-   * logits asked for, or with "argmax" the greedy next token (computed by the backend).
+   * logits asked for, or with { topK } the k best candidates (k = 1: the argmax), found by the backend.
    */
   async #evaluate(
     newIds: Int32Array,
-    want: "last" | "all" | "argmax",
+    want: "last" | "all" | { topK: number },
     out?: Float32Array,
-  ): Promise<Float32Array | number> {
+  ): Promise<Float32Array | { ids: number[]; values: number[] }> {
     const cache = this.#live();
     const { backend, config, weights, activations } = this.#host;
     // Generated tokens not yet evaluated go first; their logits are not returned.
@@ -146,12 +146,21 @@ export class Session {
     all.set(newIds, pending);
     let start = this.#tokens.length - pending;
     const rows: Float32Array[] = [];
-    let token = -1;
+    let best: { ids: number[]; values: number[] } | null = null;
     for (let i = 0; i < all.length; i += activations.maxTokens) {
       const chunk = all.subarray(i, i + activations.maxTokens);
       const isLast = i + chunk.length === all.length;
-      if (want === "argmax" && isLast) {
-        token = await forwardArgmax(backend, config, weights, activations, cache, chunk, start);
+      if (typeof want === "object" && isLast) {
+        best = await forwardTopK(
+          backend,
+          config,
+          weights,
+          activations,
+          cache,
+          chunk,
+          start,
+          want.topK,
+        );
       } else {
         const chunkWant = want === "all" ? "all" : isLast ? "last" : "none";
         const into = want === "last" && isLast ? out : undefined;
@@ -177,7 +186,7 @@ export class Session {
     this.#pending = [];
     this.#tokens.push(...newIds);
     this.#lastLogits = null;
-    if (want === "argmax") return token;
+    if (best) return best;
     let result = rows.length === 1 ? rows[0] : concat(rows);
     if (out && result !== out) {
       out.set(result);
@@ -186,10 +195,15 @@ export class Session {
     return result;
   }
 
-  /** Evaluates ids and returns the greedy next token, computed on the backend. */
-  #evalArgmax(ids: ArrayLike<number>): Promise<number> {
+  /** Evaluates ids and returns the next token, chosen by `sampler` from the k best candidates
+   * the backend found (k = 1: greedy). */
+  async #evalOnBackend(ids: ArrayLike<number>, sampler: Sampler, k: number): Promise<number> {
     const newIds = this.#checkIds(ids);
-    return this.#host.exclusive(() => this.#evaluate(newIds, "argmax") as Promise<number>);
+    const best = await this.#host.exclusive(() => this.#evaluate(newIds, { topK: k })) as {
+      ids: number[];
+      values: number[];
+    };
+    return k === 1 ? best.ids[0] : sampler.sampleCandidates(best.ids, best.values);
   }
 
   /**
@@ -208,16 +222,23 @@ export class Session {
       throw new Error(`maxTokens must be an integer >= 0, got ${options.maxTokens}`);
     }
     const stop = new Set(options.stopTokens ?? this.#host.config.eosTokenIds);
-    // Greedy decoding on a backend that can take the argmax itself (WebGPU): only ids come back.
-    if (sampler.greedy && this.#host.backend.argmax) {
+    // Greedy or top-k decoding on a backend that finds the best tokens itself (WebGPU): only the
+    // candidates come back, not the logits.
+    const b = this.#host.backend;
+    const k = sampler.greedy && b.argmax
+      ? 1
+      : sampler.topKOnly > 0 && b.topK
+      ? sampler.topKOnly
+      : 0;
+    if (k > 0) {
       let next: number;
-      if (promptIds.length > 0) next = await this.#evalArgmax(promptIds);
+      if (promptIds.length > 0) next = await this.#evalOnBackend(promptIds, sampler, k);
       else if (this.#lastLogits && this.#pending.length === 0) {
         next = sampler.sample(this.#lastLogits);
       } else if (this.#pending.length > 0) {
         const last = this.#pending.pop()!;
         this.#tokens.pop();
-        next = await this.#evalArgmax([last]);
+        next = await this.#evalOnBackend([last], sampler, k);
       } else throw new Error("nothing to continue from: give prompt tokens");
       for (let n = 0; n < max && this.position < this.contextLength; n++) {
         const id = next;
@@ -228,7 +249,7 @@ export class Session {
         if (n + 1 >= max || this.position >= this.contextLength) return;
         this.#pending.pop();
         this.#tokens.pop();
-        next = await this.#evalArgmax([id]);
+        next = await this.#evalOnBackend([id], sampler, k);
       }
       return;
     }

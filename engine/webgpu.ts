@@ -19,6 +19,7 @@ import {
   matmulShader,
   rmsNormShader,
   ropeShader,
+  takeMaxShader,
 } from "./webgpu_shaders.ts";
 
 /** An f32 activation buffer, from element `off` on. */
@@ -415,6 +416,28 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
     return id;
   }
   #argmaxOut: GpuBuf | null = null;
+
+  async topK(values: GpuBuf, n: number, k: number): Promise<{ ids: number[]; values: number[] }> {
+    k = Math.min(k, n);
+    const copy = this.alloc(n), out = this.alloc(2 * k);
+    this.#enc().copyBufferToBuffer(values.buf, values.off * 4, copy.buf, 0, n * 4);
+    const pipe = this.#pipeline("takeMax", () => takeMaxShader);
+    for (let step = 0; step < k; step++) {
+      this.#dispatch(pipe, [n, step], [], [], [copy.buf, out.buf], [1, 1]);
+    }
+    const raw = new Float32Array(2 * k);
+    await this.read(out, raw);
+    this.free(copy);
+    this.free(out);
+    const ints = new Int32Array(raw.buffer);
+    const ids: number[] = [], vals: number[] = [];
+    for (let i = 0; i < k; i++) {
+      ids.push(ints[2 * i]);
+      vals.push(raw[2 * i + 1]);
+    }
+    if (vals.some((v) => Number.isNaN(v))) throw new Error("the model produced NaN logits");
+    return { ids, values: vals };
+  }
 
   /** Releases the device's buffers. */
   dispose(): void {

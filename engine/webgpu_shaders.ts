@@ -327,3 +327,40 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
   if (lid == 0u) { R[0] = select(bestI[0], -1, bestI[0] == -2); }
 }`;
+
+/** One step of top-k: the largest remaining value of X (lowest index on ties) goes to R[2·step]
+ * (index) and R[2·step + 1] (its bits), and is replaced by −∞ in X (a scratch copy). One
+ * workgroup; run k times. a = (n, step). */
+export const takeMaxShader = PARAMS + /* wgsl */ `
+@group(0) @binding(1) var<storage, read_write> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> R: array<i32>;
+var<workgroup> bestV: array<f32, 256>;
+var<workgroup> bestI: array<i32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var v = 0.0;
+  var idx = -1;
+  for (var i = lid; i < p.a.x; i += 256u) {
+    let x = X[i];
+    if (idx < 0 || x > v) { v = x; idx = i32(i); }
+  }
+  bestV[lid] = v;
+  bestI[lid] = idx;
+  workgroupBarrier();
+  for (var k = 128u; k > 0u; k >>= 1u) {
+    if (lid < k) {
+      let oi = bestI[lid + k];
+      let mi = bestI[lid];
+      if (oi >= 0 && (mi < 0 || bestV[lid + k] > bestV[lid] || (bestV[lid + k] == bestV[lid] && oi < mi))) {
+        bestV[lid] = bestV[lid + k];
+        bestI[lid] = oi;
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    R[2u * p.a.y] = bestI[0];
+    R[2u * p.a.y + 1u] = bitcast<i32>(bestV[0]);
+    X[u32(bestI[0])] = bitcast<f32>(0xff800000u);
+  }
+}`;
