@@ -581,8 +581,13 @@ const QX_BLOCK: i32 = 32;
  * (the K-quants' minimums and the relaxed Q4_0 offset need it). */
 export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: usize): void {
   const blocks = tokens * (cols / QX_BLOCK);
-  const sums = sx + (<usize>blocks << 2);
-  for (let b = 0; b < blocks; b++) {
+  quantizeBlocksQ8(x, qx, sx, sx + (<usize>blocks << 2), 0, blocks);
+}
+
+/** Blocks [b0, b1) of quantizeRowsQ8 (the blocks of all rows, in order): scales to sx, sums to
+ * sums. Threads split the blocks. */
+export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0: i32, b1: i32): void {
+  for (let b = b0; b < b1; b++) {
     const src = x + (<usize>b << 7);
     let amax: f32 = 0;
     for (let i = 0; i < QX_BLOCK; i++) {

@@ -13,7 +13,7 @@
 // the output is bit-identical for any number of threads.
 
 export * from "./kernels";
-import { attention, geglu, matmulBF16, matmulF32, matmulQuant, rmsNorm, ropeInPlace, streamRead } from "./kernels";
+import { attention, geglu, matmulBF16, matmulF32, matmulQuant, quantizeBlocksQ8, rmsNorm, ropeInPlace, streamRead } from "./kernels";
 
 // Control block layout (byte offsets).
 const GENERATION = 0; // bumped by the caller for each op
@@ -31,6 +31,7 @@ const OP_GEGLU: i32 = 5;
 const OP_ROPE: i32 = 6;
 const OP_RMSNORM: i32 = 7;
 const OP_MATMUL_QUANT: i32 = 8;
+const OP_QUANTIZE: i32 = 9;
 
 /** Loads of the shared counter before a thread falls back to a futex wait (~100 µs here). Ops of
  * a decoded token come tens of µs apart; with a shorter spin (20,000) a worker that finished its
@@ -100,6 +101,10 @@ function runOp(op: i32, t: i32): void {
       const off = (<usize>lo * <usize>n) << 2;
       rmsNorm(arg<usize>(0) + off, arg<usize>(1), arg<usize>(2) + off, hi - lo, n, arg<f32>(5));
     }
+  } else if (op == OP_QUANTIZE) {
+    const blocks = arg<i32>(4);
+    const lo = shareLo(blocks, t, 1), hi = shareHi(blocks, t, 1);
+    if (lo < hi) quantizeBlocksQ8(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), lo, hi);
   } else if (op == OP_STREAM) {
     const bytes = arg<i32>(1);
     const lo = shareLo(bytes >> 6, t, 1) << 6, hi = shareHi(bytes >> 6, t, 1) << 6;
@@ -254,6 +259,17 @@ export function parRmsNorm(x: usize, w: usize, out: usize, rows: i32, n: i32, ep
   setArg<i32>(4, n);
   setArg<f32>(5, eps);
   return dispatch(OP_RMSNORM, timeoutMs);
+}
+
+/** quantizeRowsQ8 over all blocks, split across the threads. */
+export function parQuantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: usize, timeoutMs: i32): i32 {
+  const blocks = tokens * (cols / 32);
+  setArg<usize>(0, x);
+  setArg<usize>(1, qx);
+  setArg<usize>(2, sx);
+  setArg<usize>(3, sx + (<usize>blocks << 2));
+  setArg<i32>(4, blocks);
+  return dispatch(OP_QUANTIZE, timeoutMs);
 }
 
 /** Reads `bytes` at p with every thread (a bandwidth probe); returns the sum of their sums. */

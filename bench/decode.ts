@@ -21,6 +21,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
 import { CONFIG, ensureCheckpoint } from "./random_model.ts";
+import { takeBenchLock } from "./lock.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
 
 const { values } = parseArgs({
@@ -62,6 +63,7 @@ per weight format and thread count, beside the stream-read bandwidth of the same
   --save               also write bench/results/<date>-decode-<runtime>.{md,json}`);
   process.exit(0);
 }
+takeBenchLock();
 const formats = (values.formats as string).split(",");
 for (const f of formats) {
   if (!["bf16", "f32", "q8_0", "q4_0"].includes(f)) {

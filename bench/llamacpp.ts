@@ -14,10 +14,11 @@
  */
 import process from "node:process";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { exportGguf, type ExportType } from "../mod.ts";
 import { ensureCheckpoint } from "./random_model.ts";
+import { takeBenchLock } from "./lock.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -58,25 +59,7 @@ const rounds = Number(values.rounds),
 const cache = new URL("./.cache/", import.meta.url).pathname;
 const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
 
-// One bench at a time: two would share the two cores and both measurements would be wrong.
-const lock = `${cache}bench.lock`;
-mkdirSync(cache, { recursive: true });
-if (existsSync(lock)) {
-  const pid = Number(readFileSync(lock, "utf8"));
-  let alive = false;
-  try {
-    process.kill(pid, 0);
-    alive = true;
-  } catch { /* stale lock */ }
-  if (alive) {
-    console.error(
-      `another benchmark (pid ${pid}) is running; wait for it (or remove ${lock} if it is not)`,
-    );
-    process.exit(1);
-  }
-}
-writeFileSync(lock, String(process.pid));
-process.on("exit", () => rmSync(lock, { force: true }));
+takeBenchLock();
 
 // The model files.
 const bf16 = `${cache}gemma3-270m-random-bf16`;
@@ -134,6 +117,8 @@ interface Sample {
   decode: number;
   prefill: number;
   peakRss: number;
+  systemInfo?: string;
+  release?: string;
 }
 function measure(engine: "ours" | "llama.cpp", model: string, threads: number): Sample {
   const args = engine === "ours"
@@ -174,7 +159,7 @@ const rows = [];
 for (const f of formats) {
   for (const t of threadCounts) {
     const [a, b] = (["ours", "llama.cpp"] as const).map((e) => samples.get(`${f}|${t}|${e}`)!);
-    const pick = (s: Sample[], k: keyof Sample) => stat(s.map((x) => x[k]));
+    const pick = (s: Sample[], k: "ttftMs" | "decode" | "prefill" | "peakRss") => stat(s.map((x) => x[k]));
     rows.push({
       format: f,
       fileMiB: +(statSync(files.get(f)!).size / 2 ** 20).toFixed(0),
@@ -232,6 +217,9 @@ const machine = {
     : `Node ${process.version}`,
 };
 const command = `${runtime} bench/llamacpp.ts ${process.argv.slice(2).join(" ")}`.trim();
+const llamaInfo = [...samples.entries()].find(([k]) => k.endsWith("llama.cpp"))?.[1][0];
+const llamaCpp = { release: llamaInfo?.release, systemInfo: llamaInfo?.systemInfo };
+table.push("", `llama.cpp ${llamaCpp.release ?? ""} CPU features in use: ${llamaCpp.systemInfo ?? "unknown"}`);
 console.log(table.join("\n"));
 if (values.save) {
   const dir = new URL("./results/", import.meta.url).pathname;

@@ -29,7 +29,10 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       this.#q8 = { ptr: this.rt.alloc(need), bytes: need };
     }
     const qx = this.#q8.ptr, sx = qx + Math.ceil((tokens * cols) / 16) * 16;
-    this.rt.kernels.quantizeRowsQ8(x, tokens, cols, qx, sx);
+    const par = this.#parallelFor(tokens * cols);
+    if (par) {
+      if (par.parQuantizeRowsQ8(x, tokens, cols, qx, sx, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+    } else this.rt.kernels.quantizeRowsQ8(x, tokens, cols, qx, sx);
     return [qx, sx];
   }
 
