@@ -159,7 +159,8 @@ const rows = [];
 for (const f of formats) {
   for (const t of threadCounts) {
     const [a, b] = (["ours", "llama.cpp"] as const).map((e) => samples.get(`${f}|${t}|${e}`)!);
-    const pick = (s: Sample[], k: "ttftMs" | "decode" | "prefill" | "peakRss") => stat(s.map((x) => x[k]));
+    const pick = (s: Sample[], k: "ttftMs" | "decode" | "prefill" | "peakRss") =>
+      stat(s.map((x) => x[k]));
     rows.push({
       format: f,
       fileMiB: +(statSync(files.get(f)!).size / 2 ** 20).toFixed(0),
@@ -219,7 +220,10 @@ const machine = {
 const command = `${runtime} bench/llamacpp.ts ${process.argv.slice(2).join(" ")}`.trim();
 const llamaInfo = [...samples.entries()].find(([k]) => k.endsWith("llama.cpp"))?.[1][0];
 const llamaCpp = { release: llamaInfo?.release, systemInfo: llamaInfo?.systemInfo };
-table.push("", `llama.cpp ${llamaCpp.release ?? ""} CPU features in use: ${llamaCpp.systemInfo ?? "unknown"}`);
+table.push(
+  "",
+  `llama.cpp ${llamaCpp.release ?? ""} CPU features in use: ${llamaCpp.systemInfo ?? "unknown"}`,
+);
 console.log(table.join("\n"));
 if (values.save) {
   const dir = new URL("./results/", import.meta.url).pathname;

@@ -17,7 +17,9 @@ export function takeBenchLock(): void {
       alive = true;
     } catch { /* stale lock */ }
     if (alive && Number(pid) !== process.pid) {
-      console.error(`another benchmark is running (pid ${pid}: ${what}); wait for it, or remove ${lock} if it is not`);
+      console.error(
+        `another benchmark is running (pid ${pid}: ${what}); wait for it, or remove ${lock} if it is not`,
+      );
       process.exit(1);
     }
   }

@@ -2,7 +2,15 @@
 // makes sessions.
 
 import type { Gemma3Config } from "./config.ts";
-import { exists, hasFileSystem, isDirectory, isUrl, joinLocation, readJson } from "./io.ts";
+import {
+  exists,
+  hasFileSystem,
+  isDirectory,
+  isUrl,
+  joinLocation,
+  noGpuDevices,
+  readJson,
+} from "./io.ts";
 import { downloadModel, hubEndpoint, isRepoId } from "./hub.ts";
 import { loadHfFolder } from "./load_hf.ts";
 import { type LoadedCheckpoint, type LoadProgress, weightBytes } from "./load_tensors.ts";
@@ -272,7 +280,9 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   // first either way and then uploaded.
   let gpu: WebGpuBackend | null = null;
   let reason = backend === "wasm" ? "asked for" : "";
-  if (backend !== "wasm") {
+  if (backend === "auto" && await noGpuDevices()) {
+    reason = "this machine has no GPU device (no /dev/dri render node or NVIDIA device)";
+  } else if (backend !== "wasm") {
     const found = await webGpuAdapter();
     if ("reason" in found) {
       if (backend === "webgpu") throw new Error(`backend "webgpu": ${found.reason}`);

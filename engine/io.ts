@@ -317,6 +317,21 @@ export async function createFileWriter(path: string): Promise<FileWriter> {
   };
 }
 
+/**
+ * Whether this is a Linux machine with no GPU device node (/dev/dri/renderD*, /dev/nvidia*), where
+ * any WebGPU adapter would be a software one. False when it cannot tell (no file system, not
+ * Linux). Probing WebGPU there costs time and makes Vulkan's loader print warnings.
+ */
+export async function noGpuDevices(): Promise<boolean> {
+  const g = globalThis as { Deno?: { build: { os: string } }; process?: { platform?: string } };
+  const os = g.Deno?.build.os ?? g.process?.platform;
+  if (os !== "linux" || !(await hasFileSystem())) return false;
+  const f = await fs();
+  const dri = await f.readdir("/dev/dri").catch(() => [] as string[]);
+  if (dri.some((n) => n.startsWith("renderD"))) return false;
+  return !(await f.stat("/dev/nvidiactl").then(() => true, () => false));
+}
+
 /** An environment variable, where the runtime lets us read it (undefined otherwise). */
 export function env(name: string): string | undefined {
   try {

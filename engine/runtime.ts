@@ -151,7 +151,14 @@ export interface ThreadKernels extends Kernels {
   ): number;
   parStreamRead(p: number, bytes: number, timeoutMs: number): number;
   parGeglu(gate: number, up: number, out: number, n: number, timeoutMs: number): number;
-  parQuantizeRowsQ8(x: number, tokens: number, cols: number, qx: number, sx: number, timeoutMs: number): number;
+  parQuantizeRowsQ8(
+    x: number,
+    tokens: number,
+    cols: number,
+    qx: number,
+    sx: number,
+    timeoutMs: number,
+  ): number;
   parMatmulQuant(
     fmt: number,
     w: number,

@@ -31,7 +31,9 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     const qx = this.#q8.ptr, sx = qx + Math.ceil((tokens * cols) / 16) * 16;
     const par = this.#parallelFor(tokens * cols);
     if (par) {
-      if (par.parQuantizeRowsQ8(x, tokens, cols, qx, sx, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
+      if (par.parQuantizeRowsQ8(x, tokens, cols, qx, sx, OP_TIMEOUT_MS) < 0) {
+        this.rt.threadsFailed();
+      }
     } else this.rt.kernels.quantizeRowsQ8(x, tokens, cols, qx, sx);
     return [qx, sx];
   }
