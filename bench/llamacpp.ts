@@ -201,7 +201,7 @@ const table = [
   ),
   "",
   "Formats: q4_0 = Q4_0 layers, Q8_0 head (what llama-quantize makes); q4_0+q4_0 = head in Q4_0 too. llama.cpp picks its CPU",
-  "kernels itself (AVX-512/AMX on these machines: prefill there is matrix-unit work WASM cannot do).",
+  "kernels itself (features below); where it finds AMX (some Intel machines) its prefill is matrix-unit work WASM cannot do.",
 ];
 let cpu = "unknown CPU";
 try {

@@ -39,7 +39,9 @@ process.stdout.write(
     decode,
     prefill,
     peakRss: rss,
-    backend: llama.cpuMathCores !== undefined ? "cpu" : "cpu",
+    // What llama.cpp found and uses on this CPU (AVX-512, AMX, ...), and which build it is.
+    systemInfo: llama.systemInfo,
+    release: llama.llamaCppRelease?.release,
     buildType: llama.buildType,
   }),
 );
