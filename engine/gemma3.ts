@@ -91,6 +91,7 @@ export class Gemma3Model {
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
   #tokenizer: Tokenizer | undefined;
+  #noTokenizerReason: string;
   #chatSession: Session | undefined;
   /** Sampling settings from the model's generation_config.json (empty if it has none). */
   readonly generationDefaults: GenerateOptions;
@@ -103,7 +104,9 @@ export class Gemma3Model {
     maxChunk: number,
     tokenizer?: Tokenizer,
     generationDefaults: GenerateOptions = {},
+    noTokenizerReason = "its folder has no tokenizer.json",
   ) {
+    this.#noTokenizerReason = noTokenizerReason;
     this.config = config;
     this.#tokenizer = tokenizer;
     this.generationDefaults = generationDefaults;
@@ -130,9 +133,7 @@ export class Gemma3Model {
   /** The model's tokenizer (from tokenizer.json in the model folder); throws if it had none. */
   get tokenizer(): Tokenizer {
     if (!this.#tokenizer) {
-      throw new Error(
-        "this model was loaded without a tokenizer (its folder has no tokenizer.json)",
-      );
+      throw new Error(`this model was loaded without a tokenizer (${this.#noTokenizerReason})`);
     }
     return this.#tokenizer;
   }
@@ -302,13 +303,20 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   try {
     let loaded: LoadedCheckpoint;
     let tokenizer: Tokenizer | undefined;
+    let noTokenizer: string | undefined;
     let defaults: GenerateOptions = {};
     if (gguf) {
       const { metadata, ...checkpoint } = await loadGguf(source, rt, options.onProgress, plan);
       loaded = checkpoint;
-      // A GGUF file carries its tokenizer (llama.cpp's writers always add one).
-      if (metadata.has("tokenizer.ggml.tokens")) {
-        tokenizer = await tokenizerFromGguf(source, metadata);
+      // A GGUF file carries its tokenizer (llama.cpp's writers always add one). One this engine
+      // cannot read leaves the model usable with token ids.
+      if (!metadata.has("tokenizer.ggml.tokens")) {
+        noTokenizer = "the GGUF file has no tokenizer.ggml.tokens";
+      } else {
+        tokenizer = await tokenizerFromGguf(source, metadata).catch((e) => {
+          noTokenizer = (e as Error).message;
+          return undefined;
+        });
       }
     } else {
       loaded = await loadHfFolder(source, rt, options.onProgress, plan);
@@ -326,7 +334,7 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
         for (const p of loaded.allocations) rt.free(p);
       },
     };
-    return new Gemma3Model(rt, loaded.config, run, maxChunk, tokenizer, defaults);
+    return new Gemma3Model(rt, loaded.config, run, maxChunk, tokenizer, defaults, noTokenizer);
   } catch (e) {
     gpu?.dispose();
     rt.dispose(); // stop the worker pool; the memory goes with the runtime

@@ -2,7 +2,7 @@
 // 1 + w, metadata instead of config.json) must meet the same golden as the safetensors checkpoint,
 // and broken files must be refused with the file and the problem named.
 
-import { deepStrictEqual, ok, rejects } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, throws } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
 
@@ -183,4 +183,32 @@ Deno.test("exportGguf: GGUF to GGUF keeps the metadata types and refuses what it
     "no partial files left behind",
   );
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a GGUF whose tokenizer this engine cannot read still runs on token ids, and says why", async () => {
+  const bytes = await Deno.readFile(gguf);
+  const at = (() => {
+    const needle = new TextEncoder().encode("llama");
+    outer: for (let i = 0; i < bytes.length - 5; i++) {
+      for (let j = 0; j < 5; j++) if (bytes[i + j] !== needle[j]) continue outer;
+      return i;
+    }
+    return -1;
+  })();
+  bytes.set(new TextEncoder().encode("gpt2x"), at); // tokenizer.ggml.model = "gpt2x"
+  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  await Deno.writeFile(path, bytes);
+  const model = await loadModel(path, { threads: 1 });
+  ok(!model.hasTokenizer);
+  const d = maxAbsDiff(
+    await model.createSession().eval(golden.results[1].prompt),
+    golden.results[1].last_position_logits,
+  );
+  ok(d <= 1e-4);
+  throws(
+    () => model.tokenizer,
+    /without a tokenizer \(.*tokenizer.ggml.model "gpt2x" is not supported/,
+  );
+  await model.dispose();
+  await Deno.remove(path);
 });
