@@ -223,49 +223,39 @@ export class Session {
     }
     const stop = new Set(options.stopTokens ?? this.#host.config.eosTokenIds);
     // Greedy or top-k decoding on a backend that finds the best tokens itself (WebGPU): only the
-    // candidates come back, not the logits.
+    // candidates come back, not the logits. Otherwise one logits array serves every step (a
+    // fresh 1 MB array per token costs page faults).
     const b = this.#host.backend;
     const k = sampler.greedy && b.argmax
       ? 1
       : sampler.topKOnly > 0 && b.topK
       ? sampler.topKOnly
       : 0;
-    if (k > 0) {
-      let next: number;
-      if (promptIds.length > 0) next = await this.#evalOnBackend(promptIds, sampler, k);
-      else if (this.#lastLogits && this.#pending.length === 0) {
-        next = sampler.sample(this.#lastLogits);
-      } else if (this.#pending.length > 0) {
-        const last = this.#pending.pop()!;
-        this.#tokens.pop();
-        next = await this.#evalOnBackend([last], sampler, k);
-      } else throw new Error("nothing to continue from: give prompt tokens");
-      for (let n = 0; n < max && this.position < this.contextLength; n++) {
-        const id = next;
-        if (stop.has(id)) return;
-        this.#tokens.push(id);
-        this.#pending.push(id);
-        yield id;
-        if (n + 1 >= max || this.position >= this.contextLength) return;
-        this.#pending.pop();
-        this.#tokens.pop();
-        next = await this.#evalOnBackend([id], sampler, k);
+    const step = k > 0 ? undefined : new Float32Array(this.#host.config.vocabSize);
+    /** Evaluates ids; the result picks the token that follows them (sampling from logits only
+     * when a token is wanted). */
+    const next = async (ids: ArrayLike<number>): Promise<() => number> => {
+      if (k > 0) {
+        const id = await this.#evalOnBackend(ids, sampler, k);
+        return () => id;
       }
-      return;
-    }
-    // One logits array for every step (a fresh 1 MB array per token costs page faults).
-    const step = new Float32Array(this.#host.config.vocabSize);
-    let logits: Float32Array;
-    if (promptIds.length > 0) logits = await this.eval(promptIds, { out: step });
-    else if (this.#lastLogits && this.#pending.length === 0) logits = this.#lastLogits;
-    else if (this.#pending.length > 0) {
+      const logits = await this.eval(ids, { out: step });
+      return () => sampler.sample(logits, this.#tokens);
+    };
+
+    let pick: () => number;
+    if (promptIds.length > 0) pick = await next(promptIds);
+    else if (this.#lastLogits && this.#pending.length === 0) {
+      const logits = this.#lastLogits;
+      pick = () => sampler.sample(logits, this.#tokens);
+    } else if (this.#pending.length > 0) {
       const last = this.#pending.pop()!;
       this.#tokens.pop();
-      logits = await this.eval([last], { out: step });
+      pick = await next([last]);
     } else throw new Error("nothing to continue from: give prompt tokens");
 
     for (let n = 0; n < max && this.position < this.contextLength; n++) {
-      const id = sampler.sample(logits, this.#tokens);
+      const id = pick();
       if (stop.has(id)) return;
       // The token joins the context now; it is evaluated when the caller asks for the next one
       // (or by the next eval), so stopping early costs no extra forward pass.
@@ -276,7 +266,7 @@ export class Session {
       if (n + 1 >= max || this.position >= this.contextLength) return;
       this.#pending.pop();
       this.#tokens.pop();
-      logits = await this.eval([id], { out: step });
+      pick = await next([id]);
     }
   }
 
