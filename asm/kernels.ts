@@ -751,6 +751,19 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
   return (i & 1) == 0 ? i16x8.extend_low_i8x16_s(v) : i16x8.extend_high_i8x16_s(v);
 }
 
+/** The 6-bit scale of Q4_K sub-block s (0..7) from the 12 packed bytes at sc (see q4kScaleMin
+ * in engine/quant.ts for the packing). */
+@inline function q4kScale(sc: usize, s: i32): i32 {
+  if (s < 4) return <i32>load<u8>(sc + <usize>s) & 63;
+  return (<i32>load<u8>(sc + <usize>s + 4) & 15) | ((<i32>load<u8>(sc + <usize>s - 4) >> 6) << 4);
+}
+
+/** The 6-bit min of Q4_K sub-block s (0..7). */
+@inline function q4kMin(sc: usize, s: i32): i32 {
+  if (s < 4) return <i32>load<u8>(sc + <usize>s + 4) & 63;
+  return (<i32>load<u8>(sc + <usize>s + 4) >> 4) | ((<i32>load<u8>(sc + <usize>s) >> 6) << 4);
+}
+
 /** One Q4_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
 @inline function q4kDot(wb: usize, xq: usize, xs: usize, xsum: usize, b: i32, acc: v128): v128 {
   const d = halfToF32(load<u16>(wb)), dmin = halfToF32(load<u16>(wb, 2));
@@ -760,15 +773,7 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
     const v0 = v128.load(wb + 16 + (<usize>c << 5)), v1 = v128.load(wb + 16 + (<usize>c << 5), 16);
     for (let half = 0; half < 2; half++) {
       const s = (c << 1) + half;
-      // 6-bit scale and min of sub-block s (see q4kScaleMin in engine/quant.ts).
-      let scale: i32, min: i32;
-      if (s < 4) {
-        scale = <i32>load<u8>(sc + <usize>s) & 63;
-        min = <i32>load<u8>(sc + <usize>s + 4) & 63;
-      } else {
-        scale = (<i32>load<u8>(sc + <usize>s + 4) & 15) | ((<i32>load<u8>(sc + <usize>s - 4) >> 6) << 4);
-        min = (<i32>load<u8>(sc + <usize>s + 4) >> 4) | ((<i32>load<u8>(sc + <usize>s) >> 6) << 4);
-      }
+      const scale = q4kScale(sc, s), min = q4kMin(sc, s);
       const blk = b + s;
       const xp = xq + (<usize>blk << 5);
       const dx = load<f32>(xs + (<usize>blk << 2));
@@ -866,14 +871,7 @@ function quantWeight(fmt: i32, row: usize, i: i32): f32 {
     const blk = row + <usize>(i >> 8) * 144;
     const k = i & 255, s = k >> 5, l = k & 31;
     const sc = blk + 4;
-    let scale: i32, min: i32;
-    if (s < 4) {
-      scale = <i32>load<u8>(sc + <usize>s) & 63;
-      min = <i32>load<u8>(sc + <usize>s + 4) & 63;
-    } else {
-      scale = (<i32>load<u8>(sc + <usize>s + 4) & 15) | ((<i32>load<u8>(sc + <usize>s - 4) >> 6) << 4);
-      min = (<i32>load<u8>(sc + <usize>s + 4) >> 4) | ((<i32>load<u8>(sc + <usize>s) >> 6) << 4);
-    }
+    const scale = q4kScale(sc, s), min = q4kMin(sc, s);
     const byte = <i32>load<u8>(blk + 16 + <usize>((s >> 1) << 5) + <usize>l);
     const q = s & 1 ? byte >> 4 : byte & 15;
     return halfToF32(load<u16>(blk)) * <f32>scale * <f32>q - halfToF32(load<u16>(blk, 2)) * <f32>min;
