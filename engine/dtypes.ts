@@ -54,6 +54,13 @@ export function f32ToBF16(src: Float32Array, dst: Uint16Array): void {
   }
 }
 
+/** The number one IEEE half bit pattern stands for. */
+export function halfToNumber(bits: number): number {
+  const out = new Float32Array(1);
+  f16ToF32(new Uint16Array([bits]), out);
+  return out[0];
+}
+
 /** Widens IEEE half-precision bit patterns to f32 (exact, including subnormals, inf and NaN). */
 export function f16ToF32(src: Uint16Array, dst: Float32Array): void {
   for (let i = 0; i < src.length; i++) {

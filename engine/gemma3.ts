@@ -349,14 +349,11 @@ function toGpu(
   loaded: LoadedCheckpoint,
   reason: string,
 ): ModelBackend {
-  const uploaded = new Map<number, GpuWeight>();
+  // mapWeights calls this once per distinct weight (a tied head is the embedding).
+  const uploaded: GpuWeight[] = [];
   const weights = mapWeights(loaded.weights, (w) => {
-    let g = uploaded.get(w.ptr);
-    if (!g) {
-      const bytes = rt.u8(w.ptr, weightBytes(w.dtype, w.rows, w.cols));
-      g = gpu.uploadWeight(w.dtype, w.rows, w.cols, bytes);
-      uploaded.set(w.ptr, g);
-    }
+    const g = gpu.uploadWeight(w.dtype, w.rows, w.cols, rt.u8(w.ptr, weightBytes(w.dtype, w.rows, w.cols)));
+    uploaded.push(g);
     return g;
   });
   for (const p of loaded.allocations) rt.free(p);
@@ -366,7 +363,7 @@ function toGpu(
     backend: gpu as Backend<unknown, unknown>,
     weights: weights as ModelWeights<unknown>,
     release: () => {
-      for (const g of uploaded.values()) gpu.freeWeight(g);
+      for (const g of uploaded) gpu.freeWeight(g);
       gpu.dispose();
     },
   };

@@ -367,10 +367,12 @@ export function encodeGgufHeader(
   u32(0x46554747);
   u32(3);
   u64(tensors.length);
-  u64(meta.length + (meta.some((m) => m.key === "general.alignment") ? 0 : 1));
-  const entries = meta.some((m) => m.key === "general.alignment")
-    ? meta
-    : [...meta, { key: "general.alignment", type: 4, value: alignment }];
+  // The alignment the data is laid out with is the one recorded.
+  const entries = [
+    ...meta.filter((m) => m.key !== "general.alignment"),
+    { key: "general.alignment", type: GGUF_VALUE.u32, value: alignment },
+  ];
+  u64(entries.length);
   for (const m of entries) {
     str(m.key);
     u32(m.type);

@@ -15,7 +15,8 @@ import { createFileWriter, exists, joinLocation, readJson } from "./io.ts";
 import { openGgufCheckpoint } from "./load_gguf.ts";
 import { openHfCheckpoint } from "./load_hf.ts";
 import { type OpenCheckpoint, readRowsF32 } from "./load_tensors.ts";
-import { formatFor, isQuant, QUANT, quantBytes, type QuantType } from "./quant.ts";
+import type { TensorEntry } from "./safetensors.ts";
+import { defaultHeadFormat, formatFor, isQuant, QUANT, quantBytes, type QuantType } from "./quant.ts";
 import type { TokenizerData } from "./tokenizer.ts";
 import { fromTokenizerJson, toGgufTokenizer } from "./tokenizer_format.ts";
 import { ggufName, tensorSpecs } from "./weights.ts";
@@ -184,7 +185,7 @@ function tensorType(
 }
 
 function defaultHead(type: ExportType): ExportType {
-  return type === "q4_0" ? "q8_0" : type === "q4_k" ? "q6_k" : type;
+  return isQuant(type) ? defaultHeadFormat(type) : type;
 }
 
 const GGML_OF: Record<ExportType, number> = {
@@ -285,7 +286,7 @@ const CHUNK_FLOATS = 1 << 20;
 async function writeTensor(
   p: {
     spec: { kind: string };
-    entry: OpenCheckpoint["found"] extends Map<string, infer E> ? E : never;
+    entry: TensorEntry;
     rows: number;
     cols: number;
     type: ExportType;

@@ -14,7 +14,7 @@
 //                       [ql: 128 bytes, low 4 bits][qh: 64 bytes, high 2 bits][sc: 16 × int8][d]
 // The bit placement inside qs/ql/qh is spelled out where it is packed, below.
 
-import { f16ToF32, f32ToF16 } from "./dtypes.ts";
+import { f32ToF16, halfToNumber } from "./dtypes.ts";
 import { GGML_TYPES } from "./gguf.ts";
 
 /** The block-quantized formats this engine holds in memory and multiplies directly. */
@@ -37,13 +37,7 @@ export interface BlockFormat {
   dequantize(src: Uint8Array, dst: Float32Array): void;
 }
 
-/** The number a half's bits stand for. */
-function halfValue(bits: number): number {
-  const out = new Float32Array(1);
-  f16ToF32(new Uint16Array([bits]), out);
-  return out[0];
-}
-const half = (view: DataView, at: number) => halfValue(view.getUint16(at, true));
+const half = (view: DataView, at: number) => halfToNumber(view.getUint16(at, true));
 const f32 = Math.fround;
 /** C's roundf: to nearest, halves away from zero. */
 const roundAway = (v: number) => Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
@@ -151,8 +145,8 @@ function quantizeQ4_K(src: Float32Array, dst: Uint8Array): void {
       mins.push(-lo);
     }
     const d = f32(Math.max(...scales) / 63), dmin = f32(Math.max(...mins) / 63);
-    const dh = halfValue(f32ToF16(d));
-    const dminh = halfValue(f32ToF16(dmin));
+    const dh = halfToNumber(f32ToF16(d));
+    const dminh = halfToNumber(f32ToF16(dmin));
     const sc = scales.map((s) => (dh ? Math.min(63, Math.round(s / dh)) : 0));
     const m = mins.map((v) => (dminh ? Math.min(63, Math.round(v / dminh)) : 0));
     const at = b * 144;
@@ -226,7 +220,7 @@ function quantizeQ6_K(src: Float32Array, dst: Uint8Array): void {
       scales.push(amax / 31);
     }
     const d = f32(Math.max(...scales) / 127);
-    const dh = halfValue(f32ToF16(d));
+    const dh = halfToNumber(f32ToF16(d));
     const sc = scales.map((s) => (dh ? Math.min(127, Math.round(s / dh)) : 0));
     const at = b * 210;
     dst.fill(0, at, at + 210);
@@ -316,10 +310,16 @@ export interface QuantPlan {
   head: QuantType;
 }
 
-/** The plan for a `weights` choice, as llama.cpp's llama-quantize makes it: Q4_0 keeps the
- * embedding/head in Q8_0 unless asked otherwise. */
+/** The embedding/head format llama-quantize gives a file of `weights`: Q8_0 for Q4_0, Q6_K for
+ * Q4_K (the head matters most for quality), else the same. */
+export function defaultHeadFormat(weights: QuantType): QuantType {
+  return weights === "q4_0" ? "q8_0" : weights === "q4_k" ? "q6_k" : weights;
+}
+
+/** The plan for a `weights` choice, as llama.cpp's llama-quantize makes it (the head in
+ * defaultHeadFormat unless asked otherwise). */
 export function quantPlan(weights: QuantType, head?: QuantType): QuantPlan {
-  return { matrices: weights, head: head ?? (weights === "q4_0" ? "q8_0" : weights) };
+  return { matrices: weights, head: head ?? defaultHeadFormat(weights) };
 }
 
 /** The format a matrix of `cols` columns gets under `plan`, or null to keep it as floats: rows that

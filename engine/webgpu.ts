@@ -225,10 +225,11 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
     if (this.#slot === SLOTS) this.#submit();
     const enc = this.#enc();
     const at = this.#slot * SLOT;
-    new Uint32Array(this.#params, at, 8).set(
-      [...a, 0, 0, 0, 0].slice(0, 4).concat([...b, 0, 0, 0, 0].slice(0, 4)),
-    );
-    new Float32Array(this.#params, at + 32, 4).set([...f, 0, 0, 0, 0].slice(0, 4));
+    // Params { a: vec4<u32>, b: vec4<u32>, f: vec4<f32> }; unused lanes are zero.
+    new Uint32Array(this.#params, at, 12).fill(0);
+    new Uint32Array(this.#params, at, 4).set(a);
+    new Uint32Array(this.#params, at + 16, 4).set(b);
+    new Float32Array(this.#params, at + 32, 4).set(f);
     this.#slot++;
     const entries: GPUBindGroupEntry[] = [{
       binding: 0,
@@ -270,10 +271,7 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
     if (inPlace && x.off !== out.off) throw new Error("rmsNorm: in place only at the same offset");
     const pipe = this.#pipeline(`rms-${inPlace}`, () => rmsNormShader(inPlace));
     const buffers = inPlace ? [w.parts[0].buf, out.buf] : [w.parts[0].buf, x.buf, out.buf];
-    this.#dispatch(pipe, [rows, w.cols], [x.off, out.off], [eps], inPlace ? buffers : buffers, [
-      rows,
-      1,
-    ]);
+    this.#dispatch(pipe, [rows, w.cols], [x.off, out.off], [eps], buffers, [rows, 1]);
   }
 
   matmul(w: GpuWeight, x: GpuBuf, out: GpuBuf, tokens: number): void {

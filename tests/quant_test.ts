@@ -3,19 +3,13 @@
 // reference on the same quantized operands, and quantized models bit-identical across threads.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { f16ToF32, f32ToF16 } from "../engine/dtypes.ts";
+import { f32ToF16, halfToNumber } from "../engine/dtypes.ts";
 import { QUANT, type QuantType } from "../engine/quant.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
 import { loadModel } from "../mod.ts";
 import { ggmlDecode } from "./support/ggml_blocks.ts";
 import { assertWithin, FIXTURES, randn, rng, U32 } from "./support/helpers.ts";
-/** The f32 value of half bits. */
-const fromHalf = (bits: number) => {
-  const out = new Float32Array(1);
-  f16ToF32(new Uint16Array([bits]), out);
-  return out[0];
-};
-const half = (v: number) => fromHalf(f32ToF16(v));
+const half = (v: number) => halfToNumber(f32ToF16(v));
 
 Deno.test("f32ToF16 rounds to nearest, ties to even, with subnormals, overflow and NaN", () => {
   deepStrictEqual([1, -2, 65504, 0.5].map(f32ToF16), [0x3c00, 0xc000, 0x7bff, 0x3800]);

@@ -3,13 +3,9 @@
 // layout mistake in the engine does not repeat itself here. Each returns, per weight, the part
 // scaled by the block scale and the offset part (w = scaled − offset), in float64 of f32 values.
 
-import { f16ToF32 } from "../../engine/dtypes.ts";
+import { halfToNumber } from "../../engine/dtypes.ts";
 
-const half = (v: DataView, at: number) => {
-  const o = new Float32Array(1);
-  f16ToF32(new Uint16Array([v.getUint16(at, true)]), o);
-  return o[0];
-};
+const half = (v: DataView, at: number) => halfToNumber(v.getUint16(at, true));
 const f = Math.fround;
 
 export interface Decoded {
