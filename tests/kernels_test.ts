@@ -4,6 +4,7 @@
 
 import { WasmRuntime } from "../engine/runtime.ts";
 import { asBF16, assertWithin, randn, rng, U32 } from "./support/helpers.ts";
+import { refAttention, refGeglu, refRmsNorm, refRope } from "./support/ops_reference.ts";
 
 const rt = await WasmRuntime.create();
 const k = rt.kernels;
@@ -104,13 +105,7 @@ for (const [rows, n] of [[1, 1], [2, 5], [3, 32], [1, 640], [4, 67]]) {
     const x = randn(rand, rows * n, 3);
     const w = randn(rand, n, 0.5);
     const eps = 1e-6;
-    const want = new Float64Array(rows * n);
-    for (let r = 0; r < rows; r++) {
-      let ss = 0;
-      for (let i = 0; i < n; i++) ss += x[r * n + i] ** 2;
-      const inv = 1 / Math.sqrt(ss / n + Math.fround(eps));
-      for (let i = 0; i < n; i++) want[r * n + i] = x[r * n + i] * inv * (1 + w[i]);
-    }
+    const want = refRmsNorm(x, w, rows, n, eps);
     const tol = Array.from(want, (v) => 5 * U32 * Math.abs(v) + 1e-30);
     const xPtr = put(x);
     const out = rt.alloc(rows * n * 4);
@@ -134,21 +129,7 @@ for (
   Deno.test(`ropeInPlace ${tokens}x${heads}x${headDim} from ${startPos}, base ${base}, factor ${factor}`, () => {
     const rand = rng(headDim + startPos);
     const x = randn(rand, tokens * heads * headDim);
-    const half = headDim / 2;
-    const want = new Float64Array(x.length);
-    const tol = new Float64Array(x.length);
-    for (let t = 0; t < tokens; t++) {
-      for (let h = 0; h < heads; h++) {
-        const o = (t * heads + h) * headDim;
-        for (let i = 0; i < half; i++) {
-          const angle = ((startPos + t) / factor) * base ** (-(2 * i) / headDim);
-          const [x1, x2] = [x[o + i], x[o + i + half]];
-          want[o + i] = x1 * Math.cos(angle) - x2 * Math.sin(angle);
-          want[o + i + half] = x2 * Math.cos(angle) + x1 * Math.sin(angle);
-          tol[o + i] = tol[o + i + half] = 4 * U32 * (Math.abs(x1) + Math.abs(x2));
-        }
-      }
-    }
+    const { want, tol } = refRope(x, tokens, heads, headDim, startPos, base, factor, U32);
     const ptr = put(x);
     // Tokens in two ranges, as threads split them.
     const cut = tokens >> 1;
@@ -185,83 +166,39 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
         allK.push(kk.slice(t * kvDim, (t + 1) * kvDim));
         allV.push(v.slice(t * kvDim, (t + 1) * kvDim));
       }
-      const want = new Float64Array(T * qDim), tol = new Float64Array(T * qDim);
-      for (let t = 0; t < T; t++) {
-        const p = pos + t;
-        const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
-        for (let h = 0; h < heads; h++) {
-          const g = Math.floor(h / (heads / kvHeads));
-          const s: number[] = [];
-          let absMax = 0;
-          for (let j = lo; j <= p; j++) {
-            let d = 0, a = 0;
-            for (let i = 0; i < headDim; i++) {
-              d += q[t * qDim + h * headDim + i] * allK[j][g * headDim + i];
-              a += Math.abs(q[t * qDim + h * headDim + i] * allK[j][g * headDim + i]);
-            }
-            s.push(d * scale);
-            absMax = Math.max(absMax, a * scale);
-          }
-          const m = Math.max(...s);
-          const e = s.map((x) => Math.exp(x - m));
-          const z = e.reduce((x, y) => x + y, 0);
-          let vMax = 0;
-          for (let i = 0; i < headDim; i++) {
-            let o = 0;
-            for (let j = lo; j <= p; j++) {
-              o += (e[j - lo] / z) * allV[j][g * headDim + i];
-              vMax = Math.max(vMax, Math.abs(allV[j][g * headDim + i]));
-            }
-            want[t * qDim + h * headDim + i] = o;
-          }
-          const n = p - lo + 1;
-          const bound = (2 * (headDim + 2) * U32 * absMax + (n + 8) * U32) * vMax;
-          for (let i = 0; i < headDim; i++) tol[t * qDim + h * headDim + i] = bound;
-        }
+      const ref = refAttention(q, allK, allV, pos, T, { heads, kvHeads, headDim, window, scale });
+      const tol = new Float64Array(T * qDim);
+      for (let th = 0; th < T * heads; th++) {
+        const bound = (2 * (headDim + 2) * U32 * ref.absMax[th] + (ref.n[th] + 8) * U32) *
+          ref.vMax[th];
+        tol.fill(bound, th * headDim, (th + 1) * headDim);
       }
       const ptrs = [put(q), put(kk), put(v), rt.alloc(T * qDim * 4)];
       // Heads in two ranges, as threads split them; then the chunk joins the cache.
       const split = heads >> 1;
-      k.attention(
-        ptrs[0],
-        ptrs[1],
-        ptrs[2],
-        kCache,
-        vCache,
-        ptrs[3],
-        scores,
-        T,
-        pos,
-        heads,
-        kvHeads,
-        headDim,
-        capacity,
-        window,
-        scale,
-        0,
-        split,
-      );
-      k.attention(
-        ptrs[0],
-        ptrs[1],
-        ptrs[2],
-        kCache,
-        vCache,
-        ptrs[3],
-        scores,
-        T,
-        pos,
-        heads,
-        kvHeads,
-        headDim,
-        capacity,
-        window,
-        scale,
-        split,
-        heads,
-      );
+      for (const [h0, h1] of [[0, split], [split, heads]]) {
+        k.attention(
+          ptrs[0],
+          ptrs[1],
+          ptrs[2],
+          kCache,
+          vCache,
+          ptrs[3],
+          scores,
+          T,
+          pos,
+          heads,
+          kvHeads,
+          headDim,
+          capacity,
+          window,
+          scale,
+          h0,
+          h1,
+        );
+      }
       k.appendKv(ptrs[1], ptrs[2], kCache, vCache, T, pos, kvDim, capacity);
-      assertWithin(read(ptrs[3], T * qDim), want, tol, `chunk at ${pos}`);
+      assertWithin(read(ptrs[3], T * qDim), ref.want, tol, `chunk at ${pos}`);
       ptrs.forEach((p) => rt.free(p));
       pos += T;
     }
@@ -275,10 +212,7 @@ Deno.test("geglu matches gelu_pytorch_tanh(gate) * up", () => {
   const rand = rng(3);
   for (const n of [1, 7, 128, 2051]) {
     const g = randn(rand, n, 3), u = randn(rand, n);
-    const want = Array.from(
-      g,
-      (x, i) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))) * u[i],
-    );
+    const want = refGeglu(g, u);
     const tol = Array.from(g, (x, i) => 16 * U32 * Math.abs(x * u[i]) + 1e-30);
     const out = rt.alloc(n * 4);
     const [gp, up] = [put(g), put(u)];

@@ -12,6 +12,7 @@ import { QUANT, type QuantType } from "../engine/quant.ts";
 import { type GpuBuf, webGpuAdapter, WebGpuBackend } from "../engine/webgpu.ts";
 import { exportGguf, loadModel } from "../mod.ts";
 import { ggmlDecode } from "./support/ggml_blocks.ts";
+import { refAttention, refGeglu, refRmsNorm, refRope } from "./support/ops_reference.ts";
 import { assertWithin, FIXTURES, maxAbsDiff, randn, rng, U32 } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 
@@ -109,13 +110,7 @@ Deno.test("WGSL rmsNorm (in place and not), geglu and add against float64", asyn
   const rows = 5, n = 67;
   const x = randn(rng(1), rows * n, 3), wv = randn(rng(2), n, 0.5);
   const w = gpu.uploadWeight("f32", 1, n, new Uint8Array(wv.buffer));
-  const want = new Float64Array(rows * n);
-  for (let r = 0; r < rows; r++) {
-    let ss = 0;
-    for (let i = 0; i < n; i++) ss += x[r * n + i] ** 2;
-    const inv = 1 / Math.sqrt(ss / n + Math.fround(1e-6));
-    for (let i = 0; i < n; i++) want[r * n + i] = x[r * n + i] * inv * (1 + wv[i]);
-  }
+  const want = refRmsNorm(x, wv, rows, n, 1e-6);
   // The f32 sum of squares (n + 8)u, WGSL's sqrt and division (2.5 ulp each), four products.
   const tol = Array.from(want, (v) => ((n + 8) / 2 + 10) * U32 * Math.abs(v) + 1e-30);
   const xb = upload(x), out = gpu.alloc(rows * n);
@@ -127,10 +122,7 @@ Deno.test("WGSL rmsNorm (in place and not), geglu and add against float64", asyn
   const g = randn(rng(3), 1000, 3), u = randn(rng(4), 1000, 1);
   const gb = upload(g), ub = upload(u);
   gpu.geglu(gb, ub, gb, 1000);
-  const wantG = Array.from(
-    g,
-    (v, i) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))) * u[i],
-  );
+  const wantG = refGeglu(g, u);
   // exp of up to |2z| ≈ 30 may err by 3 + 2·30 ulp; the logistic factor's relative error is at
   // most that times its slope (≤ 1), plus a few roundings.
   assertWithin(
@@ -164,20 +156,7 @@ Deno.test("WGSL rope against float64, at large positions too", async () => {
     ]]
   ) {
     const x = randn(rng(headDim + startPos), tokens * heads * headDim);
-    const half = headDim / 2;
-    const want = new Float64Array(x.length), tol = new Float64Array(x.length);
-    for (let t = 0; t < tokens; t++) {
-      for (let h = 0; h < heads; h++) {
-        const o = (t * heads + h) * headDim;
-        for (let i = 0; i < half; i++) {
-          const angle = ((startPos + t) / factor) * base ** (-(2 * i) / headDim);
-          const [x1, x2] = [x[o + i], x[o + i + half]];
-          want[o + i] = x1 * Math.cos(angle) - x2 * Math.sin(angle);
-          want[o + i + half] = x2 * Math.cos(angle) + x1 * Math.sin(angle);
-          tol[o + i] = tol[o + i + half] = 4 * U32 * (Math.abs(x1) + Math.abs(x2));
-        }
-      }
-    }
+    const { want, tol } = refRope(x, tokens, heads, headDim, startPos, base, factor, U32);
     const xb = upload(x);
     gpu.rope(xb, tokens, heads, headDim, startPos, base, factor);
     assertWithin(await download(xb, x.length), want, tol, `rope from ${startPos}`);
@@ -204,44 +183,18 @@ Deno.test("WGSL attention: sliding window, grouped KV heads, a ring that wraps, 
       allK.push(k.slice(t * kvDim, (t + 1) * kvDim));
       allV.push(v.slice(t * kvDim, (t + 1) * kvDim));
     }
-    const want = new Float64Array(T * qDim), tol = new Float64Array(T * qDim);
-    for (let t = 0; t < T; t++) {
-      const p = pos + t, lo = Math.max(0, p - window + 1);
-      for (let h = 0; h < heads; h++) {
-        const g = Math.floor(h / (heads / kvHeads));
-        const s: number[] = [];
-        let absMax = 0;
-        for (let j = lo; j <= p; j++) {
-          let d = 0, a = 0;
-          for (let i = 0; i < headDim; i++) {
-            d += q[t * qDim + h * headDim + i] * allK[j][g * headDim + i];
-            a += Math.abs(q[t * qDim + h * headDim + i] * allK[j][g * headDim + i]);
-          }
-          s.push(d * scale);
-          absMax = Math.max(absMax, a * scale);
-        }
-        const m = Math.max(...s),
-          e = s.map((x) => Math.exp(x - m)),
-          z = e.reduce((x, y) => x + y, 0);
-        let vMax = 0;
-        for (let i = 0; i < headDim; i++) {
-          let o = 0;
-          for (let j = lo; j <= p; j++) {
-            o += (e[j - lo] / z) * allV[j][g * headDim + i];
-            vMax = Math.max(vMax, Math.abs(allV[j][g * headDim + i]));
-          }
-          want[t * qDim + h * headDim + i] = o;
-        }
-        // As the WASM bound, with WGSL's exp (3 + 2|x| ulp for |x| ≤ the score range) and division.
-        const bound =
-          (2 * (headDim + 2) * U32 * absMax + (p - lo + 1 + 8 + 3 + 2 * 2 * absMax + 3) * U32) *
-          vMax;
-        for (let i = 0; i < headDim; i++) tol[t * qDim + h * headDim + i] = bound;
-      }
+    const ref = refAttention(q, allK, allV, pos, T, { heads, kvHeads, headDim, window, scale });
+    const tol = new Float64Array(T * qDim);
+    for (let th = 0; th < T * heads; th++) {
+      // As the WASM bound, with WGSL's exp (3 + 2|x| ulp for |x| ≤ the score range) and division.
+      const { absMax, n, vMax } = { absMax: ref.absMax[th], n: ref.n[th], vMax: ref.vMax[th] };
+      const bound = (2 * (headDim + 2) * U32 * absMax + (n + 8 + 3 + 2 * 2 * absMax + 3) * U32) *
+        vMax;
+      tol.fill(bound, th * headDim, (th + 1) * headDim);
     }
     const qb = upload(q), kb = upload(k), vb = upload(v), out = gpu.alloc(T * qDim);
     gpu.attention(qb, kb, vb, cache, out, out, T, pos, { heads, kvHeads, headDim, window, scale });
-    assertWithin(await download(out, T * qDim), want, tol, `chunk at ${pos}`);
+    assertWithin(await download(out, T * qDim), ref.want, tol, `chunk at ${pos}`);
     for (const b of [qb, kb, vb, out]) gpu.free(b);
     pos += T;
   }

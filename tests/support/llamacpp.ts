@@ -2,6 +2,8 @@
 // dependency, installed once into tests/.cache/llama; install notes in ../shared/NOTES.md), run
 // in Node through llamacpp_runner.mjs.
 
+import { ensureLlamaCppIn } from "../../bench/peers/llamacpp_install.ts";
+
 const dir = new URL("../.cache/llama/", import.meta.url).pathname;
 const runner = new URL("./llamacpp_runner.mjs", import.meta.url).pathname;
 
@@ -16,22 +18,8 @@ async function run(cmd: string, args: string[], cwd: string): Promise<string> {
 }
 
 /** Installs node-llama-cpp into tests/.cache/llama if it is not there yet. */
-export async function ensureLlamaCpp(): Promise<void> {
-  try {
-    await Deno.stat(`${dir}node_modules/@node-llama-cpp/linux-x64/bins`);
-    return;
-  } catch { /* not installed yet */ }
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(`${dir}package.json`, '{ "private": true }\n');
-  await run("npm", [
-    "i",
-    "-E",
-    "node-llama-cpp@3.21.1",
-    "@node-llama-cpp/linux-x64@3.21.1",
-    "--omit=optional",
-    "--no-audit",
-    "--no-fund",
-  ], dir);
+export function ensureLlamaCpp(): void {
+  ensureLlamaCppIn(dir, true);
 }
 
 /** llama.cpp's greedy continuation of each prompt and the log-probabilities behind each token. */
@@ -40,7 +28,7 @@ export async function llamaCppGreedy(
   prompts: number[][],
   steps: number,
 ): Promise<{ tokens: number[]; logprobs: number[][] }[]> {
-  await ensureLlamaCpp();
+  ensureLlamaCpp();
   const out = await run(
     "node",
     [runner, JSON.stringify({ model, prompts, steps, threads: 1 })],
