@@ -17,11 +17,11 @@
  */
 
 import process from "node:process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
 import { CONFIG, ensureCheckpoint } from "./random_model.ts";
-import { takeBenchLock } from "./lock.ts";
+import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
 
 const { values } = parseArgs({
@@ -73,7 +73,6 @@ for (const f of formats) {
 const threadCounts = (values.threads as string).split(",").map(Number);
 const rounds = Number(values.rounds);
 
-const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
 const promptLen = Number(values.prompt),
   decodeLen = Number(values.decode),
   prefillLen = Number(values.prefill),
@@ -320,18 +319,3 @@ if (values.save) {
 }
 if (values.json) console.log(JSON.stringify(result));
 else console.log(table.join("\n"));
-
-/** CPU model, core count and runtime version, for the saved results. */
-function machineInfo() {
-  let cpu = "unknown CPU";
-  try {
-    cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
-  } catch { /* not Linux */ }
-  const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
-  const version = g.Deno
-    ? `Deno ${g.Deno.version.deno}`
-    : g.Bun
-    ? `Bun ${g.Bun.version}`
-    : `Node ${process.version}`;
-  return { cpu, cores: navigator.hardwareConcurrency, runtime: version };
-}

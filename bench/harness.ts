@@ -1,5 +1,6 @@
-// One benchmark at a time: two running together share the two cores and both measure wrong.
-// A lock file in bench/.cache/ holds the running bench's pid; a stale one (dead pid) is taken over.
+// What every benchmark needs: the runtime it runs in, the machine it reports, and one benchmark
+// at a time (two running together share the two cores and both measure wrong: a lock file in
+// bench/.cache/ holds the running bench's pid; a stale one, dead pid, is taken over).
 
 import process from "node:process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -25,4 +26,22 @@ export function takeBenchLock(): void {
   }
   writeFileSync(lock, `${process.pid}\n${process.argv.slice(1).join(" ")}`);
   process.on("exit", () => rmSync(lock, { force: true }));
+}
+
+/** "deno", "bun" or "node". */
+export const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
+
+/** CPU model, core count and runtime version, for saved results. */
+export function machineInfo(): { cpu: string; cores: number; runtime: string } {
+  let cpu = "unknown CPU";
+  try {
+    cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
+  } catch { /* not Linux */ }
+  const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
+  const version = g.Deno
+    ? `Deno ${g.Deno.version.deno}`
+    : g.Bun
+    ? `Bun ${g.Bun.version}`
+    : `Node ${process.version}`;
+  return { cpu, cores: navigator.hardwareConcurrency, runtime: version };
 }

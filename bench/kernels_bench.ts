@@ -10,6 +10,7 @@
 import { f32ToF16 } from "../engine/dtypes.ts";
 import { QUANT, type QuantType } from "../engine/quant.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
+import { machineInfo } from "./harness.ts";
 
 const rt = await WasmRuntime.create({ threads: 1 });
 const k = rt.kernels;
@@ -155,9 +156,7 @@ const table = [
 ];
 console.log(`\n${table.join("\n")}\n`);
 if (Deno.args.includes("--save")) {
-  const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() =>
-    ""
-  )).match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
+  const machine = machineInfo();
   const date = new Date().toISOString().slice(0, 10);
   const dir = new URL("./results/", import.meta.url).pathname;
   await Deno.writeTextFile(
@@ -165,7 +164,7 @@ if (Deno.args.includes("--save")) {
     [
       "# Kernel micro-benchmarks, Deno",
       "",
-      `Machine: ${cpu}, ${navigator.hardwareConcurrency} cores; Deno ${Deno.version.deno}. Command: \`deno bench -A bench/kernels_bench.ts -- --save\`.`,
+      `Machine: ${machine.cpu}, ${machine.cores} cores; ${machine.runtime}. Command: \`deno bench -A bench/kernels_bench.ts -- --save\`.`,
       "Medians of 7 calls after a warm-up; operands far larger than the caches.",
       "",
       ...table,
@@ -177,11 +176,7 @@ if (Deno.args.includes("--save")) {
     JSON.stringify(
       {
         date,
-        machine: {
-          cpu,
-          cores: navigator.hardwareConcurrency,
-          runtime: `Deno ${Deno.version.deno}`,
-        },
+        machine,
         rows,
       },
       null,

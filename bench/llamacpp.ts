@@ -14,11 +14,12 @@
  */
 import process from "node:process";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { exportGguf, type ExportType } from "../mod.ts";
 import { ensureCheckpoint } from "./random_model.ts";
-import { takeBenchLock } from "./lock.ts";
+import { ensureLlamaCppIn } from "./peers/llamacpp_install.ts";
+import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -57,7 +58,6 @@ const rounds = Number(values.rounds),
   decodeLen = Number(values.decode),
   prefillLen = Number(values.prefill);
 const cache = new URL("./.cache/", import.meta.url).pathname;
-const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
 
 takeBenchLock();
 
@@ -86,20 +86,7 @@ for (const f of formats) {
 
 // llama.cpp.
 const llamaDir = `${cache}llama`;
-if (!existsSync(`${llamaDir}/node_modules/@node-llama-cpp/linux-x64/bins`)) {
-  mkdirSync(llamaDir, { recursive: true });
-  writeFileSync(`${llamaDir}/package.json`, '{ "private": true }\n');
-  process.stderr.write("installing node-llama-cpp 3.21.1 (once)...\n");
-  execFileSync("npm", [
-    "i",
-    "-E",
-    "node-llama-cpp@3.21.1",
-    "@node-llama-cpp/linux-x64@3.21.1",
-    "--omit=optional",
-    "--no-audit",
-    "--no-fund",
-  ], { cwd: llamaDir, stdio: "inherit" });
-}
+ensureLlamaCppIn(llamaDir);
 
 const ids = (n: number, seed: number) =>
   Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % 262144);
@@ -203,20 +190,7 @@ const table = [
   "Formats: q4_0 = Q4_0 layers, Q8_0 head (what llama-quantize makes); q4_0+q4_0 = head in Q4_0 too. llama.cpp picks its CPU",
   "kernels itself (features below); where it finds AMX (some Intel machines) its prefill is matrix-unit work WASM cannot do.",
 ];
-let cpu = "unknown CPU";
-try {
-  cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
-} catch { /* not Linux */ }
-const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
-const machine = {
-  cpu,
-  cores: navigator.hardwareConcurrency,
-  runtime: g.Deno
-    ? `Deno ${g.Deno.version.deno}`
-    : g.Bun
-    ? `Bun ${g.Bun.version}`
-    : `Node ${process.version}`,
-};
+const machine = machineInfo();
 const command = `${runtime} bench/llamacpp.ts ${process.argv.slice(2).join(" ")}`.trim();
 const llamaInfo = [...samples.entries()].find(([k]) => k.endsWith("llama.cpp"))?.[1][0];
 const llamaCpp = { release: llamaInfo?.release, systemInfo: llamaInfo?.systemInfo };

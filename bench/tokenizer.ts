@@ -19,11 +19,11 @@ import process from "node:process";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { loadTokenizer } from "../mod.ts";
+import { machineInfo, runtime } from "./harness.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const cache = `${here}.cache`;
 const tokDir = `${here}../tests/.cache/gemma3-tokenizer/`;
-const runtime = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
 
 /** Fetches the real tokenizer.json with npm (as the tests do) if it is not there yet. */
 function ensureTokenizer(): void {
@@ -187,10 +187,7 @@ if (process.argv.includes("--empty-probe")) {
   console.log(lines.join("\n"));
   console.log(JSON.stringify({ ours: result, peers: peerResults }));
   if (process.argv.includes("--save")) {
-    let cpu = "unknown CPU";
-    try {
-      cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
-    } catch { /* not Linux */ }
+    const { cpu } = machineInfo();
     const dir = `${here}results/`;
     mkdirSync(dir, { recursive: true });
     const name = `${dir}${new Date().toISOString().slice(0, 10)}-tokenizer-${runtime}.md`;
