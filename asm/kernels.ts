@@ -557,8 +557,9 @@ export function streamRead(p: usize, start: usize, end: usize): f32 {
 //   y += (Σ qw·qx) · dw · dx
 // Formats (FMT_*): Q8_0 (d·q), Q4_0 (d·(q−8)), Q5_0 (d·(q−16)), Q4_K (d·sc·q − dmin·m per 32),
 // Q6_K (d·sc·(q−32) per 16). The plain build widens int8 to int16 and uses i32x4.dot_i16x8_s;
-// the relaxed build multiplies 4-bit weights with int8 activations directly
-// (i32x4.relaxed_dot_i8x16_i7x16_add_s, exact because the weights fit in 7 bits).
+// the relaxed build multiplies 4- and 5-bit weights with int8 activations directly
+// (i16x8.relaxed_dot_i8x16_i7x16_s, exact because the weights fit in 7 bits), and Q8_0 weights
+// as |w| times the activations with w's sign (exact for −127..127: see fitQ8_0Blocks).
 // ---------------------------------------------------------------------------------------------
 
 const FMT_Q8_0: i32 = 0;
@@ -628,6 +629,38 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
 }
 
 
+/** Makes `blocks` Q8_0 blocks at p fit the relaxed kernel, in place: a weight of −128 becomes
+ * −127 (see q8SignedDot). ggml's quantizer never writes −128 (it rounds x · 127 / max|x|), so
+ * files it made are untouched; for others the change is one step on those weights, and every
+ * build computes the same numbers. The engine runs this on every Q8_0 tensor it loads. */
+export function fitQ8_0Blocks(p: usize, blocks: i32): void {
+  const floor = i8x16.splat(-127);
+  for (let b = 0; b < blocks; b++) {
+    const q = p + <usize>b * 34 + 2;
+    v128.store(q, i8x16.max_s(v128.load(q), floor));
+    v128.store(q, i8x16.max_s(v128.load(q, 16), floor), 16);
+  }
+}
+
+/** acc + the products of 16 int8 weights w (−127..127) and 16 int8 activations x, summed in
+ * fours. The relaxed dot wants one operand in 0..127, so the weights' signs move onto the
+ * activations: w·x = |w|·(±x). Exact; a weight of −128 (never written by ggml's quantizer, and
+ * clamped to −127 when a Q8_0 tensor is loaded) would not be. */
+@inline function q8SignedDot(w: v128, x: v128, acc: v128): v128 {
+  const signedX = i8x16.relaxed_laneselect(i8x16.neg(x), x, i8x16.lt_s(w, i8x16.splat(0)));
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(signedX, i8x16.abs(w), acc);
+}
+
+/** Σ of 32 products of weights 0..31 (lo: elements 0–15, hi: 16–31) with int8 activations
+ * (xa, xb), as i32x4 lanes, in the relaxed build. Each 16-bit lane of a relaxed dot is a pair of
+ * products of at most 31·127, so the two halves' pair sums add without overflow in 16 bits and
+ * widen to 32 once. */
+@inline function nibbleBlockDot(lo: v128, hi: v128, xa: v128, xb: v128): v128 {
+  return i32x4.extadd_pairwise_i16x8_s(
+    i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(xa, lo), i16x8.relaxed_dot_i8x16_i7x16_s(xb, hi)),
+  );
+}
+
 /** Bytes per block of each 32-block format. */
 @inline function blockBytes32(fmt: i32): i32 {
   return fmt == FMT_Q8_0 ? 34 : fmt == FMT_Q4_0 ? 18 : 22;
@@ -636,7 +669,11 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
 /** (Σ qw·qx) of one 32-block of a Q8_0, Q4_0 or Q5_0 row at wb, as i32x4 lanes whose sum is
  * the block's dot product; the relaxed build leaves the offset correction (8 or 16 · Σ qx) out. */
 @inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
-  if (fmt == FMT_Q8_0) return i8BlockDot(v128.load(wb, 2), v128.load(wb, 18), x0, x1, x2, x3);
+  if (fmt == FMT_Q8_0) {
+    const w0 = v128.load(wb, 2), w1 = v128.load(wb, 18);
+    if (ASC_FEATURE_RELAXED_SIMD) return q8SignedDot(w1, xb, q8SignedDot(w0, xa, i32x4.splat(0)));
+    return i8BlockDot(w0, w1, x0, x1, x2, x3);
+  }
   const nib = fmt == FMT_Q4_0 ? v128.load(wb, 2) : v128.load(wb, 6);
   let lo = v128.and(nib, i8x16.splat(15));
   let hi = highNibbles(nib);
@@ -648,9 +685,7 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
     lo = v128.or(lo, v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bit), bit), i8x16.splat(16)));
     hi = v128.or(hi, v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bit), bit), i8x16.splat(16)));
   }
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return i32x4.relaxed_dot_i8x16_i7x16_add_s(xa, lo, i32x4.relaxed_dot_i8x16_i7x16_add_s(xb, hi, i32x4.splat(0)));
-  }
+  if (ASC_FEATURE_RELAXED_SIMD) return nibbleBlockDot(lo, hi, xa, xb);
   const o = i8x16.splat(fmt == FMT_Q4_0 ? 8 : 16);
   return i8BlockDot(i8x16.sub(lo, o), i8x16.sub(hi, o), x0, x1, x2, x3);
 }
@@ -779,7 +814,9 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
       const dx = load<f32>(xs + (<usize>blk << 2));
       const lo = half == 0 ? v128.and(v0, i8x16.splat(15)) : highNibbles(v0);
       const hi = half == 0 ? v128.and(v1, i8x16.splat(15)) : highNibbles(v1);
-      const dot = i8BlockDot(lo, hi, widenX(xp, 0), widenX(xp, 1), widenX(xp, 2), widenX(xp, 3));
+      const dot = ASC_FEATURE_RELAXED_SIMD
+        ? nibbleBlockDot(lo, hi, v128.load(xp), v128.load(xp, 16))
+        : i8BlockDot(lo, hi, widenX(xp, 0), widenX(xp, 1), widenX(xp, 2), widenX(xp, 3));
       acc = madd(f32x4.convert_i32x4_s(dot), f32x4.splat(d * <f32>scale * dx), acc);
       minSum += dmin * <f32>min * dx * <f32>load<i32>(xsum + (<usize>blk << 2));
     }

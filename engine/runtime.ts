@@ -49,6 +49,7 @@ export interface Kernels {
     scale: number,
     out: number,
   ): void;
+  fitQ8_0Blocks(p: number, blocks: number): void;
   rmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number): void;
   ropeInPlace(
     x: number,
