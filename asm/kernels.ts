@@ -641,10 +641,18 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
   }
 }
 
+/** i8x16.splat(v) that the engine cannot see as a constant (`zero` is 0 at run time: callers
+ * pass a shifted argument such as tokens >>> 31). V8 rebuilds a v128 constant at every use in a
+ * loop (a 64-bit immediate moved in and duplicated: three instructions); a value computed before
+ * the loop stays in a register, or is reloaded from the stack inside the instruction using it. */
+@inline function keptSplat8(v: i32, zero: i32): v128 {
+  return i8x16.splat(<i8>(v | zero));
+}
+
 /** The high nibbles of 16 bytes as 16 values 0..15. x86 has no byte shift (i8x16.shr_u costs a
  * word shift, a mask and more), so shift 16-bit lanes and mask. */
-@inline function highNibbles(v: v128): v128 {
-  return v128.and(i16x8.shr_u(v, 4), i8x16.splat(15));
+@inline function highNibbles(v: v128, low4: v128): v128 {
+  return v128.and(i16x8.shr_u(v, 4), low4);
 }
 
 /** Σ of 32 products of int8 weights (two i8x16 vectors: elements 0–15, 16–31) with an activation
@@ -681,7 +689,9 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
  * clamped to −127 when a Q8_0 tensor is loaded) would not be. */
 @inline function q8SignedDot(w: v128, x: v128, acc: v128): v128 {
   const signedX = i8x16.relaxed_laneselect(i8x16.neg(x), x, i8x16.lt_s(w, i8x16.splat(0)));
-  return i32x4.relaxed_dot_i8x16_i7x16_add_s(signedX, i8x16.abs(w), acc);
+  // The 16-bit dot widened by a pairwise add, not i32x4.relaxed_dot_…_add_s: V8 lowers that
+  // with a vector of ones built afresh at every use (measured 3–7% slower).
+  return i32x4.add(acc, i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(signedX, i8x16.abs(w))));
 }
 
 /** Σ of 32 products of weights 0..31 (lo: elements 0–15, hi: 16–31) with int8 activations
@@ -701,15 +711,15 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 
 /** (Σ qw·qx) of one 32-block of a Q8_0, Q4_0 or Q5_0 row at wb, as i32x4 lanes whose sum is
  * the block's dot product; the relaxed build leaves the offset correction (8 or 16 · Σ qx) out. */
-@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, low4: v128): v128 {
   if (fmt == FMT_Q8_0) {
     const w0 = v128.load(wb, 2), w1 = v128.load(wb, 18);
     if (ASC_FEATURE_RELAXED_SIMD) return q8SignedDot(w1, xb, q8SignedDot(w0, xa, i32x4.splat(0)));
     return i8BlockDot(w0, w1, x0, x1, x2, x3);
   }
   const nib = fmt == FMT_Q4_0 ? v128.load(wb, 2) : v128.load(wb, 6);
-  let lo = v128.and(nib, i8x16.splat(15));
-  let hi = highNibbles(nib);
+  let lo = v128.and(nib, low4);
+  let hi = highNibbles(nib, low4);
   if (fmt == FMT_Q5_0) {
     // Bit j of the u32 qh is bit 4 of weight j. Spread its bytes over the lanes (byte 0 to
     // lanes 0–7, byte 1 to lanes 8–15, ...) and test one bit per lane.
@@ -736,16 +746,21 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   return i32x4.add(v128.shuffle<i32>(t01, t23, 0, 1, 4, 5), v128.shuffle<i32>(t01, t23, 2, 3, 6, 7));
 }
 
-/** IEEE halves (in the low 16 bits of each i32 lane) → f32 lanes, as halfToF32. */
-@inline function halvesToF32(h: v128): v128 {
-  const bits = v128.or(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
-  return f32x4.mul(bits, f32x4.splat(<f32>5.192296858534828e33));
+/** IEEE halves (in the low 16 bits of each i32 lane) → f32 lanes, as halfToF32: shifted up
+ * and arithmetically back down, the sign lands in bit 31 (its copies in bits 30–28 are masked
+ * off) and exponent and mantissa in their f32 places. `mask` and `scale` are the constants
+ * 0x8fffe000 and 2^112, passed in to keep them out of loops (see keptSplat8). */
+@inline function halvesToF32(h: v128, mask: v128, scale: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shr_s(i32x4.shl(h, 16), 3), mask), scale);
 }
 
 /** Four rows from r of y = x · Wᵀ for a 32-block format, every token: each block's four integer
  * sums are gathered into one vector, scaled by the four rows' scales at once and accumulated
  * lane = row. */
 @inline function fourRowsBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32): void {
+  const low4 = keptSplat8(15, tokens >>> 31);
+  const halfMask = i32x4.splat(0x8fffe000 | (tokens >>> 31));
+  const halfScale = i32x4.splat(0x77800000 | (tokens >>> 31)); // 2^112
   const blocks = cols / QX_BLOCK;
   const bytes = blockBytes32(fmt);
   const rowBytes = <usize>blocks * bytes;
@@ -768,17 +783,19 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       const x2 = i16x8.extend_low_i8x16_s(xb), x3 = i16x8.extend_high_i8x16_s(xb);
       const wb = w0 + <usize>b * bytes;
       let dots = transposeSum(
-        block32Dot(fmt, wb, xa, xb, x0, x1, x2, x3),
-        block32Dot(fmt, wb + rowBytes, xa, xb, x0, x1, x2, x3),
-        block32Dot(fmt, wb + 2 * rowBytes, xa, xb, x0, x1, x2, x3),
-        block32Dot(fmt, wb + 3 * rowBytes, xa, xb, x0, x1, x2, x3),
+        block32Dot(fmt, wb, xa, xb, x0, x1, x2, x3, low4),
+        block32Dot(fmt, wb + rowBytes, xa, xb, x0, x1, x2, x3, low4),
+        block32Dot(fmt, wb + 2 * rowBytes, xa, xb, x0, x1, x2, x3, low4),
+        block32Dot(fmt, wb + 3 * rowBytes, xa, xb, x0, x1, x2, x3, low4),
       );
-      dots = i32x4.sub(dots, i32x4.splat(block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)))));
+      if (ASC_FEATURE_RELAXED_SIMD && fmt != FMT_Q8_0) {
+        dots = i32x4.sub(dots, i32x4.splat(block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)))));
+      }
       let h = i32x4.splat(<i32>load<u16>(wb));
       h = i32x4.replace_lane(h, 1, <i32>load<u16>(wb + rowBytes));
       h = i32x4.replace_lane(h, 2, <i32>load<u16>(wb + 2 * rowBytes));
       h = i32x4.replace_lane(h, 3, <i32>load<u16>(wb + 3 * rowBytes));
-      const scale = f32x4.mul(halvesToF32(h), f32x4.splat(load<f32>(xs + (<usize>b << 2))));
+      const scale = f32x4.mul(halvesToF32(h, halfMask, halfScale), f32x4.splat(load<f32>(xs + (<usize>b << 2))));
       acc = madd(f32x4.convert_i32x4_s(dots), scale, acc);
     }
     v128.store(y + ((<usize>t * <usize>rows + <usize>r) << 2), acc);
@@ -788,6 +805,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 
 /** One row of y = x · Wᵀ for a 32-block format, every token (rows after the last group of four). */
 @inline function oneRowBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32): void {
+  const low4 = keptSplat8(15, tokens >>> 31);
   const blocks = cols / QX_BLOCK;
   const bytes = blockBytes32(fmt);
   const sums = sx + (<usize>(tokens * blocks) << 2);
@@ -801,7 +819,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       const xbp = xq + (<usize>b << 5);
       const xa = v128.load(xbp), xb = v128.load(xbp, 16);
       const wb = wr + <usize>b * bytes;
-      const v = block32Dot(fmt, wb, xa, xb, i16x8.extend_low_i8x16_s(xa), i16x8.extend_high_i8x16_s(xa), i16x8.extend_low_i8x16_s(xb), i16x8.extend_high_i8x16_s(xb));
+      const v = block32Dot(fmt, wb, xa, xb, i16x8.extend_low_i8x16_s(xa), i16x8.extend_high_i8x16_s(xa), i16x8.extend_low_i8x16_s(xb), i16x8.extend_high_i8x16_s(xb), low4);
       const dot = i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3) -
         block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)));
       acc += <f32>dot * (halfToF32(load<u16>(wb)) * load<f32>(xs + (<usize>b << 2)));
@@ -839,7 +857,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 }
 
 /** One Q4_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
-@inline function q4kDot(wb: usize, xq: usize, xs: usize, xsum: usize, b: i32, acc: v128): v128 {
+@inline function q4kDot(wb: usize, xq: usize, xs: usize, xsum: usize, b: i32, acc: v128, low4: v128): v128 {
   const d = halfToF32(load<u16>(wb)), dmin = halfToF32(load<u16>(wb, 2));
   const sc = wb + 4;
   let minSum: f32 = 0;
@@ -851,8 +869,8 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       const blk = b + s;
       const xp = xq + (<usize>blk << 5);
       const dx = load<f32>(xs + (<usize>blk << 2));
-      const lo = half == 0 ? v128.and(v0, i8x16.splat(15)) : highNibbles(v0);
-      const hi = half == 0 ? v128.and(v1, i8x16.splat(15)) : highNibbles(v1);
+      const lo = half == 0 ? v128.and(v0, low4) : highNibbles(v0, low4);
+      const hi = half == 0 ? v128.and(v1, low4) : highNibbles(v1, low4);
       const dot = ASC_FEATURE_RELAXED_SIMD
         ? nibbleBlockDot(lo, hi, v128.load(xp), v128.load(xp, 16))
         : i8BlockDot(lo, hi, widenX(xp, 0), widenX(xp, 1), widenX(xp, 2), widenX(xp, 3));
@@ -864,9 +882,9 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 }
 
 /** One Q6_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
-@inline function q6kDot(wb: usize, xq: usize, xs: usize, b: i32, acc: v128): v128 {
+@inline function q6kDot(wb: usize, xq: usize, xs: usize, b: i32, acc: v128, low4: v128): v128 {
   const d = halfToF32(load<u16>(wb, 208));
-  const low = i8x16.splat(15), off = i8x16.splat(32);
+  const low = low4, off = i8x16.splat(32);
   for (let h = 0; h < 2; h++) {
     const ql = wb + (<usize>h << 6), qh = wb + 128 + (<usize>h << 5), sc = wb + 192 + (<usize>h << 3);
     const la0 = v128.load(ql), la1 = v128.load(ql, 16), lb0 = v128.load(ql, 32), lb1 = v128.load(ql, 48);
@@ -875,8 +893,8 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       // Weight l of group g: low 4 bits from ql (first or second 32 bytes, low or high nibble),
       // top 2 bits from qh at bit 2g.
       const l0 = g & 1 ? lb0 : la0, l1 = g & 1 ? lb1 : la1;
-      const n0 = g < 2 ? v128.and(l0, low) : highNibbles(l0);
-      const n1 = g < 2 ? v128.and(l1, low) : highNibbles(l1);
+      const n0 = g < 2 ? v128.and(l0, low) : highNibbles(l0, low);
+      const n1 = g < 2 ? v128.and(l1, low) : highNibbles(l1, low);
       // Bits 2g, 2g+1 of qh moved to bits 4, 5: shift 16-bit lanes (no byte shifts on x86), mask.
       const hmask = i8x16.splat(0x30);
       const sh0 = 2 * g >= 4 ? i16x8.shr_u(h0, 2 * g - 4) : i16x8.shl(h0, 4 - 2 * g);
@@ -897,6 +915,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 
 /** Rows [r0, r1) of y = x · Wᵀ for a 256-block format (Q4_K, Q6_K), one row at a time. */
 @inline function matmulBlock256(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
+  const low4 = keptSplat8(15, tokens >>> 31);
   const superBlocks = cols >> 8;
   const bytes: usize = fmt == FMT_Q4_K ? 144 : 210;
   const rowBytes = <usize>superBlocks * bytes;
@@ -911,8 +930,8 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       let acc = f32x4.splat(0);
       for (let sb = 0; sb < superBlocks; sb++) {
         const wb = wr + <usize>sb * bytes;
-        if (fmt == FMT_Q4_K) acc = q4kDot(wb, xq, xs, xsum, sb << 3, acc);
-        else acc = q6kDot(wb, xq, xs, sb << 3, acc);
+        if (fmt == FMT_Q4_K) acc = q4kDot(wb, xq, xs, xsum, sb << 3, acc, low4);
+        else acc = q6kDot(wb, xq, xs, sb << 3, acc, low4);
       }
       store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), hsum(acc));
     }
