@@ -60,10 +60,17 @@
   if (sizeof<W>() == 2) return i32x4.shl(wv, 16);
   return wv;
 }
-/** The odd elements of a loaded bf16 vector (unused for f32). */
-@inline function widenSecond<W>(wv: v128): v128 {
-  if (sizeof<W>() == 2) return v128.and(wv, i32x4.splat(0xffff0000));
+/** The odd elements of a loaded bf16 vector (unused for f32); `oddMask` is oddLanesMask(). */
+@inline function widenSecond<W>(wv: v128, oddMask: v128): v128 {
+  if (sizeof<W>() == 2) return v128.and(wv, oddMask);
   return wv;
+}
+
+/** i32x4.splat(0xffff0000), computed from `zero` (0 at run time) so that the engine keeps it
+ * out of loops: V8 rebuilds a v128 constant at every use in a loop (three instructions; see
+ * keptSplat8). */
+@inline function oddLanesMask(zero: i32): v128 {
+  return i32x4.splat(0xffff0000 | zero);
 }
 
 /** acc + a · b, lane-wise. The relaxed-SIMD build uses a fused multiply-add where the engine
@@ -82,9 +89,9 @@
 }
 
 /** acc += W[row][c..c+step] · x[c..c+step], lane-wise. */
-@inline function stepDot<W>(acc: v128, row: usize, c: i32, xa: v128, xb: v128): v128 {
+@inline function stepDot<W>(acc: v128, row: usize, c: i32, xa: v128, xb: v128, oddMask: v128): v128 {
   const wv = v128.load(row + <usize>c * sizeof<W>());
-  return accumulate<W>(acc, widenFirst<W>(wv), widenSecond<W>(wv), xa, xb);
+  return accumulate<W>(acc, widenFirst<W>(wv), widenSecond<W>(wv, oddMask), xa, xb);
 }
 
 /** W[row][c] as f32. */
@@ -139,6 +146,7 @@
   const step = colsPerStep<W>();
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+  const oddMask = oddLanesMask(cols >>> 31);
   let p = w0;
   let px = x;
   let next = ahead;
@@ -158,21 +166,21 @@
       xa = v128.shuffle<f32>(xa, hi, 0, 2, 4, 6);
     }
     let v = v128.load(p);
-    a0 = accumulate<W>(a0, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    a0 = accumulate<W>(a0, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
     v = v128.load(p + rowBytes);
-    a1 = accumulate<W>(a1, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    a1 = accumulate<W>(a1, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
     v = v128.load(p + 2 * rowBytes);
-    a2 = accumulate<W>(a2, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    a2 = accumulate<W>(a2, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
     v = v128.load(p + 3 * rowBytes);
-    a3 = accumulate<W>(a3, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    a3 = accumulate<W>(a3, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
     v = v128.load(p + 4 * rowBytes);
-    a4 = accumulate<W>(a4, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    a4 = accumulate<W>(a4, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
     v = v128.load(p + 5 * rowBytes);
-    a5 = accumulate<W>(a5, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    a5 = accumulate<W>(a5, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
     v = v128.load(p + 6 * rowBytes);
-    a6 = accumulate<W>(a6, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    a6 = accumulate<W>(a6, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
     v = v128.load(p + 7 * rowBytes);
-    a7 = accumulate<W>(a7, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+    a7 = accumulate<W>(a7, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
     p += 16;
     px += <usize>step << 2;
   }
@@ -194,6 +202,7 @@
   const xRowBytes = <usize>cols << 2;
   const step = colsPerStep<W>();
   const vecCols = cols - cols % step;
+  const oddMask = oddLanesMask(cols >>> 31);
   let r = r0;
   // Decode (one token): eight rows per pass share each load and split of x.
   if (tokens == 1) {
@@ -226,22 +235,22 @@
         }
         const off = <usize>c * sizeof<W>();
         let v = v128.load(w0 + off);
-        let wa = widenFirst<W>(v), wb = widenSecond<W>(v);
+        let wa = widenFirst<W>(v), wb = widenSecond<W>(v, oddMask);
         a00 = accumulate<W>(a00, wa, wb, xa0, xb0);
         a01 = accumulate<W>(a01, wa, wb, xa1, xb1);
         v = v128.load(w1 + off);
         wa = widenFirst<W>(v);
-        wb = widenSecond<W>(v);
+        wb = widenSecond<W>(v, oddMask);
         a10 = accumulate<W>(a10, wa, wb, xa0, xb0);
         a11 = accumulate<W>(a11, wa, wb, xa1, xb1);
         v = v128.load(w2 + off);
         wa = widenFirst<W>(v);
-        wb = widenSecond<W>(v);
+        wb = widenSecond<W>(v, oddMask);
         a20 = accumulate<W>(a20, wa, wb, xa0, xb0);
         a21 = accumulate<W>(a21, wa, wb, xa1, xb1);
         v = v128.load(w3 + off);
         wa = widenFirst<W>(v);
-        wb = widenSecond<W>(v);
+        wb = widenSecond<W>(v, oddMask);
         a30 = accumulate<W>(a30, wa, wb, xa0, xb0);
         a31 = accumulate<W>(a31, wa, wb, xa1, xb1);
       }
@@ -266,13 +275,13 @@
           xa = v128.shuffle<f32>(xa, hi, 0, 2, 4, 6);
         }
         let v = v128.load(p0);
-        a0 = accumulate<W>(a0, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+        a0 = accumulate<W>(a0, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
         v = v128.load(p1);
-        a1 = accumulate<W>(a1, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+        a1 = accumulate<W>(a1, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
         v = v128.load(p2);
-        a2 = accumulate<W>(a2, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+        a2 = accumulate<W>(a2, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
         v = v128.load(p3);
-        a3 = accumulate<W>(a3, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+        a3 = accumulate<W>(a3, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
         xa = v128.load(px + xStepBytes);
         xb = xa;
         if (sizeof<W>() == 2) {
@@ -281,13 +290,13 @@
           xa = v128.shuffle<f32>(xa, hi, 0, 2, 4, 6);
         }
         v = v128.load(p0, 16);
-        a0 = accumulate<W>(a0, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+        a0 = accumulate<W>(a0, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
         v = v128.load(p1, 16);
-        a1 = accumulate<W>(a1, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+        a1 = accumulate<W>(a1, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
         v = v128.load(p2, 16);
-        a2 = accumulate<W>(a2, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+        a2 = accumulate<W>(a2, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
         v = v128.load(p3, 16);
-        a3 = accumulate<W>(a3, widenFirst<W>(v), widenSecond<W>(v), xa, xb);
+        a3 = accumulate<W>(a3, widenFirst<W>(v), widenSecond<W>(v, oddMask), xa, xb);
         p0 += 32;
         p1 += 32;
         p2 += 32;
@@ -297,10 +306,10 @@
       for (; c < vecCols; c += step) {
         const xa = xFirst<W>(xt, c);
         const xb = xSecond<W>(xt, c);
-        a0 = stepDot<W>(a0, w0, c, xa, xb);
-        a1 = stepDot<W>(a1, w1, c, xa, xb);
-        a2 = stepDot<W>(a2, w2, c, xa, xb);
-        a3 = stepDot<W>(a3, w3, c, xa, xb);
+        a0 = stepDot<W>(a0, w0, c, xa, xb, oddMask);
+        a1 = stepDot<W>(a1, w1, c, xa, xb, oddMask);
+        a2 = stepDot<W>(a2, w2, c, xa, xb, oddMask);
+        a3 = stepDot<W>(a3, w3, c, xa, xb, oddMask);
       }
       storeBlock<W>(y, rows, r, t, xt, vecCols, cols, w0, w1, w2, w3, a0, a1, a2, a3);
     }
@@ -311,7 +320,7 @@
       const xt = x + <usize>t * xRowBytes;
       let a0 = f32x4.splat(0);
       for (let c = 0; c < vecCols; c += step) {
-        a0 = stepDot<W>(a0, w0, c, xFirst<W>(xt, c), xSecond<W>(xt, c));
+        a0 = stepDot<W>(a0, w0, c, xFirst<W>(xt, c), xSecond<W>(xt, c), oddMask);
       }
       let s0 = hsum(a0);
       for (let c = vecCols; c < cols; c++) s0 += weightAt<W>(w0, c) * load<f32>(xt + (<usize>c << 2));
