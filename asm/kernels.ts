@@ -783,9 +783,12 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
     const xsum = sums + ((<usize>t * <usize>blocks) << 2);
     let acc = f32x4.splat(0);
     for (let b = 0; b < blocks; b++) {
-      // The next group's share for this block (4 × 18–34 bytes): up to three cache lines.
-      const next = ahead + <usize>b * (bytes << 2);
-      touched += <i32>load<u8>(next) + <i32>load<u8>(next, 64) + <i32>load<u8>(next, 128);
+      // The next group's share for this block (4 × 18–34 bytes): up to three cache lines, on
+      // the first token's pass only (a prompt's later tokens find the lines in cache).
+      if (t == 0) {
+        const next = ahead + <usize>b * (bytes << 2);
+        touched += <i32>load<u8>(next) + <i32>load<u8>(next, 64) + <i32>load<u8>(next, 128);
+      }
       const xbp = xq + (<usize>b << 5);
       const xa = v128.load(xbp), xb = v128.load(xbp, 16);
       const x0 = i16x8.extend_low_i8x16_s(xa), x1 = i16x8.extend_high_i8x16_s(xa);

@@ -10,7 +10,8 @@
  * 1 KV head, head_dim 256, ffn 2048, vocab 262,144, window 512) and cached in bench/.cache/.
  * Random weights cost exactly what real ones do: every weight is read once per decoded token.
  * Runs are interleaved over `--rounds` and medians reported (two threads on two shared vCPUs are
- * noisy). Also measured: the cost of one parallel op with no work (the synchronisation), times the
+ * noisy); each round also measures the machine's ceilings (stream-read bandwidth, and an in-cache
+ * product whose thread scaling bounds prefill's), and ratios are medians of per-round ratios. Also measured: the cost of one parallel op with no work (the synchronisation), times the
  * ops of a decoded token, as a share of its time. Prints a table and, with --json, one JSON line.
  *
  * @module
@@ -151,6 +152,28 @@ async function bandwidth(threads: number) {
   return { gbPerSecond: median(runs), opMicros };
 }
 
+/** GFLOP/s of `threads` threads on a product whose operands stay in cache (128 × 640 f32
+ * weights and 32 tokens, 0.4 MB: inside one core's L2, so one thread is not penalised; split by
+ * rows as every product is): what these cores compute together with memory out of the way, so
+ * its 2-thread/1-thread ratio is the most prefill's can be. */
+async function computeRate(threads: number) {
+  const rt = await WasmRuntime.create({ threads });
+  const rows = 128, cols = 640, tokens = 32, n = 1600;
+  const w = rt.alloc(rows * cols * 4), x = rt.alloc(tokens * cols * 4), y = rt.alloc(tokens * rows * 4);
+  rt.f32(w, rows * cols).fill(0.01);
+  rt.f32(x, tokens * cols).fill(0.5);
+  const run = () =>
+    rt.parallel
+      ? rt.parallel.parMatmul(0, w, x, y, rows, cols, tokens, 60_000)
+      : rt.kernels.matmulF32(w, x, y, rows, cols, tokens, 0, rows);
+  for (let i = 0; i < 20; i++) run();
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) run();
+  const seconds = (performance.now() - t0) / 1000;
+  rt.dispose();
+  return (2 * rows * cols * tokens * n) / seconds / 1e9;
+}
+
 for (const f of new Set(formats.map((f) => (f === "q8_0" || f === "q4_0" ? "bf16" : f)))) {
   await ensureCheckpoint(new URL(`./.cache/gemma3-270m-random-${f}`, import.meta.url).pathname, f);
 }
@@ -159,7 +182,18 @@ const samples = new Map<
   string,
   { decode: number[]; prefill: number[]; noCache: number[]; weightBytes: number }
 >();
+// The machine's own ceilings, sampled in every round beside the model runs: ratios are taken
+// within a round (the machine's speed drifts between rounds) and their medians reported.
+const machineSamples = new Map<number, { bandwidth: number[]; opMicros: number[]; gflops: number[] }>();
 for (let r = 0; r < rounds; r++) {
+  for (const t of threadCounts) {
+    const m = machineSamples.get(t) ?? { bandwidth: [], opMicros: [], gflops: [] };
+    const b = await bandwidth(t);
+    m.bandwidth.push(b.gbPerSecond);
+    m.opMicros.push(b.opMicros);
+    m.gflops.push(await computeRate(t));
+    machineSamples.set(t, m);
+  }
   for (const f of formats) {
     for (const t of threadCounts) {
       const key = `${f}/${t}`;
@@ -173,17 +207,20 @@ for (let r = 0; r < rounds; r++) {
     }
   }
 }
-const bw = new Map<number, { gbPerSecond: number; opMicros: number }>();
-for (const t of threadCounts) bw.set(t, await bandwidth(t));
+/** The median over rounds of a per-round ratio. */
+const medianRatio = (a: number[], b: number[]) => median(a.map((v, i) => v / b[i]));
 
 const rows = [];
 for (const f of formats) {
   for (const t of threadCounts) {
     const e = samples.get(`${f}/${t}`)!;
     const decode = median(e.decode), prefill = median(e.prefill);
-    const { gbPerSecond, opMicros } = bw.get(t)!;
+    const m = machineSamples.get(t)!, one = machineSamples.get(1);
+    const gbPerSecond = median(m.bandwidth), opMicros = median(m.opMicros);
     // Bytes a decoded token must read: every weight once (the tied head is the embedding).
     const decodeGBps = (decode * e.weightBytes) / 1e9;
+    const readsPerRound = e.decode.map((d) => (d * e.weightBytes) / 1e9);
+    const oneThread = samples.get(`${f}/1`);
     rows.push({
       runtime,
       format: f,
@@ -193,17 +230,13 @@ for (const f of formats) {
       prefillTokensPerSecond: +prefill.toFixed(1),
       decodeReadGBps: +decodeGBps.toFixed(1),
       streamReadGBps: +gbPerSecond.toFixed(1),
-      decodeShareOfBandwidth: +(decodeGBps / gbPerSecond).toFixed(2),
+      decodeShareOfBandwidth: +medianRatio(readsPerRound, m.bandwidth).toFixed(2),
       syncMicrosPerOp: +opMicros.toFixed(2),
       syncShareOfDecode: +((opMicros * opsPerToken * decode) / 1e6).toFixed(3),
-      prefillSpeedupVs1Thread: 0,
+      prefillSpeedupVs1Thread: oneThread ? +medianRatio(e.prefill, oneThread.prefill).toFixed(2) : null,
+      computeGflops: +median(m.gflops).toFixed(1),
+      computeSpeedupVs1Thread: one ? +medianRatio(m.gflops, one.gflops).toFixed(2) : null,
     });
-  }
-}
-for (const r of rows) {
-  const one = rows.find((x) => x.format === r.format && x.threads === 1);
-  if (one) {
-    r.prefillSpeedupVs1Thread = +(r.prefillTokensPerSecond / one.prefillTokensPerSecond).toFixed(2);
   }
 }
 // WebGPU rows: once per format (threads do not apply), from a fresh load: time to first token
@@ -277,15 +310,21 @@ const gpuTable = gpuRows.length === 0 ? [] : [
 const table = [
   `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen} (no cache: ${noCacheLen} tokens, the whole sequence re-run for each), prefill ${prefillLen}`,
   "",
-  "| format | threads | decode tok/s (KV cache) | decode tok/s (no cache) | prefill tok/s | prefill vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
-  "|---|---|---|---|---|---|---|---|---|---|---|",
+  "| format | threads | decode tok/s (KV cache) | decode tok/s (no cache) | prefill tok/s | prefill vs 1T | in-cache product vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ...rows.map((r) =>
     `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${
       noCacheLen > 0 ? r.noCacheTokensPerSecond : "—"
-    } | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
+    } | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread ?? "—"}× | ${
+      r.computeSpeedupVs1Thread ?? "—"
+    }× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
       Math.round(r.decodeShareOfBandwidth * 100)
     }% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`
   ),
+  "",
+  "Ratios (vs 1T, decode / bandwidth) are medians of per-round ratios: each round measures the",
+  "stream-read bandwidth and an in-cache f32 product (128×640 weights, 32 tokens; the ceiling of",
+  "prefill's scaling) beside the model runs.",
   ...gpuTable,
 ];
 const machine = machineInfo();
