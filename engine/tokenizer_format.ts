@@ -103,10 +103,9 @@ function buildData(
   merges: Int32Array,
   added: TokenizerData["addedTokens"],
   unkId: number,
+  joined: { pieces: string; offsets: Uint32Array } = joinPieces(byId),
 ): TokenizerData {
   const size = byId.length;
-  const pieceOffsets = new Uint32Array(size + 1);
-  for (let i = 0; i < size; i++) pieceOffsets[i + 1] = pieceOffsets[i] + byId[i].length;
   const singles: number[] = [];
   for (let id = 0; id < size; id++) {
     const p = byId[id];
@@ -123,8 +122,8 @@ function buildData(
     }
   }
   return {
-    pieces: byId.join(""),
-    pieceOffsets,
+    pieces: joined.pieces,
+    pieceOffsets: joined.offsets,
     merges,
     mergeTable: buildMergeTable(merges),
     singleChars: Int32Array.from(singles),
@@ -132,6 +131,56 @@ function buildData(
     joinersBeforeSpace: [...joiners].join(""),
     unkId,
   };
+}
+
+/** The pieces as one string, and where each begins (piece i ends where i + 1 begins). */
+function joinPieces(byId: string[]): { pieces: string; offsets: Uint32Array } {
+  const offsets = new Uint32Array(byId.length + 1);
+  for (let i = 0; i < byId.length; i++) offsets[i + 1] = offsets[i] + byId[i].length;
+  return { pieces: byId.join(""), offsets };
+}
+
+/** The first id of each distinct piece, looked up by a range of the joined pieces without making
+ * a string: open addressing on a hash of the UTF-16 code units, candidates compared unit by unit. */
+class PieceIndex {
+  readonly #slots: Int32Array; // id + 1; 0 = empty
+  readonly #shift: number;
+  constructor(readonly pieces: string, readonly offsets: Uint32Array) {
+    const n = offsets.length - 1;
+    let bits = 1;
+    while (1 << bits < 2 * n) bits++;
+    this.#slots = new Int32Array(1 << bits);
+    this.#shift = 32 - bits;
+    for (let id = 0; id < n; id++) {
+      const slot = this.#probe(offsets[id], offsets[id + 1]);
+      if (this.#slots[slot] === 0) this.#slots[slot] = id + 1;
+    }
+  }
+
+  /** The first id whose piece is pieces[start, end), or -1. */
+  find(start: number, end: number): number {
+    return this.#slots[this.#probe(start, end)] - 1;
+  }
+
+  /** The slot holding pieces[start, end), or the empty slot where it would go. */
+  #probe(start: number, end: number): number {
+    let h = 0x811c9dc5;
+    for (let i = start; i < end; i++) h = Math.imul(h ^ this.pieces.charCodeAt(i), 0x01000193);
+    const mask = this.#slots.length - 1;
+    for (let slot = Math.imul(h, 0x9e3779b1) >>> this.#shift;; slot = (slot + 1) & mask) {
+      const id = this.#slots[slot] - 1;
+      if (id < 0 || this.#equals(id, start, end)) return slot;
+    }
+  }
+
+  #equals(id: number, start: number, end: number): boolean {
+    const s = this.offsets[id];
+    if (this.offsets[id + 1] - s !== end - start) return false;
+    for (let i = 0; i < end - start; i++) {
+      if (this.pieces.charCodeAt(s + i) !== this.pieces.charCodeAt(start + i)) return false;
+    }
+    return true;
+  }
 }
 
 // ---- GGUF (llama.cpp) tokenizer metadata --------------------------------------------------------
@@ -169,29 +218,38 @@ export function fromGgufMetadata(meta: Map<string, unknown>, where: string): Tok
     fail(where, `tokenizer.ggml.token_type must have ${n} entries`);
   }
   const byId = tokens as string[];
-  const ids = new Map<string, number>();
-  byId.forEach((p, i) => {
-    if (!ids.has(p)) ids.set(p, i);
-  });
   // Pieces by score (higher first, then lower id); each piece's splits with the longer left
-  // part first (the order of Hugging Face's converter).
-  const order = Array.from({ length: n }, (_, i) => i)
-    .filter((id) => types[id] === TOKEN_TYPE.normal || types[id] === TOKEN_TYPE.userDefined);
+  // part first (the order of Hugging Face's converter). Done on one joined string and typed
+  // arrays: a string per split and a Map of 262,144 keys cost over 100 MB for a moment, which
+  // is most of a small edge function's memory.
+  const joined = joinPieces(byId);
+  const { pieces, offsets } = joined;
+  const index = new PieceIndex(pieces, offsets);
   const score = Float64Array.from(scores as number[]);
-  order.sort((a, b) => score[b] - score[a] || a - b);
-  const found: number[] = [];
+  const order = Int32Array.from({ length: n }, (_, i) => i)
+    .filter((id) => types[id] === TOKEN_TYPE.normal || types[id] === TOKEN_TYPE.userDefined)
+    .sort((a, b) => score[b] - score[a] || a - b);
+  let found = new Int32Array(1 << 16), count = 0;
   for (const id of order) {
-    const piece = byId[id];
-    for (let cut = piece.length - 1; cut > 0; cut--) {
-      const c = piece.charCodeAt(cut);
+    const start = offsets[id], end = offsets[id + 1];
+    for (let cut = end - 1; cut > start; cut--) {
+      const c = pieces.charCodeAt(cut);
       if (c >= 0xdc00 && c < 0xe000) continue; // inside a surrogate pair
-      const l = ids.get(piece.slice(0, cut));
-      if (l === undefined) continue;
-      const r = ids.get(piece.slice(cut));
-      if (r !== undefined) found.push(l, r, id);
+      const l = index.find(start, cut);
+      if (l < 0) continue;
+      const r = index.find(cut, end);
+      if (r < 0) continue;
+      if (count + 3 > found.length) {
+        const grown = new Int32Array(found.length * 2);
+        grown.set(found);
+        found = grown;
+      }
+      found[count++] = l;
+      found[count++] = r;
+      found[count++] = id;
     }
   }
-  const merges = Int32Array.from(found);
+  const merges = found.slice(0, count);
   const added = byId.flatMap((content, id) =>
     types[id] === TOKEN_TYPE.control || types[id] === TOKEN_TYPE.userDefined ||
       types[id] === TOKEN_TYPE.unknown
@@ -199,7 +257,7 @@ export function fromGgufMetadata(meta: Map<string, unknown>, where: string): Tok
       : []
   );
   const unk = meta.get("tokenizer.ggml.unknown_token_id");
-  return buildData(byId, merges, added, typeof unk === "number" ? unk : 0);
+  return buildData(byId, merges, added, typeof unk === "number" ? unk : 0, joined);
 }
 
 /** The piece strings, scores and types of tokenizer data, as GGUF metadata stores them (the
