@@ -658,6 +658,17 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
   return i8x16.splat(<i8>(v | zero));
 }
 
+/** Bytes 1, 2, 4, … 128 twice: one bit per lane for Q5_0's fifth bits (kept out of loops like
+ * keptSplat8; `zero` is 0 at run time). */
+@inline function q5BitMasks(zero: i32): v128 {
+  return i64x2.splat(0x8040201008040201 | <i64>zero);
+}
+
+/** Swizzle lanes that repeat byte 0 eight times, then byte 1 (kept out of loops). */
+@inline function q5ByteSpread(zero: i32): v128 {
+  return i64x2.replace_lane(i64x2.splat(<i64>zero), 1, 0x0101010101010101 | <i64>zero);
+}
+
 /** The high nibbles of 16 bytes as 16 values 0..15. x86 has no byte shift (i8x16.shr_u costs a
  * word shift, a mask and more), so shift 16-bit lanes and mask. */
 @inline function highNibbles(v: v128, low4: v128): v128 {
@@ -719,8 +730,10 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 }
 
 /** (Σ qw·qx) of one 32-block of a Q8_0, Q4_0 or Q5_0 row at wb, as i32x4 lanes whose sum is
- * the block's dot product; the relaxed build leaves the offset correction (8 or 16 · Σ qx) out. */
-@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, low4: v128): v128 {
+ * the block's dot product; the relaxed build leaves the offset correction (8 or 16 · Σ qx) out.
+ * low4, offset (8 for Q4_0, 16 for Q5_0), bits and spread are constants its callers keep out of
+ * their loops (keptSplat8, q5BitMasks, q5ByteSpread). */
+@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, low4: v128, offset: v128, bits: v128, spread: v128): v128 {
   if (fmt == FMT_Q8_0) {
     const w0 = v128.load(wb, 2), w1 = v128.load(wb, 18);
     if (ASC_FEATURE_RELAXED_SIMD) return q8SignedDot(w1, xb, q8SignedDot(w0, xa, i32x4.splat(0)));
@@ -731,15 +744,15 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   let hi = highNibbles(nib, low4);
   if (fmt == FMT_Q5_0) {
     // Bit j of the u32 qh is bit 4 of weight j. Spread its bytes over the lanes (byte 0 to
-    // lanes 0–7, byte 1 to lanes 8–15, ...) and test one bit per lane.
-    const qh = v128.splat<i32>(load<i32>(wb, 2));
-    const bit = v128(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
-    lo = v128.or(lo, v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bit), bit), i8x16.splat(16)));
-    hi = v128.or(hi, v128.and(i8x16.eq(v128.and(v128.swizzle(qh, v128(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bit), bit), i8x16.splat(16)));
+    // lanes 0–7, byte 1 to lanes 8–15; then bytes 2 and 3) and test one bit per lane.
+    const qh = load<u32>(wb, 2);
+    const lowBytes = v128.swizzle(i32x4.splat(qh), spread);
+    const highBytes = v128.swizzle(i32x4.splat(qh >>> 16), spread);
+    lo = v128.or(lo, v128.and(i8x16.eq(v128.and(lowBytes, bits), bits), offset));
+    hi = v128.or(hi, v128.and(i8x16.eq(v128.and(highBytes, bits), bits), offset));
   }
   if (ASC_FEATURE_RELAXED_SIMD) return nibbleBlockDot(lo, hi, xa, xb);
-  const o = i8x16.splat(fmt == FMT_Q4_0 ? 8 : 16);
-  return i8BlockDot(i8x16.sub(lo, o), i8x16.sub(hi, o), x0, x1, x2, x3);
+  return i8BlockDot(i8x16.sub(lo, offset), i8x16.sub(hi, offset), x0, x1, x2, x3);
 }
 
 /** The block's offset correction in the relaxed build (Σ (q − o)·x = Σ q·x − o·Σ x), else 0. */
@@ -768,6 +781,8 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
  * lane = row. */
 @inline function fourRowsBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32): void {
   const low4 = keptSplat8(15, tokens >>> 31);
+  const offset = keptSplat8(fmt == FMT_Q4_0 ? 8 : 16, tokens >>> 31);
+  const bits = q5BitMasks(tokens >>> 31), spread = q5ByteSpread(tokens >>> 31);
   const halfMask = i32x4.splat(0x8fffe000 | (tokens >>> 31));
   const halfScale = i32x4.splat(0x77800000 | (tokens >>> 31)); // 2^112
   const blocks = cols / QX_BLOCK;
@@ -795,10 +810,10 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       const x2 = i16x8.extend_low_i8x16_s(xb), x3 = i16x8.extend_high_i8x16_s(xb);
       const wb = w0 + <usize>b * bytes;
       let dots = transposeSum(
-        block32Dot(fmt, wb, xa, xb, x0, x1, x2, x3, low4),
-        block32Dot(fmt, wb + rowBytes, xa, xb, x0, x1, x2, x3, low4),
-        block32Dot(fmt, wb + 2 * rowBytes, xa, xb, x0, x1, x2, x3, low4),
-        block32Dot(fmt, wb + 3 * rowBytes, xa, xb, x0, x1, x2, x3, low4),
+        block32Dot(fmt, wb, xa, xb, x0, x1, x2, x3, low4, offset, bits, spread),
+        block32Dot(fmt, wb + rowBytes, xa, xb, x0, x1, x2, x3, low4, offset, bits, spread),
+        block32Dot(fmt, wb + 2 * rowBytes, xa, xb, x0, x1, x2, x3, low4, offset, bits, spread),
+        block32Dot(fmt, wb + 3 * rowBytes, xa, xb, x0, x1, x2, x3, low4, offset, bits, spread),
       );
       if (ASC_FEATURE_RELAXED_SIMD && fmt != FMT_Q8_0) {
         dots = i32x4.sub(dots, i32x4.splat(block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)))));
@@ -818,6 +833,8 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 /** One row of y = x · Wᵀ for a 32-block format, every token (rows after the last group of four). */
 @inline function oneRowBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32): void {
   const low4 = keptSplat8(15, tokens >>> 31);
+  const offset = keptSplat8(fmt == FMT_Q4_0 ? 8 : 16, tokens >>> 31);
+  const bits = q5BitMasks(tokens >>> 31), spread = q5ByteSpread(tokens >>> 31);
   const blocks = cols / QX_BLOCK;
   const bytes = blockBytes32(fmt);
   const sums = sx + (<usize>(tokens * blocks) << 2);
@@ -831,7 +848,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       const xbp = xq + (<usize>b << 5);
       const xa = v128.load(xbp), xb = v128.load(xbp, 16);
       const wb = wr + <usize>b * bytes;
-      const v = block32Dot(fmt, wb, xa, xb, i16x8.extend_low_i8x16_s(xa), i16x8.extend_high_i8x16_s(xa), i16x8.extend_low_i8x16_s(xb), i16x8.extend_high_i8x16_s(xb), low4);
+      const v = block32Dot(fmt, wb, xa, xb, i16x8.extend_low_i8x16_s(xa), i16x8.extend_high_i8x16_s(xa), i16x8.extend_low_i8x16_s(xb), i16x8.extend_high_i8x16_s(xb), low4, offset, bits, spread);
       const dot = i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3) -
         block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)));
       acc += <f32>dot * (halfToF32(load<u16>(wb)) * load<f32>(xs + (<usize>b << 2)));
@@ -894,9 +911,9 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 }
 
 /** One Q6_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
-@inline function q6kDot(wb: usize, xq: usize, xs: usize, b: i32, acc: v128, low4: v128): v128 {
+@inline function q6kDot(wb: usize, xq: usize, xs: usize, b: i32, acc: v128, low4: v128, off: v128, hmask: v128): v128 {
   const d = halfToF32(load<u16>(wb, 208));
-  const low = low4, off = i8x16.splat(32);
+  const low = low4;
   for (let h = 0; h < 2; h++) {
     const ql = wb + (<usize>h << 6), qh = wb + 128 + (<usize>h << 5), sc = wb + 192 + (<usize>h << 3);
     const la0 = v128.load(ql), la1 = v128.load(ql, 16), lb0 = v128.load(ql, 32), lb1 = v128.load(ql, 48);
@@ -908,7 +925,6 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       const n0 = g < 2 ? v128.and(l0, low) : highNibbles(l0, low);
       const n1 = g < 2 ? v128.and(l1, low) : highNibbles(l1, low);
       // Bits 2g, 2g+1 of qh moved to bits 4, 5: shift 16-bit lanes (no byte shifts on x86), mask.
-      const hmask = i8x16.splat(0x30);
       const sh0 = 2 * g >= 4 ? i16x8.shr_u(h0, 2 * g - 4) : i16x8.shl(h0, 4 - 2 * g);
       const sh1 = 2 * g >= 4 ? i16x8.shr_u(h1, 2 * g - 4) : i16x8.shl(h1, 4 - 2 * g);
       const q0 = i8x16.sub(v128.or(n0, v128.and(sh0, hmask)), off);
@@ -928,6 +944,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
 /** Rows [r0, r1) of y = x · Wᵀ for a 256-block format (Q4_K, Q6_K), one row at a time. */
 @inline function matmulBlock256(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r0: i32, r1: i32): void {
   const low4 = keptSplat8(15, tokens >>> 31);
+  const off32 = keptSplat8(32, tokens >>> 31), high2 = keptSplat8(0x30, tokens >>> 31); // Q6_K's offset, top-bit mask
   const superBlocks = cols >> 8;
   const bytes: usize = fmt == FMT_Q4_K ? 144 : 210;
   const rowBytes = <usize>superBlocks * bytes;
@@ -943,7 +960,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       for (let sb = 0; sb < superBlocks; sb++) {
         const wb = wr + <usize>sb * bytes;
         if (fmt == FMT_Q4_K) acc = q4kDot(wb, xq, xs, xsum, sb << 3, acc, low4);
-        else acc = q6kDot(wb, xq, xs, sb << 3, acc, low4);
+        else acc = q6kDot(wb, xq, xs, sb << 3, acc, low4, off32, high2);
       }
       store<f32>(y + ((<usize>t * <usize>rows + <usize>r) << 2), hsum(acc));
     }
