@@ -872,42 +872,65 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   return (i & 1) == 0 ? i16x8.extend_low_i8x16_s(v) : i16x8.extend_high_i8x16_s(v);
 }
 
-/** The 6-bit scale of Q4_K sub-block s (0..7) from the 12 packed bytes at sc (see q4kScaleMin
- * in engine/quant.ts for the packing). */
-@inline function q4kScale(sc: usize, s: i32): i32 {
-  if (s < 4) return <i32>load<u8>(sc + <usize>s) & 63;
-  return (<i32>load<u8>(sc + <usize>s + 4) & 15) | ((<i32>load<u8>(sc + <usize>s - 4) >> 6) << 4);
+/** Four bytes (the low byte first) as four i32 lanes. */
+@inline function bytesToLanes(u: u32): v128 {
+  return i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(i32x4.splat(u)));
 }
 
-/** The 6-bit min of Q4_K sub-block s (0..7). */
-@inline function q4kMin(sc: usize, s: i32): i32 {
-  if (s < 4) return <i32>load<u8>(sc + <usize>s + 4) & 63;
-  return (<i32>load<u8>(sc + <usize>s + 4) >> 4) | ((<i32>load<u8>(sc + <usize>s) >> 6) << 4);
+/** Four of Q4_K's 6-bit values, a byte each, from the 12 packed bytes at sc: `part` 0 = the
+ * scales of sub-blocks 0–3, 1 = scales 4–7, 2 = mins 0–3, 3 = mins 4–7. Scales and mins 0–3 are
+ * the low 6 bits of bytes 0–3 and 4–7; scales and mins 4–7 take their low 4 bits from bytes 8–11
+ * (low and high nibbles) and their top 2 bits from the top of bytes 0–3 and 4–7. */
+@inline function q4kPacked(sc: usize, part: i32): u32 {
+  const p0 = load<u32>(sc), p1 = load<u32>(sc, 4), p2 = load<u32>(sc, 8);
+  if (part == 0) return p0 & 0x3f3f3f3f;
+  if (part == 2) return p1 & 0x3f3f3f3f;
+  if (part == 1) return (p2 & 0x0f0f0f0f) | ((p0 >> 2) & 0x30303030);
+  return ((p2 >> 4) & 0x0f0f0f0f) | ((p1 >> 2) & 0x30303030);
 }
 
-/** One Q4_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
+/** (Σ q·qx) of Q4_K sub-block 2c + half: its weights are the low (half 0) or high (half 1)
+ * nibbles of the 32 bytes v0, v1 of chunk c; xp is its activation block. */
+@inline function q4kSubDot(v0: v128, v1: v128, half: i32, xp: usize, low4: v128): v128 {
+  const lo = half == 0 ? v128.and(v0, low4) : highNibbles(v0, low4);
+  const hi = half == 0 ? v128.and(v1, low4) : highNibbles(v1, low4);
+  return ASC_FEATURE_RELAXED_SIMD
+    ? nibbleBlockDot(lo, hi, v128.load(xp), v128.load(xp, 16))
+    : i8BlockDot(lo, hi, widenX(xp, 0), widenX(xp, 1), widenX(xp, 2), widenX(xp, 3));
+}
+
+/** One Q4_K super-block row (256 weights at wb) · the eight activation blocks from block b.
+ * The eight sub-blocks' integer sums are gathered into two vectors (lane = sub-block) and scaled
+ * there, beside the scales and mins unpacked four at a time (q4kPacked). */
 @inline function q4kDot(wb: usize, xq: usize, xs: usize, xsum: usize, b: i32, acc: v128, low4: v128): v128 {
-  const d = halfToF32(load<u16>(wb)), dmin = halfToF32(load<u16>(wb, 2));
-  const sc = wb + 4;
-  let minSum: f32 = 0;
-  for (let c = 0; c < 4; c++) {
-    const v0 = v128.load(wb + 16 + (<usize>c << 5)), v1 = v128.load(wb + 16 + (<usize>c << 5), 16);
-    for (let half = 0; half < 2; half++) {
-      const s = (c << 1) + half;
-      const scale = q4kScale(sc, s), min = q4kMin(sc, s);
-      const blk = b + s;
-      const xp = xq + (<usize>blk << 5);
-      const dx = load<f32>(xs + (<usize>blk << 2));
-      const lo = half == 0 ? v128.and(v0, low4) : highNibbles(v0, low4);
-      const hi = half == 0 ? v128.and(v1, low4) : highNibbles(v1, low4);
-      const dot = ASC_FEATURE_RELAXED_SIMD
-        ? nibbleBlockDot(lo, hi, v128.load(xp), v128.load(xp, 16))
-        : i8BlockDot(lo, hi, widenX(xp, 0), widenX(xp, 1), widenX(xp, 2), widenX(xp, 3));
-      acc = madd(f32x4.convert_i32x4_s(dot), f32x4.splat(d * <f32>scale * dx), acc);
-      minSum += dmin * <f32>min * dx * <f32>load<i32>(xsum + (<usize>blk << 2));
-    }
-  }
-  return f32x4.sub(acc, f32x4.replace_lane(f32x4.splat(0), 0, minSum));
+  const d = f32x4.splat(halfToF32(load<u16>(wb))), dmin = f32x4.splat(halfToF32(load<u16>(wb, 2)));
+  const scalesLo = q4kPacked(wb + 4, 0), scalesHi = q4kPacked(wb + 4, 1);
+  const minsLo = q4kPacked(wb + 4, 2), minsHi = q4kPacked(wb + 4, 3);
+  const q = wb + 16, xp = xq + (<usize>b << 5);
+  const c0a = v128.load(q), c0b = v128.load(q, 16), c1a = v128.load(q, 32), c1b = v128.load(q, 48);
+  const c2a = v128.load(q, 64), c2b = v128.load(q, 80), c3a = v128.load(q, 96), c3b = v128.load(q, 112);
+  const dotsLo = transposeSum(
+    q4kSubDot(c0a, c0b, 0, xp, low4),
+    q4kSubDot(c0a, c0b, 1, xp + 32, low4),
+    q4kSubDot(c1a, c1b, 0, xp + 64, low4),
+    q4kSubDot(c1a, c1b, 1, xp + 96, low4),
+  );
+  const dotsHi = transposeSum(
+    q4kSubDot(c2a, c2b, 0, xp + 128, low4),
+    q4kSubDot(c2a, c2b, 1, xp + 160, low4),
+    q4kSubDot(c3a, c3b, 0, xp + 192, low4),
+    q4kSubDot(c3a, c3b, 1, xp + 224, low4),
+  );
+  const xsp = xs + (<usize>b << 2), sump = xsum + (<usize>b << 2);
+  const dxLo = v128.load(xsp), dxHi = v128.load(xsp, 16);
+  // d · scale · dx per sub-block, and dmin · min · dx · Σqx (the minimums' share).
+  const wLo = f32x4.mul(f32x4.mul(d, f32x4.convert_i32x4_u(bytesToLanes(scalesLo))), dxLo);
+  const wHi = f32x4.mul(f32x4.mul(d, f32x4.convert_i32x4_u(bytesToLanes(scalesHi))), dxHi);
+  const mLo = f32x4.mul(f32x4.mul(f32x4.mul(dmin, f32x4.convert_i32x4_u(bytesToLanes(minsLo))), dxLo), f32x4.convert_i32x4_s(v128.load(sump)));
+  const mHi = f32x4.mul(f32x4.mul(f32x4.mul(dmin, f32x4.convert_i32x4_u(bytesToLanes(minsHi))), dxHi), f32x4.convert_i32x4_s(v128.load(sump, 16)));
+  acc = madd(f32x4.convert_i32x4_s(dotsLo), wLo, acc);
+  acc = madd(f32x4.convert_i32x4_s(dotsHi), wHi, acc);
+  return f32x4.sub(acc, f32x4.add(mLo, mHi));
 }
 
 /** One Q6_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
@@ -994,8 +1017,9 @@ function quantWeight(fmt: i32, row: usize, i: i32): f32 {
   if (fmt == FMT_Q4_K) {
     const blk = row + <usize>(i >> 8) * 144;
     const k = i & 255, s = k >> 5, l = k & 31;
-    const sc = blk + 4;
-    const scale = q4kScale(sc, s), min = q4kMin(sc, s);
+    const shift = <u32>(8 * (s & 3));
+    const scale = <i32>((q4kPacked(blk + 4, s >> 2) >> shift) & 0xff);
+    const min = <i32>((q4kPacked(blk + 4, 2 + (s >> 2)) >> shift) & 0xff);
     const byte = <i32>load<u8>(blk + 16 + <usize>((s >> 1) << 5) + <usize>l);
     const q = s & 1 ? byte >> 4 : byte & 15;
     return halfToF32(load<u16>(blk)) * <f32>scale * <f32>q - halfToF32(load<u16>(blk, 2)) * <f32>min;
