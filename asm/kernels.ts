@@ -933,33 +933,61 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   return f32x4.sub(acc, f32x4.add(mLo, mHi));
 }
 
-/** One Q6_K super-block row (256 weights at wb) · the eight activation blocks from block b. */
+/** (Σ (q − 32)·qx) of Q6_K's 32 weights of group g (0..3) in half h of a super-block, as two
+ * i32x4 whose lane sums are the two 16-weight sub-blocks' sums, packed side by side: lanes 0–1
+ * hold the first sub-block's pair sums, lanes 2–3 the second's. */
+@inline function q6kGroupDot(
+  la0: v128, la1: v128, lb0: v128, lb1: v128, h0: v128, h1: v128, g: i32, xp: usize,
+  low4: v128, off: v128, hmask: v128,
+): v128 {
+  // Weight l of group g: low 4 bits from ql (first or second 32 bytes, low or high nibble),
+  // top 2 bits from qh at bit 2g.
+  const l0 = g & 1 ? lb0 : la0, l1 = g & 1 ? lb1 : la1;
+  const n0 = g < 2 ? v128.and(l0, low4) : highNibbles(l0, low4);
+  const n1 = g < 2 ? v128.and(l1, low4) : highNibbles(l1, low4);
+  // Bits 2g, 2g+1 of qh moved to bits 4, 5: shift 16-bit lanes (no byte shifts on x86), mask.
+  const sh0 = 2 * g >= 4 ? i16x8.shr_u(h0, 2 * g - 4) : i16x8.shl(h0, 4 - 2 * g);
+  const sh1 = 2 * g >= 4 ? i16x8.shr_u(h1, 2 * g - 4) : i16x8.shl(h1, 4 - 2 * g);
+  const q0 = i8x16.sub(v128.or(n0, v128.and(sh0, hmask)), off);
+  const q1 = i8x16.sub(v128.or(n1, v128.and(sh1, hmask)), off);
+  const sA = i8HalfDot(q0, widenX(xp, 0), widenX(xp, 1));
+  const sB = i8HalfDot(q1, widenX(xp, 2), widenX(xp, 3));
+  // Pairwise: [sA0 + sA1, sA2 + sA3, sB0 + sB1, sB2 + sB3].
+  return i32x4.add(v128.shuffle<i32>(sA, sB, 0, 2, 4, 6), v128.shuffle<i32>(sA, sB, 1, 3, 5, 7));
+}
+
+/** Lane i = the sum of lanes 2i, 2i + 1 of the pair (a, b): two sub-blocks' totals from each of
+ * two q6kGroupDot results. */
+@inline function pairTotals(a: v128, b: v128): v128 {
+  return i32x4.add(v128.shuffle<i32>(a, b, 0, 2, 4, 6), v128.shuffle<i32>(a, b, 1, 3, 5, 7));
+}
+
+/** One Q6_K super-block row (256 weights at wb) · the eight activation blocks from block b. The
+ * sixteen sub-blocks' integer sums are gathered four to a vector and scaled there: the 16 int8
+ * scales widened in one go, each activation scale repeated for its two sub-blocks. */
 @inline function q6kDot(wb: usize, xq: usize, xs: usize, b: i32, acc: v128, low4: v128, off: v128, hmask: v128): v128 {
-  const d = halfToF32(load<u16>(wb, 208));
-  const low = low4;
+  const d = f32x4.splat(halfToF32(load<u16>(wb, 208)));
+  const sc = v128.load(wb, 192);
+  const sc16lo = i16x8.extend_low_i8x16_s(sc), sc16hi = i16x8.extend_high_i8x16_s(sc);
+  const dxv0 = v128.load(xs + (<usize>b << 2)), dxv1 = v128.load(xs + (<usize>b << 2), 16);
   for (let h = 0; h < 2; h++) {
-    const ql = wb + (<usize>h << 6), qh = wb + 128 + (<usize>h << 5), sc = wb + 192 + (<usize>h << 3);
+    const ql = wb + (<usize>h << 6), qh = wb + 128 + (<usize>h << 5);
     const la0 = v128.load(ql), la1 = v128.load(ql, 16), lb0 = v128.load(ql, 32), lb1 = v128.load(ql, 48);
     const h0 = v128.load(qh), h1 = v128.load(qh, 16);
-    for (let g = 0; g < 4; g++) {
-      // Weight l of group g: low 4 bits from ql (first or second 32 bytes, low or high nibble),
-      // top 2 bits from qh at bit 2g.
-      const l0 = g & 1 ? lb0 : la0, l1 = g & 1 ? lb1 : la1;
-      const n0 = g < 2 ? v128.and(l0, low) : highNibbles(l0, low);
-      const n1 = g < 2 ? v128.and(l1, low) : highNibbles(l1, low);
-      // Bits 2g, 2g+1 of qh moved to bits 4, 5: shift 16-bit lanes (no byte shifts on x86), mask.
-      const sh0 = 2 * g >= 4 ? i16x8.shr_u(h0, 2 * g - 4) : i16x8.shl(h0, 4 - 2 * g);
-      const sh1 = 2 * g >= 4 ? i16x8.shr_u(h1, 2 * g - 4) : i16x8.shl(h1, 4 - 2 * g);
-      const q0 = i8x16.sub(v128.or(n0, v128.and(sh0, hmask)), off);
-      const q1 = i8x16.sub(v128.or(n1, v128.and(sh1, hmask)), off);
-      const blk = b + (h << 2) + g;
-      const xp = xq + (<usize>blk << 5);
-      const dx = d * load<f32>(xs + (<usize>blk << 2));
-      const sA = i8HalfDot(q0, widenX(xp, 0), widenX(xp, 1));
-      const sB = i8HalfDot(q1, widenX(xp, 2), widenX(xp, 3));
-      acc = madd(f32x4.convert_i32x4_s(sA), f32x4.splat(dx * <f32>load<i8>(sc + <usize>(2 * g))), acc);
-      acc = madd(f32x4.convert_i32x4_s(sB), f32x4.splat(dx * <f32>load<i8>(sc + <usize>(2 * g + 1))), acc);
-    }
+    const xp = xq + (<usize>(b + (h << 2)) << 5);
+    const g0 = q6kGroupDot(la0, la1, lb0, lb1, h0, h1, 0, xp, low4, off, hmask);
+    const g1 = q6kGroupDot(la0, la1, lb0, lb1, h0, h1, 1, xp + 32, low4, off, hmask);
+    const g2 = q6kGroupDot(la0, la1, lb0, lb1, h0, h1, 2, xp + 64, low4, off, hmask);
+    const g3 = q6kGroupDot(la0, la1, lb0, lb1, h0, h1, 3, xp + 96, low4, off, hmask);
+    // Sub-blocks 8h + 0..3 and 8h + 4..7, their scales and their activation scales.
+    const dots0 = pairTotals(g0, g1), dots1 = pairTotals(g2, g3);
+    const sc16 = h == 0 ? sc16lo : sc16hi;
+    const s0 = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(sc16));
+    const s1 = f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(sc16));
+    const dxv = h == 0 ? dxv0 : dxv1;
+    const dx0 = v128.shuffle<f32>(dxv, dxv, 0, 0, 1, 1), dx1 = v128.shuffle<f32>(dxv, dxv, 2, 2, 3, 3);
+    acc = madd(f32x4.convert_i32x4_s(dots0), f32x4.mul(f32x4.mul(d, dx0), s0), acc);
+    acc = madd(f32x4.convert_i32x4_s(dots1), f32x4.mul(f32x4.mul(d, dx1), s1), acc);
   }
   return acc;
 }
