@@ -43,6 +43,11 @@ async function runWithInput(input: string | null, ...args: string[]) {
 
 const run = (...args: string[]) => runWithInput(null, ...args);
 
+/** `cli.ts generate` of `n` greedy tokens after the token ids `prompt` (never stopping at an
+ * end-of-turn token), with `extra` flags. */
+const generate = (model: string, prompt: number[], n: number, ...extra: string[]) =>
+  run("generate", "-m", model, "-t", prompt.join(","), "-n", String(n), "--ignore-eos", ...extra);
+
 /** The greedy answer to a chat prompt, computed through the library (not the CLI). */
 async function greedyAnswer(prompt: string, n: number): Promise<string> {
   const model = await loadModel(withTokenizer);
@@ -154,32 +159,8 @@ Deno.test("cli generate prints the golden greedy continuation and a stats line",
 
 Deno.test("cli --threads: the same tokens on 1 and 2 threads, and a bad count is a usage error", async () => {
   const r = golden.results[2];
-  const one = await run(
-    "generate",
-    "-m",
-    tinyA,
-    "-t",
-    r.prompt.join(","),
-    "-n",
-    "24",
-    "--ignore-eos",
-    "--threads",
-    "1",
-    "--json",
-  );
-  const two = await run(
-    "generate",
-    "-m",
-    tinyA,
-    "-t",
-    r.prompt.join(","),
-    "-n",
-    "24",
-    "--ignore-eos",
-    "--threads",
-    "2",
-    "--json",
-  );
+  const one = await generate(tinyA, r.prompt, 24, "--threads", "1", "--json");
+  const two = await generate(tinyA, r.prompt, 24, "--threads", "2", "--json");
   deepStrictEqual(JSON.parse(one.stdout).threads, 1);
   deepStrictEqual(JSON.parse(two.stdout).threads, 2);
   deepStrictEqual(JSON.parse(one.stdout).tokens, r.greedy_continuation_kv_cache);
@@ -191,17 +172,7 @@ Deno.test("cli --threads: the same tokens on 1 and 2 threads, and a bad count is
 
 Deno.test("cli generate runs a .gguf file, and --weights is checked", async () => {
   const r = golden.results[1];
-  const res = await run(
-    "generate",
-    "-m",
-    `${tinyA}/model.gguf`,
-    "-t",
-    r.prompt.join(","),
-    "-n",
-    "24",
-    "--ignore-eos",
-    "--json",
-  );
+  const res = await generate(`${tinyA}/model.gguf`, r.prompt, 24, "--json");
   deepStrictEqual(res.code, 0, res.stderr);
   deepStrictEqual(JSON.parse(res.stdout).tokens, r.greedy_continuation_kv_cache);
   const bad = await run("generate", "-m", tinyA, "-t", "2", "--weights", "q4");
@@ -223,17 +194,7 @@ Deno.test("cli quantize writes a GGUF that generate runs; bad formats are usage 
   );
   deepStrictEqual(q.code, 0, q.stderr);
   ok(/wrote .*tiny-q8\.gguf: 80 tensors/.test(q.stderr), q.stderr);
-  const gen = await run(
-    "generate",
-    "-m",
-    out,
-    "--tokens",
-    golden.prompts[1].join(","),
-    "-n",
-    "8",
-    "--ignore-eos",
-    "-q",
-  );
+  const gen = await generate(out, golden.prompts[1], 8, "-q");
   deepStrictEqual(gen.code, 0, gen.stderr);
   deepStrictEqual(gen.stdout.trim().split(" ").length, 8);
   const bad = await run("quantize", `${tinyA}/model.gguf`, out, "--type", "q9");
@@ -247,20 +208,7 @@ Deno.test("cli quantize writes a GGUF that generate runs; bad formats are usage 
 
 Deno.test("cli --backend webgpu runs the golden on the GPU; --verbose says which backend and why", async () => {
   const r = golden.results[1];
-  const gpu = await run(
-    "generate",
-    "-m",
-    tinyA,
-    "-t",
-    r.prompt.join(","),
-    "-n",
-    "8",
-    "--ignore-eos",
-    "--backend",
-    "webgpu",
-    "-v",
-    "-q",
-  );
+  const gpu = await generate(tinyA, r.prompt, 8, "--backend", "webgpu", "-v", "-q");
   deepStrictEqual(gpu.code, 0, gpu.stderr);
   deepStrictEqual(gpu.stdout.trim(), r.greedy_continuation_kv_cache.slice(0, 8).join(" "));
   ok(/backend: webgpu: asked for/.test(gpu.stderr), gpu.stderr);
