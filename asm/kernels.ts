@@ -755,9 +755,14 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   return i8BlockDot(i8x16.sub(lo, offset), i8x16.sub(hi, offset), x0, x1, x2, x3);
 }
 
-/** The block's offset correction in the relaxed build (Σ (q − o)·x = Σ q·x − o·Σ x), else 0. */
+/** Whether block32Dot leaves an offset correction out: the relaxed build's Q4_0 and Q5_0. */
+@inline function block32HasOffset(fmt: i32): bool {
+  return ASC_FEATURE_RELAXED_SIMD && fmt != FMT_Q8_0;
+}
+
+/** The block's offset correction where block32HasOffset (Σ (q − o)·x = Σ q·x − o·Σ x), else 0. */
 @inline function block32Offset(fmt: i32, total: i32): i32 {
-  if (!ASC_FEATURE_RELAXED_SIMD || fmt == FMT_Q8_0) return 0;
+  if (!block32HasOffset(fmt)) return 0;
   return fmt == FMT_Q4_0 ? total << 3 : total << 4;
 }
 
@@ -815,7 +820,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
         block32Dot(fmt, wb + 2 * rowBytes, xa, xb, x0, x1, x2, x3, low4, offset, bits, spread),
         block32Dot(fmt, wb + 3 * rowBytes, xa, xb, x0, x1, x2, x3, low4, offset, bits, spread),
       );
-      if (ASC_FEATURE_RELAXED_SIMD && fmt != FMT_Q8_0) {
+      if (block32HasOffset(fmt)) {
         dots = i32x4.sub(dots, i32x4.splat(block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)))));
       }
       let h = i32x4.splat(<i32>load<u16>(wb));
@@ -877,12 +882,12 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   return i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(i32x4.splat(u)));
 }
 
-/** Four of Q4_K's 6-bit values, a byte each, from the 12 packed bytes at sc: `part` 0 = the
- * scales of sub-blocks 0–3, 1 = scales 4–7, 2 = mins 0–3, 3 = mins 4–7. Scales and mins 0–3 are
- * the low 6 bits of bytes 0–3 and 4–7; scales and mins 4–7 take their low 4 bits from bytes 8–11
- * (low and high nibbles) and their top 2 bits from the top of bytes 0–3 and 4–7. */
-@inline function q4kPacked(sc: usize, part: i32): u32 {
-  const p0 = load<u32>(sc), p1 = load<u32>(sc, 4), p2 = load<u32>(sc, 8);
+/** Four of Q4_K's 6-bit values, a byte each, from its 12 packed bytes read as the words p0, p1,
+ * p2 (bytes 0–3, 4–7, 8–11): `part` 0 = the scales of sub-blocks 0–3, 1 = scales 4–7, 2 = mins
+ * 0–3, 3 = mins 4–7. Scales and mins 0–3 are the low 6 bits of bytes 0–3 and 4–7; scales and
+ * mins 4–7 take their low 4 bits from bytes 8–11 (low and high nibbles) and their top 2 bits
+ * from the top of bytes 0–3 and 4–7. */
+@inline function q4kPacked(p0: u32, p1: u32, p2: u32, part: i32): u32 {
   if (part == 0) return p0 & 0x3f3f3f3f;
   if (part == 2) return p1 & 0x3f3f3f3f;
   if (part == 1) return (p2 & 0x0f0f0f0f) | ((p0 >> 2) & 0x30303030);
@@ -904,8 +909,9 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
  * there, beside the scales and mins unpacked four at a time (q4kPacked). */
 @inline function q4kDot(wb: usize, xq: usize, xs: usize, xsum: usize, b: i32, acc: v128, low4: v128): v128 {
   const d = f32x4.splat(halfToF32(load<u16>(wb))), dmin = f32x4.splat(halfToF32(load<u16>(wb, 2)));
-  const scalesLo = q4kPacked(wb + 4, 0), scalesHi = q4kPacked(wb + 4, 1);
-  const minsLo = q4kPacked(wb + 4, 2), minsHi = q4kPacked(wb + 4, 3);
+  const p0 = load<u32>(wb, 4), p1 = load<u32>(wb, 8), p2 = load<u32>(wb, 12);
+  const scalesLo = q4kPacked(p0, p1, p2, 0), scalesHi = q4kPacked(p0, p1, p2, 1);
+  const minsLo = q4kPacked(p0, p1, p2, 2), minsHi = q4kPacked(p0, p1, p2, 3);
   const q = wb + 16, xp = xq + (<usize>b << 5);
   const c0a = v128.load(q), c0b = v128.load(q, 16), c1a = v128.load(q, 32), c1b = v128.load(q, 48);
   const c2a = v128.load(q, 64), c2b = v128.load(q, 80), c3a = v128.load(q, 96), c3b = v128.load(q, 112);
@@ -933,6 +939,11 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   return f32x4.sub(acc, f32x4.add(mLo, mHi));
 }
 
+/** Lane i = the sum of lanes 2i, 2i + 1 of the pair (a, b), a's lanes first. */
+@inline function pairTotals(a: v128, b: v128): v128 {
+  return i32x4.add(v128.shuffle<i32>(a, b, 0, 2, 4, 6), v128.shuffle<i32>(a, b, 1, 3, 5, 7));
+}
+
 /** (Σ (q − 32)·qx) of Q6_K's 32 weights of group g (0..3) in half h of a super-block, as two
  * i32x4 whose lane sums are the two 16-weight sub-blocks' sums, packed side by side: lanes 0–1
  * hold the first sub-block's pair sums, lanes 2–3 the second's. */
@@ -952,14 +963,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   const q1 = i8x16.sub(v128.or(n1, v128.and(sh1, hmask)), off);
   const sA = i8HalfDot(q0, widenX(xp, 0), widenX(xp, 1));
   const sB = i8HalfDot(q1, widenX(xp, 2), widenX(xp, 3));
-  // Pairwise: [sA0 + sA1, sA2 + sA3, sB0 + sB1, sB2 + sB3].
-  return i32x4.add(v128.shuffle<i32>(sA, sB, 0, 2, 4, 6), v128.shuffle<i32>(sA, sB, 1, 3, 5, 7));
-}
-
-/** Lane i = the sum of lanes 2i, 2i + 1 of the pair (a, b): two sub-blocks' totals from each of
- * two q6kGroupDot results. */
-@inline function pairTotals(a: v128, b: v128): v128 {
-  return i32x4.add(v128.shuffle<i32>(a, b, 0, 2, 4, 6), v128.shuffle<i32>(a, b, 1, 3, 5, 7));
+  return pairTotals(sA, sB);
 }
 
 /** One Q6_K super-block row (256 weights at wb) · the eight activation blocks from block b. The
@@ -979,7 +983,8 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
     const g1 = q6kGroupDot(la0, la1, lb0, lb1, h0, h1, 1, xp + 32, low4, off, hmask);
     const g2 = q6kGroupDot(la0, la1, lb0, lb1, h0, h1, 2, xp + 64, low4, off, hmask);
     const g3 = q6kGroupDot(la0, la1, lb0, lb1, h0, h1, 3, xp + 96, low4, off, hmask);
-    // Sub-blocks 8h + 0..3 and 8h + 4..7, their scales and their activation scales.
+    // Sub-blocks 8h + 0..3 and 8h + 4..7 (pairTotals of two groups' pair sums), their scales
+    // and their activation scales.
     const dots0 = pairTotals(g0, g1), dots1 = pairTotals(g2, g3);
     const sc16 = h == 0 ? sc16lo : sc16hi;
     const s0 = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(sc16));
@@ -1045,9 +1050,10 @@ function quantWeight(fmt: i32, row: usize, i: i32): f32 {
   if (fmt == FMT_Q4_K) {
     const blk = row + <usize>(i >> 8) * 144;
     const k = i & 255, s = k >> 5, l = k & 31;
+    const p0 = load<u32>(blk, 4), p1 = load<u32>(blk, 8), p2 = load<u32>(blk, 12);
     const shift = <u32>(8 * (s & 3));
-    const scale = <i32>((q4kPacked(blk + 4, s >> 2) >> shift) & 0xff);
-    const min = <i32>((q4kPacked(blk + 4, 2 + (s >> 2)) >> shift) & 0xff);
+    const scale = <i32>((q4kPacked(p0, p1, p2, s >> 2) >> shift) & 0xff);
+    const min = <i32>((q4kPacked(p0, p1, p2, 2 + (s >> 2)) >> shift) & 0xff);
     const byte = <i32>load<u8>(blk + 16 + <usize>((s >> 1) << 5) + <usize>l);
     const q = s & 1 ? byte >> 4 : byte & 15;
     return halfToF32(load<u16>(blk)) * <f32>scale * <f32>q - halfToF32(load<u16>(blk, 2)) * <f32>min;
