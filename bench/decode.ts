@@ -221,12 +221,12 @@ for (const f of formats) {
   for (const t of threadCounts) {
     const e = samples.get(`${f}/${t}`)!;
     const decode = median(e.decode), prefill = median(e.prefill);
-    const m = machineSamples.get(t)!, one = machineSamples.get(1);
+    // The same measurements with one thread, where the table has them.
+    const m = machineSamples.get(t)!, machineAt1 = machineSamples.get(1);
+    const modelAt1 = samples.get(`${f}/1`);
     const gbPerSecond = median(m.bandwidth), opMicros = median(m.opMicros);
     // Bytes a decoded token must read: every weight once (the tied head is the embedding).
-    const decodeGBps = (decode * e.weightBytes) / 1e9;
     const readsPerRound = e.decode.map((d) => (d * e.weightBytes) / 1e9);
-    const oneThread = samples.get(`${f}/1`);
     rows.push({
       runtime,
       format: f,
@@ -234,14 +234,14 @@ for (const f of formats) {
       decodeTokensPerSecond: +decode.toFixed(2),
       noCacheTokensPerSecond: +median(e.noCache).toFixed(2),
       prefillTokensPerSecond: +prefill.toFixed(1),
-      decodeReadGBps: +decodeGBps.toFixed(1),
+      decodeReadGBps: +median(readsPerRound).toFixed(1),
       streamReadGBps: +gbPerSecond.toFixed(1),
       decodeShareOfBandwidth: +medianRatio(readsPerRound, m.bandwidth).toFixed(2),
       syncMicrosPerOp: +opMicros.toFixed(2),
       syncShareOfDecode: +((opMicros * opsPerToken * decode) / 1e6).toFixed(3),
-      prefillSpeedupVs1Thread: oneThread ? +medianRatio(e.prefill, oneThread.prefill).toFixed(2) : null,
+      prefillSpeedupVs1Thread: modelAt1 ? +medianRatio(e.prefill, modelAt1.prefill).toFixed(2) : null,
       computeGflops: +median(m.gflops).toFixed(1),
-      computeSpeedupVs1Thread: one ? +medianRatio(m.gflops, one.gflops).toFixed(2) : null,
+      computeSpeedupVs1Thread: machineAt1 ? +medianRatio(m.gflops, machineAt1.gflops).toFixed(2) : null,
     });
   }
 }
