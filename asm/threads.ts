@@ -70,10 +70,11 @@ export function threadsInit(control: usize, n: i32, canWait: i32): void {
 function runOp(op: i32, t: i32): void {
   if (op == OP_MATMUL_F32 || op == OP_MATMUL_BF16) {
     const rows = arg<i32>(3);
-    const lo = shareLo(rows, t, 4), hi = shareHi(rows, t, 4);
+    // Multiples of eight: a share starts at a group of interleaved rows.
+    const lo = shareLo(rows, t, 8), hi = shareHi(rows, t, 8);
     if (lo >= hi) return;
-    if (op == OP_MATMUL_F32) matmulF32(arg<usize>(0), arg<usize>(1), arg<usize>(2), rows, arg<i32>(4), arg<i32>(5), lo, hi);
-    else matmulBF16(arg<usize>(0), arg<usize>(1), arg<usize>(2), rows, arg<i32>(4), arg<i32>(5), lo, hi);
+    if (op == OP_MATMUL_F32) matmulF32(arg<usize>(0), arg<usize>(1), arg<usize>(2), rows, arg<i32>(4), arg<i32>(5), lo, hi, arg<i32>(6));
+    else matmulBF16(arg<usize>(0), arg<usize>(1), arg<usize>(2), rows, arg<i32>(4), arg<i32>(5), lo, hi, arg<i32>(6));
   } else if (op == OP_ATTENTION) {
     const heads = arg<i32>(9);
     const lo = shareLo(heads, t, 1), hi = shareHi(heads, t, 1);
@@ -181,13 +182,14 @@ export function workerStep(control: usize, index: i32, n: i32): i32 {
 }
 
 /** matmulF32/BF16 over all rows, split across the threads. Returns 0, or -1 on a timeout. */
-export function parMatmul(bf16: i32, w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32, timeoutMs: i32): i32 {
+export function parMatmul(bf16: i32, w: usize, x: usize, y: usize, rows: i32, cols: i32, tokens: i32, interleaved: i32, timeoutMs: i32): i32 {
   setArg<usize>(0, w);
   setArg<usize>(1, x);
   setArg<usize>(2, y);
   setArg<i32>(3, rows);
   setArg<i32>(4, cols);
   setArg<i32>(5, tokens);
+  setArg<i32>(6, interleaved);
   return dispatch(bf16 ? OP_MATMUL_BF16 : OP_MATMUL_F32, timeoutMs);
 }
 

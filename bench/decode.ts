@@ -165,13 +165,15 @@ async function bandwidth(threads: number) {
 async function computeRate(threads: number) {
   const rt = await WasmRuntime.create({ threads });
   const rows = 128, cols = 640, tokens = 32, n = 1600;
-  const w = rt.alloc(rows * cols * 4), x = rt.alloc(tokens * cols * 4), y = rt.alloc(tokens * rows * 4);
-  rt.f32(w, rows * cols).fill(0.01);
+  const w = rt.alloc(rows * cols * 4),
+    x = rt.alloc(tokens * cols * 4),
+    y = rt.alloc(tokens * rows * 4);
+  rt.f32(w, rows * cols).fill(0.01); // the same in any layout: timed interleaved, as the engine runs
   rt.f32(x, tokens * cols).fill(0.5);
   const run = () =>
     rt.parallel
-      ? rt.parallel.parMatmul(0, w, x, y, rows, cols, tokens, 60_000)
-      : rt.kernels.matmulF32(w, x, y, rows, cols, tokens, 0, rows);
+      ? rt.parallel.parMatmul(0, w, x, y, rows, cols, tokens, 1, 60_000)
+      : rt.kernels.matmulF32(w, x, y, rows, cols, tokens, 0, rows, 1);
   for (let i = 0; i < 20; i++) run();
   const t0 = performance.now();
   for (let i = 0; i < n; i++) run();
@@ -190,7 +192,10 @@ const samples = new Map<
 >();
 // The machine's own ceilings, sampled in every round beside the model runs: ratios are taken
 // within a round (the machine's speed drifts between rounds) and their medians reported.
-const machineSamples = new Map<number, { bandwidth: number[]; opMicros: number[]; gflops: number[] }>();
+const machineSamples = new Map<
+  number,
+  { bandwidth: number[]; opMicros: number[]; gflops: number[] }
+>();
 for (let r = 0; r < rounds; r++) {
   for (const t of threadCounts) {
     const m = machineSamples.get(t) ?? { bandwidth: [], opMicros: [], gflops: [] };
@@ -239,9 +244,13 @@ for (const f of formats) {
       decodeShareOfBandwidth: +medianRatio(readsPerRound, m.bandwidth).toFixed(2),
       syncMicrosPerOp: +opMicros.toFixed(2),
       syncShareOfDecode: +((opMicros * opsPerToken * decode) / 1e6).toFixed(3),
-      prefillSpeedupVs1Thread: modelAt1 ? +medianRatio(e.prefill, modelAt1.prefill).toFixed(2) : null,
+      prefillSpeedupVs1Thread: modelAt1
+        ? +medianRatio(e.prefill, modelAt1.prefill).toFixed(2)
+        : null,
       computeGflops: +median(m.gflops).toFixed(1),
-      computeSpeedupVs1Thread: machineAt1 ? +medianRatio(m.gflops, machineAt1.gflops).toFixed(2) : null,
+      computeSpeedupVs1Thread: machineAt1
+        ? +medianRatio(m.gflops, machineAt1.gflops).toFixed(2)
+        : null,
     });
   }
 }

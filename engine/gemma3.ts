@@ -22,7 +22,7 @@ import type { ChatMessage, Tokenizer } from "./tokenizer.ts";
 import { loadTokenizer, tokenizerFromGguf } from "./tokenizer_load.ts";
 import { quantPlan } from "./quant.ts";
 import type { GenerateOptions } from "./session.ts";
-import { WasmBackend } from "./wasm_backend.ts";
+import { interleaveWeights, WasmBackend } from "./wasm_backend.ts";
 import type { Backend } from "./backend.ts";
 import { type GpuWeight, webGpuAdapter, WebGpuBackend } from "./webgpu.ts";
 import { mapWeights, type ModelWeights } from "./weights.ts";
@@ -329,7 +329,7 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
       name: "wasm" as const,
       reason,
       backend: new WasmBackend(rt) as Backend<unknown, unknown>,
-      weights: loaded.weights,
+      weights: interleaveWeights(rt, loaded.weights),
       release: () => {
         for (const p of loaded.allocations) rt.free(p);
       },
@@ -352,7 +352,12 @@ function toGpu(
   // mapWeights calls this once per distinct weight (a tied head is the embedding).
   const uploaded: GpuWeight[] = [];
   const weights = mapWeights(loaded.weights, (w) => {
-    const g = gpu.uploadWeight(w.dtype, w.rows, w.cols, rt.u8(w.ptr, weightBytes(w.dtype, w.rows, w.cols)));
+    const g = gpu.uploadWeight(
+      w.dtype,
+      w.rows,
+      w.cols,
+      rt.u8(w.ptr, weightBytes(w.dtype, w.rows, w.cols)),
+    );
     uploaded.push(g);
     return g;
   });

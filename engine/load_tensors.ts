@@ -20,6 +20,9 @@ export interface WasmWeight {
   rows: number;
   /** Columns (input features); the length for a vector. */
   cols: number;
+  /** f32 and bf16 matrices: stored in groups of eight interleaved rows (the WASM kernels'
+   * layout, see interleaveRows in asm/kernels.ts), not row after row as loaded. */
+  interleaved?: boolean;
 }
 
 /** Progress of a long load: downloading files (models by name), then reading the weights. */

@@ -13,6 +13,7 @@ import { env } from "./io.ts";
 
 /** The kernel exports of asm/kernels.ts; pointers are byte offsets into the memory. */
 export interface Kernels {
+  /** `interleaved`: 1 if W is stored as interleaveRows leaves it, 0 if row after row. */
   matmulF32(
     w: number,
     x: number,
@@ -22,7 +23,9 @@ export interface Kernels {
     tokens: number,
     r0: number,
     r1: number,
+    interleaved: number,
   ): void;
+  /** `interleaved`: 1 if W is stored as interleaveRows leaves it, 0 if row after row. */
   matmulBF16(
     w: number,
     x: number,
@@ -32,23 +35,31 @@ export interface Kernels {
     tokens: number,
     r0: number,
     r1: number,
+    interleaved: number,
   ): void;
   embedF32(
     table: number,
+    rows: number,
     ids: number,
     tokens: number,
     hidden: number,
     scale: number,
     out: number,
+    interleaved: number,
   ): void;
   embedBF16(
     table: number,
+    rows: number,
     ids: number,
     tokens: number,
     hidden: number,
     scale: number,
     out: number,
+    interleaved: number,
   ): void;
+  /** Rewrites a row-after-row f32 (elemBytes 4) or bf16 (2) matrix interleaved, in place;
+   * `scratch` holds 8 rows. */
+  interleaveRows(w: number, rows: number, cols: number, elemBytes: number, scratch: number): void;
   fitQ8_0Blocks(p: number, blocks: number): void;
   rmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number): void;
   ropeInPlace(
@@ -129,6 +140,7 @@ export interface ThreadKernels extends Kernels {
     rows: number,
     cols: number,
     tokens: number,
+    interleaved: number,
     timeoutMs: number,
   ): number;
   parAttention(

@@ -22,6 +22,8 @@ const read = (ptr: number, n: number) => Float32Array.from(rt.f32(ptr, n));
 
 // Matrix products. Any order of summing n rounded products errs by at most about
 // n·u·Σ|w·x| (the γ_n bound of recursive summation, each product adding one more u).
+// Each shape runs with W row after row and interleaved (interleaveRows): the interleaved
+// layout must give the same bits, in every split of the rows.
 for (const dtype of ["f32", "bf16"] as const) {
   for (
     const [rows, cols, tokens] of [
@@ -34,6 +36,11 @@ for (const dtype of ["f32", "bf16"] as const) {
       [16, 257, 2],
       [21, 70, 1],
       [16, 257, 1],
+      [24, 64, 1],
+      [45, 40, 1],
+      [45, 40, 3],
+      [8, 8, 2],
+      [17, 1032, 1],
     ]
   ) {
     Deno.test(`matmul ${dtype} ${rows}x${cols}, ${tokens} token(s)`, () => {
@@ -49,14 +56,31 @@ for (const dtype of ["f32", "bf16"] as const) {
       const xPtr = put(x);
       const yPtr = rt.alloc(tokens * rows * 4);
       const mm = dtype === "f32" ? k.matmulF32 : k.matmulBF16;
-      // Rows in two ranges split off the 4-row grid, as threads might: the same as one range.
-      const cut = Math.min(rows, 3);
-      mm(wPtr, xPtr, yPtr, rows, cols, tokens, 0, cut);
-      mm(wPtr, xPtr, yPtr, rows, cols, tokens, cut, rows);
-      const split = read(yPtr, tokens * rows);
-      mm(wPtr, xPtr, yPtr, rows, cols, tokens, 0, rows);
-      if (read(yPtr, tokens * rows).some((v, i) => !Object.is(v, split[i]))) {
-        throw new Error("row split changed the result");
+      // Rows in ranges split off the 4- and 8-row grids, as threads might: the same as one range.
+      const run = (interleaved: number) => {
+        const ranges = [[0, rows]];
+        for (const cut of [3, 4, 8, 12]) if (cut < rows) ranges.push([0, cut], [cut, rows]);
+        let whole: Float32Array | undefined;
+        for (let i = ranges.length - 1; i >= 0; i -= 2) {
+          // Each pair of ranges (or the whole) fills y; compare every fill with the first.
+          const parts = i === 0 ? [ranges[0]] : [ranges[i - 1], ranges[i]];
+          rt.f32(yPtr, tokens * rows).fill(NaN);
+          for (const [a, b] of parts) mm(wPtr, xPtr, yPtr, rows, cols, tokens, a, b, interleaved);
+          const y = read(yPtr, tokens * rows);
+          if (!whole) whole = y;
+          else if (y.some((v, j) => !Object.is(v, whole![j]))) {
+            throw new Error(`rows split at ${parts[0][1]} changed the result`);
+          }
+        }
+        return whole!;
+      };
+      const inOrder = run(0);
+      const bytesPer = dtype === "f32" ? 4 : 2;
+      const scratch = rt.alloc(8 * cols * bytesPer);
+      k.interleaveRows(wPtr, rows, cols, bytesPer, scratch);
+      const interleaved = run(1);
+      if (interleaved.some((v, j) => !Object.is(v, inOrder[j]))) {
+        throw new Error("the interleaved layout changed the result");
       }
       const want = new Float64Array(tokens * rows);
       const tol = new Float64Array(tokens * rows);
@@ -71,30 +95,82 @@ for (const dtype of ["f32", "bf16"] as const) {
           tol[t * rows + r] = (cols + 1) * U32 * a;
         }
       }
-      assertWithin(read(yPtr, tokens * rows), want, tol, "y");
-      for (const p of [wPtr, xPtr, yPtr]) rt.free(p);
+      assertWithin(interleaved, want, tol, "y");
+      for (const p of [wPtr, xPtr, yPtr, scratch]) rt.free(p);
     });
   }
 }
 
 // Embedding gather: widening bf16 is exact, so only the final multiply rounds (u).
-Deno.test("embed f32 and bf16 gather rows and scale them", () => {
+// The layout itself, against its definition (asm/kernels.ts): in each whole group of eight rows,
+// chunk c (16 bytes) of row i sits at 128·c + 16·i; rows after the last whole group, matrices
+// whose rows are not whole chunks, and f32 rows over 4 KB stay in order.
+Deno.test("interleaveRows lays out groups of eight rows chunk by chunk", () => {
+  for (
+    const [rows, cols, bytesPer] of [
+      [19, 8, 4],
+      [16, 24, 2],
+      [9, 6, 2],
+      [12, 3, 4],
+      [9, 1024, 4],
+      [9, 1028, 4],
+      [9, 2056, 2],
+    ]
+  ) {
+    const rowBytes = cols * bytesPer;
+    const bytes = new Uint8Array(rows * rowBytes).map((_, i) => (i * 7 + 3) & 255);
+    const p = put(new Uint16Array(bytes.buffer), 2);
+    const scratch = rt.alloc(8 * rowBytes);
+    k.interleaveRows(p, rows, cols, bytesPer, scratch);
+    const got = new Uint8Array(rt.memory.buffer, p, bytes.length);
+    const want = bytes.slice();
+    if (rowBytes % 16 === 0 && (bytesPer === 2 || rowBytes <= 4096)) {
+      for (let g = 0; g + 8 <= rows; g += 8) {
+        for (let i = 0; i < 8; i++) {
+          for (let c = 0; c < rowBytes / 16; c++) {
+            const from = (g + i) * rowBytes + 16 * c;
+            want.set(bytes.subarray(from, from + 16), g * rowBytes + 128 * c + 16 * i);
+          }
+        }
+      }
+    }
+    const at = got.findIndex((v, i) => v !== want[i]);
+    if (at >= 0) {
+      throw new Error(`${rows}x${cols}x${bytesPer}: byte ${at} is ${got[at]}, not ${want[at]}`);
+    }
+    rt.free(p);
+    rt.free(scratch);
+  }
+});
+
+Deno.test("embed f32 and bf16 gather rows and scale them, in either layout", () => {
   const rand = rng(7);
-  const [vocab, hidden] = [11, 13];
-  const table = asBF16(randn(rand, vocab * hidden));
-  const ids = new Int32Array([3, 0, 10, 3, 7]);
-  const scale = Math.fround(Math.sqrt(hidden));
-  const want = new Float64Array(ids.length * hidden);
-  ids.forEach((id, t) => {
-    for (let i = 0; i < hidden; i++) want[t * hidden + i] = table.values[id * hidden + i] * scale;
-  });
-  const tol = Array.from(want, (v) => U32 * Math.abs(v));
-  const idsPtr = put(ids);
-  const out = rt.alloc(ids.length * hidden * 4);
-  k.embedBF16(put(table.bits, 2), idsPtr, ids.length, hidden, scale, out);
-  assertWithin(read(out, want.length), want, tol, "bf16");
-  k.embedF32(put(table.values), idsPtr, ids.length, hidden, scale, out);
-  assertWithin(read(out, want.length), want, tol, "f32");
+  // 21 rows: two interleaved groups of eight and five rows in order after them.
+  for (const [vocab, hidden] of [[11, 13], [21, 16]]) {
+    const table = asBF16(randn(rand, vocab * hidden));
+    const ids = new Int32Array([3, 0, 10, 3, 7, vocab - 1, vocab - 5]);
+    const scale = Math.fround(Math.sqrt(hidden));
+    const want = new Float64Array(ids.length * hidden);
+    ids.forEach((id, t) => {
+      for (let i = 0; i < hidden; i++) want[t * hidden + i] = table.values[id * hidden + i] * scale;
+    });
+    const tol = Array.from(want, (v) => U32 * Math.abs(v));
+    const idsPtr = put(ids);
+    const out = rt.alloc(ids.length * hidden * 4);
+    const bf16 = put(table.bits, 2), f32 = put(table.values);
+    const scratch = rt.alloc(8 * hidden * 4);
+    for (const interleaved of [0, 1]) {
+      if (interleaved) {
+        k.interleaveRows(bf16, vocab, hidden, 2, scratch);
+        k.interleaveRows(f32, vocab, hidden, 4, scratch);
+      }
+      const what = `${vocab}x${hidden} interleaved ${interleaved}`;
+      k.embedBF16(bf16, vocab, idsPtr, ids.length, hidden, scale, out, interleaved);
+      assertWithin(read(out, want.length), want, tol, `bf16 ${what}`);
+      k.embedF32(f32, vocab, idsPtr, ids.length, hidden, scale, out, interleaved);
+      assertWithin(read(out, want.length), want, tol, `f32 ${what}`);
+    }
+  }
 });
 
 // RMSNorm: the f64 sum of squares is exact to ~1e-16; then four f32 roundings (the inverse
