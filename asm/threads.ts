@@ -88,7 +88,7 @@ function runOp(op: i32, t: i32): void {
   } else if (op == OP_MATMUL_QUANT) {
     const rows = arg<i32>(5);
     const lo = shareLo(rows, t, 4), hi = shareHi(rows, t, 4);
-    if (lo < hi) matmulQuant(arg<i32>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), rows, arg<i32>(6), arg<i32>(7), lo, hi);
+    if (lo < hi) matmulQuant(arg<i32>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), rows, arg<i32>(6), arg<i32>(7), lo, hi, arg<i32>(8));
   } else if (op == OP_GEGLU) {
     const n = arg<i32>(3);
     geglu(arg<usize>(0), arg<usize>(1), arg<usize>(2), shareLo(n, t, 4), shareHi(n, t, 4));
@@ -219,7 +219,7 @@ export function parAttention(
 }
 
 /** matmulQuant over all rows (x already quantized), split across the threads. */
-export function parMatmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, timeoutMs: i32): i32 {
+export function parMatmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, interleaved: i32, timeoutMs: i32): i32 {
   setArg<i32>(0, fmt);
   setArg<usize>(1, w);
   setArg<usize>(2, qx);
@@ -228,6 +228,7 @@ export function parMatmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usiz
   setArg<i32>(5, rows);
   setArg<i32>(6, cols);
   setArg<i32>(7, tokens);
+  setArg<i32>(8, interleaved);
   return dispatch(OP_MATMUL_QUANT, timeoutMs);
 }
 

@@ -64,12 +64,14 @@ for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as 
   const w = rt.alloc(bytes);
   fill(format, w, bytes);
   const rowsHere = format === "q4_k" || format === "q6_k" ? Math.floor((ROWS * COLS) / cols) : ROWS;
-  // f32 and bf16 timed in the engine's interleaved layout (random bytes read as either layout).
+  // Timed in the engine's layouts: f32, bf16, Q8_0, Q4_0 and Q5_0 interleaved (random bytes read
+  // as either layout), the K-quants in order.
   const run = format === "f32"
     ? () => k.matmulF32(w, x, y, ROWS, COLS, 1, 0, ROWS, 1)
     : format === "bf16"
     ? () => k.matmulBF16(w, x, y, ROWS, COLS, 1, 0, ROWS, 1)
-    : () => k.matmulQuant(QUANT[format].kernelFormat, w, qx, sx, y, rowsHere, cols, 1, 0, rowsHere);
+    : () =>
+      k.matmulQuant(QUANT[format].kernelFormat, w, qx, sx, y, rowsHere, cols, 1, 0, rowsHere, 1);
   cases.push({ name: `matvec ${format} ${rowsHere}×${cols}`, bytes, flops: 2 * ROWS * COLS, run });
 }
 

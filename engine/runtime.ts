@@ -105,7 +105,8 @@ export interface Kernels {
   addInPlace(x: number, y: number, n: number): void;
   streamRead(p: number, start: number, end: number): number;
   quantizeRowsQ8(x: number, tokens: number, cols: number, qx: number, sx: number): void;
-  /** `fmt` is a block format's kernelFormat (engine/quant.ts). */
+  /** `fmt` is a block format's kernelFormat (engine/quant.ts); `interleaved` 1: a Q8_0, Q4_0
+   * or Q5_0 matrix stored as interleaveBlockRows leaves it. */
   matmulQuant(
     fmt: number,
     w: number,
@@ -117,16 +118,22 @@ export interface Kernels {
     tokens: number,
     r0: number,
     r1: number,
+    interleaved: number,
   ): void;
   embedQuant(
     fmt: number,
     table: number,
+    rows: number,
     ids: number,
     tokens: number,
     hidden: number,
     scale: number,
     out: number,
+    interleaved: number,
   ): void;
+  /** Rewrites a row-after-row Q8_0, Q4_0 or Q5_0 matrix in groups of four rows interleaved
+   * block by block, in place; `scratch` holds 4 rows. */
+  interleaveBlockRows(fmt: number, w: number, rows: number, cols: number, scratch: number): void;
 }
 
 /** The extra exports of the multi-threaded build (asm/threads.ts). Each returns -1 on a timeout. */
@@ -181,6 +188,7 @@ export interface ThreadKernels extends Kernels {
     rows: number,
     cols: number,
     tokens: number,
+    interleaved: number,
     timeoutMs: number,
   ): number;
   parRope(

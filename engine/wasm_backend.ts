@@ -1,7 +1,7 @@
 // The WASM SIMD backend: each op is one call into asm/kernels.ts over pointers.
 
 import type { Backend, LayerCache } from "./backend.ts";
-import type { WasmWeight } from "./load_tensors.ts";
+import { type WasmWeight, weightBytes } from "./load_tensors.ts";
 import { isQuant, QUANT } from "./quant.ts";
 import { OP_TIMEOUT_MS, type WasmRuntime } from "./runtime.ts";
 import { mapWeights, type ModelWeights } from "./weights.ts";
@@ -10,24 +10,34 @@ import { mapWeights, type ModelWeights } from "./weights.ts";
 export type Ptr = number;
 
 /** The weights as the kernels read them fastest: f32 and bf16 matrices rewritten in place in
- * groups of eight interleaved rows, where that is faster (decode then reads each group as one
- * stream; interleaveRows in asm/kernels.ts says which and why). Block-quantized matrices and
- * vectors are left as they are. Costs one pass over those weights when the model loads. */
+ * groups of eight interleaved rows where that is faster, Q8_0, Q4_0 and Q5_0 matrices in groups
+ * of four rows interleaved block by block (decode then reads each group as one stream; see
+ * interleaveRows and interleaveBlockRows in asm/kernels.ts). K-quant matrices and vectors are left
+ * as they are. Costs one pass over those weights when the model loads. */
 export function interleaveWeights(
   rt: WasmRuntime,
   weights: ModelWeights<WasmWeight>,
 ): ModelWeights<WasmWeight> {
   let scratch = 0, scratchBytes = 0;
+  const scratchFor = (bytes: number) => {
+    if (bytes > scratchBytes) {
+      if (scratch) rt.free(scratch);
+      scratchBytes = bytes;
+      scratch = rt.alloc(bytes);
+    }
+    return scratch;
+  };
   // mapWeights calls this once per distinct weight (a tied head is the embedding).
   const out = mapWeights(weights, (w): WasmWeight => {
-    if ((w.dtype !== "f32" && w.dtype !== "bf16") || w.rows < 8 || w.interleaved) return w;
-    const elemBytes = w.dtype === "f32" ? 4 : 2;
-    if (8 * w.cols * elemBytes > scratchBytes) {
-      if (scratch) rt.free(scratch);
-      scratchBytes = 8 * w.cols * elemBytes;
-      scratch = rt.alloc(scratchBytes);
-    }
-    rt.kernels.interleaveRows(w.ptr, w.rows, w.cols, elemBytes, scratch);
+    if (w.rows === 1 || w.interleaved) return w; // vectors
+    if (w.dtype === "f32" || w.dtype === "bf16") {
+      const elemBytes = w.dtype === "f32" ? 4 : 2;
+      const rows8 = scratchFor(8 * w.cols * elemBytes);
+      rt.kernels.interleaveRows(w.ptr, w.rows, w.cols, elemBytes, rows8);
+    } else if (w.dtype === "q8_0" || w.dtype === "q4_0" || w.dtype === "q5_0") {
+      const rows4 = scratchFor(4 * weightBytes(w.dtype, 1, w.cols));
+      rt.kernels.interleaveBlockRows(QUANT[w.dtype].kernelFormat, w.ptr, w.rows, w.cols, rows4);
+    } else return w; // the K-quants stay in order
     return { ...w, interleaved: true };
   });
   if (scratch) rt.free(scratch);
@@ -87,7 +97,17 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
   embed(table: WasmWeight, ids: Ptr, tokens: number, scale: number, out: Ptr): void {
     const k = this.rt.kernels;
     if (isQuant(table.dtype)) {
-      k.embedQuant(QUANT[table.dtype].kernelFormat, table.ptr, ids, tokens, table.cols, scale, out);
+      k.embedQuant(
+        QUANT[table.dtype].kernelFormat,
+        table.ptr,
+        table.rows,
+        ids,
+        tokens,
+        table.cols,
+        scale,
+        out,
+        table.interleaved ? 1 : 0,
+      );
     } else {(table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(
         table.ptr,
         table.rows,
@@ -116,11 +136,9 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     if (isQuant(w.dtype)) {
       const fmt = QUANT[w.dtype].kernelFormat;
       const [qx, sx] = this.#quantizeActivations(x, tokens, w.cols);
+      const interleaved = w.interleaved ? 1 : 0;
       if (par) {
-        if (
-          par.parMatmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, OP_TIMEOUT_MS) < 0
-        ) this.rt.threadsFailed();
-      } else {this.rt.kernels.matmulQuant(
+        const status = par.parMatmulQuant(
           fmt,
           w.ptr,
           qx,
@@ -129,9 +147,14 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
           w.rows,
           w.cols,
           tokens,
-          0,
-          w.rows,
-        );}
+          interleaved,
+          OP_TIMEOUT_MS,
+        );
+        if (status < 0) this.rt.threadsFailed();
+      } else {
+        const k = this.rt.kernels;
+        k.matmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, 0, w.rows, interleaved);
+      }
       return;
     }
     const bf16 = w.dtype === "bf16";

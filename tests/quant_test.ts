@@ -157,7 +157,6 @@ for (const simd of ["plain", "relaxed"] as const) {
           }
           deepStrictEqual(sums[b], sum);
         }
-        k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, rows);
         const { w, magnitude } = ggmlDecode(type, wq, rows * cols);
         const want = new Float64Array(tokens * rows), tol = new Float64Array(tokens * rows);
         for (let t = 0; t < tokens; t++) {
@@ -175,7 +174,28 @@ for (const simd of ["plain", "relaxed"] as const) {
             tol[t * rows + row] = (cols / 16 + 8) * U32 * a + 1e-30;
           }
         }
-        assertWithin(rt.f32(y, tokens * rows), want, tol, `${type} ${rows}x${cols}x${tokens}`);
+        const what = `${type} ${rows}x${cols}x${tokens}`;
+        k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, rows, 0);
+        const inOrder = rt.f32(y, tokens * rows).slice();
+        assertWithin(inOrder, want, tol, what);
+        if (fmt.blockElems === 32) {
+          // The interleaved layout (interleaveBlockRows) gives the same bits, whole or split at
+          // a multiple of four as threads split it; split inside a group of four (rows then go
+          // one by one), it stays within the bound.
+          const scratch = rt.alloc(4 * wq.length / rows);
+          k.interleaveBlockRows(fmt.kernelFormat, wPtr, rows, cols, scratch);
+          rt.free(scratch);
+          for (const cut of [rows, 4, 2].filter((c) => c <= rows)) {
+            rt.f32(y, tokens * rows).fill(NaN);
+            k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, cut, 1);
+            k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, cut, rows, 1);
+            const got = rt.f32(y, tokens * rows);
+            if (cut % 4 === 0 && got.some((v, i) => !Object.is(v, inOrder[i]))) {
+              throw new Error(`${what}: interleaved, split at ${cut}, changed bits`);
+            }
+            assertWithin(got, want, tol, `${what} interleaved, split at ${cut}`);
+          }
+        }
         for (const p of [wPtr, xPtr, qx, sx, y]) rt.free(p);
       }
     }
@@ -202,28 +222,79 @@ Deno.test("fitQ8_0Blocks turns weights of −128 into −127 and touches nothing
   ok(changed > 0, "the random blocks held some −128 weights");
 });
 
-Deno.test("embedQuant gathers decoded rows of every format", () => {
+// The layout against its definition (asm/kernels.ts): in each whole group of four rows, block b
+// of row i sits at the group's start + (4b + i) · block bytes; rows after the last group stay.
+Deno.test("interleaveBlockRows lays out groups of four rows block by block", () => {
+  const rt = WasmRuntimeSync;
+  for (const type of ["q8_0", "q4_0", "q5_0"] as const) {
+    const fmt = QUANT[type];
+    for (const [rows, cols] of [[9, 64], [4, 32], [3, 96]]) {
+      const rowBytes = cols / 32 * fmt.blockBytes;
+      const bytes = randomBlocks(type, rows * cols / 32, rows);
+      const p = rt.alloc(bytes.length), scratch = rt.alloc(4 * rowBytes);
+      rt.u8(p, bytes.length).set(bytes);
+      rt.kernels.interleaveBlockRows(fmt.kernelFormat, p, rows, cols, scratch);
+      const want = bytes.slice();
+      for (let g = 0; g + 4 <= rows; g += 4) {
+        for (let i = 0; i < 4; i++) {
+          for (let b = 0; b < cols / 32; b++) {
+            const from = (g + i) * rowBytes + b * fmt.blockBytes;
+            want.set(
+              bytes.subarray(from, from + fmt.blockBytes),
+              g * rowBytes + (4 * b + i) * fmt.blockBytes,
+            );
+          }
+        }
+      }
+      deepStrictEqual(rt.u8(p, bytes.length), want, `${type} ${rows}x${cols}`);
+      rt.free(p);
+      rt.free(scratch);
+    }
+  }
+});
+
+Deno.test("embedQuant gathers decoded rows of every format, in either layout", () => {
   const rt = WasmRuntimeSync;
   for (const type of FORMATS) {
     const fmt = QUANT[type];
     const hidden = fmt.blockElems === 256 ? 512 : 64;
+    // 5 rows: one interleaved group of four and one row in order after it.
     const q = randomBlocks(type, 5 * hidden / fmt.blockElems, 4);
     const { w } = ggmlDecode(type, q, 5 * hidden);
-    const table = rt.alloc(q.length), ids = rt.alloc(8), out = rt.alloc(2 * hidden * 4);
+    const ids = [3, 0, 4];
+    const table = rt.alloc(q.length), idsPtr = rt.alloc(4 * ids.length);
+    const out = rt.alloc(ids.length * hidden * 4);
     rt.u8(table, q.length).set(q);
-    rt.i32(ids, 2).set([3, 0]);
-    rt.kernels.embedQuant(fmt.kernelFormat, table, ids, 2, hidden, 8, out);
-    const want = [...w.subarray(3 * hidden, 4 * hidden), ...w.subarray(0, hidden)].map((x) =>
+    rt.i32(idsPtr, ids.length).set(ids);
+    const want = ids.flatMap((id) => [...w.subarray(id * hidden, (id + 1) * hidden)]).map((x) =>
       x * 8
     );
-    // One rounding of the decoded value (×8 is exact) and, for Q4_K, of the subtraction.
-    assertWithin(
-      rt.f32(out, 2 * hidden),
-      want,
-      want.map((x) => 2 * U32 * Math.abs(x) + 1e-30),
-      type,
-    );
-    for (const p of [table, ids, out]) rt.free(p);
+    for (const interleaved of fmt.blockElems === 32 ? [0, 1] : [0]) {
+      if (interleaved) {
+        const scratch = rt.alloc(q.length);
+        rt.kernels.interleaveBlockRows(fmt.kernelFormat, table, 5, hidden, scratch);
+        rt.free(scratch);
+      }
+      rt.kernels.embedQuant(
+        fmt.kernelFormat,
+        table,
+        5,
+        idsPtr,
+        ids.length,
+        hidden,
+        8,
+        out,
+        interleaved,
+      );
+      // One rounding of the decoded value (×8 is exact) and, for Q4_K, of the subtraction.
+      assertWithin(
+        rt.f32(out, ids.length * hidden),
+        want,
+        want.map((x) => 2 * U32 * Math.abs(x) + 1e-30),
+        `${type} interleaved ${interleaved}`,
+      );
+    }
+    for (const p of [table, idsPtr, out]) rt.free(p);
   }
 });
 
