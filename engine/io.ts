@@ -277,6 +277,33 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
   await f.rename(tmp, path);
 }
 
+/**
+ * Keeps the `keep` most recently used files ending in `suffix` in a cache folder and deletes the
+ * rest (best effort: files another process removes first, or cannot be removed, are skipped).
+ * "Used" is the modification time, which `markUsed` moves forward on a cache hit.
+ */
+export async function pruneCacheFolder(dir: string, suffix: string, keep: number): Promise<void> {
+  const f = await fs();
+  const names = (await f.readdir(dir).catch(() => [] as string[])).filter((n) =>
+    n.endsWith(suffix)
+  );
+  if (names.length <= keep) return;
+  const dated = await Promise.all(
+    names.map(async (n) => ({
+      path: `${dir}/${n}`,
+      mtimeMs: await f.stat(`${dir}/${n}`).then((s) => s.mtimeMs, () => -1),
+    })),
+  );
+  dated.sort((a, b) => b.mtimeMs - a.mtimeMs);
+  for (const { path } of dated.slice(keep)) await f.rm(path, { force: true }).catch(() => {});
+}
+
+/** Marks a cached file as just used (its modification time becomes now), for pruneCacheFolder. */
+export async function markUsed(path: string): Promise<void> {
+  const now = new Date();
+  await (await fs()).utimes(path, now, now).catch(() => {});
+}
+
 /** A file being written: bytes go to a temporary file beside it, which `commit` renames into place
  * (so a crash or an error never leaves a half-written file under the real name). */
 export interface FileWriter {

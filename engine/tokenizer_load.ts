@@ -8,6 +8,8 @@ import {
   isDirectory,
   isUrl,
   joinLocation,
+  markUsed,
+  pruneCacheFolder,
   readBytes,
   readJson,
   readText,
@@ -29,6 +31,9 @@ export interface TokenizerLoadOptions {
   cache?: boolean;
 }
 
+/** Compact tokenizers kept in the cache folder (the most recently used ones). */
+export const TOKENIZER_CACHE_ENTRIES = 8;
+
 async function loadData(
   jsonPath: string,
   useCache: boolean,
@@ -42,7 +47,9 @@ async function loadData(
     const key = `${await realPath(jsonPath)}\0${info.size}\0${info.mtimeMs}`;
     cachePath = `${dir}/tokenizers/${(await sha256Hex(key)).slice(0, 32)}.g3tk`;
     try {
-      return fromCompact(await readBytes(cachePath), cachePath);
+      const data = fromCompact(await readBytes(cachePath), cachePath);
+      await markUsed(cachePath);
+      return data;
     } catch { /* no cache yet, or unusable: rebuild */ }
   }
   const data = gguf
@@ -53,7 +60,12 @@ async function loadData(
       jsonPath,
     )
     : fromTokenizerJson(await readJson(jsonPath), jsonPath);
-  if (cachePath) await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
+  if (cachePath) {
+    await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
+    // Entries are keyed by file path, size and time, so every new or rewritten model file adds
+    // one (14 MB for Gemma 3's vocabulary): keep the most recently used few.
+    await pruneCacheFolder(cachePath.replace(/\/[^/]*$/, ""), ".g3tk", TOKENIZER_CACHE_ENTRIES);
+  }
   return data;
 }
 

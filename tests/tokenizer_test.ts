@@ -206,3 +206,22 @@ Deno.test("a GGUF file's tokenizer (SentencePiece pieces, scores, types) gives t
   }
   await Deno.remove(path);
 });
+
+Deno.test("the tokenizer cache keeps the most recently used entries and deletes the rest", async () => {
+  const { markUsed, pruneCacheFolder } = await import("../engine/io.ts");
+  const { TOKENIZER_CACHE_ENTRIES: keep } = await import("../engine/tokenizer_load.ts");
+  const folder = await Deno.makeTempDir();
+  // keep + 3 entries, entry i last used i minutes ago; then entry keep + 1 is used again.
+  const names = Array.from({ length: keep + 3 }, (_, i) => `entry${i}.g3tk`);
+  for (const [i, n] of names.entries()) {
+    await Deno.writeFile(`${folder}/${n}`, new Uint8Array([i]));
+    const t = new Date(Date.now() - (i + 1) * 60_000);
+    await Deno.utime(`${folder}/${n}`, t, t);
+  }
+  await Deno.writeTextFile(`${folder}/other.txt`, "not an entry");
+  await markUsed(`${folder}/${names[keep + 1]}`);
+  await pruneCacheFolder(folder, ".g3tk", keep);
+  const left = [...Deno.readDirSync(folder)].map((e) => e.name).sort();
+  const want = [...names.slice(0, keep - 1), names[keep + 1], "other.txt"].sort();
+  deepStrictEqual(left, want);
+});
