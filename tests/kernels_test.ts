@@ -216,7 +216,8 @@ for (
 }
 
 // Attention against a float64 reference that keeps the whole history (no ring buffer). The
-// kernel is fed in chunks (some longer than the ring) so its ring wraps several times. Error bound: each score errs by at
+// kernel is fed in chunks (some longer than the ring) so its ring wraps several times, and over
+// spans long enough for each of its loops (asm/kernels.ts). Error bound: each score errs by at
 // most (d+2)·u·scale·Σ|q·k|; a score error δ changes a softmax weight by a relative ~2δ, and the
 // weighted sum of n values adds (n+2)·u; all times max|v|.
 const attentionCases: [number, number, number, number, number, number[], number][] = [
@@ -224,6 +225,10 @@ const attentionCases: [number, number, number, number, number, number[], number]
   [4, 2, 6, 5, 5, [4, 4, 4, 4, 9, 2], 20],
   [2, 2, 16, 0, 40, [9, 1, 30], 16],
   [8, 4, 13, 0, 20, [1, 1, 1, 5], 7],
+  // Spans of 64 positions over a wrapping ring; 32-, 4- and 1-wide slices of each head.
+  [4, 1, 37, 100, 100, [70, 90, 3, 150, 1], 37],
+  // More positions than VALUES_IN_CACHE (2048): keys one by one, values row by row.
+  [2, 1, 8, 0, 2100, [2060, 2], 8],
 ];
 for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of attentionCases) {
   Deno.test(`attention ${heads}/${kvHeads} heads, d=${headDim}, window ${window || "full"}, chunks ${chunks}`, () => {
