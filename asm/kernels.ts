@@ -967,30 +967,41 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   return fmt == FMT_Q8_0 ? 34 : fmt == FMT_Q4_0 ? 18 : 22;
 }
 
-/** (Σ qw·qx) of one 32-block of a Q8_0, Q4_0 or Q5_0 row at wb, as i32x4 lanes whose sum is
- * the block's dot product; the relaxed build leaves the offset correction (8 or 16 · Σ qx) out.
- * low4, offset (8 for Q4_0, 16 for Q5_0), bits and spread are constants its callers keep out of
- * their loops (keptSplat8, q5BitMasks, q5ByteSpread). */
-@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, low4: v128, offset: v128, bits: v128, spread: v128): v128 {
-  if (fmt == FMT_Q8_0) {
-    const w0 = v128.load(wb, 2), w1 = v128.load(wb, 18);
-    if (ASC_FEATURE_RELAXED_SIMD) return q8SignedDot(w1, xb, q8SignedDot(w0, xa, i32x4.splat(0)));
-    return i8BlockDot(w0, w1, x0, x1, x2, x3);
-  }
+/** The weights of elements 0–15 (`half` 0) or 16–31 (`half` 1) of one 32-block of a Q8_0,
+ * Q4_0 or Q5_0 row at wb, as int8 lanes (Q4_0 and Q5_0 without their offset). low4, offset (8
+ * for Q4_0, 16 for Q5_0), bits and spread are constants its callers keep out of their loops
+ * (keptSplat8, q5BitMasks, q5ByteSpread). */
+@inline function block32Weights(fmt: i32, wb: usize, half: i32, low4: v128, offset: v128, bits: v128, spread: v128): v128 {
+  if (fmt == FMT_Q8_0) return half == 0 ? v128.load(wb, 2) : v128.load(wb, 18);
   const nib = fmt == FMT_Q4_0 ? v128.load(wb, 2) : v128.load(wb, 6);
-  let lo = v128.and(nib, low4);
-  let hi = highNibbles(nib, low4);
-  if (fmt == FMT_Q5_0) {
-    // Bit j of the u32 qh is bit 4 of weight j. Spread its bytes over the lanes (byte 0 to
-    // lanes 0–7, byte 1 to lanes 8–15; then bytes 2 and 3) and test one bit per lane.
-    const qh = load<u32>(wb, 2);
-    const lowBytes = v128.swizzle(i32x4.splat(qh), spread);
-    const highBytes = v128.swizzle(i32x4.splat(qh >>> 16), spread);
-    lo = v128.or(lo, v128.and(i8x16.eq(v128.and(lowBytes, bits), bits), offset));
-    hi = v128.or(hi, v128.and(i8x16.eq(v128.and(highBytes, bits), bits), offset));
+  const q = half == 0 ? v128.and(nib, low4) : highNibbles(nib, low4);
+  if (fmt != FMT_Q5_0) return q;
+  // Bit j of the u32 qh is bit 4 of weight j. Spread its bytes over the lanes (byte 0 to lanes
+  // 0–7, byte 1 to lanes 8–15 for the first half; bytes 2 and 3 for the second) and test one
+  // bit per lane.
+  const qh = load<u32>(wb, 2);
+  const bytes = v128.swizzle(i32x4.splat(half == 0 ? qh : qh >>> 16), spread);
+  return v128.or(q, v128.and(i8x16.eq(v128.and(bytes, bits), bits), offset));
+}
+
+/** (Σ qw·qx) of one 32-block from its weights lo, hi (block32Weights) and the block's int8
+ * activations xa, xb (x0–x3: the same widened to i16, for the plain build), as i32x4 lanes whose
+ * sum is the block's dot product; the relaxed build leaves the offset correction (8 or 16 · Σ qx)
+ * out. */
+@inline function block32DotOf(fmt: i32, lo: v128, hi: v128, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, offset: v128): v128 {
+  if (fmt == FMT_Q8_0) {
+    if (ASC_FEATURE_RELAXED_SIMD) return q8SignedDot(hi, xb, q8SignedDot(lo, xa, i32x4.splat(0)));
+    return i8BlockDot(lo, hi, x0, x1, x2, x3);
   }
   if (ASC_FEATURE_RELAXED_SIMD) return nibbleBlockDot(lo, hi, xa, xb);
   return i8BlockDot(i8x16.sub(lo, offset), i8x16.sub(hi, offset), x0, x1, x2, x3);
+}
+
+/** block32DotOf of the block at wb. */
+@inline function block32Dot(fmt: i32, wb: usize, xa: v128, xb: v128, x0: v128, x1: v128, x2: v128, x3: v128, low4: v128, offset: v128, bits: v128, spread: v128): v128 {
+  const lo = block32Weights(fmt, wb, 0, low4, offset, bits, spread);
+  const hi = block32Weights(fmt, wb, 1, low4, offset, bits, spread);
+  return block32DotOf(fmt, lo, hi, xa, xb, x0, x1, x2, x3, offset);
 }
 
 /** Whether block32Dot leaves an offset correction out: the relaxed build's Q4_0 and Q5_0. */
@@ -1039,7 +1050,61 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   const rowStep: usize = interleaved ? <usize>bytes : rowBytes;
   const blockStep: usize = interleaved ? <usize>(bytes << 2) : <usize>bytes;
   let touched: i32 = 0;
-  for (let t = 0; t < tokens; t++) {
+  let t = 0;
+  // A prompt's tokens in pairs: each block's weights are loaded, unpacked and scaled once for
+  // both. Every lane is the same number as the one-token loop below gives it.
+  for (; t + 2 <= tokens; t += 2) {
+    const xq0 = qx + <usize>t * <usize>cols, xq1 = xq0 + <usize>cols;
+    const xs0 = sx + ((<usize>t * <usize>blocks) << 2), xs1 = xs0 + (<usize>blocks << 2);
+    const xsum0 = sums + ((<usize>t * <usize>blocks) << 2), xsum1 = xsum0 + (<usize>blocks << 2);
+    let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+    for (let b = 0; b < blocks; b++) {
+      if (t == 0 && !interleaved) {
+        const next = ahead + <usize>b * (bytes << 2);
+        touched += <i32>load<u8>(next) + <i32>load<u8>(next, 64) + <i32>load<u8>(next, 128);
+      }
+      const boff = <usize>b << 5;
+      const xa0 = v128.load(xq0 + boff), xb0 = v128.load(xq0 + boff, 16);
+      const xa1 = v128.load(xq1 + boff), xb1 = v128.load(xq1 + boff, 16);
+      const x00 = i16x8.extend_low_i8x16_s(xa0), x01 = i16x8.extend_high_i8x16_s(xa0);
+      const x02 = i16x8.extend_low_i8x16_s(xb0), x03 = i16x8.extend_high_i8x16_s(xb0);
+      const x10 = i16x8.extend_low_i8x16_s(xa1), x11 = i16x8.extend_high_i8x16_s(xa1);
+      const x12 = i16x8.extend_low_i8x16_s(xb1), x13 = i16x8.extend_high_i8x16_s(xb1);
+      const wb = w0 + <usize>b * blockStep;
+      let lo = block32Weights(fmt, wb, 0, low4, offset, bits, spread);
+      let hi = block32Weights(fmt, wb, 1, low4, offset, bits, spread);
+      const d00 = block32DotOf(fmt, lo, hi, xa0, xb0, x00, x01, x02, x03, offset);
+      const d10 = block32DotOf(fmt, lo, hi, xa1, xb1, x10, x11, x12, x13, offset);
+      lo = block32Weights(fmt, wb + rowStep, 0, low4, offset, bits, spread);
+      hi = block32Weights(fmt, wb + rowStep, 1, low4, offset, bits, spread);
+      const d01 = block32DotOf(fmt, lo, hi, xa0, xb0, x00, x01, x02, x03, offset);
+      const d11 = block32DotOf(fmt, lo, hi, xa1, xb1, x10, x11, x12, x13, offset);
+      lo = block32Weights(fmt, wb + 2 * rowStep, 0, low4, offset, bits, spread);
+      hi = block32Weights(fmt, wb + 2 * rowStep, 1, low4, offset, bits, spread);
+      const d02 = block32DotOf(fmt, lo, hi, xa0, xb0, x00, x01, x02, x03, offset);
+      const d12 = block32DotOf(fmt, lo, hi, xa1, xb1, x10, x11, x12, x13, offset);
+      lo = block32Weights(fmt, wb + 3 * rowStep, 0, low4, offset, bits, spread);
+      hi = block32Weights(fmt, wb + 3 * rowStep, 1, low4, offset, bits, spread);
+      const d03 = block32DotOf(fmt, lo, hi, xa0, xb0, x00, x01, x02, x03, offset);
+      const d13 = block32DotOf(fmt, lo, hi, xa1, xb1, x10, x11, x12, x13, offset);
+      let dots0 = transposeSum(d00, d01, d02, d03);
+      let dots1 = transposeSum(d10, d11, d12, d13);
+      if (block32HasOffset(fmt)) {
+        dots0 = i32x4.sub(dots0, i32x4.splat(block32Offset(fmt, load<i32>(xsum0 + (<usize>b << 2)))));
+        dots1 = i32x4.sub(dots1, i32x4.splat(block32Offset(fmt, load<i32>(xsum1 + (<usize>b << 2)))));
+      }
+      let h = i32x4.splat(<i32>load<u16>(wb));
+      h = i32x4.replace_lane(h, 1, <i32>load<u16>(wb + rowStep));
+      h = i32x4.replace_lane(h, 2, <i32>load<u16>(wb + 2 * rowStep));
+      h = i32x4.replace_lane(h, 3, <i32>load<u16>(wb + 3 * rowStep));
+      const dw = halvesToF32(h, halfMask, halfScale);
+      acc0 = madd(f32x4.convert_i32x4_s(dots0), f32x4.mul(dw, f32x4.splat(load<f32>(xs0 + (<usize>b << 2)))), acc0);
+      acc1 = madd(f32x4.convert_i32x4_s(dots1), f32x4.mul(dw, f32x4.splat(load<f32>(xs1 + (<usize>b << 2)))), acc1);
+    }
+    v128.store(y + ((<usize>t * <usize>rows + <usize>r) << 2), acc0);
+    v128.store(y + ((<usize>(t + 1) * <usize>rows + <usize>r) << 2), acc1);
+  }
+  for (; t < tokens; t++) {
     const xq = qx + <usize>t * <usize>cols;
     const xs = sx + ((<usize>t * <usize>blocks) << 2);
     const xsum = sums + ((<usize>t * <usize>blocks) << 2);

@@ -125,7 +125,7 @@ for (const simd of ["plain", "relaxed"] as const) {
       const fmt = QUANT[type];
       const shapes = fmt.blockElems === 256
         ? [[1, 256, 1], [5, 512, 3]]
-        : [[1, 32, 1], [7, 64, 3], [33, 320, 2]];
+        : [[1, 32, 1], [7, 64, 3], [33, 320, 2], [8, 64, 5]];
       for (const [rows, cols, tokens] of shapes) {
         const wq = randomBlocks(type, rows * cols / fmt.blockElems, rows + cols);
         const x = randn(rng(rows * cols), tokens * cols, 2);
@@ -178,6 +178,17 @@ for (const simd of ["plain", "relaxed"] as const) {
         k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, rows, 0);
         const inOrder = rt.f32(y, tokens * rows).slice();
         assertWithin(inOrder, want, tol, what);
+        // Each token alone (as decode runs) gives the same bits as in the batch (token pairs).
+        for (let t = 0; t < tokens; t++) {
+          const qx1 = rt.alloc(cols), sx1 = rt.alloc(cols / 32 * 8), y1 = rt.alloc(rows * 4);
+          k.quantizeRowsQ8(xPtr + t * cols * 4, 1, cols, qx1, sx1);
+          k.matmulQuant(fmt.kernelFormat, wPtr, qx1, sx1, y1, rows, cols, 1, 0, rows, 0);
+          const alone = rt.f32(y1, rows);
+          if (alone.some((v, r) => !Object.is(v, inOrder[t * rows + r]))) {
+            throw new Error(`${what}: token ${t} alone differs from the batch`);
+          }
+          for (const p of [qx1, sx1, y1]) rt.free(p);
+        }
         if (fmt.blockElems === 32) {
           // The interleaved layout (interleaveBlockRows) gives the same bits, whole or split at
           // a multiple of four as threads split it; split inside a group of four (rows then go
