@@ -160,15 +160,20 @@
   return interleaved != 0 && qualifies ? rows & ~7 : 0;
 }
 
-/** Where row r's first chunk is. */
-@inline function rowStart(w: usize, r: i32, rowBytes: usize, grouped: i32): usize {
-  if (r < grouped) return w + <usize>(r >> 3) * (rowBytes << 3) + (<usize>(r & 7) << 4);
+/** Where row r's first chunk is, in a matrix whose first `grouped` rows are stored as
+ * interleaveGroups leaves groups of `groupRows` rows in chunks of `chunkBytes` (the rows after
+ * them in order). Both interleavings (rows of f32/bf16, blocks of Q8_0/Q4_0/Q5_0) use it. */
+@inline function rowStart(w: usize, r: i32, rowBytes: usize, groupRows: i32, chunkBytes: usize, grouped: i32): usize {
+  if (r < grouped) {
+    const g = <u32>r / <u32>groupRows, i = <u32>r % <u32>groupRows;
+    return w + <usize>g * rowBytes * <usize>groupRows + <usize>i * chunkBytes;
+  }
   return w + <usize>r * rowBytes;
 }
 
-/** Bytes from one chunk of row r to its next. */
-@inline function chunkStride(r: i32, grouped: i32): usize {
-  return r < grouped ? 128 : 16;
+/** Bytes from one chunk of row r to its next (rowStart's layout). */
+@inline function chunkStride(r: i32, groupRows: i32, chunkBytes: usize, grouped: i32): usize {
+  return r < grouped ? chunkBytes * <usize>groupRows : chunkBytes;
 }
 
 /** Copies n bytes (a chunk: 16, or a block of 18–34), without a call per copy. */
@@ -282,14 +287,14 @@ function matmulRows<W>(w: usize, x: usize, y: usize, rows: i32, cols: i32, token
   const step = colsPerStep<W>();
   const vecCols = cols - cols % step;
   const oddMask = oddLanesMask(cols >>> 31);
-  const stride = chunkStride(r0, grouped);
+  const stride = chunkStride(r0, 8, 16, grouped);
   let r = r0;
   // Decode (one token): eight rows per pass share each load and split of x.
   if (tokens == 1) {
     for (; r + 8 <= r1; r += 8) {
       if (r < grouped) {
         if ((r & 7) != 0) break; // a range that starts inside a group: the 4-row loop below
-        matvec8<W>(rowStart(w, r, wRowBytes, grouped), 16, x, y + (<usize>r << 2), cols, vecCols, 0, true);
+        matvec8<W>(rowStart(w, r, wRowBytes, 8, 16, grouped), 16, x, y + (<usize>r << 2), cols, vecCols, 0, true);
       } else {
         const w0 = w + <usize>r * wRowBytes;
         matvec8<W>(w0, wRowBytes, x, y + (<usize>r << 2), cols, vecCols, touchAhead(w0, 8 * wRowBytes, r + 16 <= rows), false);
@@ -297,10 +302,10 @@ function matmulRows<W>(w: usize, x: usize, y: usize, rows: i32, cols: i32, token
     }
   }
   for (; r + 4 <= r1; r += 4) {
-    const w0 = rowStart(w, r, wRowBytes, grouped);
-    const w1 = rowStart(w, r + 1, wRowBytes, grouped);
-    const w2 = rowStart(w, r + 2, wRowBytes, grouped);
-    const w3 = rowStart(w, r + 3, wRowBytes, grouped);
+    const w0 = rowStart(w, r, wRowBytes, 8, 16, grouped);
+    const w1 = rowStart(w, r + 1, wRowBytes, 8, 16, grouped);
+    const w2 = rowStart(w, r + 2, wRowBytes, 8, 16, grouped);
+    const w3 = rowStart(w, r + 3, wRowBytes, 8, 16, grouped);
     let t = 0;
     for (; t + 2 <= tokens; t += 2) {
       const xt0 = x + <usize>t * xRowBytes;
@@ -400,7 +405,7 @@ function matmulRows<W>(w: usize, x: usize, y: usize, rows: i32, cols: i32, token
     }
   }
   for (; r < r1; r++) {
-    const w0 = rowStart(w, r, wRowBytes, grouped);
+    const w0 = rowStart(w, r, wRowBytes, 8, 16, grouped);
     for (let t = 0; t < tokens; t++) {
       const xt = x + <usize>t * xRowBytes;
       let a0 = f32x4.splat(0);
@@ -440,8 +445,8 @@ export function matmulBF16(w: usize, x: usize, y: usize, rows: i32, cols: i32, t
   const grouped = groupedRows(rows, rowBytes, sizeof<W>(), interleaved);
   for (let t = 0; t < tokens; t++) {
     const id = load<i32>(ids + (<usize>t << 2));
-    const src = rowStart(table, id, rowBytes, grouped);
-    const stride = chunkStride(id, grouped);
+    const src = rowStart(table, id, rowBytes, 8, 16, grouped);
+    const stride = chunkStride(id, 8, 16, grouped);
     const dst = out + ((<usize>t * <usize>hidden) << 2);
     for (let i = 0; i < hidden; i++) {
       const at = src + <usize>(i / perChunk) * stride + <usize>(i % perChunk) * sizeof<W>();
@@ -614,6 +619,15 @@ export function ropeInPlace(x: usize, t0: i32, t1: i32, heads: i32, headDim: i32
   return next == ringEnd ? next - ringBytes : next;
 }
 
+/** The row of a query's j-th position: among the first `cached`, the ring's slot from `firstSlot`
+ * bytes into the cache at `ring` (wrapping after ringBytes); after them, the chunk's rows from
+ * `fresh`. */
+@inline function rowOf(j: i32, cached: i32, ring: usize, firstSlot: usize, ringBytes: usize, fresh: usize, kvBytes: usize): usize {
+  if (j >= cached) return fresh + <usize>(j - cached) * kvBytes;
+  const at = firstSlot + <usize>j * kvBytes;
+  return ring + (at < ringBytes ? at : at - ringBytes);
+}
+
 /** Scores (q·k · scale) of keys j0 ≤ j < j1 into scores[j], the first key at `row`; the keys
  * after it follow in the ring (`ring` true) or one after another. Returns the maximum score so
  * far (`maxScore` in). With `fourAtATime`, four keys at a time (dot4: q's loads shared; faster
@@ -689,10 +703,7 @@ export function attention(
         memory.fill(oh, 0, headBytes);
         for (let j = 0; j < n; j++) {
           const p = f32x4.splat(load<f32>(scores + (<usize>j << 2)));
-          const ringAt = firstSlot + <usize>j * kvBytes;
-          const vj = j < cached
-            ? vCache + (ringAt < ringBytes ? ringAt : ringAt - ringBytes) + kvOff
-            : v + firstFresh + <usize>(j - cached) * kvBytes + kvOff;
+          const vj = rowOf(j, cached, vCache + kvOff, firstSlot, ringBytes, v + firstFresh + kvOff, kvBytes);
           for (let i = 0; i < vecD; i += 4) {
             const off = <usize>i << 2;
             v128.store(oh + off, madd(p, v128.load(vj + off), v128.load(oh + off)));
@@ -707,11 +718,7 @@ export function attention(
       }
       for (let j0 = 0; j0 < n; j0 += VALUE_SPAN) {
         const j1 = j0 + VALUE_SPAN < n ? j0 + VALUE_SPAN : n;
-        // Where position j0's value row is.
-        const ringAt = firstSlot + <usize>j0 * kvBytes;
-        const first = j0 < cached
-          ? vCache + (ringAt < ringBytes ? ringAt : ringAt - ringBytes) + kvOff
-          : v + firstFresh + <usize>(j0 - cached) * kvBytes + kvOff;
+        const first = rowOf(j0, cached, vCache + kvOff, firstSlot, ringBytes, v + firstFresh + kvOff, kvBytes);
         for (let i = 0; i < headDim;) {
           const width = i < blockD ? 32 : i < vecD ? 4 : 1;
           const off = <usize>i << 2;
@@ -1030,6 +1037,16 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
   return f32x4.mul(v128.and(i32x4.shr_s(i32x4.shl(h, 16), 3), mask), scale);
 }
 
+/** The f16 scales of four rows' blocks (the first at wb, the next rowStep bytes on) as f32
+ * lanes; mask and scale as for halvesToF32. */
+@inline function fourScales(wb: usize, rowStep: usize, mask: v128, scale: v128): v128 {
+  let h = i32x4.splat(<i32>load<u16>(wb));
+  h = i32x4.replace_lane(h, 1, <i32>load<u16>(wb + rowStep));
+  h = i32x4.replace_lane(h, 2, <i32>load<u16>(wb + 2 * rowStep));
+  h = i32x4.replace_lane(h, 3, <i32>load<u16>(wb + 3 * rowStep));
+  return halvesToF32(h, mask, scale);
+}
+
 /** Four rows from r of y = x · Wᵀ for a 32-block format, every token: each block's four integer
  * sums are gathered into one vector, scaled by the four rows' scales at once and accumulated
  * lane = row. `interleaved` (a constant at each call): the four rows are a group stored block by
@@ -1093,11 +1110,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
         dots0 = i32x4.sub(dots0, i32x4.splat(block32Offset(fmt, load<i32>(xsum0 + (<usize>b << 2)))));
         dots1 = i32x4.sub(dots1, i32x4.splat(block32Offset(fmt, load<i32>(xsum1 + (<usize>b << 2)))));
       }
-      let h = i32x4.splat(<i32>load<u16>(wb));
-      h = i32x4.replace_lane(h, 1, <i32>load<u16>(wb + rowStep));
-      h = i32x4.replace_lane(h, 2, <i32>load<u16>(wb + 2 * rowStep));
-      h = i32x4.replace_lane(h, 3, <i32>load<u16>(wb + 3 * rowStep));
-      const dw = halvesToF32(h, halfMask, halfScale);
+      const dw = fourScales(wb, rowStep, halfMask, halfScale);
       acc0 = madd(f32x4.convert_i32x4_s(dots0), f32x4.mul(dw, f32x4.splat(load<f32>(xs0 + (<usize>b << 2)))), acc0);
       acc1 = madd(f32x4.convert_i32x4_s(dots1), f32x4.mul(dw, f32x4.splat(load<f32>(xs1 + (<usize>b << 2)))), acc1);
     }
@@ -1131,11 +1144,7 @@ export function fitQ8_0Blocks(p: usize, blocks: i32): void {
       if (block32HasOffset(fmt)) {
         dots = i32x4.sub(dots, i32x4.splat(block32Offset(fmt, load<i32>(xsum + (<usize>b << 2)))));
       }
-      let h = i32x4.splat(<i32>load<u16>(wb));
-      h = i32x4.replace_lane(h, 1, <i32>load<u16>(wb + rowStep));
-      h = i32x4.replace_lane(h, 2, <i32>load<u16>(wb + 2 * rowStep));
-      h = i32x4.replace_lane(h, 3, <i32>load<u16>(wb + 3 * rowStep));
-      const scale = f32x4.mul(halvesToF32(h, halfMask, halfScale), f32x4.splat(load<f32>(xs + (<usize>b << 2))));
+      const scale = f32x4.mul(fourScales(wb, rowStep, halfMask, halfScale), f32x4.splat(load<f32>(xs + (<usize>b << 2))));
       acc = madd(f32x4.convert_i32x4_s(dots), scale, acc);
     }
     v128.store(y + ((<usize>t * <usize>rows + <usize>r) << 2), acc);
@@ -1184,16 +1193,6 @@ export function interleaveBlockRows(fmt: i32, w: usize, rows: i32, cols: i32, sc
   interleaveGroups(w, rows >> 2, 4, <usize>(cols / QX_BLOCK) * bytes, bytes, scratch);
 }
 
-/** Where row r's first block is in a 32-block matrix whose first `grouped` rows are interleaved,
- * and (blockStep32) how far its next block is. */
-@inline function rowStart32(w: usize, r: i32, rowBytes: usize, bytes: usize, grouped: i32): usize {
-  if (r < grouped) return w + <usize>(r >> 2) * (rowBytes << 2) + <usize>(r & 3) * bytes;
-  return w + <usize>r * rowBytes;
-}
-@inline function blockStep32(r: i32, bytes: usize, grouped: i32): usize {
-  return r < grouped ? bytes << 2 : bytes;
-}
-
 /** Rows [r0, r1) of y = x · Wᵀ for a 32-block format (Q8_0, Q4_0, Q5_0), stored in order or
  * (`interleaved` 1) as interleaveBlockRows leaves it. Rows go in groups of four (thread splits
  * are multiples of four, so a row's group, and with it every bit of its result, does not depend
@@ -1205,7 +1204,7 @@ export function interleaveBlockRows(fmt: i32, w: usize, rows: i32, cols: i32, sc
   const grouped = interleaved != 0 ? rows & ~3 : 0;
   let r = r0;
   for (; r < r1 && r < grouped && (r & 3) != 0; r++) {
-    oneRowBlock32(fmt, rowStart32(w, r, rowBytes, bytes, grouped), blockStep32(r, bytes, grouped), qx, sx, y, rows, cols, tokens, r);
+    oneRowBlock32(fmt, rowStart(w, r, rowBytes, 4, bytes, grouped), chunkStride(r, 4, bytes, grouped), qx, sx, y, rows, cols, tokens, r);
   }
   for (; r + 4 <= r1; r += 4) {
     // A group of interleaved rows starts where its first row would in order.
@@ -1213,7 +1212,7 @@ export function interleaveBlockRows(fmt: i32, w: usize, rows: i32, cols: i32, sc
     else fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, false);
   }
   for (; r < r1; r++) {
-    oneRowBlock32(fmt, rowStart32(w, r, rowBytes, bytes, grouped), blockStep32(r, bytes, grouped), qx, sx, y, rows, cols, tokens, r);
+    oneRowBlock32(fmt, rowStart(w, r, rowBytes, 4, bytes, grouped), chunkStride(r, 4, bytes, grouped), qx, sx, y, rows, cols, tokens, r);
   }
 }
 
@@ -1425,8 +1424,8 @@ export function embedQuant(fmt: i32, table: usize, rows: i32, ids: usize, tokens
   const grouped = block32 && interleaved != 0 ? rows & ~3 : 0;
   for (let t = 0; t < tokens; t++) {
     const id = load<i32>(ids + (<usize>t << 2));
-    const src = rowStart32(table, id, rowBytes, bytes, grouped);
-    const step = blockStep32(id, bytes, grouped);
+    const src = rowStart(table, id, rowBytes, 4, bytes, grouped);
+    const step = chunkStride(id, 4, bytes, grouped);
     const dst = out + ((<usize>t * <usize>hidden) << 2);
     for (let i = 0; i < hidden; i++) store<f32>(dst + (<usize>i << 2), quantWeight(fmt, src, step, i) * scale);
   }
