@@ -41,11 +41,12 @@ async function loadData(
 ): Promise<TokenizerData> {
   const gguf = /\.gguf$/i.test(isUrl(jsonPath) ? new URL(jsonPath).pathname : jsonPath);
   const info = isUrl(jsonPath) ? null : await fileInfo(jsonPath);
-  const dir = useCache && info ? engineCacheDir() : undefined;
+  const engineDir = useCache && info ? engineCacheDir() : undefined;
+  const folder = engineDir ? `${engineDir}/tokenizers` : undefined;
   let cachePath: string | undefined;
-  if (dir && info) {
+  if (folder && info) {
     const key = `${await realPath(jsonPath)}\0${info.size}\0${info.mtimeMs}`;
-    cachePath = `${dir}/tokenizers/${(await sha256Hex(key)).slice(0, 32)}.g3tk`;
+    cachePath = `${folder}/${(await sha256Hex(key)).slice(0, 32)}.g3tk`;
     try {
       const data = fromCompact(await readBytes(cachePath), cachePath);
       await markUsed(cachePath);
@@ -60,11 +61,11 @@ async function loadData(
       jsonPath,
     )
     : fromTokenizerJson(await readJson(jsonPath), jsonPath);
-  if (cachePath) {
+  if (folder && cachePath) {
     await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
     // Entries are keyed by file path, size and time, so every new or rewritten model file adds
     // one (14 MB for Gemma 3's vocabulary): keep the most recently used few.
-    await pruneCacheFolder(cachePath.replace(/\/[^/]*$/, ""), ".g3tk", TOKENIZER_CACHE_ENTRIES);
+    await pruneCacheFolder(folder, ".g3tk", TOKENIZER_CACHE_ENTRIES);
   }
   return data;
 }
