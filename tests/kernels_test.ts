@@ -3,7 +3,7 @@
 // derived per kernel below; a wrong index, pairing or scale errs by orders of magnitude more.
 
 import { WasmRuntime } from "../engine/runtime.ts";
-import { asBF16, assertWithin, randn, rng, U32 } from "./support/helpers.ts";
+import { asBF16, assertWithin, interleavedReference, randn, rng, U32 } from "./support/helpers.ts";
 import { refAttention, refGeglu, refRmsNorm, refRope } from "./support/ops_reference.ts";
 
 const rt = await WasmRuntime.create();
@@ -123,17 +123,8 @@ Deno.test("interleaveRows lays out groups of eight rows chunk by chunk", () => {
     const scratch = rt.alloc(8 * rowBytes);
     k.interleaveRows(p, rows, cols, bytesPer, scratch);
     const got = new Uint8Array(rt.memory.buffer, p, bytes.length);
-    const want = bytes.slice();
-    if (rowBytes % 16 === 0 && (bytesPer === 2 || rowBytes <= 4096)) {
-      for (let g = 0; g + 8 <= rows; g += 8) {
-        for (let i = 0; i < 8; i++) {
-          for (let c = 0; c < rowBytes / 16; c++) {
-            const from = (g + i) * rowBytes + 16 * c;
-            want.set(bytes.subarray(from, from + 16), g * rowBytes + 128 * c + 16 * i);
-          }
-        }
-      }
-    }
+    const qualifies = rowBytes % 16 === 0 && (bytesPer === 2 || rowBytes <= 4096);
+    const want = qualifies ? interleavedReference(bytes, rows, rowBytes, 8, 16) : bytes;
     const at = got.findIndex((v, i) => v !== want[i]);
     if (at >= 0) {
       throw new Error(`${rows}x${cols}x${bytesPer}: byte ${at} is ${got[at]}, not ${want[at]}`);

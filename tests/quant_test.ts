@@ -8,7 +8,14 @@ import { QUANT, type QuantType } from "../engine/quant.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
 import { loadModel } from "../mod.ts";
 import { ggmlDecode } from "./support/ggml_blocks.ts";
-import { assertWithin, FIXTURES, randn, rng, U32 } from "./support/helpers.ts";
+import {
+  assertWithin,
+  FIXTURES,
+  interleavedReference,
+  randn,
+  rng,
+  U32,
+} from "./support/helpers.ts";
 const half = (v: number) => halfToNumber(f32ToF16(v));
 
 Deno.test("f32ToF16 rounds to nearest, ties to even, with subnormals, overflow and NaN", () => {
@@ -245,18 +252,7 @@ Deno.test("interleaveBlockRows lays out groups of four rows block by block", () 
       const p = rt.alloc(bytes.length), scratch = rt.alloc(4 * rowBytes);
       rt.u8(p, bytes.length).set(bytes);
       rt.kernels.interleaveBlockRows(fmt.kernelFormat, p, rows, cols, scratch);
-      const want = bytes.slice();
-      for (let g = 0; g + 4 <= rows; g += 4) {
-        for (let i = 0; i < 4; i++) {
-          for (let b = 0; b < cols / 32; b++) {
-            const from = (g + i) * rowBytes + b * fmt.blockBytes;
-            want.set(
-              bytes.subarray(from, from + fmt.blockBytes),
-              g * rowBytes + (4 * b + i) * fmt.blockBytes,
-            );
-          }
-        }
-      }
+      const want = interleavedReference(bytes, rows, rowBytes, 4, fmt.blockBytes);
       deepStrictEqual(rt.u8(p, bytes.length), want, `${type} ${rows}x${cols}`);
       rt.free(p);
       rt.free(scratch);

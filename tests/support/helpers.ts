@@ -44,6 +44,31 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** Unit roundoff of f32: a correctly rounded f32 operation errs by at most this, relatively. */
 export const U32 = 2 ** -24;
 
+/** The interleaved layout of asm/kernels.ts, written from its definition: in each whole group of
+ * `groupRows` rows (of `rowBytes`), chunk c (`chunkBytes`) of row i moves to the group's start +
+ * (groupRows·c + i) · chunkBytes; rows after the last whole group stay where they are. */
+export function interleavedReference(
+  bytes: Uint8Array,
+  rows: number,
+  rowBytes: number,
+  groupRows: number,
+  chunkBytes: number,
+): Uint8Array {
+  const out = bytes.slice();
+  for (let g = 0; g + groupRows <= rows; g += groupRows) {
+    for (let i = 0; i < groupRows; i++) {
+      for (let c = 0; c < rowBytes / chunkBytes; c++) {
+        const from = (g + i) * rowBytes + c * chunkBytes;
+        out.set(
+          bytes.subarray(from, from + chunkBytes),
+          g * rowBytes + (groupRows * c + i) * chunkBytes,
+        );
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * Asserts |got[i] - want[i]| <= tol[i] for every i, naming the first index that fails.
  */
