@@ -5,6 +5,7 @@ import { loadModel } from "../mod.ts";
 import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
 import { FIXTURES } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
+import { tempDir } from "./support/temp.ts";
 
 const cli = new URL("../cli.ts", import.meta.url).pathname;
 const tinyA = `${FIXTURES}tiny-a`;
@@ -181,7 +182,7 @@ Deno.test("cli generate runs a .gguf file, and --weights is checked", async () =
 });
 
 Deno.test("cli quantize writes a GGUF that generate runs; bad formats are usage errors", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const out = `${dir}/tiny-q8.gguf`;
   const q = await run(
     "quantize",

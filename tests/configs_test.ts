@@ -13,6 +13,7 @@ import {
   type TensorData,
   writeCheckpoint,
 } from "./support/safetensors_writer.ts";
+import { tempDir } from "./support/temp.ts";
 
 const TOL = 1e-4;
 
@@ -150,7 +151,7 @@ Deno.test("config: sharded checkpoint with model.safetensors.index.json", async 
   const names = Object.keys(tensors);
   const half = Math.floor(names.length / 2);
   const shards = [names.slice(0, half), names.slice(half)];
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
   const weightMap: Record<string, string> = {};
   for (const [i, shard] of shards.entries()) {

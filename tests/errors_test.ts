@@ -9,6 +9,7 @@ import {
   smallConfig,
   writeCheckpoint,
 } from "./support/safetensors_writer.ts";
+import { tempDir } from "./support/temp.ts";
 
 const tinyA = `${FIXTURES}tiny-a`;
 const golden = JSON.parse(await Deno.readTextFile(`${tinyA}/golden.json`));
@@ -92,7 +93,7 @@ Deno.test("a disposed session says so", async () => {
 // --- Broken checkpoints: each error names the file and the problem. ---
 
 async function tinyCopy(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "gemma3-bad-" });
+  const dir = await tempDir("gemma3-bad-");
   await Deno.copyFile(`${tinyA}/config.json`, `${dir}/config.json`);
   await Deno.copyFile(`${tinyA}/model.safetensors`, `${dir}/model.safetensors`);
   return dir;
@@ -211,7 +212,7 @@ Deno.test("unsupported or broken configs", async () => {
 
 Deno.test("missing folders and files", async () => {
   await failsWith(() => loadModel("/no/such/folder"), /\/no\/such\/folder/, /not a folder/);
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   await failsWith(() => loadModel(dir), /no config\.json/);
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(smallConfig()));
   await failsWith(() => loadModel(dir), /no model\.safetensors/);

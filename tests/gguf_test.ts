@@ -5,6 +5,7 @@
 import { deepStrictEqual, ok, rejects, throws } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
+import { tempDir, tempFile } from "./support/temp.ts";
 
 const gguf = `${FIXTURES}tiny-a/model.gguf`;
 const golden = JSON.parse(await Deno.readTextFile(`${FIXTURES}tiny-a/golden.json`));
@@ -60,7 +61,7 @@ async function patched(
     }
     throw new Error(`${s} not found`);
   };
-  const path = `${await Deno.makeTempDir()}/model.gguf`;
+  const path = `${await tempDir()}/model.gguf`;
   await Deno.writeFile(path, patch(bytes, find));
   return path;
 }
@@ -111,7 +112,7 @@ Deno.test("exportGguf: tiny-a from safetensors to GGUF (norms +1, llama.cpp name
   const { exportGguf } = await import("../mod.ts");
   const { readGgufHeader } = await import("../engine/gguf.ts");
   const { openSource } = await import("../engine/io.ts");
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   for (const type of ["bf16", "f32"] as const) {
     const out = `${dir}/tiny-a-${type}.gguf`;
     // tiny-a's folder has no tokenizer.json: take the tokenizer from its GGUF.
@@ -141,7 +142,7 @@ Deno.test("exportGguf: GGUF to GGUF keeps the metadata types and refuses what it
   const { exportGguf } = await import("../mod.ts");
   const { readGgufHeader } = await import("../engine/gguf.ts");
   const { openSource } = await import("../engine/io.ts");
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const out = `${dir}/copy.gguf`;
   await exportGguf(gguf, out, { type: "f32" });
   const [a, b] = await Promise.all([gguf, out].map(async (p) => {
@@ -196,7 +197,7 @@ Deno.test("a GGUF whose tokenizer this engine cannot read still runs on token id
     return -1;
   })();
   bytes.set(new TextEncoder().encode("gpt2x"), at); // tokenizer.ggml.model = "gpt2x"
-  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  const path = await tempFile(".gguf");
   await Deno.writeFile(path, bytes);
   const model = await loadModel(path, { threads: 1 });
   ok(!model.hasTokenizer);

@@ -3,6 +3,7 @@
 import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
+import { tempDir } from "./support/temp.ts";
 
 const dir = `${FIXTURES}tiny-a`;
 const golden = JSON.parse(await Deno.readTextFile(`${dir}/golden.json`));
@@ -60,7 +61,7 @@ Deno.test("a folder URL loads and meets the golden, streaming the weights in one
 });
 
 Deno.test("a URL without a model says what is missing", async () => {
-  const empty = await Deno.makeTempDir();
+  const empty = await tempDir();
   const srv = serve(empty);
   try {
     await rejects(() => loadModel(srv.url), /no config\.json/);
@@ -72,7 +73,7 @@ Deno.test("a URL without a model says what is missing", async () => {
 });
 
 Deno.test("a URL whose weights are truncated is rejected with the URL named", async () => {
-  const cut = await Deno.makeTempDir();
+  const cut = await tempDir();
   await Deno.copyFile(`${dir}/config.json`, `${cut}/config.json`);
   const bytes = await Deno.readFile(`${dir}/model.safetensors`);
   await Deno.writeFile(`${cut}/model.safetensors`, bytes.subarray(0, bytes.length - 64));

@@ -6,6 +6,7 @@ import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { loadModel, type LoadProgress } from "../mod.ts";
 import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
+import { setEnvForModule, tempDir } from "./support/temp.ts";
 
 const tinyA = `${FIXTURES}tiny-a`;
 const golden = JSON.parse(await Deno.readTextFile(`${tinyA}/golden.json`));
@@ -92,10 +93,10 @@ function fakeHub(faults: Faults = {}) {
 }
 
 async function freshCaches(): Promise<string> {
-  const hub = await Deno.makeTempDir({ prefix: "hf-hub-" });
-  Deno.env.set("HF_HUB_CACHE", hub);
-  Deno.env.set("GEMMA3_WASM_CACHE", await Deno.makeTempDir({ prefix: "g3w-" }));
-  Deno.env.delete("HF_HUB_OFFLINE");
+  const hub = await tempDir("hf-hub-");
+  setEnvForModule("HF_HUB_CACHE", hub);
+  setEnvForModule("GEMMA3_WASM_CACHE", await tempDir("g3w-"));
+  setEnvForModule("HF_HUB_OFFLINE", undefined);
   return hub;
 }
 
@@ -113,7 +114,7 @@ const repoDir = (hub: string) => `${hub}/models--test--tiny-a`;
 Deno.test("download into the Hugging Face cache layout, then load from it without downloading", async () => {
   const hub = await freshCaches();
   const srv = fakeHub();
-  Deno.env.set("HF_ENDPOINT", srv.endpoint);
+  setEnvForModule("HF_ENDPOINT", srv.endpoint);
   try {
     const progress: LoadProgress[] = [];
     await checkGolden("test/tiny-a", (p) => progress.push(p));
@@ -151,10 +152,10 @@ Deno.test("download into the Hugging Face cache layout, then load from it withou
 Deno.test("HF_HUB_OFFLINE=1 loads from the cache without the network, and says when it cannot", async () => {
   await freshCaches();
   const srv = fakeHub();
-  Deno.env.set("HF_ENDPOINT", srv.endpoint);
+  setEnvForModule("HF_ENDPOINT", srv.endpoint);
   await checkGolden("test/tiny-a");
   await srv.close();
-  Deno.env.set("HF_HUB_OFFLINE", "1");
+  setEnvForModule("HF_HUB_OFFLINE", "1");
   try {
     await checkGolden("test/tiny-a");
     await rejects(
@@ -162,14 +163,14 @@ Deno.test("HF_HUB_OFFLINE=1 loads from the cache without the network, and says w
       /test\/other@main is not in the local cache.*HF_HUB_OFFLINE/,
     );
   } finally {
-    Deno.env.delete("HF_HUB_OFFLINE");
+    setEnvForModule("HF_HUB_OFFLINE", undefined);
   }
 });
 
 Deno.test("an interrupted transfer is resumed with a Range request", async () => {
   await freshCaches();
   const srv = fakeHub({ cutAt: { "model.safetensors": 250_000 } });
-  Deno.env.set("HF_ENDPOINT", srv.endpoint);
+  setEnvForModule("HF_ENDPOINT", srv.endpoint);
   try {
     await checkGolden("test/tiny-a");
     ok(srv.log.some((l) => /model\.safetensors bytes=250000-/.test(l)), srv.log.join("\n"));
@@ -181,7 +182,7 @@ Deno.test("an interrupted transfer is resumed with a Range request", async () =>
 Deno.test("a corrupt transfer is rejected and fetched again; a corrupted blob on disk too", async () => {
   const hub = await freshCaches();
   const srv = fakeHub({ corrupt: { "model.safetensors": true } });
-  Deno.env.set("HF_ENDPOINT", srv.endpoint);
+  setEnvForModule("HF_ENDPOINT", srv.endpoint);
   try {
     await checkGolden("test/tiny-a");
     deepStrictEqual(
@@ -208,14 +209,14 @@ Deno.test("a corrupt transfer is rejected and fetched again; a corrupted blob on
 Deno.test("gated and missing repositories give clear errors; HF_TOKEN is sent", async () => {
   await freshCaches();
   const srv = fakeHub();
-  Deno.env.set("HF_ENDPOINT", srv.endpoint);
-  Deno.env.set("HF_TOKEN", "hf_test");
+  setEnvForModule("HF_ENDPOINT", srv.endpoint);
+  setEnvForModule("HF_TOKEN", "hf_test");
   try {
     await rejects(() => loadModel("test/gated"), /HTTP 401.*HF_TOKEN/);
     ok(srv.log.some((l) => l.endsWith("auth")), "the token was not sent");
     await rejects(() => loadModel("test/missing"), /HTTP 404/);
   } finally {
-    Deno.env.delete("HF_TOKEN");
+    setEnvForModule("HF_TOKEN", undefined);
     await srv.close();
   }
 });

@@ -7,6 +7,7 @@ import { exportGguf, loadModel } from "../mod.ts";
 import { llamaCppGreedy } from "./support/llamacpp.ts";
 import { FIXTURES } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
+import { tempDir, tempFile } from "./support/temp.ts";
 
 const STEPS = 16;
 const tinyGguf = `${FIXTURES}tiny-a/model.gguf`;
@@ -132,7 +133,7 @@ function blockTolerance(path: string, r: number) {
 }
 
 Deno.test("tiny-a as f32 GGUF: llama.cpp and this engine agree", async () => {
-  const out = await Deno.makeTempFile({ suffix: ".gguf" });
+  const out = await tempFile(".gguf");
   await exportGguf(tinyGguf, out, { type: "f32" });
   const [d, t] = await check(out, FLOAT_TOL, "f32");
   console.log(`  f32: largest log-prob difference ${d.toFixed(4)} (tolerance ${t})`);
@@ -140,7 +141,7 @@ Deno.test("tiny-a as f32 GGUF: llama.cpp and this engine agree", async () => {
 });
 
 Deno.test("tiny-a as bf16 GGUF: llama.cpp and this engine agree", async () => {
-  const out = await Deno.makeTempFile({ suffix: ".gguf" });
+  const out = await tempFile(".gguf");
   await exportGguf(tinyGguf, out, { type: "bf16", headType: "bf16" });
   const [d, t] = await check(
     out,
@@ -153,7 +154,7 @@ Deno.test("tiny-a as bf16 GGUF: llama.cpp and this engine agree", async () => {
 
 for (const type of ["q8_0", "q4_0", "q5_0"] as const) {
   Deno.test(`tiny-a as ${type} GGUF: llama.cpp and this engine agree`, async () => {
-    const dir = await Deno.makeTempDir();
+    const dir = await tempDir();
     const out = `${dir}/${type}.gguf`;
     await exportGguf(tinyGguf, out, { type, headType: type });
     const [d, t] = await check(out, blockTolerance(out, 1), type);

@@ -5,12 +5,13 @@ import { deepStrictEqual, ok, rejects, throws } from "node:assert/strict";
 import { loadTokenizer } from "../mod.ts";
 import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
 import { FIXTURES } from "./support/helpers.ts";
+import { setEnvForModule, tempDir, tempFile } from "./support/temp.ts";
 
 const dir = await gemmaTokenizerDir();
 // Each test run uses a fresh cache folder, so the first load parses the JSON and the second
 // reads the compact form; both must give the same tokenizer.
-const cacheDir = await Deno.makeTempDir({ prefix: "gemma3-tok-cache-" });
-Deno.env.set("GEMMA3_WASM_CACHE", cacheDir);
+const cacheDir = await tempDir("gemma3-tok-cache-");
+setEnvForModule("GEMMA3_WASM_CACHE", cacheDir);
 const fromJson = await loadTokenizer(dir);
 const tok = await loadTokenizer(dir);
 const read = async (name: string) =>
@@ -129,7 +130,7 @@ Deno.test("chat template: every reference case, rendered and encoded", async () 
 });
 
 Deno.test("a model's own (non-Gemma) template is rendered with Jinja", async () => {
-  const folder = await Deno.makeTempDir();
+  const folder = await tempDir();
   await Deno.copyFile(`${dir}tokenizer.json`, `${folder}/tokenizer.json`);
   const template =
     "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[model]{% endif %}";
@@ -147,7 +148,7 @@ Deno.test("a model's own (non-Gemma) template is rendered with Jinja", async () 
 
 Deno.test("loading errors name the file", async () => {
   await rejects(() => loadTokenizer("/no/such/tokenizer.json"), /\/no\/such\/tokenizer\.json/);
-  const folder = await Deno.makeTempDir();
+  const folder = await tempDir();
   await rejects(() => loadTokenizer(folder), /tokenizer\.json: no such file/);
   await Deno.writeTextFile(`${folder}/tokenizer.json`, "{ broken");
   await rejects(() => loadTokenizer(folder), /tokenizer\.json: not valid JSON/);
@@ -184,7 +185,7 @@ Deno.test("a GGUF file's tokenizer (SentencePiece pieces, scores, types) gives t
     { key: "tokenizer.ggml.token_type", type: V.array, itemType: V.i32, value: types },
     { key: "tokenizer.ggml.unknown_token_id", type: V.u32, value: 3 },
   ], []);
-  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  const path = await tempFile(".gguf");
   await Deno.writeFile(path, header);
   const fromGguf = await loadTokenizer(path);
   // <image_soft_token> (id 262144) lies past the 262,144 pieces a GGUF vocabulary holds.
@@ -210,7 +211,7 @@ Deno.test("a GGUF file's tokenizer (SentencePiece pieces, scores, types) gives t
 Deno.test("the tokenizer cache keeps the most recently used entries and deletes the rest", async () => {
   const { markUsed, pruneCacheFolder } = await import("../engine/io.ts");
   const { TOKENIZER_CACHE_ENTRIES: keep } = await import("../engine/tokenizer_load.ts");
-  const folder = await Deno.makeTempDir();
+  const folder = await tempDir();
   // keep + 3 entries, entry i last used i minutes ago; then entry keep + 1 is used again.
   const names = Array.from({ length: keep + 3 }, (_, i) => `entry${i}.g3tk`);
   for (const [i, n] of names.entries()) {

@@ -15,6 +15,7 @@ import { ggmlDecode } from "./support/ggml_blocks.ts";
 import { refAttention, refGeglu, refRmsNorm, refRope } from "./support/ops_reference.ts";
 import { assertWithin, FIXTURES, maxAbsDiff, randn, rng, U32 } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
+import { tempDir } from "./support/temp.ts";
 
 const found = await webGpuAdapter();
 if ("reason" in found) {
@@ -264,7 +265,7 @@ Deno.test("tiny-a on WebGPU: logits within 1e-4 of the golden, the same greedy t
 Deno.test("WebGPU on quantized GGUF files against WASM on their exact f32 decoding", async () => {
   // The same weights on both sides (the f32 file is the blocks decoded), f32 activations on both:
   // only summation order differs, so the float32 standard of the golden (1e-4) applies.
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const config = smallConfig({
     vocab_size: 512,
     hidden_size: 256,

