@@ -194,7 +194,6 @@ async function readTensor(rt: WasmRuntime, entry: TensorEntry, w: WasmWeight): P
   const numel = w.rows * w.cols;
   if (entry.dtype === w.dtype) {
     await entry.source.read(entry.offset, rt.u8(w.ptr, entry.bytes));
-    if (w.dtype === "q8_0") rt.kernels.fitQ8_0Blocks(w.ptr, entry.bytes / QUANT.q8_0.blockBytes);
     return;
   }
   if (isQuant(w.dtype)) {

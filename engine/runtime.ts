@@ -60,7 +60,6 @@ export interface Kernels {
   /** Rewrites a row-after-row f32 (elemBytes 4) or bf16 (2) matrix interleaved, in place;
    * `scratch` holds 8 rows. */
   interleaveRows(w: number, rows: number, cols: number, elemBytes: number, scratch: number): void;
-  fitQ8_0Blocks(p: number, blocks: number): void;
   rmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number): void;
   ropeInPlace(
     x: number,

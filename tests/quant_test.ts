@@ -143,10 +143,9 @@ for (const simd of ["plain", "relaxed"] as const) {
           sx = rt.alloc(blocks * 8);
         const y = rt.alloc(tokens * rows * 4);
         rt.u8(wPtr, wq.length).set(wq);
-        // The kernels' contract, which the loader establishes: Q8_0 weights in −127..127.
-        if (type === "q8_0") {
-          k.fitQ8_0Blocks(wPtr, wq.length / fmt.blockBytes);
-          wq.set(rt.u8(wPtr, wq.length));
+        if (type === "q8_0" && rows * cols >= 2048) {
+          // Random bytes: these blocks hold weights of −128, which the kernels take as they are.
+          ok(wq.some((v, i) => i % fmt.blockBytes >= 2 && v === 0x80), "a Q8_0 weight of −128");
         }
         rt.f32(xPtr, x.length).set(x);
         k.quantizeRowsQ8(xPtr, tokens, cols, qx, sx);
@@ -219,26 +218,6 @@ for (const simd of ["plain", "relaxed"] as const) {
     }
   });
 }
-
-Deno.test("fitQ8_0Blocks turns weights of −128 into −127 and touches nothing else", async () => {
-  const rt = await WasmRuntime.create({ threads: 1 });
-  const blocks = 64;
-  const bytes = randomBlocks("q8_0", blocks, 5);
-  // Some scales whose byte is 0x80 too: they must be left alone.
-  for (let b = 0; b < blocks; b += 3) bytes[b * 34] = 0x80;
-  const p = rt.alloc(bytes.length);
-  rt.u8(p, bytes.length).set(bytes);
-  rt.kernels.fitQ8_0Blocks(p, blocks);
-  const out = rt.u8(p, bytes.length);
-  let changed = 0;
-  for (let i = 0; i < bytes.length; i++) {
-    const isWeight = i % 34 >= 2;
-    const want = isWeight && bytes[i] === 0x80 ? 0x81 : bytes[i];
-    if (want !== bytes[i]) changed++;
-    deepStrictEqual(out[i], want, `byte ${i}`);
-  }
-  ok(changed > 0, "the random blocks held some −128 weights");
-});
 
 // The layout against its definition (asm/kernels.ts): in each whole group of four rows, block b
 // of row i sits at the group's start + (4b + i) · block bytes; rows after the last group stay.
