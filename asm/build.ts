@@ -27,14 +27,21 @@ interface Variant {
 }
 
 const common = binaryen.Features.MVP | binaryen.Features.SIMD128 | binaryen.Features.BulkMemory |
-  binaryen.Features.BulkMemoryOpt | binaryen.Features.SignExt | binaryen.Features.NontrappingFPToInt |
+  binaryen.Features.BulkMemoryOpt | binaryen.Features.SignExt |
+  binaryen.Features.NontrappingFPToInt |
   binaryen.Features.MutableGlobals;
 
 // Shared memory needs a maximum: 65536 pages is the 4 GiB wasm32 limit (reserved lazily).
 const threadFlags = ["--enable", "threads", "--sharedMemory", "--maximumMemory", "65536"];
 const relaxedFlags = ["--enable", "relaxed-simd"];
 const variants: Variant[] = [
-  { entry: "asm/kernels.ts", file: "kernels.wasm", exportName: "kernelsWasmBase64", flags: [], features: common },
+  {
+    entry: "asm/kernels.ts",
+    file: "kernels.wasm",
+    exportName: "kernelsWasmBase64",
+    flags: [],
+    features: common,
+  },
   {
     entry: "asm/kernels.ts",
     file: "kernels-relaxed.wasm",
@@ -62,14 +69,19 @@ const variants: Variant[] = [
  * memory imported so the engine owns its layout. */
 const ascFlags = (v: Variant) => [
   v.entry,
-  "--outFile", v.file,
+  "--outFile",
+  v.file,
   "-O3",
-  "--runtime", "stub",
+  "--runtime",
+  "stub",
   "--noAssert",
-  "--use", "abort=",
-  "--enable", "simd",
+  "--use",
+  "abort=",
+  "--enable",
+  "simd",
   "--importMemory",
-  "--initialMemory", "1",
+  "--initialMemory",
+  "1",
   ...v.flags,
 ];
 
@@ -139,16 +151,28 @@ const source = new TextEncoder().encode(moduleSource(builds));
 const wasmPath = (v: Variant) => new URL(`asm/build/${v.file}`, root);
 if (Deno.args.includes("--check")) {
   const stale: string[] = [];
-  for (const { v, bytes } of builds) if (!same(await readOrEmpty(wasmPath(v)), bytes)) stale.push(`asm/build/${v.file}`);
+  for (const { v, bytes } of builds) {
+    if (!same(await readOrEmpty(wasmPath(v)), bytes)) stale.push(`asm/build/${v.file}`);
+  }
   if (!same(await readOrEmpty(modulePath), source)) stale.push("engine/kernels_wasm.ts");
   if (stale.length) {
-    console.error(`out of date with asm/: ${stale.join(", ")}. Run \`deno task build\` and commit.`);
+    console.error(
+      `out of date with asm/: ${stale.join(", ")}. Run \`deno task build\` and commit.`,
+    );
     Deno.exit(1);
   }
-  console.log(`committed wasm is up to date (${builds.map(({ v, bytes }) => `${v.file} ${bytes.length} bytes`).join(", ")})`);
+  console.log(
+    `committed wasm is up to date (${
+      builds.map(({ v, bytes }) => `${v.file} ${bytes.length} bytes`).join(", ")
+    })`,
+  );
 } else {
   await Deno.mkdir(new URL("asm/build/", root), { recursive: true });
   for (const { v, bytes } of builds) await Deno.writeFile(wasmPath(v), bytes);
   await Deno.writeFile(modulePath, source);
-  console.log(`wrote ${builds.map(({ v, bytes }) => `asm/build/${v.file} (${bytes.length} bytes)`).join(", ")} and engine/kernels_wasm.ts`);
+  console.log(
+    `wrote ${
+      builds.map(({ v, bytes }) => `asm/build/${v.file} (${bytes.length} bytes)`).join(", ")
+    } and engine/kernels_wasm.ts`,
+  );
 }

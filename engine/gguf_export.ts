@@ -16,7 +16,14 @@ import { openGgufCheckpoint } from "./load_gguf.ts";
 import { openHfCheckpoint } from "./load_hf.ts";
 import { type OpenCheckpoint, readRowsF32 } from "./load_tensors.ts";
 import type { TensorEntry } from "./safetensors.ts";
-import { defaultHeadFormat, formatFor, isQuant, QUANT, quantBytes, type QuantType } from "./quant.ts";
+import {
+  defaultHeadFormat,
+  formatFor,
+  isQuant,
+  QUANT,
+  quantBytes,
+  type QuantType,
+} from "./quant.ts";
 import type { TokenizerData } from "./tokenizer.ts";
 import { fromTokenizerJson, toGgufTokenizer } from "./tokenizer_format.ts";
 import { ggufName, tensorSpecs } from "./weights.ts";
