@@ -1005,8 +1005,13 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
 
 /** Lane r = the block sum of row r, from four rows' block32DotOf results. */
 @inline function fourRowSums(fmt: i32, v0: v128, v1: v128, v2: v128, v3: v128): v128 {
-  if (!sumsIn16Bits(fmt)) return transposeSum(v0, v1, v2, v3);
-  // transposeSum's steps on 16-bit lanes: after them each lane holds 16 of a row's products.
+  return sumsIn16Bits(fmt) ? transposeSum16(v0, v1, v2, v3) : transposeSum(v0, v1, v2, v3);
+}
+
+/** transposeSum of four i16x8 vectors, whose lane sums come out as i32 lanes: its steps on 16-bit
+ * lanes (after them each lane holds a quarter of a vector's lanes), then one widening. For sums
+ * of 32 products of weights 0..15 with int8 activations (sumsIn16Bits). */
+@inline function transposeSum16(v0: v128, v1: v128, v2: v128, v3: v128): v128 {
   const t01 = i16x8.add(v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), v128.shuffle<i32>(v0, v1, 2, 6, 3, 7));
   const t23 = i16x8.add(v128.shuffle<i32>(v2, v3, 0, 4, 1, 5), v128.shuffle<i32>(v2, v3, 2, 6, 3, 7));
   return i32x4.extadd_pairwise_i16x8_s(i16x8.add(v128.shuffle<i32>(t01, t23, 0, 1, 4, 5), v128.shuffle<i32>(t01, t23, 2, 3, 6, 7)));
@@ -1250,13 +1255,19 @@ export function interleaveBlockRows(fmt: i32, w: usize, rows: i32, cols: i32, sc
 }
 
 /** (Σ q·qx) of Q4_K sub-block 2c + half: its weights are the low (half 0) or high (half 1)
- * nibbles of the 32 bytes v0, v1 of chunk c; xp is its activation block. */
+ * nibbles of the 32 bytes v0, v1 of chunk c; xp is its activation block. As i32x4 lanes, or in
+ * the relaxed build i16x8 lanes (nibblePairSums) that q4kFourSums widens, as for Q4_0. */
 @inline function q4kSubDot(v0: v128, v1: v128, half: i32, xp: usize, low4: v128): v128 {
   const lo = half == 0 ? v128.and(v0, low4) : highNibbles(v0, low4);
   const hi = half == 0 ? v128.and(v1, low4) : highNibbles(v1, low4);
   return ASC_FEATURE_RELAXED_SIMD
-    ? nibbleBlockDot(lo, hi, v128.load(xp), v128.load(xp, 16))
+    ? nibblePairSums(lo, hi, v128.load(xp), v128.load(xp, 16))
     : i8BlockDot(lo, hi, widenX(xp, 0), widenX(xp, 1), widenX(xp, 2), widenX(xp, 3));
+}
+
+/** Lane i = the sum of q4kSubDot result v_i. */
+@inline function q4kFourSums(v0: v128, v1: v128, v2: v128, v3: v128): v128 {
+  return ASC_FEATURE_RELAXED_SIMD ? transposeSum16(v0, v1, v2, v3) : transposeSum(v0, v1, v2, v3);
 }
 
 /** One Q4_K super-block row (256 weights at wb) · the eight activation blocks from block b.
@@ -1270,13 +1281,13 @@ export function interleaveBlockRows(fmt: i32, w: usize, rows: i32, cols: i32, sc
   const q = wb + 16, xp = xq + (<usize>b << 5);
   const c0a = v128.load(q), c0b = v128.load(q, 16), c1a = v128.load(q, 32), c1b = v128.load(q, 48);
   const c2a = v128.load(q, 64), c2b = v128.load(q, 80), c3a = v128.load(q, 96), c3b = v128.load(q, 112);
-  const dotsLo = transposeSum(
+  const dotsLo = q4kFourSums(
     q4kSubDot(c0a, c0b, 0, xp, low4),
     q4kSubDot(c0a, c0b, 1, xp + 32, low4),
     q4kSubDot(c1a, c1b, 0, xp + 64, low4),
     q4kSubDot(c1a, c1b, 1, xp + 96, low4),
   );
-  const dotsHi = transposeSum(
+  const dotsHi = q4kFourSums(
     q4kSubDot(c2a, c2b, 0, xp + 128, low4),
     q4kSubDot(c2a, c2b, 1, xp + 160, low4),
     q4kSubDot(c3a, c3b, 0, xp + 192, low4),
