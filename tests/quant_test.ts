@@ -221,6 +221,23 @@ for (const simd of ["plain", "relaxed"] as const) {
 
 // The layout against its definition (asm/kernels.ts): in each whole group of four rows, block b
 // of row i sits at the group's start + (4b + i) · block bytes; rows after the last group stay.
+// In every Q5_0 block, the fifth bit of weight j = 16h + 4a + b moves from bit j of qh (bytes
+// 2–5, little-endian) to byte b, bit a + 4h.
+function q5EngineOrder(blocks: Uint8Array): Uint8Array {
+  const out = blocks.slice();
+  const v = new DataView(blocks.buffer, blocks.byteOffset), o = new DataView(out.buffer);
+  for (let at = 0; at < blocks.length; at += 22) {
+    const qh = v.getUint32(at + 2, true);
+    let moved = 0;
+    for (let j = 0; j < 32; j++) {
+      const h = j >> 4, a = (j >> 2) & 3, b = j & 3;
+      if ((qh >>> j) & 1) moved |= 1 << (8 * b + a + 4 * h);
+    }
+    o.setUint32(at + 2, moved >>> 0, true);
+  }
+  return out;
+}
+
 Deno.test("interleaveBlockRows lays out groups of four rows block by block", () => {
   const rt = WasmRuntimeSync;
   for (const type of ["q8_0", "q4_0", "q5_0"] as const) {
@@ -231,7 +248,8 @@ Deno.test("interleaveBlockRows lays out groups of four rows block by block", () 
       const p = rt.alloc(bytes.length), scratch = rt.alloc(4 * rowBytes);
       rt.u8(p, bytes.length).set(bytes);
       rt.kernels.interleaveBlockRows(fmt.kernelFormat, p, rows, cols, scratch);
-      const want = interleavedReference(bytes, rows, rowBytes, 4, fmt.blockBytes);
+      let want = interleavedReference(bytes, rows, rowBytes, 4, fmt.blockBytes);
+      if (type === "q5_0") want = q5EngineOrder(want);
       deepStrictEqual(rt.u8(p, bytes.length), want, `${type} ${rows}x${cols}`);
       rt.free(p);
       rt.free(scratch);
