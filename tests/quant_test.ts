@@ -8,14 +8,7 @@ import { QUANT, type QuantType } from "../engine/quant.ts";
 import { WasmRuntime } from "../engine/runtime.ts";
 import { loadModel } from "../mod.ts";
 import { ggmlDecode } from "./support/ggml_blocks.ts";
-import {
-  assertWithin,
-  FIXTURES,
-  interleavedReference,
-  randn,
-  rng,
-  U32,
-} from "./support/helpers.ts";
+import { assertWithin, FIXTURES, randn, rng, U32 } from "./support/helpers.ts";
 const half = (v: number) => halfToNumber(f32ToF16(v));
 
 Deno.test("f32ToF16 rounds to nearest, ties to even, with subnormals, overflow and NaN", () => {
@@ -220,9 +213,25 @@ for (const simd of ["plain", "relaxed"] as const) {
 }
 
 // The layout against its definition (asm/kernels.ts): in each whole group of four rows, block b
-// of row i sits at the group's start + (4b + i) · block bytes; rows after the last group stay.
+// takes the 4 block sizes from the group's start + 4b · block bytes: the four rows' 2-byte scales,
+// then the rest of each row's block (its quants), rows in order; rows after the last group stay.
+function blockGroups(bytes: Uint8Array, rows: number, rowBytes: number, blockBytes: number) {
+  const out = bytes.slice();
+  for (let g = 0; g + 4 <= rows; g += 4) {
+    for (let b = 0; b < rowBytes / blockBytes; b++) {
+      const at = g * rowBytes + 4 * b * blockBytes;
+      for (let i = 0; i < 4; i++) {
+        const from = (g + i) * rowBytes + b * blockBytes;
+        out.set(bytes.subarray(from, from + 2), at + 2 * i);
+        out.set(bytes.subarray(from + 2, from + blockBytes), at + 8 + i * (blockBytes - 2));
+      }
+    }
+  }
+  return out;
+}
+
 // In every Q5_0 block, the fifth bit of weight j = 16h + 4a + b moves from bit j of qh (bytes
-// 2–5, little-endian) to byte b, bit a + 4h.
+// 2–5 of a block in ggml's layout, little-endian) to byte b, bit a + 4h.
 function q5EngineOrder(blocks: Uint8Array): Uint8Array {
   const out = blocks.slice();
   const v = new DataView(blocks.buffer, blocks.byteOffset), o = new DataView(out.buffer);
@@ -248,8 +257,12 @@ Deno.test("interleaveBlockRows lays out groups of four rows block by block", () 
       const p = rt.alloc(bytes.length), scratch = rt.alloc(4 * rowBytes);
       rt.u8(p, bytes.length).set(bytes);
       rt.kernels.interleaveBlockRows(fmt.kernelFormat, p, rows, cols, scratch);
-      let want = interleavedReference(bytes, rows, rowBytes, 4, fmt.blockBytes);
-      if (type === "q5_0") want = q5EngineOrder(want);
+      const want = blockGroups(
+        type === "q5_0" ? q5EngineOrder(bytes) : bytes,
+        rows,
+        rowBytes,
+        fmt.blockBytes,
+      );
       deepStrictEqual(rt.u8(p, bytes.length), want, `${type} ${rows}x${cols}`);
       rt.free(p);
       rt.free(scratch);

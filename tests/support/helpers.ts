@@ -44,7 +44,8 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** Unit roundoff of f32: a correctly rounded f32 operation errs by at most this, relatively. */
 export const U32 = 2 ** -24;
 
-/** The interleaved layout of asm/kernels.ts, written from its definition: in each whole group of
+/** The interleaved layout of f32 and bf16 rows (interleaveRows in asm/kernels.ts), written from
+ * its definition: in each whole group of
  * `groupRows` rows (of `rowBytes`), chunk c (`chunkBytes`) of row i moves to the group's start +
  * (groupRows·c + i) · chunkBytes; rows after the last whole group stay where they are. */
 export function interleavedReference(
