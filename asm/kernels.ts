@@ -290,15 +290,16 @@ function matmulRows<W>(w: usize, x: usize, y: usize, rows: i32, cols: i32, token
   const stride = chunkStride(r0, 8, 16, grouped);
   let r = r0;
   // Decode (one token): eight rows per pass share each load and split of x.
-  if (tokens == 1) {
-    for (; r + 8 <= r1; r += 8) {
-      if (r < grouped) {
-        if ((r & 7) != 0) break; // a range that starts inside a group: the 4-row loop below
-        matvec8<W>(rowStart(w, r, wRowBytes, 8, 16, grouped), 16, x, y + (<usize>r << 2), cols, vecCols, 0, true);
-      } else {
-        const w0 = w + <usize>r * wRowBytes;
-        matvec8<W>(w0, wRowBytes, x, y + (<usize>r << 2), cols, vecCols, touchAhead(w0, 8 * wRowBytes, r + 16 <= rows), false);
-      }
+  // (Two loops, not one with an if: wasm-opt folds the two arms' identical code into one loop
+  // that tests the layout at every step.) A range that starts inside a group of eight goes to
+  // the 4-row loop below.
+  if (tokens == 1 && (r >= grouped || (r & 7) == 0)) {
+    for (; r + 8 <= r1 && r < grouped; r += 8) {
+      matvec8<W>(rowStart(w, r, wRowBytes, 8, 16, grouped), 16, x, y + (<usize>r << 2), cols, vecCols, 0, true);
+    }
+    for (; r + 8 <= r1 && r >= grouped; r += 8) {
+      const w0 = w + <usize>r * wRowBytes;
+      matvec8<W>(w0, wRowBytes, x, y + (<usize>r << 2), cols, vecCols, touchAhead(w0, 8 * wRowBytes, r + 16 <= rows), false);
     }
   }
   for (; r + 4 <= r1; r += 4) {
@@ -1313,11 +1314,11 @@ function permuteQ5_0Bits(qh: u32): u32 {
   for (; r < r1 && r < grouped && (r & 3) != 0; r++) {
     oneRowBlock32(fmt, blockRowWeights(w, r, rowBytes, bytes, grouped), blockRowScales(w, r, rowBytes, grouped), chunkStride(r, 4, bytes, grouped), true, qx, sx, y, rows, cols, tokens, r);
   }
-  for (; r + 4 <= r1; r += 4) {
-    // A group of interleaved rows starts where its first row would in order.
-    if (r < grouped) fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, true);
-    else fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, false);
-  }
+  // A group of interleaved rows starts where its first row would in order. (Two loops, not one
+  // with an if: wasm-opt folds the two arms' identical code into one loop that tests the layout
+  // at every block.)
+  for (; r + 4 <= r1 && r < grouped; r += 4) fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, true);
+  for (; r + 4 <= r1; r += 4) fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, false);
   for (; r < r1; r++) {
     const wr = blockRowWeights(w, r, rowBytes, bytes, grouped), sr = blockRowScales(w, r, rowBytes, grouped);
     const step = chunkStride(r, 4, bytes, grouped);
