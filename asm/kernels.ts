@@ -127,7 +127,9 @@
 // load one byte of every cache line of the next group of rows while they compute this one (one
 // group ahead covers DRAM latency many times over). Measured single-threaded over 42M distinct
 // weights: Q8_0 +70%, bf16 +27–33%; f32 (half the work per byte) already streams at the
-// bandwidth and does not touch.
+// bandwidth and does not touch. Interleaved rows (below) are one stream and do not touch
+// either. The engine interleaves every Q8_0, Q4_0 and Q5_0 matrix, so their kernels no longer
+// touch ahead at all; rows in order (matrices given to the kernels as loaded) do without.
 
 /** Where the touches of a group of `groupBytes` at w0 go: the next group, if `hasNext`, else
  * the group itself (already in cache; never past the matrix). */
@@ -1105,13 +1107,11 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
   const rowBytes = <usize>blocks * bytes;
   const sums = sx + (<usize>(tokens * blocks) << 2);
   const w0 = w + <usize>r * rowBytes;
-  const ahead = touchAhead(w0, 4 * rowBytes, r + 8 <= rows);
   // Where row 0's weights of block 0 are read (its quants 2 bytes on, as in a block in order),
   // from one row's block to the next row's, and from one block of a row to its next.
   const q0 = interleaved ? w0 + 6 : w0;
   const rowStep: usize = interleaved ? <usize>(bytes - 2) : rowBytes;
   const blockStep: usize = interleaved ? <usize>(bytes << 2) : <usize>bytes;
-  let touched: i32 = 0;
   let t = 0;
   // A prompt's tokens in pairs: each block's weights are loaded, unpacked and scaled once for
   // both. Every lane is the same number as the one-token loop below gives it.
@@ -1121,10 +1121,6 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
     const xsum0 = sums + ((<usize>t * <usize>blocks) << 2), xsum1 = xsum0 + (<usize>blocks << 2);
     let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
     for (let b = 0; b < blocks; b++) {
-      if (t == 0 && !interleaved) {
-        const next = ahead + <usize>b * (bytes << 2);
-        touched += <i32>load<u8>(next) + <i32>load<u8>(next, 64) + <i32>load<u8>(next, 128);
-      }
       const boff = <usize>b << 5;
       const xa0 = v128.load(xq0 + boff), xb0 = v128.load(xq0 + boff, 16);
       const xa1 = v128.load(xq1 + boff), xb1 = v128.load(xq1 + boff, 16);
@@ -1168,13 +1164,6 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
     const xsum = sums + ((<usize>t * <usize>blocks) << 2);
     let acc = f32x4.splat(0);
     for (let b = 0; b < blocks; b++) {
-      // The next group's share for this block (4 × 18–34 bytes): up to three cache lines, on
-      // the first token's pass only (a prompt's later tokens find the lines in cache). Not for
-      // interleaved rows, which are one stream (touching them measured 6–10% slower).
-      if (t == 0 && !interleaved) {
-        const next = ahead + <usize>b * (bytes << 2);
-        touched += <i32>load<u8>(next) + <i32>load<u8>(next, 64) + <i32>load<u8>(next, 128);
-      }
       const xbp = xq + (<usize>b << 5);
       const xa = v128.load(xbp), xb = v128.load(xbp, 16);
       const x0 = i16x8.extend_low_i8x16_s(xa), x1 = i16x8.extend_high_i8x16_s(xa);
@@ -1195,7 +1184,6 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, b0
     }
     v128.store(y + ((<usize>t * <usize>rows + <usize>r) << 2), acc);
   }
-  keepTouches(touched);
 }
 
 /** One row of y = x · Wᵀ for a 32-block format, every token (rows outside whole groups of four
