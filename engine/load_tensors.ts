@@ -20,8 +20,10 @@ export interface WasmWeight {
   rows: number;
   /** Columns (input features); the length for a vector. */
   cols: number;
-  /** f32 and bf16 matrices: stored in groups of eight interleaved rows (the WASM kernels'
-   * layout, see interleaveRows in asm/kernels.ts), not row after row as loaded. */
+  /** Stored in the WASM kernels' layout, not as loaded: f32 and bf16 rows in interleaved groups
+   * of eight (interleaveRows in asm/kernels.ts); Q8_0, Q4_0 and Q5_0 rows in groups of four
+   * interleaved block by block, a block's four scales side by side, Q5_0's fifth bits reordered
+   * (interleaveBlockRows). */
   interleaved?: boolean;
 }
 

@@ -11,9 +11,10 @@ export type Ptr = number;
 
 /** The weights as the kernels read them fastest: f32 and bf16 matrices rewritten in place in
  * groups of eight interleaved rows where that is faster, Q8_0, Q4_0 and Q5_0 matrices in groups
- * of four rows interleaved block by block (decode then reads each group as one stream; see
- * interleaveRows and interleaveBlockRows in asm/kernels.ts). K-quant matrices and vectors are left
- * as they are. Costs one pass over those weights when the model loads. */
+ * of four rows interleaved block by block with each block's four scales side by side and Q5_0's
+ * fifth bits reordered (decode then reads each group as one stream; see interleaveRows and
+ * interleaveBlockRows in asm/kernels.ts). K-quant matrices and vectors are left as they are.
+ * Costs one pass over those weights when the model loads. */
 export function interleaveWeights(
   rt: WasmRuntime,
   weights: ModelWeights<WasmWeight>,
