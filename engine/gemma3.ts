@@ -306,18 +306,27 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
     let noTokenizer: string | undefined;
     let defaults: GenerateOptions = {};
     if (gguf) {
-      const { metadata, ...checkpoint } = await loadGguf(source, rt, options.onProgress, plan);
-      loaded = checkpoint;
       // A GGUF file carries its tokenizer (llama.cpp's writers always add one). One this engine
-      // cannot read leaves the model usable with token ids.
-      if (!metadata.has("tokenizer.ggml.tokens")) {
-        noTokenizer = "the GGUF file has no tokenizer.ggml.tokens";
-      } else {
-        tokenizer = await tokenizerFromGguf(source, metadata).catch((e) => {
-          noTokenizer = (e as Error).message;
-          return undefined;
-        });
-      }
+      // cannot read leaves the model usable with token ids. It is built before the weights are
+      // read: without its cache, building it passes through ~80 MB of JS values, and that peak
+      // then does not add to the weights'.
+      const { metadata: _, ...checkpoint } = await loadGguf(
+        source,
+        rt,
+        options.onProgress,
+        plan,
+        async (metadata) => {
+          if (!metadata.has("tokenizer.ggml.tokens")) {
+            noTokenizer = "the GGUF file has no tokenizer.ggml.tokens";
+          } else {
+            tokenizer = await tokenizerFromGguf(source, metadata).catch((e) => {
+              noTokenizer = (e as Error).message;
+              return undefined;
+            });
+          }
+        },
+      );
+      loaded = checkpoint;
     } else {
       loaded = await loadHfFolder(source, rt, options.onProgress, plan);
       if (await exists(joinLocation(source, "tokenizer.json"))) {

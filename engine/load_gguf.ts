@@ -85,14 +85,23 @@ export async function openGgufCheckpoint(
   }
 }
 
-/** Reads a .gguf file (path or URL) into the runtime's memory. */
+/** Reads a .gguf file (path or URL) into the runtime's memory. `beforeWeights` runs once the
+ * header is read and checked, before any weight is: work with a large passing peak of memory
+ * (building the tokenizer without its cache) then peaks before the weights take theirs. */
 export async function loadGguf(
   location: string,
   rt: WasmRuntime,
   onProgress?: (p: LoadProgress) => void,
   quantize?: QuantPlan,
+  beforeWeights?: (metadata: Map<string, unknown>) => Promise<void>,
 ): Promise<LoadedCheckpoint & { metadata: Map<string, unknown> }> {
   // The vocabulary arrays stay undecoded: the tokenizer reads them only if its cache misses.
   const open = await openGgufCheckpoint(location, { lazyArrays: true });
+  try {
+    await beforeWeights?.(open.metadata);
+  } catch (e) {
+    for (const s of open.sources) await s.close().catch(() => {});
+    throw e;
+  }
   return { ...await loadOpened(open, rt, onProgress, quantize), metadata: open.metadata };
 }
