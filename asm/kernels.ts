@@ -178,7 +178,7 @@
   return r < grouped ? chunkBytes * <usize>groupRows : chunkBytes;
 }
 
-/** Copies n bytes (a chunk: 16, or a block of 18–34), without a call per copy. */
+/** Copies n bytes (a 16-byte chunk, or a block's 16–32 bytes of quants), without a call per copy. */
 @inline function copySmall(dst: usize, src: usize, n: usize): void {
   let i: usize = 0;
   for (; i + 16 <= n; i += 16) v128.store(dst + i, v128.load(src + i));

@@ -310,7 +310,7 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
       // cannot read leaves the model usable with token ids. It is built before the weights are
       // read: without its cache, building it passes through ~80 MB of JS values, and that peak
       // then does not add to the weights'.
-      const { metadata: _, ...checkpoint } = await loadGguf(
+      loaded = await loadGguf(
         source,
         rt,
         options.onProgress,
@@ -326,7 +326,6 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
           }
         },
       );
-      loaded = checkpoint;
     } else {
       loaded = await loadHfFolder(source, rt, options.onProgress, plan);
       if (await exists(joinLocation(source, "tokenizer.json"))) {

@@ -94,7 +94,7 @@ export async function loadGguf(
   onProgress?: (p: LoadProgress) => void,
   quantize?: QuantPlan,
   beforeWeights?: (metadata: Map<string, unknown>) => Promise<void>,
-): Promise<LoadedCheckpoint & { metadata: Map<string, unknown> }> {
+): Promise<LoadedCheckpoint> {
   // The vocabulary arrays stay undecoded: the tokenizer reads them only if its cache misses.
   const open = await openGgufCheckpoint(location, { lazyArrays: true });
   try {
@@ -103,5 +103,5 @@ export async function loadGguf(
     for (const s of open.sources) await s.close().catch(() => {});
     throw e;
   }
-  return { ...await loadOpened(open, rt, onProgress, quantize), metadata: open.metadata };
+  return await loadOpened(open, rt, onProgress, quantize);
 }

@@ -97,28 +97,10 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
 
   embed(table: WasmWeight, ids: Ptr, tokens: number, scale: number, out: Ptr): void {
     const k = this.rt.kernels;
-    if (isQuant(table.dtype)) {
-      k.embedQuant(
-        QUANT[table.dtype].kernelFormat,
-        table.ptr,
-        table.rows,
-        ids,
-        tokens,
-        table.cols,
-        scale,
-        out,
-        table.interleaved ? 1 : 0,
-      );
-    } else {(table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(
-        table.ptr,
-        table.rows,
-        ids,
-        tokens,
-        table.cols,
-        scale,
-        out,
-        table.interleaved ? 1 : 0,
-      );}
+    const interleaved = table.interleaved ? 1 : 0;
+    const args = [table.ptr, table.rows, ids, tokens, table.cols, scale, out, interleaved] as const;
+    if (isQuant(table.dtype)) k.embedQuant(QUANT[table.dtype].kernelFormat, ...args);
+    else (table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(...args);
   }
   rmsNorm(x: Ptr, w: WasmWeight, out: Ptr, rows: number, eps: number): void {
     const par = this.#parallelFor(rows * w.cols);
@@ -161,23 +143,22 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     const bf16 = w.dtype === "bf16";
     const interleaved = w.interleaved ? 1 : 0;
     if (par) {
-      if (
-        par.parMatmul(
-          bf16 ? 1 : 0,
-          w.ptr,
-          x,
-          out,
-          w.rows,
-          w.cols,
-          tokens,
-          interleaved,
-          OP_TIMEOUT_MS,
-        ) <
-          0
-      ) this.rt.threadsFailed();
+      const status = par.parMatmul(
+        bf16 ? 1 : 0,
+        w.ptr,
+        x,
+        out,
+        w.rows,
+        w.cols,
+        tokens,
+        interleaved,
+        OP_TIMEOUT_MS,
+      );
+      if (status < 0) this.rt.threadsFailed();
       return;
     }
-    (bf16 ? this.rt.kernels.matmulBF16 : this.rt.kernels.matmulF32)(
+    const k = this.rt.kernels;
+    (bf16 ? k.matmulBF16 : k.matmulF32)(
       w.ptr,
       x,
       out,

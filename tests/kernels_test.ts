@@ -101,7 +101,6 @@ for (const dtype of ["f32", "bf16"] as const) {
   }
 }
 
-// Embedding gather: widening bf16 is exact, so only the final multiply rounds (u).
 // The layout itself, against its definition (asm/kernels.ts): in each whole group of eight rows,
 // chunk c (16 bytes) of row i sits at 128·c + 16·i; rows after the last whole group, matrices
 // whose rows are not whole chunks, and f32 rows over 4 KB stay in order.
@@ -134,6 +133,7 @@ Deno.test("interleaveRows lays out groups of eight rows chunk by chunk", () => {
   }
 });
 
+// Embedding gather: widening bf16 is exact, so only the final multiply rounds (u).
 Deno.test("embed f32 and bf16 gather rows and scale them, in either layout", () => {
   const rand = rng(7);
   // 21 rows: two interleaved groups of eight and five rows in order after them.
