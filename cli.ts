@@ -26,7 +26,7 @@ import {
   loadTokenizer,
 } from "./mod.ts";
 import { isDirectory } from "./engine/io.ts";
-import { isRepoId } from "./engine/hub.ts";
+import { isRepoId } from "./engine/loading/hub.ts";
 
 const VERSION = "0.1.0";
 const DEFAULT_MODEL = "unsloth/gemma-3-270m-it";

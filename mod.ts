@@ -16,21 +16,21 @@
  * @module
  */
 
-export { Gemma3Model, loadModel } from "./engine/gemma3.ts";
-export type { ChatOptions, LoadOptions, SessionOptions } from "./engine/gemma3.ts";
+export { Gemma3Model, loadModel } from "./engine/model.ts";
+export type { ChatOptions, LoadOptions, SessionOptions } from "./engine/model.ts";
 export { Session } from "./engine/session.ts";
 export type { EvalOptions, GenerateOptions } from "./engine/session.ts";
 export type { SamplingOptions } from "./engine/sampling.ts";
-export type { Gemma3Config, LayerType } from "./engine/config.ts";
-export { parseHfConfig } from "./engine/config.ts";
-export type { LoadProgress } from "./engine/load_tensors.ts";
-export { downloadModel, hubCacheDir } from "./engine/hub.ts";
-export type { DownloadProgress, HubOptions } from "./engine/hub.ts";
-export { loadTokenizer } from "./engine/tokenizer_load.ts";
-export type { TokenizerLoadOptions } from "./engine/tokenizer_load.ts";
-export { StreamDecoder, Tokenizer } from "./engine/tokenizer.ts";
-export type { ChatMessage, DecodeOptions, EncodeOptions } from "./engine/tokenizer.ts";
-export { ChatTemplate } from "./engine/chat.ts";
-export { exportGguf } from "./engine/gguf_export.ts";
-export type { ExportOptions, ExportType } from "./engine/gguf_export.ts";
-export type { QuantType } from "./engine/quant.ts";
+export type { Gemma3Config, LayerType } from "./engine/gemma3/config.ts";
+export { parseHfConfig } from "./engine/gemma3/config.ts";
+export type { LoadProgress } from "./engine/loading/tensors.ts";
+export { downloadModel, hubCacheDir } from "./engine/loading/hub.ts";
+export type { DownloadProgress, HubOptions } from "./engine/loading/hub.ts";
+export { loadTokenizer } from "./engine/tokenizer/load.ts";
+export type { TokenizerLoadOptions } from "./engine/tokenizer/load.ts";
+export { StreamDecoder, Tokenizer } from "./engine/tokenizer/tokenizer.ts";
+export type { DecodeOptions, EncodeOptions } from "./engine/tokenizer/tokenizer.ts";
+export { type ChatMessage, ChatTemplate } from "./engine/tokenizer/chat_template.ts";
+export { exportGguf } from "./engine/export_gguf.ts";
+export type { ExportOptions, ExportType } from "./engine/export_gguf.ts";
+export type { QuantType } from "./engine/formats/dtypes.ts";

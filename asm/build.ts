@@ -1,5 +1,5 @@
 /**
- * Builds the kernels into asm/build/ and engine/kernels_wasm.ts (the same bytes, base64, so that
+ * Builds the kernels into asm/build/ and engine/backends/wasm/kernels_wasm.ts (the same bytes, base64, so that
  * mod.ts works from a URL import or where no file can be read). Four builds:
  *   kernels.wasm              asm/kernels.ts, single-threaded, plain memory (works everywhere)
  *   kernels-mt.wasm           asm/threads.ts, the same kernels plus the worker loop, shared memory
@@ -16,7 +16,7 @@ import asc from "assemblyscript/asc";
 import binaryen from "binaryen";
 
 const root = new URL("../", import.meta.url);
-const modulePath = new URL("engine/kernels_wasm.ts", root);
+const modulePath = new URL("engine/backends/wasm/kernels_wasm.ts", root);
 
 interface Variant {
   entry: string;
@@ -154,7 +154,9 @@ if (Deno.args.includes("--check")) {
   for (const { v, bytes } of builds) {
     if (!same(await readOrEmpty(wasmPath(v)), bytes)) stale.push(`asm/build/${v.file}`);
   }
-  if (!same(await readOrEmpty(modulePath), source)) stale.push("engine/kernels_wasm.ts");
+  if (!same(await readOrEmpty(modulePath), source)) {
+    stale.push("engine/backends/wasm/kernels_wasm.ts");
+  }
   if (stale.length) {
     console.error(
       `out of date with asm/: ${stale.join(", ")}. Run \`deno task build\` and commit.`,
@@ -173,6 +175,6 @@ if (Deno.args.includes("--check")) {
   console.log(
     `wrote ${
       builds.map(({ v, bytes }) => `asm/build/${v.file} (${bytes.length} bytes)`).join(", ")
-    } and engine/kernels_wasm.ts`,
+    } and engine/backends/wasm/kernels_wasm.ts`,
   );
 }

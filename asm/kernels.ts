@@ -1,8 +1,8 @@
 // The numeric kernels of the Gemma 3 forward pass, compiled to WebAssembly with SIMD.
 //
 // Every function here is a pure operation over pointers into linear memory (the memory is
-// imported: engine/runtime.ts owns it and lays out weights, KV cache and activations). The
-// kernels know nothing about models or tensor names; engine/model.ts decides what to call.
+// imported: engine/backends/wasm/runtime.ts owns it and lays out weights, KV cache and activations). The
+// kernels know nothing about models or tensor names; engine/gemma3/forward.ts decides what to call.
 //
 // Conventions:
 // - Pointers are byte addresses (usize). Activations are f32, row-major: a batch of `tokens`
@@ -841,7 +841,7 @@ export function streamRead(p: usize, start: usize, end: usize): f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Block-quantized weights (ggml's layouts; engine/quant.ts spells out every byte). A product with
+// Block-quantized weights (ggml's layouts; engine/formats/quant.ts spells out every byte). A product with
 // quantized weights first quantizes the activations per 32-block to int8 with an f32 scale, as
 // llama.cpp does, so each block's dot product is exact integer arithmetic, scaled once:
 //   y += (Σ qw·qx) · dw · dx

@@ -23,7 +23,7 @@ import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
 import { CONFIG, ensureCheckpoint } from "./random_model.ts";
 import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
-import { WasmRuntime } from "../engine/runtime.ts";
+import { WasmRuntime } from "../engine/backends/wasm/runtime.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -265,7 +265,7 @@ const gpuRows: {
   prefillTokensPerSecond: number;
 }[] = [];
 if (values.webgpu) {
-  const { webGpuAdapter } = await import("../engine/webgpu.ts");
+  const { webGpuAdapter } = await import("../engine/backends/webgpu/backend.ts");
   const found = await webGpuAdapter();
   if ("reason" in found) console.error(`no WebGPU rows: ${found.reason}`);
   else {

@@ -7,9 +7,10 @@
 // thread reaches with the streaming-read kernel (the ceiling for a product that reads each weight
 // once).
 
-import { f32ToF16 } from "../engine/dtypes.ts";
-import { QUANT, type QuantType } from "../engine/quant.ts";
-import { WasmRuntime } from "../engine/runtime.ts";
+import { f32ToF16 } from "../engine/formats/dtypes.ts";
+import { QUANT } from "../engine/formats/quant.ts";
+import type { QuantType } from "../engine/formats/dtypes.ts";
+import { WasmRuntime } from "../engine/backends/wasm/runtime.ts";
 import { machineInfo } from "./harness.ts";
 
 const rt = await WasmRuntime.create({ threads: 1 });

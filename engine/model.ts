@@ -1,234 +1,404 @@
-// The Gemma 3 forward pass, top to bottom.
-//
-// One call evaluates a chunk of new tokens at positions startPos.. and appends their keys and
-// values to the KV cache. Every step is an op of the backend (engine/backend.ts): the WASM
-// backend runs each as one kernel of asm/kernels.ts. The config is data (engine/config.ts); the
-// weights come from the tensor-name map (engine/weights.ts).
-//
-// A Gemma 3 block, as in the paper and Hugging Face's Gemma3DecoderLayer:
-//
-//   h = x + postAttnNorm(attention(inputNorm(x)))        "sandwich" norms: before and after
-//   x = h + postFfnNorm(down(gelu(gate(n)) * up(n)))      with n = preFfnNorm(h)
-//
-// with per-head RMSNorm of queries and keys (q_norm, k_norm) before RoPE, five sliding-window
-// layers for every global one, and RMSNorm weights applied as (1 + w).
+// loadModel and the model object: owns the runtime, the weights and the shared activations, and
+// makes sessions.
 
-import type { Backend, LayerCache } from "./backend.ts";
-import { type Gemma3Config, layerAttention } from "./config.ts";
-import type { ModelWeights } from "./weights.ts";
+import type { Gemma3Config } from "./gemma3/config.ts";
+import {
+  exists,
+  hasFileSystem,
+  isDirectory,
+  isUrl,
+  joinLocation,
+  noGpuDevices,
+  readJson,
+} from "./io.ts";
+import { downloadModel, hubEndpoint, isRepoId } from "./loading/hub.ts";
+import { loadHfFolder } from "./loading/hf.ts";
+import { type LoadedCheckpoint, type LoadProgress } from "./loading/tensors.ts";
+import { weightBytes } from "./formats/quant.ts";
+import { loadGguf } from "./loading/gguf.ts";
+import { type Activations, allocActivations } from "./gemma3/forward.ts";
+import { WasmRuntime } from "./backends/wasm/runtime.ts";
+import { Session, type SessionHost } from "./session.ts";
+import type { Tokenizer } from "./tokenizer/tokenizer.ts";
+import type { ChatMessage } from "./tokenizer/chat_template.ts";
+import { loadTokenizer, tokenizerFromGguf } from "./tokenizer/load.ts";
+import { quantPlan } from "./formats/quant.ts";
+import type { GenerateOptions } from "./session.ts";
+import { interleaveWeights, WasmBackend } from "./backends/wasm/backend.ts";
+import type { Backend } from "./gemma3/backend.ts";
+import { type GpuWeight, webGpuAdapter, WebGpuBackend } from "./backends/webgpu/backend.ts";
+import { mapWeights, type ModelWeights } from "./gemma3/weights.ts";
 
-/** Scratch buffers for one chunk of up to `maxTokens` tokens. Reused by every call. */
-export interface Activations<A> {
-  maxTokens: number;
-  /** Rows of logits computed per head pass when all positions' logits are wanted. */
-  logitRows: number;
-  ids: A;
-  /** The residual stream, [tokens][hidden]. */
-  x: A;
-  /** A normed copy of x fed to a sub-block, [tokens][hidden]. */
-  h: A;
-  q: A;
-  k: A;
-  v: A;
-  /** Attention output before o_proj, [tokens][heads * headDim]. */
-  attn: A;
-  /** A sub-block's output before it joins the residual stream, [tokens][hidden]. */
-  o: A;
-  gate: A;
-  up: A;
-  logits: A;
+/** Options of `loadModel`. */
+export interface LoadOptions {
+  /** For a model by name: the branch, tag or commit (default "main"). */
+  revision?: string;
+  /** Where to run: "wasm" (WebAssembly SIMD on the CPU), "webgpu" (the GPU, where the runtime
+   * has WebGPU: Deno, browsers), or "auto" (the default): WebGPU when a hardware adapter exists
+   * and the model fits its limits, else wasm. `model.backend` and `model.backendReason` say
+   * which and why. */
+  backend?: "auto" | "wasm" | "webgpu";
+  /** Quantize float weight matrices while loading, streaming (the float copy is never held):
+   * "q8_0" (about half the memory of bf16) or "q4_0" (about a quarter; the embedding/head stays
+   * Q8_0 unless `headWeights` says otherwise, as llama.cpp's llama-quantize does). Products with
+   * quantized weights quantize the activations per 32-block to int8 first, as llama.cpp does.
+   * Matrices already quantized (GGUF) stay as stored. Default: keep the stored format. */
+  weights?: "q8_0" | "q4_0";
+  /** With `weights`: the format of the embedding/head (default: "q8_0"). */
+  headWeights?: "q8_0" | "q4_0";
+  /** Called as files download (models by name) and as weight data is read. */
+  onProgress?: (progress: LoadProgress) => void;
+  /** Tokens evaluated per forward call when a prompt is long (default 64). */
+  maxChunk?: number;
+  /** Threads, this one included (default: navigator.hardwareConcurrency). Needs
+   * SharedArrayBuffer and workers; without them the model runs on one thread, with the same
+   * results (`model.threads` and `model.threadsFallbackReason` say what happened). */
+  threads?: number;
 }
 
-/** The KV cache of one sequence: one LayerCache per layer, plus attention-score scratch. */
-export interface KvCache<A> {
-  layers: LayerCache<A>[];
-  /** Attention-score scratch, `scoresFloats` per thread: the longest span a query can see. */
-  scores: A;
-  scoresFloats: number;
-  /** Bytes held by keys and values. */
-  bytes: number;
-  /** The smallest ring buffer (slots of a sliding layer); Infinity when no layer wraps. */
-  ringSlots: number;
+/** The backend a model runs on, its weights there, and how to free them. */
+interface ModelBackend {
+  name: "wasm" | "webgpu";
+  reason: string;
+  backend: Backend<unknown, unknown>;
+  weights: ModelWeights<unknown>;
+  release: () => void;
 }
 
-/** Activation buffers of a model: one chunk's worth. */
-export function allocActivations<A, W>(
-  b: Backend<A, W>,
-  c: Gemma3Config,
-  maxTokens: number,
-): Activations<A> {
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  // All-position logits are computed a few rows at a time: a chunk of 64 rows × 262,144 would be
-  // 64 MiB of scratch for a 262k vocabulary.
-  const logitRows = Math.max(1, Math.min(maxTokens, Math.floor((16 << 20) / (4 * c.vocabSize))));
-  return {
-    maxTokens,
-    logitRows,
-    ids: b.alloc(maxTokens),
-    x: b.alloc(maxTokens * c.hiddenSize),
-    h: b.alloc(maxTokens * c.hiddenSize),
-    q: b.alloc(maxTokens * qDim),
-    k: b.alloc(maxTokens * kvDim),
-    v: b.alloc(maxTokens * kvDim),
-    attn: b.alloc(maxTokens * qDim),
-    o: b.alloc(maxTokens * c.hiddenSize),
-    gate: b.alloc(maxTokens * c.intermediateSize),
-    up: b.alloc(maxTokens * c.intermediateSize),
-    logits: b.alloc(logitRows * c.vocabSize),
-  };
+/** Options of `model.createSession`. */
+export interface SessionOptions {
+  /** Most tokens the session can hold; sets the size of the full-attention layers' cache.
+   * Default: 4096, or the model's maximum if smaller. */
+  contextLength?: number;
 }
 
-/**
- * A KV cache for `contextLength` positions. Full-attention layers keep every position;
- * sliding-window layers keep only the last `slidingWindow` (a ring buffer), which is why the
- * 270M model's cache is small even at long contexts.
- */
-export function allocKvCache<A, W>(
-  b: Backend<A, W>,
-  c: Gemma3Config,
-  contextLength: number,
-): KvCache<A> {
-  const kvDim = c.numKvHeads * c.headDim;
-  const layers: LayerCache<A>[] = [];
-  let bytes = 0;
-  for (let l = 0; l < c.numLayers; l++) {
-    const { window } = layerAttention(c, l);
-    const capacity = window > 0 ? Math.min(window, contextLength) : contextLength;
-    layers.push({ keys: b.alloc(capacity * kvDim), values: b.alloc(capacity * kvDim), capacity });
-    bytes += 2 * capacity * kvDim * 4;
+/** Options of `model.chat`: sampling and stopping, and which session keeps the conversation. */
+export interface ChatOptions extends GenerateOptions {
+  /** The session that holds the conversation's KV cache (default: one the model keeps). */
+  session?: Session;
+}
+
+/** A loaded Gemma 3 model. Create sessions to evaluate and generate. */
+export class Gemma3Model {
+  /** The parsed configuration. */
+  readonly config: Gemma3Config;
+  /** The backend the model runs on. */
+  readonly backend: "wasm" | "webgpu";
+  /** Why this backend: what "auto" found (or that it was asked for). */
+  readonly backendReason: string;
+  readonly #rt: WasmRuntime;
+  readonly #host: SessionHost<unknown, unknown>;
+  readonly #release: () => void;
+  readonly #sessions = new Set<Session>();
+  #queue: Promise<unknown> = Promise.resolve();
+  #disposed = false;
+  #tokenizer: Tokenizer | undefined;
+  #noTokenizerReason: string;
+  #chatSession: Session | undefined;
+  /** Sampling settings from the model's generation_config.json (empty if it has none). */
+  readonly generationDefaults: GenerateOptions;
+
+  /** @internal Use `loadModel()`. */
+  constructor(
+    rt: WasmRuntime,
+    config: Gemma3Config,
+    run: ModelBackend,
+    maxChunk: number,
+    tokenizer?: Tokenizer,
+    generationDefaults: GenerateOptions = {},
+    noTokenizerReason = "its folder has no tokenizer.json",
+  ) {
+    this.#noTokenizerReason = noTokenizerReason;
+    this.config = config;
+    this.#tokenizer = tokenizer;
+    this.generationDefaults = generationDefaults;
+    this.backend = run.name;
+    this.backendReason = run.reason;
+    this.#rt = rt;
+    this.#release = run.release;
+    const backend = run.backend as Backend<unknown, unknown>;
+    const activations: Activations<unknown> = allocActivations(backend, config, maxChunk);
+    this.#host = {
+      backend,
+      config,
+      weights: run.weights as ModelWeights<unknown>,
+      activations,
+      exclusive: <T>(fn: () => Promise<T>): Promise<T> => {
+        const run = this.#queue.then(fn);
+        this.#queue = run.catch(() => {});
+        return run;
+      },
+      release: (s) => this.#sessions.delete(s),
+    };
   }
-  const maxCapacity = Math.max(...layers.map((l) => l.capacity));
-  const rings = layers.map((l) => l.capacity).filter((c) => c < contextLength);
-  return {
-    layers,
-    scores: b.allocScratch(maxCapacity),
-    scoresFloats: maxCapacity,
-    bytes,
-    ringSlots: rings.length ? Math.min(...rings) : Infinity,
-  };
-}
 
-/** Frees a KV cache's buffers. */
-export function freeKvCache<A, W>(b: Backend<A, W>, cache: KvCache<A>): void {
-  for (const l of cache.layers) {
-    b.free(l.keys);
-    b.free(l.values);
+  /** The model's tokenizer (from tokenizer.json in the model folder); throws if it had none. */
+  get tokenizer(): Tokenizer {
+    if (!this.#tokenizer) {
+      throw new Error(`this model was loaded without a tokenizer (${this.#noTokenizerReason})`);
+    }
+    return this.#tokenizer;
   }
-  b.free(cache.scores);
-}
 
-/** Final norm and the output head (the embedding table, when tied) for `rows` positions from t,
- * into act.logits. Only rows wanted are computed: the head is the largest matrix of the 270M. */
-function head<A, W>(
-  b: Backend<A, W>,
-  c: Gemma3Config,
-  w: ModelWeights<W>,
-  act: Activations<A>,
-  t: number,
-  rows: number,
-): void {
-  b.rmsNorm(b.offset(act.x, t * c.hiddenSize), w.finalNorm, act.h, rows, c.rmsNormEps);
-  b.matmul(w.lmHead, act.h, act.logits, rows);
-}
+  /** Whether the model came with a tokenizer. */
+  get hasTokenizer(): boolean {
+    return this.#tokenizer !== undefined;
+  }
 
-/**
- * Runs the model on `ids` like `forward` and returns, computed by the backend, the greedy next
- * token (k = 1: the argmax of the last position's logits) or the k best candidates with their
- * logits: only those come back, not the logits.
- */
-export async function forwardTopK<A, W>(
-  b: Backend<A, W>,
-  c: Gemma3Config,
-  w: ModelWeights<W>,
-  act: Activations<A>,
-  cache: KvCache<A>,
-  ids: Int32Array,
-  startPos: number,
-  k: number,
-): Promise<{ ids: number[]; values: number[] }> {
-  await forward(b, c, w, act, cache, ids, startPos, "none");
-  head(b, c, w, act, ids.length - 1, 1);
-  if (k === 1 && b.argmax) return { ids: [await b.argmax(act.logits, c.vocabSize)], values: [] };
-  if (!b.topK) throw new Error("this backend has no top-k");
-  return await b.topK(act.logits, c.vocabSize, k);
-}
-
-/** What a forward call returns: no logits, the last position's, or every position's. */
-export type LogitsWanted = "none" | "last" | "all";
-
-/**
- * Runs the model on `ids` (at most act.maxTokens of them) at positions startPos.., appending to
- * the cache, and returns the requested logits ([tokens][vocab] for "all"), in `out` if given.
- */
-export async function forward<A, W>(
-  b: Backend<A, W>,
-  c: Gemma3Config,
-  w: ModelWeights<W>,
-  act: Activations<A>,
-  cache: KvCache<A>,
-  ids: Int32Array,
-  startPos: number,
-  want: LogitsWanted,
-  out?: Float32Array,
-): Promise<Float32Array> {
-  const T = ids.length;
-  const { hiddenSize: H, numHeads, numKvHeads, headDim, rmsNormEps: eps } = c;
-  const attnShape = {
-    heads: numHeads,
-    kvHeads: numKvHeads,
-    headDim,
-    scale: c.queryPreAttnScalar ** -0.5,
-  };
-
-  // Embedding, scaled by sqrt(hidden_size) rounded to the activation dtype (f32).
-  b.writeTokens(act.ids, ids);
-  b.embed(w.embedTokens, act.ids, T, Math.fround(Math.sqrt(H)), act.x);
-
-  for (let l = 0; l < c.numLayers; l++) {
-    const lw = w.layers[l];
-    const { window, ropeBase, ropeFactor } = layerAttention(c, l);
-
-    // --- Attention sub-block ---
-    b.rmsNorm(act.x, lw.inputNorm, act.h, T, eps);
-    b.matmul(lw.qProj, act.h, act.q, T);
-    b.matmul(lw.kProj, act.h, act.k, T);
-    b.matmul(lw.vProj, act.h, act.v, T);
-    // Gemma 3 normalises each query and key head (replacing Gemma 2's logit soft-capping).
-    b.rmsNorm(act.q, lw.qNorm, act.q, T * numHeads, eps);
-    b.rmsNorm(act.k, lw.kNorm, act.k, T * numKvHeads, eps);
-    // Local layers rotate with a 10k base; global layers with 1M (and linear scaling if set).
-    b.rope(act.q, T, numHeads, headDim, startPos, ropeBase, ropeFactor);
-    b.rope(act.k, T, numKvHeads, headDim, startPos, ropeBase, ropeFactor);
-    b.attention(act.q, act.k, act.v, cache.layers[l], act.attn, cache.scores, T, startPos, {
-      ...attnShape,
-      window,
-      scratchFloats: cache.scoresFloats,
+  /**
+   * Continues a conversation: renders `messages` with the chat template, evaluates only the
+   * tokens the session does not hold yet (the KV cache is kept across turns), and streams the
+   * answer as text. Stops at <end_of_turn> or <eos> unless `stopTokens` says otherwise.
+   */
+  async *chat(messages: ChatMessage[], options: ChatOptions = {}): AsyncGenerator<string> {
+    const tok = this.tokenizer;
+    const session = options.session ?? (this.#chatSession ??= this.createSession());
+    const prompt = tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), {
+      addBos: false,
     });
-    b.matmul(lw.oProj, act.attn, act.o, T);
-    b.rmsNorm(act.o, lw.postAttentionNorm, act.o, T, eps);
-    b.add(act.x, act.o, T * H);
-
-    // --- Feed-forward sub-block (GeGLU) ---
-    b.rmsNorm(act.x, lw.preFeedforwardNorm, act.h, T, eps);
-    b.matmul(lw.gateProj, act.h, act.gate, T);
-    b.matmul(lw.upProj, act.h, act.up, T);
-    b.geglu(act.gate, act.up, act.gate, T * c.intermediateSize);
-    b.matmul(lw.downProj, act.gate, act.o, T);
-    b.rmsNorm(act.o, lw.postFeedforwardNorm, act.o, T, eps);
-    b.add(act.x, act.o, T * H);
+    if (prompt.length > session.contextLength) {
+      throw new RangeError(
+        `the conversation is ${prompt.length} tokens, more than the context length ${session.contextLength}`,
+      );
+    }
+    // Keep the longest prefix the session already holds; at least one token must be evaluated
+    // to get logits for the answer's first token.
+    const held = session.tokens;
+    let same = 0;
+    while (same < held.length && same < prompt.length - 1 && held[same] === prompt[same]) same++;
+    session.truncate(same);
+    const stopTokens = options.stopTokens ??
+      [...new Set([tok.endOfTurnId, tok.eosId, ...this.config.eosTokenIds])].filter((id) =>
+        id >= 0
+      );
+    const decoder = tok.streamDecoder({ skipSpecialTokens: true });
+    for await (const id of session.generate(prompt.slice(same), { ...options, stopTokens })) {
+      const text = decoder.push(id);
+      if (text) yield text;
+    }
+    const rest = decoder.flush();
+    if (rest) yield rest;
   }
 
-  if (want === "none") return new Float32Array(0);
-  const first = want === "last" ? T - 1 : 0;
-  const logits = out ?? new Float32Array((T - first) * c.vocabSize);
-  for (let t = first; t < T; t += act.logitRows) {
-    const rows = Math.min(act.logitRows, T - t);
-    head(b, c, w, act, t, rows);
-    await b.read(
-      act.logits,
-      logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize),
+  /** Threads the model runs on (the calling thread included). */
+  get threads(): number {
+    return this.#rt.threadInfo.threads;
+  }
+
+  /** Why fewer threads run than were asked for (undefined when all run). */
+  get threadsFallbackReason(): string | undefined {
+    return this.#rt.threadInfo.fallbackReason;
+  }
+
+  /** Bytes of WebAssembly memory in use (weights, caches, activations; with the WebGPU backend
+   * these live on the GPU and this counts only what stays on the CPU). */
+  get memoryBytes(): number {
+    return this.#rt.allocatedBytes;
+  }
+
+  /** A new, empty sequence with its own KV cache. */
+  createSession(options: SessionOptions = {}): Session {
+    if (this.#disposed) throw new Error("this model has been disposed");
+    const max = this.config.maxPositionEmbeddings;
+    const contextLength = options.contextLength ?? Math.min(4096, max);
+    if (!Number.isInteger(contextLength) || contextLength < 1 || contextLength > max) {
+      throw new RangeError(
+        `contextLength must be an integer from 1 to ${max} (the model's maximum), got ${contextLength}`,
+      );
+    }
+    const s = new Session(this.#host, contextLength);
+    this.#sessions.add(s);
+    return s;
+  }
+
+  /** Frees the model and all its sessions. */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    await this.#queue;
+    for (const s of [...this.#sessions]) s.dispose();
+    const a = this.#host.activations;
+    for (const p of [a.ids, a.x, a.h, a.q, a.k, a.v, a.attn, a.o, a.gate, a.up, a.logits]) {
+      this.#host.backend.free(p);
+    }
+    this.#release();
+    this.#rt.dispose();
+    this.#disposed = true;
+  }
+}
+
+/** A Hub repository as a local snapshot folder (downloaded into the Hugging Face cache), or, where
+ * there is no file system (browsers), as the URL of its files. */
+async function resolveRepo(repoId: string, options: LoadOptions): Promise<string> {
+  if (!(await hasFileSystem())) {
+    return `${hubEndpoint()}/${repoId}/resolve/${options.revision ?? "main"}/`;
+  }
+  const onProgress = options.onProgress;
+  return await downloadModel(repoId, {
+    revision: options.revision,
+    onDownload: onProgress && ((p) => onProgress({ phase: "download", ...p })),
+  });
+}
+
+/**
+ * Loads a Gemma 3 model: a Hugging Face model folder (a local path, or an http(s) URL of a folder
+ * holding config.json and model.safetensors or sharded safetensors with their index), or a Hub
+ * repository by name ("unsloth/gemma-3-270m-it"), downloaded once into the Hugging Face cache.
+ */
+export async function loadModel(source: string, options: LoadOptions = {}): Promise<Gemma3Model> {
+  if (typeof source !== "string" || source === "") {
+    throw new TypeError("loadModel needs a folder path or URL");
+  }
+  const backend = options.backend ?? "auto";
+  if (backend !== "auto" && backend !== "wasm" && backend !== "webgpu") {
+    throw new Error(
+      `backend ${JSON.stringify(backend)} is not available; use "wasm", "webgpu" or "auto"`,
     );
   }
-  return logits;
+  for (const key of ["weights", "headWeights"] as const) {
+    const v = options[key];
+    if (v !== undefined && v !== "q8_0" && v !== "q4_0") {
+      throw new Error(
+        `${key} ${JSON.stringify(v)} is not supported; use "q8_0" or "q4_0", or leave it out`,
+      );
+    }
+  }
+  if (options.headWeights !== undefined && options.weights === undefined) {
+    throw new Error("headWeights needs weights as well");
+  }
+  const plan = options.weights ? quantPlan(options.weights, options.headWeights) : undefined;
+  const maxChunk = options.maxChunk ?? 64;
+  if (!Number.isInteger(maxChunk) || maxChunk < 1) {
+    throw new RangeError(`maxChunk must be a positive integer, got ${maxChunk}`);
+  }
+  const gguf = /\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source);
+  if (!gguf && !isUrl(source) && !(await isDirectory(source))) {
+    if (!isRepoId(source)) {
+      throw new Error(
+        `${source}: not a folder, URL or Hub repository name (expected a Hugging Face model folder with config.json)`,
+      );
+    }
+    source = await resolveRepo(source, options);
+  }
+  // The GPU, if asked for or (auto) if a hardware adapter exists; the weights are read on the CPU
+  // first either way and then uploaded.
+  let gpu: WebGpuBackend | null = null;
+  let reason = backend === "wasm" ? "asked for" : "";
+  if (backend === "auto" && await noGpuDevices()) {
+    reason = "this machine has no GPU device (no /dev/dri render node or NVIDIA device)";
+  } else if (backend !== "wasm") {
+    const found = await webGpuAdapter();
+    if ("reason" in found) {
+      if (backend === "webgpu") throw new Error(`backend "webgpu": ${found.reason}`);
+      reason = `${found.reason}; running on the CPU`;
+    } else if (backend === "auto" && found.software) {
+      reason = `the only WebGPU adapter is a software one (${
+        found.adapter.info.description || "fallback"
+      }), slower than the CPU kernels`;
+    } else {
+      gpu = await WebGpuBackend.create(found.adapter);
+      reason = backend === "webgpu"
+        ? `asked for (${gpu.description})`
+        : `a WebGPU adapter exists (${gpu.description})`;
+    }
+  }
+  const rt = await WasmRuntime.create({ threads: gpu ? 1 : options.threads });
+  try {
+    let loaded: LoadedCheckpoint;
+    let tokenizer: Tokenizer | undefined;
+    let noTokenizer: string | undefined;
+    let defaults: GenerateOptions = {};
+    if (gguf) {
+      // A GGUF file carries its tokenizer (llama.cpp's writers always add one). One this engine
+      // cannot read leaves the model usable with token ids. It is built before the weights are
+      // read: without its cache, building it passes through ~80 MB of JS values, and that peak
+      // then does not add to the weights'.
+      loaded = await loadGguf(
+        source,
+        rt,
+        options.onProgress,
+        plan,
+        async (metadata) => {
+          if (!metadata.has("tokenizer.ggml.tokens")) {
+            noTokenizer = "the GGUF file has no tokenizer.ggml.tokens";
+          } else {
+            tokenizer = await tokenizerFromGguf(source, metadata).catch((e) => {
+              noTokenizer = (e as Error).message;
+              return undefined;
+            });
+          }
+        },
+      );
+    } else {
+      loaded = await loadHfFolder(source, rt, options.onProgress, plan);
+      if (await exists(joinLocation(source, "tokenizer.json"))) {
+        tokenizer = await loadTokenizer(source);
+      }
+      defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
+    }
+    const run = gpu ? toGpu(gpu, rt, loaded, reason) : {
+      name: "wasm" as const,
+      reason,
+      backend: new WasmBackend(rt) as Backend<unknown, unknown>,
+      weights: interleaveWeights(rt, loaded.weights),
+      release: () => {
+        for (const p of loaded.allocations) rt.free(p);
+      },
+    };
+    return new Gemma3Model(rt, loaded.config, run, maxChunk, tokenizer, defaults, noTokenizer);
+  } catch (e) {
+    gpu?.dispose();
+    rt.dispose(); // stop the worker pool; the memory goes with the runtime
+    throw e;
+  }
+}
+
+/** Moves loaded weights to the GPU (freeing their CPU copies). */
+function toGpu(
+  gpu: WebGpuBackend,
+  rt: WasmRuntime,
+  loaded: LoadedCheckpoint,
+  reason: string,
+): ModelBackend {
+  // mapWeights calls this once per distinct weight (a tied head is the embedding).
+  const uploaded: GpuWeight[] = [];
+  const weights = mapWeights(loaded.weights, (w) => {
+    const g = gpu.uploadWeight(
+      w.dtype,
+      w.rows,
+      w.cols,
+      rt.u8(w.ptr, weightBytes(w.dtype, w.rows, w.cols)),
+    );
+    uploaded.push(g);
+    return g;
+  });
+  for (const p of loaded.allocations) rt.free(p);
+  return {
+    name: "webgpu",
+    reason,
+    backend: gpu as Backend<unknown, unknown>,
+    weights: weights as ModelWeights<unknown>,
+    release: () => {
+      for (const g of uploaded) gpu.freeWeight(g);
+      gpu.dispose();
+    },
+  };
+}
+
+/** The sampling settings of a generation_config.json, if the model has one. */
+async function readGenerationConfig(location: string): Promise<GenerateOptions> {
+  if (!(await exists(location))) return {};
+  const g = await readJson(location) as Record<string, unknown>;
+  const num = (k: string) => (typeof g[k] === "number" ? g[k] as number : undefined);
+  const out: GenerateOptions = {};
+  if (g.do_sample === false) out.temperature = 0;
+  else out.temperature = num("temperature") ?? (g.do_sample === true ? 1 : undefined);
+  if (num("top_k") !== undefined) out.topK = num("top_k");
+  if (num("top_p") !== undefined) out.topP = num("top_p");
+  if (num("min_p") !== undefined) out.minP = num("min_p");
+  if (num("repetition_penalty") !== undefined) out.repetitionPenalty = num("repetition_penalty");
+  const eos = g.eos_token_id;
+  if (Array.isArray(eos) || typeof eos === "number") {
+    out.stopTokens = ([] as number[]).concat(eos as number[]);
+  }
+  return out;
 }

@@ -1,7 +1,7 @@
 // A session is one sequence being evaluated: its KV cache, its position, and generation.
 
-import type { Backend } from "./backend.ts";
-import type { Gemma3Config } from "./config.ts";
+import type { Backend } from "./gemma3/backend.ts";
+import type { Gemma3Config } from "./gemma3/config.ts";
 import {
   type Activations,
   allocKvCache,
@@ -9,9 +9,9 @@ import {
   forwardTopK,
   freeKvCache,
   type KvCache,
-} from "./model.ts";
+} from "./gemma3/forward.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
-import type { ModelWeights } from "./weights.ts";
+import type { ModelWeights } from "./gemma3/weights.ts";
 
 /** Options of `Session.eval`. */
 export interface EvalOptions {

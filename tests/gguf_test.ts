@@ -110,7 +110,7 @@ Deno.test("broken GGUF files are refused with the problem named", async () => {
 
 Deno.test("exportGguf: tiny-a from safetensors to GGUF (norms +1, llama.cpp names) meets the golden", async () => {
   const { exportGguf } = await import("../mod.ts");
-  const { readGgufHeader } = await import("../engine/gguf.ts");
+  const { readGgufHeader } = await import("../engine/formats/gguf.ts");
   const { openSource } = await import("../engine/io.ts");
   const dir = await tempDir();
   for (const type of ["bf16", "f32"] as const) {
@@ -140,7 +140,7 @@ Deno.test("exportGguf: tiny-a from safetensors to GGUF (norms +1, llama.cpp name
 
 Deno.test("exportGguf: GGUF to GGUF keeps the metadata types and refuses what it cannot write", async () => {
   const { exportGguf } = await import("../mod.ts");
-  const { readGgufHeader } = await import("../engine/gguf.ts");
+  const { readGgufHeader } = await import("../engine/formats/gguf.ts");
   const { openSource } = await import("../engine/io.ts");
   const dir = await tempDir();
   const out = `${dir}/copy.gguf`;

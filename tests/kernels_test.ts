@@ -2,7 +2,7 @@
 // are and are not multiples of the SIMD width. Tolerances are error bounds for f32 arithmetic,
 // derived per kernel below; a wrong index, pairing or scale errs by orders of magnitude more.
 
-import { WasmRuntime } from "../engine/runtime.ts";
+import { WasmRuntime } from "../engine/backends/wasm/runtime.ts";
 import { asBF16, assertWithin, interleavedReference, randn, rng, U32 } from "./support/helpers.ts";
 import { refAttention, refGeglu, refRmsNorm, refRope } from "./support/ops_reference.ts";
 

@@ -3,9 +3,10 @@
 // reference on the same quantized operands, and quantized models bit-identical across threads.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { f32ToF16, halfToNumber } from "../engine/dtypes.ts";
-import { QUANT, type QuantType } from "../engine/quant.ts";
-import { WasmRuntime } from "../engine/runtime.ts";
+import { f32ToF16, halfToNumber } from "../engine/formats/dtypes.ts";
+import { QUANT } from "../engine/formats/quant.ts";
+import type { QuantType } from "../engine/formats/dtypes.ts";
+import { WasmRuntime } from "../engine/backends/wasm/runtime.ts";
 import { loadModel } from "../mod.ts";
 import { ggmlDecode } from "./support/ggml_blocks.ts";
 import { assertWithin, FIXTURES, randn, rng, U32 } from "./support/helpers.ts";

@@ -4,8 +4,8 @@
 
 import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
-import { workerTestHooks } from "../engine/threads.ts";
-import { WasmBackend } from "../engine/wasm_backend.ts";
+import { workerTestHooks } from "../engine/backends/wasm/worker_pool.ts";
+import { WasmBackend } from "../engine/backends/wasm/backend.ts";
 
 // Split every op, however small, so the tests exercise each parallel kernel on these tiny models.
 WasmBackend.parallelMinFloats = 0;

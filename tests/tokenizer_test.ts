@@ -173,8 +173,8 @@ Deno.test("a GGUF file's tokenizer (SentencePiece pieces, scores, types) gives t
   // A metadata-only GGUF holding the tokenizer as llama.cpp's converter writes it: pieces, a score
   // per piece (merge priority) and a type per piece. Merges are not stored: they are rebuilt from
   // the scores, and must come out as tokenizer.json's.
-  const { encodeGgufHeader, GGUF_VALUE: V } = await import("../engine/gguf.ts");
-  const { fromTokenizerJson, toGgufTokenizer } = await import("../engine/tokenizer_format.ts");
+  const { encodeGgufHeader, GGUF_VALUE: V } = await import("../engine/formats/gguf.ts");
+  const { fromTokenizerJson, toGgufTokenizer } = await import("../engine/tokenizer/format.ts");
   const json = fromTokenizerJson(JSON.parse(await Deno.readTextFile(`${dir}tokenizer.json`)));
   const { tokens, scores, types } = toGgufTokenizer(json);
   const { header } = encodeGgufHeader([
@@ -210,7 +210,7 @@ Deno.test("a GGUF file's tokenizer (SentencePiece pieces, scores, types) gives t
 
 Deno.test("the tokenizer cache keeps the most recently used entries and deletes the rest", async () => {
   const { markUsed, pruneCacheFolder } = await import("../engine/io.ts");
-  const { TOKENIZER_CACHE_ENTRIES: keep } = await import("../engine/tokenizer_load.ts");
+  const { TOKENIZER_CACHE_ENTRIES: keep } = await import("../engine/tokenizer/load.ts");
   const folder = await tempDir();
   // keep + 3 entries, entry i last used i minutes ago; then entry keep + 1 is used again.
   const names = Array.from({ length: keep + 3 }, (_, i) => `entry${i}.g3tk`);

@@ -7,9 +7,10 @@
 // element-wise bounds below include.
 
 import { deepStrictEqual, ok, rejects } from "node:assert/strict";
-import { f32ToBF16 } from "../engine/dtypes.ts";
-import { QUANT, type QuantType } from "../engine/quant.ts";
-import { type GpuBuf, webGpuAdapter, WebGpuBackend } from "../engine/webgpu.ts";
+import { f32ToBF16 } from "../engine/formats/dtypes.ts";
+import { QUANT } from "../engine/formats/quant.ts";
+import type { QuantType } from "../engine/formats/dtypes.ts";
+import { type GpuBuf, webGpuAdapter, WebGpuBackend } from "../engine/backends/webgpu/backend.ts";
 import { exportGguf, loadModel } from "../mod.ts";
 import { ggmlDecode } from "./support/ggml_blocks.ts";
 import { refAttention, refGeglu, refRmsNorm, refRope } from "./support/ops_reference.ts";

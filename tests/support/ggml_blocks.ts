@@ -1,9 +1,9 @@
 // Test-side decoders of ggml's block formats, written from the loop structure of ggml's
-// dequantize_row_* reference functions (ggml-quants.c) rather than from engine/quant.ts, so that a
+// dequantize_row_* reference functions (ggml-quants.c) rather than from engine/formats/quant.ts, so that a
 // layout mistake in the engine does not repeat itself here. Each returns, per weight, the part
 // scaled by the block scale and the offset part (w = scaled − offset), in float64 of f32 values.
 
-import { halfToNumber } from "../../engine/dtypes.ts";
+import { halfToNumber } from "../../engine/formats/dtypes.ts";
 
 const half = (v: DataView, at: number) => halfToNumber(v.getUint16(at, true));
 const f = Math.fround;

@@ -1,6 +1,6 @@
 // Small shared helpers for the tests: a seeded generator and float64 reference arithmetic.
 
-import { f32ToBF16 } from "../../engine/dtypes.ts";
+import { f32ToBF16 } from "../../engine/formats/dtypes.ts";
 
 /** A seeded generator (mulberry32) of uniform floats in [0, 1). */
 export function rng(seed: number): () => number {

@@ -1,7 +1,7 @@
 // Writes small Hugging Face checkpoints for tests: random Gemma 3 weights for any config, and
 // hand-made broken files. Independent of the engine's reader.
 
-import { f32ToBF16 } from "../../engine/dtypes.ts";
+import { f32ToBF16 } from "../../engine/formats/dtypes.ts";
 import { randn, rng } from "./helpers.ts";
 import { tempDir } from "./temp.ts";
 

@@ -3,18 +3,18 @@
 // the tensor-name map before any memory is committed; then each tensor is read straight into
 // WebAssembly memory (no intermediate full copy in JS), in file order.
 
-import { parseHfConfig } from "./config.ts";
-import { type ByteSource, exists, joinLocation, openSource, readJson } from "./io.ts";
-import { readSafetensorsHeader, type TensorEntry } from "./safetensors.ts";
-import type { QuantPlan } from "./quant.ts";
-import type { WasmRuntime } from "./runtime.ts";
-import { canonicalTensorName } from "./weights.ts";
+import { parseHfConfig } from "../gemma3/config.ts";
+import { type ByteSource, exists, joinLocation, openSource, readJson } from "../io.ts";
+import { readSafetensorsHeader, type TensorEntry } from "../formats/safetensors.ts";
+import type { QuantPlan } from "../formats/quant.ts";
+import type { WasmRuntime } from "../backends/wasm/runtime.ts";
+import { canonicalTensorName } from "../gemma3/weights.ts";
 import {
   type LoadedCheckpoint,
   loadOpened,
   type LoadProgress,
   type OpenCheckpoint,
-} from "./load_tensors.ts";
+} from "./tensors.ts";
 
 /** Lists the safetensors files of a folder: the single file, or the shards of the index. */
 async function weightFiles(

@@ -10,7 +10,7 @@
 // lengths against the bytes that remain, tensor sizes and offsets against the file, so a hostile
 // or truncated file is an error, never a giant allocation or an out-of-bounds read.
 
-import type { ByteSource } from "./io.ts";
+import type { ByteSource } from "../io.ts";
 
 /** ggml tensor types, by number (the ones a Gemma GGUF may hold). */
 export const GGML_TYPES: Record<number, { name: string; blockElems: number; blockBytes: number }> =

@@ -16,13 +16,13 @@ import {
   realPath,
   sha256Hex,
   writeFileAtomic,
-} from "./io.ts";
-import { ChatTemplate } from "./chat.ts";
+} from "../io.ts";
+import { ChatTemplate } from "./chat_template.ts";
 import { Tokenizer } from "./tokenizer.ts";
-import { downloadModel, isRepoId } from "./hub.ts";
-import { fromCompact, fromGgufMetadata, fromTokenizerJson, toCompact } from "./tokenizer_format.ts";
-import { GgufSkippedArray, readGgufHeader } from "./gguf.ts";
-import { openSource } from "./io.ts";
+import { downloadModel, isRepoId } from "../loading/hub.ts";
+import { fromCompact, fromGgufMetadata, fromTokenizerJson, toCompact } from "./format.ts";
+import { GgufSkippedArray, readGgufHeader } from "../formats/gguf.ts";
+import { openSource } from "../io.ts";
 import type { TokenizerData } from "./tokenizer.ts";
 
 /** Options of `loadTokenizer`. */

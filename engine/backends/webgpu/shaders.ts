@@ -1,12 +1,12 @@
-// The WGSL kernels of the WebGPU backend (engine/webgpu.ts): the same ops as asm/kernels.ts, one
+// The WGSL kernels of the WebGPU backend (engine/backends/webgpu/backend.ts): the same ops as asm/kernels.ts, one
 // compute shader each. Activations are f32; weights are bound as raw 32-bit words and decoded in
-// the shader (f32, bf16, and the block formats of engine/quant.ts), so a weight keeps its stored
+// the shader (f32, bf16, and the block formats of engine/formats/quant.ts), so a weight keeps its stored
 // size on the GPU. Offsets into activation buffers come as element counts in the parameters:
 // storage bindings may only start at 256-byte multiples.
 //
 // Every kernel reads its parameters from one uniform block of twelve 32-bit values.
 
-import type { DType } from "./dtypes.ts";
+import type { DType } from "../../formats/dtypes.ts";
 
 const PARAMS = /* wgsl */ `
 struct Params { a: vec4<u32>, b: vec4<u32>, f: vec4<f32> }

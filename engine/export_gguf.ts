@@ -3,33 +3,26 @@
 // chosen format (float, or a block format quantized here, streaming: the model is never held
 // whole in memory).
 
-import { configFromGguf, type Gemma3Config } from "./config.ts";
-import { f32ToBF16 } from "./dtypes.ts";
+import { configFromGguf, type Gemma3Config } from "./gemma3/config.ts";
+import { type DType, f32ToBF16 } from "./formats/dtypes.ts";
 import {
   encodeGgufHeader,
   GGUF_VALUE as V,
   type GgufMetaEntry,
   type GgufTensorOut,
-} from "./gguf.ts";
+} from "./formats/gguf.ts";
 import { createFileWriter, exists, joinLocation, readJson } from "./io.ts";
-import { openGgufCheckpoint } from "./load_gguf.ts";
-import { openHfCheckpoint } from "./load_hf.ts";
-import { type OpenCheckpoint, readRowsF32 } from "./load_tensors.ts";
-import type { TensorEntry } from "./safetensors.ts";
-import {
-  defaultHeadFormat,
-  formatFor,
-  isQuant,
-  QUANT,
-  quantBytes,
-  type QuantType,
-} from "./quant.ts";
-import type { TokenizerData } from "./tokenizer.ts";
-import { fromTokenizerJson, toGgufTokenizer } from "./tokenizer_format.ts";
-import { ggufName, tensorSpecs } from "./weights.ts";
+import { openGgufCheckpoint } from "./loading/gguf.ts";
+import { openHfCheckpoint } from "./loading/hf.ts";
+import { type OpenCheckpoint, readRowsF32 } from "./loading/tensors.ts";
+import type { TensorEntry } from "./formats/safetensors.ts";
+import { defaultHeadFormat, formatFor, isQuant, QUANT, quantBytes } from "./formats/quant.ts";
+import type { TokenizerData } from "./tokenizer/tokenizer.ts";
+import { fromTokenizerJson, toGgufTokenizer } from "./tokenizer/format.ts";
+import { ggufName, tensorSpecs } from "./gemma3/weights.ts";
 
-/** Formats a GGUF export can write weight matrices in. */
-export type ExportType = "f32" | "bf16" | QuantType;
+/** Formats a GGUF export can write weight matrices in: every format the engine holds. */
+export type ExportType = DType;
 
 /** Options of `exportGguf`. */
 export interface ExportOptions {

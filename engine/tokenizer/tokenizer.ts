@@ -19,7 +19,7 @@
 // The tokenizer is built from a compact binary form (see tokenizer_format.ts) that loads in a few
 // milliseconds; parsing the 33 MB JSON is done once and cached.
 
-import { ChatTemplate } from "./chat.ts";
+import { type ChatMessage, ChatTemplate } from "./chat_template.ts";
 
 /** Everything the tokenizer needs, as flat arrays. */
 export interface TokenizerData {
@@ -53,14 +53,6 @@ export interface EncodeOptions {
 export interface DecodeOptions {
   /** Leave out special tokens (<bos>, <eos>, <start_of_turn>, ... as marked in tokenizer.json). */
   skipSpecialTokens?: boolean;
-}
-
-/** A chat message; content is a string or a list of parts (text parts are used). */
-export interface ChatMessage {
-  /** "system", "user", "assistant" (or "model"). */
-  role: "system" | "user" | "assistant" | "model" | string;
-  /** The text, or parts such as `{ type: "text", text }`. */
-  content: string | { type: string; text?: string }[];
 }
 
 const SPACE = 0x20;

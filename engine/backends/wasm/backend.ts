@@ -1,10 +1,28 @@
 // The WASM SIMD backend: each op is one call into asm/kernels.ts over pointers.
 
-import type { Backend, LayerCache } from "./backend.ts";
-import { type WasmWeight, weightBytes } from "./load_tensors.ts";
-import { isQuant, QUANT } from "./quant.ts";
+import type { Backend, LayerCache } from "../../gemma3/backend.ts";
+import type { DType } from "../../formats/dtypes.ts";
+import { isQuant, QUANT, weightBytes } from "../../formats/quant.ts";
 import { OP_TIMEOUT_MS, type WasmRuntime } from "./runtime.ts";
-import { mapWeights, type ModelWeights } from "./weights.ts";
+import { mapWeights, type ModelWeights } from "../../gemma3/weights.ts";
+
+/** A weight in WebAssembly memory: matrices as stored (f32, bf16, a block format) or quantized on
+ * load, norm vectors as f32. */
+export interface WasmWeight {
+  /** Byte address in the runtime's memory. */
+  ptr: number;
+  /** Element type in memory. */
+  dtype: DType;
+  /** Rows (output features); 1 for a vector. */
+  rows: number;
+  /** Columns (input features); the length for a vector. */
+  cols: number;
+  /** Stored in the WASM kernels' layout, not as loaded: f32 and bf16 rows in interleaved groups
+   * of eight (interleaveRows in asm/kernels.ts); Q8_0, Q4_0 and Q5_0 rows in groups of four
+   * interleaved block by block, a block's four scales side by side, Q5_0's fifth bits reordered
+   * (interleaveBlockRows). */
+  interleaved?: boolean;
+}
 
 /** Activation buffers are byte addresses in the runtime's memory. */
 export type Ptr = number;

@@ -4,7 +4,7 @@
 // that names the file and the problem, never a wrong read.
 
 import { floatBytes, type FloatDType, type StoredDType } from "./dtypes.ts";
-import type { ByteSource } from "./io.ts";
+import type { ByteSource } from "../io.ts";
 
 /** One tensor's place in a safetensors file. */
 export interface TensorEntry {

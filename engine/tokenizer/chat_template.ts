@@ -2,7 +2,13 @@
 // (no dependency, works everywhere); any other template (a fine-tune's own) is rendered with
 // @huggingface/jinja, the ecosystem's Jinja implementation, imported only when needed.
 
-import type { ChatMessage } from "./tokenizer.ts";
+/** A chat message; content is a string or a list of parts (text parts are used). */
+export interface ChatMessage {
+  /** "system", "user", "assistant" (or "model"). */
+  role: "system" | "user" | "assistant" | "model" | string;
+  /** The text, or parts such as `{ type: "text", text }`. */
+  content: string | { type: string; text?: string }[];
+}
 
 /** The official Gemma 3 chat template (tokenizer_config.json of google/gemma-3-*-it). */
 const GEMMA3_TEMPLATE = `{{ bos_token }}

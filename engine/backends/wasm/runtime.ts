@@ -8,8 +8,8 @@ import {
   kernelsThreadsWasmBase64,
   kernelsWasmBase64,
 } from "./kernels_wasm.ts";
-import { ThreadPool, threadsUnavailableReason } from "./threads.ts";
-import { env } from "./io.ts";
+import { ThreadPool, threadsUnavailableReason } from "./worker_pool.ts";
+import { env } from "../../io.ts";
 
 /** The kernel exports of asm/kernels.ts; pointers are byte offsets into the memory. */
 export interface Kernels {
@@ -104,7 +104,7 @@ export interface Kernels {
   addInPlace(x: number, y: number, n: number): void;
   streamRead(p: number, start: number, end: number): number;
   quantizeRowsQ8(x: number, tokens: number, cols: number, qx: number, sx: number): void;
-  /** `fmt` is a block format's kernelFormat (engine/quant.ts); `interleaved` 1: a Q8_0, Q4_0
+  /** `fmt` is a block format's kernelFormat (engine/formats/quant.ts); `interleaved` 1: a Q8_0, Q4_0
    * or Q5_0 matrix stored as interleaveBlockRows leaves it. */
   matmulQuant(
     fmt: number,

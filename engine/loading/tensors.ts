@@ -1,31 +1,21 @@
 // The part of loading shared by every checkpoint format: check that a file holds exactly the
 // tensors the config needs, with the right shapes, then read them into WebAssembly memory.
 
-import type { Gemma3Config } from "./config.ts";
-import { bf16ToF32, type DType, f16ToF32 } from "./dtypes.ts";
-import type { ByteSource } from "./io.ts";
-import { formatFor, isQuant, QUANT, quantBytes, type QuantPlan } from "./quant.ts";
-import type { WasmRuntime } from "./runtime.ts";
-import type { TensorEntry } from "./safetensors.ts";
-import { assembleWeights, type ModelWeights, tensorSpecs } from "./weights.ts";
-
-/** A weight in WebAssembly memory: matrices as stored (f32, bf16, a block format) or quantized on
- * load, norm vectors as f32. */
-export interface WasmWeight {
-  /** Byte address in the runtime's memory. */
-  ptr: number;
-  /** Element type in memory. */
-  dtype: DType;
-  /** Rows (output features); 1 for a vector. */
-  rows: number;
-  /** Columns (input features); the length for a vector. */
-  cols: number;
-  /** Stored in the WASM kernels' layout, not as loaded: f32 and bf16 rows in interleaved groups
-   * of eight (interleaveRows in asm/kernels.ts); Q8_0, Q4_0 and Q5_0 rows in groups of four
-   * interleaved block by block, a block's four scales side by side, Q5_0's fifth bits reordered
-   * (interleaveBlockRows). */
-  interleaved?: boolean;
-}
+import type { Gemma3Config } from "../gemma3/config.ts";
+import { bf16ToF32, type DType, f16ToF32 } from "../formats/dtypes.ts";
+import type { ByteSource } from "../io.ts";
+import {
+  formatFor,
+  isQuant,
+  QUANT,
+  quantBytes,
+  type QuantPlan,
+  weightBytes,
+} from "../formats/quant.ts";
+import type { WasmWeight } from "../backends/wasm/backend.ts";
+import type { WasmRuntime } from "../backends/wasm/runtime.ts";
+import type { TensorEntry } from "../formats/safetensors.ts";
+import { assembleWeights, type ModelWeights, tensorSpecs } from "../gemma3/weights.ts";
 
 /** Progress of a long load: downloading files (models by name), then reading the weights. */
 export interface LoadProgress {
@@ -91,12 +81,6 @@ export async function loadOpened(
   } finally {
     for (const s of open.sources) await s.close().catch(() => {});
   }
-}
-
-/** Bytes of a rows × cols weight in memory. */
-export function weightBytes(dtype: DType, rows: number, cols: number): number {
-  if (isQuant(dtype)) return quantBytes(dtype, rows, cols);
-  return rows * cols * (dtype === "bf16" ? 2 : 4);
 }
 
 /**

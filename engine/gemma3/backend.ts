@@ -1,4 +1,4 @@
-// The operations the forward pass (engine/model.ts) is written in. A backend implements them
+// The operations the forward pass (engine/gemma3/forward.ts) is written in. A backend implements them
 // over its own buffers: the WASM backend over pointers into linear memory; a WebGPU backend over
 // GPU buffers. `A` is an activation buffer handle (f32), `W` a weight handle.
 

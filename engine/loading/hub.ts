@@ -21,7 +21,7 @@ import {
   readText,
   sha256Hex,
   writeFileAtomic,
-} from "./io.ts";
+} from "../io.ts";
 
 /** Progress of a download. */
 export interface DownloadProgress {

@@ -1,6 +1,8 @@
 // Weight formats: one place that knows how many bytes an element takes and how to widen it.
 
-import type { QuantType } from "./quant.ts";
+/** The block-quantized formats this engine holds in memory and multiplies directly (their
+ * layouts: quant.ts). */
+export type QuantType = "q8_0" | "q4_0" | "q5_0" | "q4_k" | "q6_k";
 
 /** Element types the engine can hold in memory: f32, and for weight matrices bf16 (widened in the
  * kernels) and the block-quantized formats of quant.ts (multiplied block by block). */

@@ -2,20 +2,20 @@
 // same checks as a Hugging Face checkpoint. F32, F16 and BF16 tensors, and the block formats of
 // quant.ts (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K); other ggml types are refused by name.
 
-import { configFromGguf } from "./config.ts";
-import type { StoredDType } from "./dtypes.ts";
-import { GGML_TYPES, type GgufFile, readGgufHeader } from "./gguf.ts";
-import { openSource } from "./io.ts";
+import { configFromGguf } from "../gemma3/config.ts";
+import type { StoredDType } from "../formats/dtypes.ts";
+import { GGML_TYPES, type GgufFile, readGgufHeader } from "../formats/gguf.ts";
+import { openSource } from "../io.ts";
 import {
   type LoadedCheckpoint,
   loadOpened,
   type LoadProgress,
   type OpenCheckpoint,
-} from "./load_tensors.ts";
-import type { WasmRuntime } from "./runtime.ts";
-import type { TensorEntry } from "./safetensors.ts";
-import { canonicalGgufName } from "./weights.ts";
-import { QUANT, type QuantPlan } from "./quant.ts";
+} from "./tensors.ts";
+import type { WasmRuntime } from "../backends/wasm/runtime.ts";
+import type { TensorEntry } from "../formats/safetensors.ts";
+import { canonicalGgufName } from "../gemma3/weights.ts";
+import { QUANT, type QuantPlan } from "../formats/quant.ts";
 
 /** ggml types this engine reads, as its own element types. */
 const SUPPORTED_TYPES: Record<number, StoredDType> = {

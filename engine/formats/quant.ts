@@ -14,11 +14,8 @@
 //                       [ql: 128 bytes, low 4 bits][qh: 64 bytes, high 2 bits][sc: 16 × int8][d]
 // The bit placement inside qs/ql/qh is spelled out where it is packed, below.
 
-import { f32ToF16, halfToNumber } from "./dtypes.ts";
+import { type DType, f32ToF16, halfToNumber, type QuantType } from "./dtypes.ts";
 import { GGML_TYPES } from "./gguf.ts";
-
-/** The block-quantized formats this engine holds in memory and multiplies directly. */
-export type QuantType = "q8_0" | "q4_0" | "q5_0" | "q4_k" | "q6_k";
 
 /** One block format. */
 export interface BlockFormat {
@@ -331,4 +328,10 @@ export function formatFor(plan: QuantPlan, isHead: boolean, cols: number): Quant
     want = want === "q4_k" ? "q5_0" : want === "q6_k" ? "q8_0" : want;
   }
   return cols % QUANT[want].blockElems === 0 ? want : null;
+}
+
+/** Bytes of a rows × cols weight in memory. */
+export function weightBytes(dtype: DType, rows: number, cols: number): number {
+  if (isQuant(dtype)) return quantBytes(dtype, rows, cols);
+  return rows * cols * (dtype === "bf16" ? 2 : 4);
 }

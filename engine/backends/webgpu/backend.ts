@@ -1,14 +1,14 @@
-// The WebGPU backend: the forward pass's ops (engine/backend.ts) as WGSL compute shaders
-// (engine/webgpu_shaders.ts) over GPU buffers. Weights stay in their stored format (f32, bf16 or
+// The WebGPU backend: the forward pass's ops (engine/gemma3/backend.ts) as WGSL compute shaders
+// (engine/backends/webgpu/shaders.ts) over GPU buffers. Weights stay in their stored format (f32, bf16 or
 // a block format) and are decoded in the shaders; activations and accumulation are f32.
 //
 // Ops are recorded into one command encoder; nothing runs until logits are read (or `flush`), so
 // a decoded token is one submission and one read-back of the logits. Each op's parameters go
 // into a 256-byte slot of one uniform buffer, written once per submission.
 
-import type { Backend, LayerCache } from "./backend.ts";
-import type { DType } from "./dtypes.ts";
-import { isQuant, quantBytes } from "./quant.ts";
+import type { Backend, LayerCache } from "../../gemma3/backend.ts";
+import type { DType } from "../../formats/dtypes.ts";
+import { isQuant, quantBytes } from "../../formats/quant.ts";
 import {
   addShader,
   appendKvShader,
@@ -20,7 +20,7 @@ import {
   rmsNormShader,
   ropeShader,
   takeMaxShader,
-} from "./webgpu_shaders.ts";
+} from "./shaders.ts";
 
 /** An f32 activation buffer, from element `off` on. */
 export interface GpuBuf {

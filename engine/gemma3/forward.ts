@@ -1,0 +1,234 @@
+// The Gemma 3 forward pass, top to bottom.
+//
+// One call evaluates a chunk of new tokens at positions startPos.. and appends their keys and
+// values to the KV cache. Every step is an op of the backend (engine/gemma3/backend.ts): the WASM
+// backend runs each as one kernel of asm/kernels.ts. The config is data (engine/gemma3/config.ts); the
+// weights come from the tensor-name map (engine/gemma3/weights.ts).
+//
+// A Gemma 3 block, as in the paper and Hugging Face's Gemma3DecoderLayer:
+//
+//   h = x + postAttnNorm(attention(inputNorm(x)))        "sandwich" norms: before and after
+//   x = h + postFfnNorm(down(gelu(gate(n)) * up(n)))      with n = preFfnNorm(h)
+//
+// with per-head RMSNorm of queries and keys (q_norm, k_norm) before RoPE, five sliding-window
+// layers for every global one, and RMSNorm weights applied as (1 + w).
+
+import type { Backend, LayerCache } from "./backend.ts";
+import { type Gemma3Config, layerAttention } from "./config.ts";
+import type { ModelWeights } from "./weights.ts";
+
+/** Scratch buffers for one chunk of up to `maxTokens` tokens. Reused by every call. */
+export interface Activations<A> {
+  maxTokens: number;
+  /** Rows of logits computed per head pass when all positions' logits are wanted. */
+  logitRows: number;
+  ids: A;
+  /** The residual stream, [tokens][hidden]. */
+  x: A;
+  /** A normed copy of x fed to a sub-block, [tokens][hidden]. */
+  h: A;
+  q: A;
+  k: A;
+  v: A;
+  /** Attention output before o_proj, [tokens][heads * headDim]. */
+  attn: A;
+  /** A sub-block's output before it joins the residual stream, [tokens][hidden]. */
+  o: A;
+  gate: A;
+  up: A;
+  logits: A;
+}
+
+/** The KV cache of one sequence: one LayerCache per layer, plus attention-score scratch. */
+export interface KvCache<A> {
+  layers: LayerCache<A>[];
+  /** Attention-score scratch, `scoresFloats` per thread: the longest span a query can see. */
+  scores: A;
+  scoresFloats: number;
+  /** Bytes held by keys and values. */
+  bytes: number;
+  /** The smallest ring buffer (slots of a sliding layer); Infinity when no layer wraps. */
+  ringSlots: number;
+}
+
+/** Activation buffers of a model: one chunk's worth. */
+export function allocActivations<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  maxTokens: number,
+): Activations<A> {
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  // All-position logits are computed a few rows at a time: a chunk of 64 rows × 262,144 would be
+  // 64 MiB of scratch for a 262k vocabulary.
+  const logitRows = Math.max(1, Math.min(maxTokens, Math.floor((16 << 20) / (4 * c.vocabSize))));
+  return {
+    maxTokens,
+    logitRows,
+    ids: b.alloc(maxTokens),
+    x: b.alloc(maxTokens * c.hiddenSize),
+    h: b.alloc(maxTokens * c.hiddenSize),
+    q: b.alloc(maxTokens * qDim),
+    k: b.alloc(maxTokens * kvDim),
+    v: b.alloc(maxTokens * kvDim),
+    attn: b.alloc(maxTokens * qDim),
+    o: b.alloc(maxTokens * c.hiddenSize),
+    gate: b.alloc(maxTokens * c.intermediateSize),
+    up: b.alloc(maxTokens * c.intermediateSize),
+    logits: b.alloc(logitRows * c.vocabSize),
+  };
+}
+
+/**
+ * A KV cache for `contextLength` positions. Full-attention layers keep every position;
+ * sliding-window layers keep only the last `slidingWindow` (a ring buffer), which is why the
+ * 270M model's cache is small even at long contexts.
+ */
+export function allocKvCache<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  contextLength: number,
+): KvCache<A> {
+  const kvDim = c.numKvHeads * c.headDim;
+  const layers: LayerCache<A>[] = [];
+  let bytes = 0;
+  for (let l = 0; l < c.numLayers; l++) {
+    const { window } = layerAttention(c, l);
+    const capacity = window > 0 ? Math.min(window, contextLength) : contextLength;
+    layers.push({ keys: b.alloc(capacity * kvDim), values: b.alloc(capacity * kvDim), capacity });
+    bytes += 2 * capacity * kvDim * 4;
+  }
+  const maxCapacity = Math.max(...layers.map((l) => l.capacity));
+  const rings = layers.map((l) => l.capacity).filter((c) => c < contextLength);
+  return {
+    layers,
+    scores: b.allocScratch(maxCapacity),
+    scoresFloats: maxCapacity,
+    bytes,
+    ringSlots: rings.length ? Math.min(...rings) : Infinity,
+  };
+}
+
+/** Frees a KV cache's buffers. */
+export function freeKvCache<A, W>(b: Backend<A, W>, cache: KvCache<A>): void {
+  for (const l of cache.layers) {
+    b.free(l.keys);
+    b.free(l.values);
+  }
+  b.free(cache.scores);
+}
+
+/** Final norm and the output head (the embedding table, when tied) for `rows` positions from t,
+ * into act.logits. Only rows wanted are computed: the head is the largest matrix of the 270M. */
+function head<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  w: ModelWeights<W>,
+  act: Activations<A>,
+  t: number,
+  rows: number,
+): void {
+  b.rmsNorm(b.offset(act.x, t * c.hiddenSize), w.finalNorm, act.h, rows, c.rmsNormEps);
+  b.matmul(w.lmHead, act.h, act.logits, rows);
+}
+
+/**
+ * Runs the model on `ids` like `forward` and returns, computed by the backend, the greedy next
+ * token (k = 1: the argmax of the last position's logits) or the k best candidates with their
+ * logits: only those come back, not the logits.
+ */
+export async function forwardTopK<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  w: ModelWeights<W>,
+  act: Activations<A>,
+  cache: KvCache<A>,
+  ids: Int32Array,
+  startPos: number,
+  k: number,
+): Promise<{ ids: number[]; values: number[] }> {
+  await forward(b, c, w, act, cache, ids, startPos, "none");
+  head(b, c, w, act, ids.length - 1, 1);
+  if (k === 1 && b.argmax) return { ids: [await b.argmax(act.logits, c.vocabSize)], values: [] };
+  if (!b.topK) throw new Error("this backend has no top-k");
+  return await b.topK(act.logits, c.vocabSize, k);
+}
+
+/** What a forward call returns: no logits, the last position's, or every position's. */
+export type LogitsWanted = "none" | "last" | "all";
+
+/**
+ * Runs the model on `ids` (at most act.maxTokens of them) at positions startPos.., appending to
+ * the cache, and returns the requested logits ([tokens][vocab] for "all"), in `out` if given.
+ */
+export async function forward<A, W>(
+  b: Backend<A, W>,
+  c: Gemma3Config,
+  w: ModelWeights<W>,
+  act: Activations<A>,
+  cache: KvCache<A>,
+  ids: Int32Array,
+  startPos: number,
+  want: LogitsWanted,
+  out?: Float32Array,
+): Promise<Float32Array> {
+  const T = ids.length;
+  const { hiddenSize: H, numHeads, numKvHeads, headDim, rmsNormEps: eps } = c;
+  const attnShape = {
+    heads: numHeads,
+    kvHeads: numKvHeads,
+    headDim,
+    scale: c.queryPreAttnScalar ** -0.5,
+  };
+
+  // Embedding, scaled by sqrt(hidden_size) rounded to the activation dtype (f32).
+  b.writeTokens(act.ids, ids);
+  b.embed(w.embedTokens, act.ids, T, Math.fround(Math.sqrt(H)), act.x);
+
+  for (let l = 0; l < c.numLayers; l++) {
+    const lw = w.layers[l];
+    const { window, ropeBase, ropeFactor } = layerAttention(c, l);
+
+    // --- Attention sub-block ---
+    b.rmsNorm(act.x, lw.inputNorm, act.h, T, eps);
+    b.matmul(lw.qProj, act.h, act.q, T);
+    b.matmul(lw.kProj, act.h, act.k, T);
+    b.matmul(lw.vProj, act.h, act.v, T);
+    // Gemma 3 normalises each query and key head (replacing Gemma 2's logit soft-capping).
+    b.rmsNorm(act.q, lw.qNorm, act.q, T * numHeads, eps);
+    b.rmsNorm(act.k, lw.kNorm, act.k, T * numKvHeads, eps);
+    // Local layers rotate with a 10k base; global layers with 1M (and linear scaling if set).
+    b.rope(act.q, T, numHeads, headDim, startPos, ropeBase, ropeFactor);
+    b.rope(act.k, T, numKvHeads, headDim, startPos, ropeBase, ropeFactor);
+    b.attention(act.q, act.k, act.v, cache.layers[l], act.attn, cache.scores, T, startPos, {
+      ...attnShape,
+      window,
+      scratchFloats: cache.scoresFloats,
+    });
+    b.matmul(lw.oProj, act.attn, act.o, T);
+    b.rmsNorm(act.o, lw.postAttentionNorm, act.o, T, eps);
+    b.add(act.x, act.o, T * H);
+
+    // --- Feed-forward sub-block (GeGLU) ---
+    b.rmsNorm(act.x, lw.preFeedforwardNorm, act.h, T, eps);
+    b.matmul(lw.gateProj, act.h, act.gate, T);
+    b.matmul(lw.upProj, act.h, act.up, T);
+    b.geglu(act.gate, act.up, act.gate, T * c.intermediateSize);
+    b.matmul(lw.downProj, act.gate, act.o, T);
+    b.rmsNorm(act.o, lw.postFeedforwardNorm, act.o, T, eps);
+    b.add(act.x, act.o, T * H);
+  }
+
+  if (want === "none") return new Float32Array(0);
+  const first = want === "last" ? T - 1 : 0;
+  const logits = out ?? new Float32Array((T - first) * c.vocabSize);
+  for (let t = first; t < T; t += act.logitRows) {
+    const rows = Math.min(act.logitRows, T - t);
+    head(b, c, w, act, t, rows);
+    await b.read(
+      act.logits,
+      logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize),
+    );
+  }
+  return logits;
+}
