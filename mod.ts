@@ -16,21 +16,34 @@
  * @module
  */
 
+// --- Load and run a model ---
 export { Gemma3Model, loadModel } from "./engine/model.ts";
 export type { ChatOptions, LoadOptions, SessionOptions } from "./engine/model.ts";
+export type { LoadProgress } from "./engine/loading/tensors.ts";
+export { BACKEND_CHOICES } from "./engine/backends/select.ts";
+export type { BackendChoice, BackendName } from "./engine/backends/select.ts";
+export { LOAD_QUANT_TYPES } from "./engine/formats/quant.ts";
+export type { LoadQuantType } from "./engine/formats/quant.ts";
+export type { Gemma3Config, LayerType } from "./engine/gemma3/config.ts";
+
+// --- Sessions and sampling ---
 export { Session } from "./engine/session.ts";
 export type { EvalOptions, GenerateOptions } from "./engine/session.ts";
 export type { SamplingOptions } from "./engine/sampling.ts";
-export type { Gemma3Config, LayerType } from "./engine/gemma3/config.ts";
-export { parseHfConfig } from "./engine/gemma3/config.ts";
-export type { LoadProgress } from "./engine/loading/tensors.ts";
-export { downloadModel, hubCacheDir } from "./engine/loading/hub.ts";
-export type { DownloadProgress, HubOptions } from "./engine/loading/hub.ts";
+
+// --- Tokenizer and chat ---
 export { loadTokenizer } from "./engine/tokenizer/load.ts";
 export type { TokenizerLoadOptions } from "./engine/tokenizer/load.ts";
 export { StreamDecoder, Tokenizer } from "./engine/tokenizer/tokenizer.ts";
 export type { DecodeOptions, EncodeOptions } from "./engine/tokenizer/tokenizer.ts";
+// The template a tokenizer renders (`tokenizer.chatTemplate`): Gemma 3's built in, or the model's.
 export { type ChatMessage, ChatTemplate } from "./engine/tokenizer/chat_template.ts";
-export { exportGguf } from "./engine/export_gguf.ts";
+
+// --- Hugging Face Hub ---
+export { downloadModel, hubCacheDir } from "./engine/loading/hub.ts";
+export type { DownloadProgress, HubOptions } from "./engine/loading/hub.ts";
+
+// --- GGUF export ---
+export { EXPORT_TYPES, exportGguf } from "./engine/export_gguf.ts";
 export type { ExportOptions, ExportType } from "./engine/export_gguf.ts";
 export type { QuantType } from "./engine/formats/dtypes.ts";

@@ -14,6 +14,7 @@ import {
 import { createFileWriter, exists, joinLocation, readJson } from "./io.ts";
 import { openGgufCheckpoint } from "./loading/gguf.ts";
 import { openHfCheckpoint } from "./loading/hf.ts";
+import { resolveModelSource } from "./loading/source.ts";
 import { type OpenCheckpoint, readRowsF32 } from "./loading/tensors.ts";
 import type { TensorEntry } from "./formats/safetensors.ts";
 import { defaultHeadFormat, formatFor, isQuant, QUANT, quantBytes } from "./formats/quant.ts";
@@ -39,6 +40,8 @@ export interface ExportOptions {
   name?: string;
   /** Called as tensors are written. */
   onProgress?: (p: { writtenBytes: number; totalBytes: number }) => void;
+  /** For a Hub repository name as `source`: the branch, tag or commit (default "main"). */
+  revision?: string;
 }
 
 /** llama.cpp's file-type numbers (general.file_type) for the formats written here. */
@@ -194,8 +197,12 @@ const GGML_OF: Record<ExportType, number> = {
   ...Object.fromEntries(Object.values(QUANT).map((f) => [f.name, f.ggmlType])),
 } as Record<ExportType, number>;
 
+/** Every ExportType, for validating options and flags. */
+export const EXPORT_TYPES = Object.keys(FILE_TYPE) as readonly ExportType[];
+
 /**
- * Writes the model at `source` (a Hugging Face folder, or a .gguf file) to `out` as GGUF. The
+ * Writes the model at `source` (a Hugging Face folder, a .gguf file, or a Hub repository name,
+ * downloaded first) to `out` as GGUF. The
  * tokenizer comes from the folder's tokenizer.json, or from the source GGUF's metadata.
  */
 export async function exportGguf(
@@ -206,11 +213,13 @@ export async function exportGguf(
   for (const t of [options.type, options.headType]) {
     if (t !== undefined && !Object.hasOwn(FILE_TYPE, t)) {
       throw new Error(
-        `cannot write ${JSON.stringify(t)}; formats: ${Object.keys(FILE_TYPE).join(", ")}`,
+        `cannot write ${JSON.stringify(t)}; formats: ${EXPORT_TYPES.join(", ")}`,
       );
     }
   }
-  const isGguf = /\.gguf$/i.test(source);
+  const resolved = await resolveModelSource(source, { revision: options.revision });
+  source = resolved.location;
+  const isGguf = resolved.gguf;
   const open: OpenCheckpoint & {
     metadata?: Map<string, unknown>;
     metadataTypes?: Map<string, { type: number; itemType?: number }>;

@@ -1,33 +1,28 @@
 // loadModel and the model object: owns the runtime, the weights and the shared activations, and
-// makes sessions.
+// makes sessions. Reading a checkpoint is engine/loading/, where it runs is engine/backends/, the
+// forward pass itself is engine/gemma3/forward.ts.
 
 import type { Gemma3Config } from "./gemma3/config.ts";
-import {
-  exists,
-  hasFileSystem,
-  isDirectory,
-  isUrl,
-  joinLocation,
-  noGpuDevices,
-  readJson,
-} from "./io.ts";
-import { downloadModel, hubEndpoint, isRepoId } from "./loading/hub.ts";
+import { type Activations, allocActivations, freeActivations } from "./gemma3/forward.ts";
+import { exists, joinLocation, readJson } from "./io.ts";
+import { LOAD_QUANT_TYPES, type LoadQuantType, quantPlan } from "./formats/quant.ts";
 import { loadHfFolder } from "./loading/hf.ts";
-import { type LoadedCheckpoint, type LoadProgress } from "./loading/tensors.ts";
-import { weightBytes } from "./formats/quant.ts";
 import { loadGguf } from "./loading/gguf.ts";
-import { type Activations, allocActivations } from "./gemma3/forward.ts";
+import { resolveModelSource } from "./loading/source.ts";
+import type { LoadedCheckpoint, LoadProgress } from "./loading/tensors.ts";
+import {
+  BACKEND_CHOICES,
+  type BackendChoice,
+  type BackendName,
+  chooseBackend,
+  type PlacedModel,
+  placeWeights,
+} from "./backends/select.ts";
 import { WasmRuntime } from "./backends/wasm/runtime.ts";
-import { Session, type SessionHost } from "./session.ts";
+import { type GenerateOptions, Session, type SessionHost } from "./session.ts";
 import type { Tokenizer } from "./tokenizer/tokenizer.ts";
 import type { ChatMessage } from "./tokenizer/chat_template.ts";
 import { loadTokenizer, tokenizerFromGguf } from "./tokenizer/load.ts";
-import { quantPlan } from "./formats/quant.ts";
-import type { GenerateOptions } from "./session.ts";
-import { interleaveWeights, WasmBackend } from "./backends/wasm/backend.ts";
-import type { Backend } from "./gemma3/backend.ts";
-import { type GpuWeight, webGpuAdapter, WebGpuBackend } from "./backends/webgpu/backend.ts";
-import { mapWeights, type ModelWeights } from "./gemma3/weights.ts";
 
 /** Options of `loadModel`. */
 export interface LoadOptions {
@@ -37,15 +32,15 @@ export interface LoadOptions {
    * has WebGPU: Deno, browsers), or "auto" (the default): WebGPU when a hardware adapter exists
    * and the model fits its limits, else wasm. `model.backend` and `model.backendReason` say
    * which and why. */
-  backend?: "auto" | "wasm" | "webgpu";
+  backend?: BackendChoice;
   /** Quantize float weight matrices while loading, streaming (the float copy is never held):
    * "q8_0" (about half the memory of bf16) or "q4_0" (about a quarter; the embedding/head stays
    * Q8_0 unless `headWeights` says otherwise, as llama.cpp's llama-quantize does). Products with
    * quantized weights quantize the activations per 32-block to int8 first, as llama.cpp does.
    * Matrices already quantized (GGUF) stay as stored. Default: keep the stored format. */
-  weights?: "q8_0" | "q4_0";
+  weights?: LoadQuantType;
   /** With `weights`: the format of the embedding/head (default: "q8_0"). */
-  headWeights?: "q8_0" | "q4_0";
+  headWeights?: LoadQuantType;
   /** Called as files download (models by name) and as weight data is read. */
   onProgress?: (progress: LoadProgress) => void;
   /** Tokens evaluated per forward call when a prompt is long (default 64). */
@@ -54,15 +49,6 @@ export interface LoadOptions {
    * SharedArrayBuffer and workers; without them the model runs on one thread, with the same
    * results (`model.threads` and `model.threadsFallbackReason` say what happened). */
   threads?: number;
-}
-
-/** The backend a model runs on, its weights there, and how to free them. */
-interface ModelBackend {
-  name: "wasm" | "webgpu";
-  reason: string;
-  backend: Backend<unknown, unknown>;
-  weights: ModelWeights<unknown>;
-  release: () => void;
 }
 
 /** Options of `model.createSession`. */
@@ -83,7 +69,7 @@ export class Gemma3Model {
   /** The parsed configuration. */
   readonly config: Gemma3Config;
   /** The backend the model runs on. */
-  readonly backend: "wasm" | "webgpu";
+  readonly backend: BackendName;
   /** Why this backend: what "auto" found (or that it was asked for). */
   readonly backendReason: string;
   readonly #rt: WasmRuntime;
@@ -102,7 +88,7 @@ export class Gemma3Model {
   constructor(
     rt: WasmRuntime,
     config: Gemma3Config,
-    run: ModelBackend,
+    run: PlacedModel,
     maxChunk: number,
     tokenizer?: Tokenizer,
     generationDefaults: GenerateOptions = {},
@@ -116,12 +102,12 @@ export class Gemma3Model {
     this.backendReason = run.reason;
     this.#rt = rt;
     this.#release = run.release;
-    const backend = run.backend as Backend<unknown, unknown>;
+    const backend = run.backend;
     const activations: Activations<unknown> = allocActivations(backend, config, maxChunk);
     this.#host = {
       backend,
       config,
-      weights: run.weights as ModelWeights<unknown>,
+      weights: run.weights,
       activations,
       exclusive: <T>(fn: () => Promise<T>): Promise<T> => {
         const run = this.#queue.then(fn);
@@ -145,17 +131,23 @@ export class Gemma3Model {
     return this.#tokenizer !== undefined;
   }
 
+  /** The tokens that end an answer by default: <end_of_turn> and <eos> where the tokenizer has
+   * them, and the config's EOS ids. */
+  get defaultStopTokens(): number[] {
+    const tok = this.#tokenizer;
+    const ids = [tok?.endOfTurnId ?? -1, tok?.eosId ?? -1, ...this.config.eosTokenIds];
+    return [...new Set(ids)].filter((id) => id >= 0);
+  }
+
   /**
    * Continues a conversation: renders `messages` with the chat template, evaluates only the
    * tokens the session does not hold yet (the KV cache is kept across turns), and streams the
-   * answer as text. Stops at <end_of_turn> or <eos> unless `stopTokens` says otherwise.
+   * answer as text. Stops at `defaultStopTokens` unless `stopTokens` says otherwise.
    */
   async *chat(messages: ChatMessage[], options: ChatOptions = {}): AsyncGenerator<string> {
     const tok = this.tokenizer;
     const session = options.session ?? (this.#chatSession ??= this.createSession());
-    const prompt = tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), {
-      addBos: false,
-    });
+    const prompt = tok.encodeChat(messages);
     if (prompt.length > session.contextLength) {
       throw new RangeError(
         `the conversation is ${prompt.length} tokens, more than the context length ${session.contextLength}`,
@@ -167,10 +159,7 @@ export class Gemma3Model {
     let same = 0;
     while (same < held.length && same < prompt.length - 1 && held[same] === prompt[same]) same++;
     session.truncate(same);
-    const stopTokens = options.stopTokens ??
-      [...new Set([tok.endOfTurnId, tok.eosId, ...this.config.eosTokenIds])].filter((id) =>
-        id >= 0
-      );
+    const stopTokens = options.stopTokens ?? this.defaultStopTokens;
     const decoder = tok.streamDecoder({ skipSpecialTokens: true });
     for await (const id of session.generate(prompt.slice(same), { ...options, stopTokens })) {
       const text = decoder.push(id);
@@ -216,27 +205,11 @@ export class Gemma3Model {
     if (this.#disposed) return;
     await this.#queue;
     for (const s of [...this.#sessions]) s.dispose();
-    const a = this.#host.activations;
-    for (const p of [a.ids, a.x, a.h, a.q, a.k, a.v, a.attn, a.o, a.gate, a.up, a.logits]) {
-      this.#host.backend.free(p);
-    }
+    freeActivations(this.#host.backend, this.#host.activations);
     this.#release();
     this.#rt.dispose();
     this.#disposed = true;
   }
-}
-
-/** A Hub repository as a local snapshot folder (downloaded into the Hugging Face cache), or, where
- * there is no file system (browsers), as the URL of its files. */
-async function resolveRepo(repoId: string, options: LoadOptions): Promise<string> {
-  if (!(await hasFileSystem())) {
-    return `${hubEndpoint()}/${repoId}/resolve/${options.revision ?? "main"}/`;
-  }
-  const onProgress = options.onProgress;
-  return await downloadModel(repoId, {
-    revision: options.revision,
-    onDownload: onProgress && ((p) => onProgress({ phase: "download", ...p })),
-  });
 }
 
 /**
@@ -249,16 +222,18 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
     throw new TypeError("loadModel needs a folder path or URL");
   }
   const backend = options.backend ?? "auto";
-  if (backend !== "auto" && backend !== "wasm" && backend !== "webgpu") {
+  if (!BACKEND_CHOICES.includes(backend)) {
     throw new Error(
-      `backend ${JSON.stringify(backend)} is not available; use "wasm", "webgpu" or "auto"`,
+      `backend ${JSON.stringify(backend)} is not available; use ${quoted(BACKEND_CHOICES)}`,
     );
   }
   for (const key of ["weights", "headWeights"] as const) {
     const v = options[key];
-    if (v !== undefined && v !== "q8_0" && v !== "q4_0") {
+    if (v !== undefined && !LOAD_QUANT_TYPES.includes(v)) {
       throw new Error(
-        `${key} ${JSON.stringify(v)} is not supported; use "q8_0" or "q4_0", or leave it out`,
+        `${key} ${JSON.stringify(v)} is not supported; use ${
+          quoted(LOAD_QUANT_TYPES)
+        }, or leave it out`,
       );
     }
   }
@@ -270,37 +245,15 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   if (!Number.isInteger(maxChunk) || maxChunk < 1) {
     throw new RangeError(`maxChunk must be a positive integer, got ${maxChunk}`);
   }
-  const gguf = /\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source);
-  if (!gguf && !isUrl(source) && !(await isDirectory(source))) {
-    if (!isRepoId(source)) {
-      throw new Error(
-        `${source}: not a folder, URL or Hub repository name (expected a Hugging Face model folder with config.json)`,
-      );
-    }
-    source = await resolveRepo(source, options);
-  }
-  // The GPU, if asked for or (auto) if a hardware adapter exists; the weights are read on the CPU
-  // first either way and then uploaded.
-  let gpu: WebGpuBackend | null = null;
-  let reason = backend === "wasm" ? "asked for" : "";
-  if (backend === "auto" && await noGpuDevices()) {
-    reason = "this machine has no GPU device (no /dev/dri render node or NVIDIA device)";
-  } else if (backend !== "wasm") {
-    const found = await webGpuAdapter();
-    if ("reason" in found) {
-      if (backend === "webgpu") throw new Error(`backend "webgpu": ${found.reason}`);
-      reason = `${found.reason}; running on the CPU`;
-    } else if (backend === "auto" && found.software) {
-      reason = `the only WebGPU adapter is a software one (${
-        found.adapter.info.description || "fallback"
-      }), slower than the CPU kernels`;
-    } else {
-      gpu = await WebGpuBackend.create(found.adapter);
-      reason = backend === "webgpu"
-        ? `asked for (${gpu.description})`
-        : `a WebGPU adapter exists (${gpu.description})`;
-    }
-  }
+  const onProgress = options.onProgress;
+  const { location, gguf } = await resolveModelSource(source, {
+    revision: options.revision,
+    onDownload: onProgress && ((p) => onProgress({ phase: "download", ...p })),
+  });
+  source = location;
+  // The weights are read on the CPU either way; on the GPU they are then uploaded.
+  const decision = await chooseBackend(backend);
+  const gpu = decision.gpu;
   const rt = await WasmRuntime.create({ threads: gpu ? 1 : options.threads });
   try {
     let loaded: LoadedCheckpoint;
@@ -335,15 +288,7 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
       }
       defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
     }
-    const run = gpu ? toGpu(gpu, rt, loaded, reason) : {
-      name: "wasm" as const,
-      reason,
-      backend: new WasmBackend(rt) as Backend<unknown, unknown>,
-      weights: interleaveWeights(rt, loaded.weights),
-      release: () => {
-        for (const p of loaded.allocations) rt.free(p);
-      },
-    };
+    const run = placeWeights(decision, rt, loaded.weights, loaded.allocations);
     return new Gemma3Model(rt, loaded.config, run, maxChunk, tokenizer, defaults, noTokenizer);
   } catch (e) {
     gpu?.dispose();
@@ -352,36 +297,10 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
   }
 }
 
-/** Moves loaded weights to the GPU (freeing their CPU copies). */
-function toGpu(
-  gpu: WebGpuBackend,
-  rt: WasmRuntime,
-  loaded: LoadedCheckpoint,
-  reason: string,
-): ModelBackend {
-  // mapWeights calls this once per distinct weight (a tied head is the embedding).
-  const uploaded: GpuWeight[] = [];
-  const weights = mapWeights(loaded.weights, (w) => {
-    const g = gpu.uploadWeight(
-      w.dtype,
-      w.rows,
-      w.cols,
-      rt.u8(w.ptr, weightBytes(w.dtype, w.rows, w.cols)),
-    );
-    uploaded.push(g);
-    return g;
-  });
-  for (const p of loaded.allocations) rt.free(p);
-  return {
-    name: "webgpu",
-    reason,
-    backend: gpu as Backend<unknown, unknown>,
-    weights: weights as ModelWeights<unknown>,
-    release: () => {
-      for (const g of uploaded) gpu.freeWeight(g);
-      gpu.dispose();
-    },
-  };
+/** "a", "b" or "c", for messages. */
+function quoted(values: readonly string[]): string {
+  const q = values.map((v) => JSON.stringify(v));
+  return `${q.slice(0, -1).join(", ")} or ${q[q.length - 1]}`;
 }
 
 /** The sampling settings of a generation_config.json, if the model has one. */

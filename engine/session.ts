@@ -1,17 +1,14 @@
 // A session is one sequence being evaluated: its KV cache, its position, and generation.
 
-import type { Backend } from "./gemma3/backend.ts";
-import type { Gemma3Config } from "./gemma3/config.ts";
 import {
-  type Activations,
   allocKvCache,
   forward,
+  type ForwardContext,
   forwardTopK,
   freeKvCache,
   type KvCache,
 } from "./gemma3/forward.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
-import type { ModelWeights } from "./gemma3/weights.ts";
 
 /** Options of `Session.eval`. */
 export interface EvalOptions {
@@ -30,12 +27,9 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: number[];
 }
 
-/** What a session needs from its model; shared by all sessions of the model. */
-export interface SessionHost<A, W> {
-  backend: Backend<A, W>;
-  config: Gemma3Config;
-  weights: ModelWeights<W>;
-  activations: Activations<A>;
+/** What a session needs from its model (the forward pass's context and a turn at it); shared by
+ * all sessions of the model. */
+export interface SessionHost<A, W> extends ForwardContext<A, W> {
   /** Runs `fn` when no other evaluation of the model is running (they share activations). */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** Called by dispose(). */
@@ -138,7 +132,8 @@ export class Session {
     out?: Float32Array,
   ): Promise<Float32Array | { ids: number[]; values: number[] }> {
     const cache = this.#live();
-    const { backend, config, weights, activations } = this.#host;
+    const host = this.#host;
+    const { config, activations } = host;
     // Generated tokens not yet evaluated go first; their logits are not returned.
     const pending = this.#pending.length;
     const all = new Int32Array(pending + newIds.length);
@@ -151,30 +146,11 @@ export class Session {
       const chunk = all.subarray(i, i + activations.maxTokens);
       const isLast = i + chunk.length === all.length;
       if (typeof want === "object" && isLast) {
-        best = await forwardTopK(
-          backend,
-          config,
-          weights,
-          activations,
-          cache,
-          chunk,
-          start,
-          want.topK,
-        );
+        best = await forwardTopK(host, cache, chunk, start, want.topK);
       } else {
         const chunkWant = want === "all" ? "all" : isLast ? "last" : "none";
         const into = want === "last" && isLast ? out : undefined;
-        const got = await forward(
-          backend,
-          config,
-          weights,
-          activations,
-          cache,
-          chunk,
-          start,
-          chunkWant,
-          into,
-        );
+        const got = await forward(host, cache, chunk, start, chunkWant, into);
         if (want === "all") {
           // Drop the rows of pending tokens, which belong to an earlier call.
           const skip = Math.max(0, pending - i);

@@ -313,6 +313,11 @@ export function defaultHeadFormat(weights: QuantType): QuantType {
   return weights === "q4_0" ? "q8_0" : weights === "q4_k" ? "q6_k" : weights;
 }
 
+/** The formats weight matrices can be quantized to while loading (`loadModel`'s `weights`). */
+export type LoadQuantType = "q8_0" | "q4_0";
+/** Every LoadQuantType, for validating options and flags. */
+export const LOAD_QUANT_TYPES: readonly LoadQuantType[] = ["q8_0", "q4_0"];
+
 /** The plan for a `weights` choice, as llama.cpp's llama-quantize makes it (the head in
  * defaultHeadFormat unless asked otherwise). */
 export function quantPlan(weights: QuantType, head?: QuantType): QuantPlan {

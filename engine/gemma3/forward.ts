@@ -17,26 +17,44 @@ import type { Backend, LayerCache } from "./backend.ts";
 import { type Gemma3Config, layerAttention } from "./config.ts";
 import type { ModelWeights } from "./weights.ts";
 
-/** Scratch buffers for one chunk of up to `maxTokens` tokens. Reused by every call. */
+/** Scratch buffers for one chunk of up to `maxTokens` tokens (T below), reused by every call.
+ * Shapes use the config's names: H = hiddenSize, I = intermediateSize, V = vocabSize, heads and
+ * kvHeads of headDim each. */
 export interface Activations<A> {
   maxTokens: number;
   /** Rows of logits computed per head pass when all positions' logits are wanted. */
   logitRows: number;
+  /** The chunk's token ids, [T] (i32). */
   ids: A;
-  /** The residual stream, [tokens][hidden]. */
+  /** The residual stream, [T][H]. */
   x: A;
-  /** A normed copy of x fed to a sub-block, [tokens][hidden]. */
+  /** A normed copy of x fed to a sub-block, [T][H]. */
   h: A;
+  /** Queries, [T][heads][headDim]. */
   q: A;
+  /** Keys of the chunk, [T][kvHeads][headDim] (attention appends them to the cache). */
   k: A;
+  /** Values of the chunk, [T][kvHeads][headDim]. */
   v: A;
-  /** Attention output before o_proj, [tokens][heads * headDim]. */
+  /** Attention output before o_proj, [T][heads * headDim]. */
   attn: A;
-  /** A sub-block's output before it joins the residual stream, [tokens][hidden]. */
+  /** A sub-block's output before it joins the residual stream, [T][H]. */
   o: A;
+  /** The feed-forward gate, [T][I]; GeGLU writes gelu(gate) * up back into it. */
   gate: A;
+  /** The feed-forward up projection, [T][I]. */
   up: A;
+  /** Logits of `logitRows` positions, [logitRows][V]. */
   logits: A;
+}
+
+/** What every forward call reads: the backend that runs the ops, the config, the weights on that
+ * backend, and the activation buffers (shared by all sequences of a model, one call at a time). */
+export interface ForwardContext<A, W> {
+  backend: Backend<A, W>;
+  config: Gemma3Config;
+  weights: ModelWeights<W>;
+  activations: Activations<A>;
 }
 
 /** The KV cache of one sequence: one LayerCache per layer, plus attention-score scratch. */
@@ -79,6 +97,12 @@ export function allocActivations<A, W>(
   };
 }
 
+/** Frees the buffers of allocActivations. */
+export function freeActivations<A, W>(b: Backend<A, W>, act: Activations<A>): void {
+  const { ids, x, h, q, k, v, attn, o, gate, up, logits } = act;
+  for (const buffer of [ids, x, h, q, k, v, attn, o, gate, up, logits]) b.free(buffer);
+}
+
 /**
  * A KV cache for `contextLength` positions. Full-attention layers keep every position;
  * sliding-window layers keep only the last `slidingWindow` (a ring buffer), which is why the
@@ -119,15 +143,10 @@ export function freeKvCache<A, W>(b: Backend<A, W>, cache: KvCache<A>): void {
 }
 
 /** Final norm and the output head (the embedding table, when tied) for `rows` positions from t,
- * into act.logits. Only rows wanted are computed: the head is the largest matrix of the 270M. */
-function head<A, W>(
-  b: Backend<A, W>,
-  c: Gemma3Config,
-  w: ModelWeights<W>,
-  act: Activations<A>,
-  t: number,
-  rows: number,
-): void {
+ * into activations.logits. Only rows wanted are computed: the head is the largest matrix of the
+ * 270M. */
+function head<A, W>(ctx: ForwardContext<A, W>, t: number, rows: number): void {
+  const { backend: b, config: c, weights: w, activations: act } = ctx;
   b.rmsNorm(b.offset(act.x, t * c.hiddenSize), w.finalNorm, act.h, rows, c.rmsNormEps);
   b.matmul(w.lmHead, act.h, act.logits, rows);
 }
@@ -138,17 +157,15 @@ function head<A, W>(
  * logits: only those come back, not the logits.
  */
 export async function forwardTopK<A, W>(
-  b: Backend<A, W>,
-  c: Gemma3Config,
-  w: ModelWeights<W>,
-  act: Activations<A>,
+  ctx: ForwardContext<A, W>,
   cache: KvCache<A>,
   ids: Int32Array,
   startPos: number,
   k: number,
 ): Promise<{ ids: number[]; values: number[] }> {
-  await forward(b, c, w, act, cache, ids, startPos, "none");
-  head(b, c, w, act, ids.length - 1, 1);
+  const { backend: b, config: c, activations: act } = ctx;
+  await forward(ctx, cache, ids, startPos, "none");
+  head(ctx, ids.length - 1, 1);
   if (k === 1 && b.argmax) return { ids: [await b.argmax(act.logits, c.vocabSize)], values: [] };
   if (!b.topK) throw new Error("this backend has no top-k");
   return await b.topK(act.logits, c.vocabSize, k);
@@ -158,20 +175,18 @@ export async function forwardTopK<A, W>(
 export type LogitsWanted = "none" | "last" | "all";
 
 /**
- * Runs the model on `ids` (at most act.maxTokens of them) at positions startPos.., appending to
+ * Runs the model on `ids` (at most activations.maxTokens of them) at positions startPos.., appending to
  * the cache, and returns the requested logits ([tokens][vocab] for "all"), in `out` if given.
  */
 export async function forward<A, W>(
-  b: Backend<A, W>,
-  c: Gemma3Config,
-  w: ModelWeights<W>,
-  act: Activations<A>,
+  ctx: ForwardContext<A, W>,
   cache: KvCache<A>,
   ids: Int32Array,
   startPos: number,
   want: LogitsWanted,
   out?: Float32Array,
 ): Promise<Float32Array> {
+  const { backend: b, config: c, weights: w, activations: act } = ctx;
   const T = ids.length;
   const { hiddenSize: H, numHeads, numKvHeads, headDim, rmsNormEps: eps } = c;
   const attnShape = {
@@ -224,7 +239,7 @@ export async function forward<A, W>(
   const logits = out ?? new Float32Array((T - first) * c.vocabSize);
   for (let t = first; t < T; t += act.logitRows) {
     const rows = Math.min(act.logitRows, T - t);
-    head(b, c, w, act, t, rows);
+    head(ctx, t, rows);
     await b.read(
       act.logits,
       logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize),

@@ -371,6 +371,14 @@ export class Tokenizer {
     return this.chatTemplate.render(messages, { ...options, bosToken: "<bos>", eosToken: "<eos>" });
   }
 
+  /** The token ids of a conversation rendered with the chat template and the prompt for the
+   * model's answer: what `model.chat` and `cli.ts run` evaluate. */
+  encodeChat(messages: ChatMessage[]): number[] {
+    return this.encode(this.applyChatTemplate(messages, { addGenerationPrompt: true }), {
+      addBos: false,
+    });
+  }
+
   /** A decoder for a stream of ids that never emits half a character. */
   streamDecoder(options: DecodeOptions = {}): StreamDecoder {
     return new StreamDecoder(this, this.#byteOf, options.skipSpecialTokens ?? false);

@@ -3,7 +3,7 @@
 import type { Backend, LayerCache } from "../../gemma3/backend.ts";
 import type { DType } from "../../formats/dtypes.ts";
 import { isQuant, QUANT, weightBytes } from "../../formats/quant.ts";
-import { OP_TIMEOUT_MS, type WasmRuntime } from "./runtime.ts";
+import { type Kernels, OP_TIMEOUT_MS, type ThreadKernels, type WasmRuntime } from "./runtime.ts";
 import { mapWeights, type ModelWeights } from "../../gemma3/weights.ts";
 
 /** A weight in WebAssembly memory: matrices as stored (f32, bf16, a block format) or quantized on
@@ -84,13 +84,28 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       this.#q8 = { ptr: this.rt.alloc(need), bytes: need };
     }
     const qx = this.#q8.ptr, sx = qx + Math.ceil((tokens * cols) / 16) * 16;
-    const par = this.#parallelFor(tokens * cols);
-    if (par) {
-      if (par.parQuantizeRowsQ8(x, tokens, cols, qx, sx, OP_TIMEOUT_MS) < 0) {
-        this.rt.threadsFailed();
-      }
-    } else this.rt.kernels.quantizeRowsQ8(x, tokens, cols, qx, sx);
+    this.#run(
+      tokens * cols,
+      (par) => par.parQuantizeRowsQ8(x, tokens, cols, qx, sx, OP_TIMEOUT_MS),
+      (k) => k.quantizeRowsQ8(x, tokens, cols, qx, sx),
+    );
     return [qx, sx];
+  }
+
+  /**
+   * Runs one op: on the worker pool when there is one and the op has at least
+   * `parallelMinFloats` elements (`floats`; Infinity: always), else on this thread. A parallel
+   * entry point returns a negative status when a worker did not answer in time; the pool is then
+   * given up (see WasmRuntime.threadsFailed).
+   */
+  #run(
+    floats: number,
+    parallel: (par: ThreadKernels) => number,
+    serial: (k: Kernels) => void,
+  ): void {
+    const par = floats >= WasmBackend.parallelMinFloats ? this.rt.parallel : null;
+    if (!par) serial(this.rt.kernels);
+    else if (parallel(par) < 0) this.rt.threadsFailed();
   }
 
   alloc(floats: number): Ptr {
@@ -121,71 +136,64 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     else (table.dtype === "bf16" ? k.embedBF16 : k.embedF32)(...args);
   }
   rmsNorm(x: Ptr, w: WasmWeight, out: Ptr, rows: number, eps: number): void {
-    const par = this.#parallelFor(rows * w.cols);
-    if (par) {
-      if (par.parRmsNorm(x, w.ptr, out, rows, w.cols, eps, OP_TIMEOUT_MS) < 0) {
-        this.rt.threadsFailed();
-      }
-    } else this.rt.kernels.rmsNorm(x, w.ptr, out, rows, w.cols, eps);
-  }
-  /** The pool's entry points if an op of `floats` elements is worth splitting, else null. */
-  #parallelFor(floats: number) {
-    return floats >= WasmBackend.parallelMinFloats ? this.rt.parallel : null;
+    this.#run(
+      rows * w.cols,
+      (par) => par.parRmsNorm(x, w.ptr, out, rows, w.cols, eps, OP_TIMEOUT_MS),
+      (k) => k.rmsNorm(x, w.ptr, out, rows, w.cols, eps),
+    );
   }
   matmul(w: WasmWeight, x: Ptr, out: Ptr, tokens: number): void {
-    const par = this.rt.parallel;
+    const interleaved = w.interleaved ? 1 : 0;
     if (isQuant(w.dtype)) {
       const fmt = QUANT[w.dtype].kernelFormat;
       const [qx, sx] = this.#quantizeActivations(x, tokens, w.cols);
-      const interleaved = w.interleaved ? 1 : 0;
-      if (par) {
-        const status = par.parMatmulQuant(
-          fmt,
+      this.#run(
+        Infinity,
+        (par) =>
+          par.parMatmulQuant(
+            fmt,
+            w.ptr,
+            qx,
+            sx,
+            out,
+            w.rows,
+            w.cols,
+            tokens,
+            interleaved,
+            OP_TIMEOUT_MS,
+          ),
+        (k) =>
+          k.matmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, 0, w.rows, interleaved),
+      );
+      return;
+    }
+    const bf16 = w.dtype === "bf16";
+    this.#run(
+      Infinity,
+      (par) =>
+        par.parMatmul(
+          bf16 ? 1 : 0,
           w.ptr,
-          qx,
-          sx,
+          x,
           out,
           w.rows,
           w.cols,
           tokens,
           interleaved,
           OP_TIMEOUT_MS,
-        );
-        if (status < 0) this.rt.threadsFailed();
-      } else {
-        const k = this.rt.kernels;
-        k.matmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, 0, w.rows, interleaved);
-      }
-      return;
-    }
-    const bf16 = w.dtype === "bf16";
-    const interleaved = w.interleaved ? 1 : 0;
-    if (par) {
-      const status = par.parMatmul(
-        bf16 ? 1 : 0,
-        w.ptr,
-        x,
-        out,
-        w.rows,
-        w.cols,
-        tokens,
-        interleaved,
-        OP_TIMEOUT_MS,
-      );
-      if (status < 0) this.rt.threadsFailed();
-      return;
-    }
-    const k = this.rt.kernels;
-    (bf16 ? k.matmulBF16 : k.matmulF32)(
-      w.ptr,
-      x,
-      out,
-      w.rows,
-      w.cols,
-      tokens,
-      0,
-      w.rows,
-      interleaved,
+        ),
+      (k) =>
+        (bf16 ? k.matmulBF16 : k.matmulF32)(
+          w.ptr,
+          x,
+          out,
+          w.rows,
+          w.cols,
+          tokens,
+          0,
+          w.rows,
+          interleaved,
+        ),
     );
   }
   rope(
@@ -197,12 +205,11 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     base: number,
     factor: number,
   ): void {
-    const par = this.#parallelFor(tokens * heads * headDim);
-    if (par) {
-      if (par.parRope(x, tokens, heads, headDim, startPos, base, factor, OP_TIMEOUT_MS) < 0) {
-        this.rt.threadsFailed();
-      }
-    } else this.rt.kernels.ropeInPlace(x, 0, tokens, heads, headDim, startPos, base, factor);
+    this.#run(
+      tokens * heads * headDim,
+      (par) => par.parRope(x, tokens, heads, headDim, startPos, base, factor, OP_TIMEOUT_MS),
+      (k) => k.ropeInPlace(x, 0, tokens, heads, headDim, startPos, base, factor),
+    );
   }
   attention(
     q: Ptr,
@@ -222,53 +229,51 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       scratchFloats: number;
     },
   ): void {
-    const k_ = this.rt.kernels;
-    const par = this.rt.parallel;
-    if (par) {
-      // Each thread gets its own slice of the score scratch (see allocScratch).
-      const stride = s.scratchFloats * 4;
-      const r = par.parAttention(
-        q,
-        k,
-        v,
-        cache.keys,
-        cache.values,
-        out,
-        scratch,
-        tokens,
-        startPos,
-        s.heads,
-        s.kvHeads,
-        s.headDim,
-        cache.capacity,
-        s.window,
-        s.scale,
-        stride,
-        OP_TIMEOUT_MS,
-      );
-      if (r < 0) this.rt.threadsFailed();
-    } else {
-      k_.attention(
-        q,
-        k,
-        v,
-        cache.keys,
-        cache.values,
-        out,
-        scratch,
-        tokens,
-        startPos,
-        s.heads,
-        s.kvHeads,
-        s.headDim,
-        cache.capacity,
-        s.window,
-        s.scale,
-        0,
-        s.heads,
-      );
-    }
-    k_.appendKv(
+    // With the pool, each thread gets its own slice of the score scratch (see allocScratch).
+    this.#run(
+      Infinity,
+      (par) =>
+        par.parAttention(
+          q,
+          k,
+          v,
+          cache.keys,
+          cache.values,
+          out,
+          scratch,
+          tokens,
+          startPos,
+          s.heads,
+          s.kvHeads,
+          s.headDim,
+          cache.capacity,
+          s.window,
+          s.scale,
+          s.scratchFloats * 4,
+          OP_TIMEOUT_MS,
+        ),
+      (kernels) =>
+        kernels.attention(
+          q,
+          k,
+          v,
+          cache.keys,
+          cache.values,
+          out,
+          scratch,
+          tokens,
+          startPos,
+          s.heads,
+          s.kvHeads,
+          s.headDim,
+          cache.capacity,
+          s.window,
+          s.scale,
+          0,
+          s.heads,
+        ),
+    );
+    this.rt.kernels.appendKv(
       k,
       v,
       cache.keys,
@@ -280,10 +285,11 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     );
   }
   geglu(gate: Ptr, up: Ptr, out: Ptr, n: number): void {
-    const par = this.#parallelFor(n);
-    if (par) {
-      if (par.parGeglu(gate, up, out, n, OP_TIMEOUT_MS) < 0) this.rt.threadsFailed();
-    } else this.rt.kernels.geglu(gate, up, out, 0, n);
+    this.#run(
+      n,
+      (par) => par.parGeglu(gate, up, out, n, OP_TIMEOUT_MS),
+      (k) => k.geglu(gate, up, out, 0, n),
+    );
   }
   add(x: Ptr, y: Ptr, n: number): void {
     this.rt.kernels.addInPlace(x, y, n);
