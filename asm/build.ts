@@ -1,13 +1,16 @@
 /**
- * Builds the kernels into asm/build/ and engine/backends/wasm/kernels_wasm.ts (the same bytes, base64, so that
- * mod.ts works from a URL import or where no file can be read). Four builds:
+ * Builds the kernels into asm/build/ and engine/backends/wasm/kernels_wasm.ts (the same bytes,
+ * base64, so that mod.ts works from a URL import or where no file can be read), and writes
+ * engine/backends/wasm/kernels.ts, the TypeScript view of the modules' exports, generated from
+ * the exported functions' signatures and doc comments in asm/ (checked against the exports of the
+ * compiled modules), so that a kernel's signature is written once. Four builds:
  *   kernels.wasm              asm/kernels.ts, single-threaded, plain memory (works everywhere)
  *   kernels-mt.wasm           asm/threads.ts, the same kernels plus the worker loop, shared memory
  *   *-relaxed.wasm            each of those with relaxed SIMD (fused multiply-add), used where the
  *                             engine validates it
  *
- *   deno task build          rebuild both files
- *   deno task check-wasm     rebuild in memory and fail if the committed files differ
+ *   deno task build          rebuild the files
+ *   deno task check-wasm     rebuild in memory and fail if a committed file differs
  *
  * Both compilers are pinned in deno.json: a different version would produce different (valid) bytes and the
  * committed-output check would fail for reasons unrelated to asm/.
@@ -17,6 +20,7 @@ import binaryen from "binaryen";
 
 const root = new URL("../", import.meta.url);
 const modulePath = new URL("engine/backends/wasm/kernels_wasm.ts", root);
+const viewPath = new URL("engine/backends/wasm/kernels.ts", root);
 
 interface Variant {
   entry: string;
@@ -133,6 +137,130 @@ function moduleSource(builds: { v: Variant; bytes: Uint8Array }[]): string {
   return out.join("\n") + "\n";
 }
 
+/** An exported kernel as asm/ declares it. */
+interface KernelExport {
+  name: string;
+  params: { name: string; type: string }[];
+  returns: string;
+  /** The doc comment above it, as written. */
+  doc: string;
+}
+
+/** AssemblyScript's value types as JavaScript sees them across the boundary. */
+const JS_TYPES: Record<string, string> = {
+  i8: "number",
+  u8: "number",
+  i16: "number",
+  u16: "number",
+  i32: "number",
+  u32: "number",
+  usize: "number",
+  isize: "number",
+  f32: "number",
+  f64: "number",
+  bool: "number",
+  i64: "bigint",
+  u64: "bigint",
+  void: "void",
+};
+
+/** The functions a module of asm/ exports, its own and those of `export * from` modules, in
+ * source order. */
+function kernelExports(path: string): KernelExport[] {
+  const file = new URL(path, root);
+  const source = Deno.readTextFileSync(file);
+  const out: KernelExport[] = [];
+  const item =
+    /export \* from "(\.[^"]+)";|(\/\*\*(?:(?!\*\/)[\s\S])*\*\/\s*)?export function (\w+)\(([^)]*)\)\s*:\s*(\w+)/g;
+  for (const m of source.matchAll(item)) {
+    if (m[1]) {
+      out.push(...kernelExports(new URL(`${m[1]}.ts`, file).pathname.slice(root.pathname.length)));
+      continue;
+    }
+    const [, , doc, name, params, returns] = m;
+    const typeOf = (t: string, where: string) => {
+      const js = JS_TYPES[t];
+      if (!js) throw new Error(`${path}: ${where} of ${name} has type ${t}, which has no JS type`);
+      return js;
+    };
+    out.push({
+      name,
+      params: params.split(",").map((p) => p.trim()).filter((p) => p !== "").map((p) => {
+        const [pname, ptype] = p.split(":").map((s) => s.trim());
+        return { name: pname, type: typeOf(ptype, `parameter ${pname}`) };
+      }),
+      returns: typeOf(returns, "the result"),
+      doc: (doc ?? "").trim(),
+    });
+  }
+  return out;
+}
+
+/** The members of an interface, one per kernel, with their doc comments. */
+function members(kernels: KernelExport[]): string[] {
+  const lines: string[] = [];
+  for (const k of kernels) {
+    if (k.doc) {
+      lines.push(
+        ...k.doc.split("\n").map((l) => `  ${l.trim().startsWith("*") ? " " : ""}${l.trim()}`),
+      );
+    }
+    const params = k.params.map((p) => `${p.name}: ${p.type}`);
+    lines.push(`  ${k.name}(${params.join(", ")}): ${k.returns};`);
+  }
+  return lines;
+}
+
+/** engine/backends/wasm/kernels.ts: the interfaces the engine calls the instances through. */
+async function kernelsView(builds: { v: Variant; bytes: Uint8Array }[]): Promise<string> {
+  const kernels = kernelExports("asm/kernels.ts");
+  const all = kernelExports("asm/threads.ts");
+  const names = new Set(kernels.map((k) => k.name));
+  const threadOnly = all.filter((k) => !names.has(k.name));
+  // What the source says must be what the compiled modules export.
+  for (const { v, bytes } of builds) {
+    const compiled = WebAssembly.Module.exports(new WebAssembly.Module(bytes as BufferSource))
+      .filter((e) => e.kind === "function").map((e) => e.name).sort();
+    const declared = (v.entry === "asm/kernels.ts" ? kernels : all).map((k) => k.name).sort();
+    if (compiled.join() !== declared.join()) {
+      throw new Error(
+        `${v.file} exports ${compiled.join(", ")}; the sources declare ${declared.join(", ")}`,
+      );
+    }
+  }
+  const text = [
+    "// Generated by `deno task build` from the exported functions of asm/kernels.ts and",
+    "// asm/threads.ts (signatures and doc comments). Do not edit: CI rebuilds and compares.",
+    "",
+    "/** The kernels every build exports (asm/kernels.ts). Pointers are byte offsets into the",
+    " * memory; asm/ types are numbers here (usize, i32, f32, f64). */",
+    "export interface Kernels {",
+    ...members(kernels),
+    "}",
+    "",
+    "/** The multi-threaded builds' exports besides the kernels (asm/threads.ts). The par* entry",
+    " * points return 0, or -1 when a worker did not answer within timeoutMs. */",
+    "export interface ThreadKernels extends Kernels {",
+    ...members(threadOnly),
+    "}",
+    "",
+  ].join("\n");
+  // Formatted as `deno fmt` would (the check task runs it over the tree).
+  const fmt = new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--ext=ts", "-"],
+    cwd: root,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = fmt.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const done = await fmt.output();
+  if (!done.success) throw new Error(`deno fmt: ${new TextDecoder().decode(done.stderr)}`);
+  return new TextDecoder().decode(done.stdout);
+}
+
 async function readOrEmpty(url: URL): Promise<Uint8Array> {
   try {
     return await Deno.readFile(url);
@@ -148,6 +276,7 @@ function same(a: Uint8Array, b: Uint8Array): boolean {
 const builds = [];
 for (const v of variants) builds.push({ v, bytes: await compile(v) });
 const source = new TextEncoder().encode(moduleSource(builds));
+const view = new TextEncoder().encode(await kernelsView(builds));
 const wasmPath = (v: Variant) => new URL(`asm/build/${v.file}`, root);
 if (Deno.args.includes("--check")) {
   const stale: string[] = [];
@@ -157,6 +286,7 @@ if (Deno.args.includes("--check")) {
   if (!same(await readOrEmpty(modulePath), source)) {
     stale.push("engine/backends/wasm/kernels_wasm.ts");
   }
+  if (!same(await readOrEmpty(viewPath), view)) stale.push("engine/backends/wasm/kernels.ts");
   if (stale.length) {
     console.error(
       `out of date with asm/: ${stale.join(", ")}. Run \`deno task build\` and commit.`,
@@ -172,9 +302,10 @@ if (Deno.args.includes("--check")) {
   await Deno.mkdir(new URL("asm/build/", root), { recursive: true });
   for (const { v, bytes } of builds) await Deno.writeFile(wasmPath(v), bytes);
   await Deno.writeFile(modulePath, source);
+  await Deno.writeFile(viewPath, view);
   console.log(
     `wrote ${
       builds.map(({ v, bytes }) => `asm/build/${v.file} (${bytes.length} bytes)`).join(", ")
-    } and engine/backends/wasm/kernels_wasm.ts`,
+    }, engine/backends/wasm/kernels_wasm.ts and engine/backends/wasm/kernels.ts`,
   );
 }

@@ -3,7 +3,8 @@
 import type { Backend, LayerCache } from "../../gemma3/backend.ts";
 import type { DType } from "../../formats/dtypes.ts";
 import { isQuant, QUANT, weightBytes } from "../../formats/quant.ts";
-import { type Kernels, OP_TIMEOUT_MS, type ThreadKernels, type WasmRuntime } from "./runtime.ts";
+import type { Kernels, ThreadKernels } from "./kernels.ts";
+import { OP_TIMEOUT_MS, type WasmRuntime } from "./runtime.ts";
 import { mapWeights, type ModelWeights } from "../../gemma3/weights.ts";
 
 /** A weight in WebAssembly memory: matrices as stored (f32, bf16, a block format) or quantized on
@@ -17,22 +18,17 @@ export interface WasmWeight {
   rows: number;
   /** Columns (input features); the length for a vector. */
   cols: number;
-  /** Stored in the WASM kernels' layout, not as loaded: f32 and bf16 rows in interleaved groups
-   * of eight (interleaveRows in asm/kernels.ts); Q8_0, Q4_0 and Q5_0 rows in groups of four
-   * interleaved block by block, a block's four scales side by side, Q5_0's fifth bits reordered
-   * (interleaveBlockRows). */
+  /** Rewritten by interleaveWeights into the kernels' layout (not as loaded). */
   interleaved?: boolean;
 }
 
 /** Activation buffers are byte addresses in the runtime's memory. */
 export type Ptr = number;
 
-/** The weights as the kernels read them fastest: f32 and bf16 matrices rewritten in place in
- * groups of eight interleaved rows where that is faster, Q8_0, Q4_0 and Q5_0 matrices in groups
- * of four rows interleaved block by block with each block's four scales side by side and Q5_0's
- * fifth bits reordered (decode then reads each group as one stream; see interleaveRows and
- * interleaveBlockRows in asm/kernels.ts). K-quant matrices and vectors are left as they are.
- * Costs one pass over those weights when the model loads. */
+/** The weights as the kernels read them fastest, rewritten in place in one pass at load: f32 and
+ * bf16 matrices by interleaveRows (asm/kernels/matmul_float.ts), Q8_0, Q4_0 and Q5_0 matrices by
+ * interleaveBlockRows (asm/kernels/matmul_quant.ts); the layouts, why and what they gain are
+ * explained there. K-quant matrices and vectors stay as they are. */
 export function interleaveWeights(
   rt: WasmRuntime,
   weights: ModelWeights<WasmWeight>,

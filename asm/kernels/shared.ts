@@ -1,0 +1,47 @@
+// Helpers more than one kernel family inlines: horizontal sums, multiply-add (fused in the relaxed
+// build), splatted constants kept out of loops, and the addressing of interleaved row groups.
+
+@inline export function hsum(v: v128): f32 {
+  return f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) +
+    (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
+}
+
+/** acc + a · b, lane-wise. The relaxed-SIMD build uses a fused multiply-add where the engine
+ * has one (one instruction instead of two: these loops are instruction-bound, not memory-bound);
+ * the plain build multiplies, rounds, and adds. */
+@inline export function madd(a: v128, b: v128, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, acc);
+  return f32x4.add(acc, f32x4.mul(a, b));
+}
+
+/** Where row r's first chunk is, in a matrix whose first `grouped` rows are stored as
+ * interleaveGroups leaves groups of `groupRows` rows in chunks of `chunkBytes` (the rows after
+ * them in order). */
+@inline export function rowStart(w: usize, r: i32, rowBytes: usize, groupRows: i32, chunkBytes: usize, grouped: i32): usize {
+  if (r < grouped) {
+    const g = <u32>r / <u32>groupRows, i = <u32>r % <u32>groupRows;
+    return w + <usize>g * rowBytes * <usize>groupRows + <usize>i * chunkBytes;
+  }
+  return w + <usize>r * rowBytes;
+}
+
+/** Bytes from one chunk of row r to its next (rowStart's layout). */
+@inline export function chunkStride(r: i32, groupRows: i32, chunkBytes: usize, grouped: i32): usize {
+  return r < grouped ? chunkBytes * <usize>groupRows : chunkBytes;
+}
+
+/** Copies n bytes (a 16-byte chunk, or a block's 16–32 bytes of quants), without a call per copy. */
+@inline export function copySmall(dst: usize, src: usize, n: usize): void {
+  let i: usize = 0;
+  for (; i + 16 <= n; i += 16) v128.store(dst + i, v128.load(src + i));
+  for (; i + 2 <= n; i += 2) store<u16>(dst + i, load<u16>(src + i));
+  if (i < n) store<u8>(dst + i, load<u8>(src + i));
+}
+
+/** i8x16.splat(v) that the engine cannot see as a constant (`zero` is 0 at run time: callers
+ * pass a shifted argument such as tokens >>> 31). V8 rebuilds a v128 constant at every use in a
+ * loop (a 64-bit immediate moved in and duplicated: three instructions); a value computed before
+ * the loop stays in a register, or is reloaded from the stack inside the instruction using it. */
+@inline export function keptSplat8(v: i32, zero: i32): v128 {
+  return i8x16.splat(<i8>(v | zero));
+}
