@@ -1,10 +1,10 @@
-// model.tokenizer and model.chat on a random-weight model with the real Gemma 3 vocabulary, and
-// Session.truncate, which chat uses to keep the KV cache across turns.
+// model.tokenizer and model.chat on a random-weight model with the real Gemma 3 vocabulary (the
+// session side, truncate and pending tokens, is tests/session_test.ts).
 
 import { deepStrictEqual, ok, rejects, throws } from "node:assert/strict";
 import { loadModel, type Session } from "../mod.ts";
 import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
-import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
+import { FIXTURES } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 
 // A tiny model over the real 262,144-token vocabulary, so real chat prompts are valid input.
@@ -89,28 +89,6 @@ Deno.test("chat streams text equal to decoding the greedy tokens, and reuses the
     `evaluated ${newTokens} tokens for ${prompt2.length - shared} new ones (held ${held})`,
   );
   s.dispose();
-});
-
-Deno.test("truncate: continuing after a rewind equals evaluating the shorter sequence afresh", async () => {
-  const text = model.tokenizer.encode(
-    "The quick brown fox jumps over the lazy dog, again and again and again.",
-  );
-  for (const keep of [text.length - 1, text.length - 2, 3, 0]) {
-    const s = model.createSession({ contextLength: 64 });
-    await s.eval(text);
-    s.truncate(keep);
-    deepStrictEqual(s.position, keep);
-    const next = [9259, 1902];
-    const got = await s.eval(next, { logits: "all" });
-    const ref = model.createSession({ contextLength: 64 });
-    const want = await ref.eval([...text.slice(0, keep), ...next], { logits: "all" });
-    const d = maxAbsDiff(got, want.subarray(want.length - got.length));
-    // The same ops on the same inputs: bit-identical (any reuse of a destroyed ring slot would
-    // show as an O(1) difference).
-    ok(d === 0, `keep ${keep}: logits differ by ${d}`);
-    s.dispose();
-    ref.dispose();
-  }
 });
 
 Deno.test("chat rejects a conversation longer than the context and bad messages", async () => {

@@ -1,9 +1,10 @@
 // Configurations other than tiny-a's, each a random-weight checkpoint written by the test and
 // checked against the float64 reference (tests/support/reference.ts, itself validated on tiny-a).
 // The bar is tiny-a's: within 1e-4 of float64, which is ~10x the f32 rounding noise seen there.
+// Configs the engine cannot run are refused by engine/gemma3/config.ts with the key named (last).
 
 import { loadModel } from "../mod.ts";
-import { maxAbsDiff, rng } from "./support/helpers.ts";
+import { failsWith, maxAbsDiff, rng } from "./support/helpers.ts";
 import { referenceLogits } from "./support/reference.ts";
 import {
   randomWeights,
@@ -168,4 +169,23 @@ Deno.test("config: sharded checkpoint with model.safetensors.index.json", async 
   );
   await compareWithReference(dir, config, tensors, promptFor(96, 12, 5));
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("unsupported or broken configs", async () => {
+  const tensors = randomWeights(smallConfig(), 1);
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [smallConfig({ model_type: "llama" }), /model_type "llama" is not supported.*gemma3_text/],
+    [smallConfig({ num_attention_heads: 3 }), /not a multiple of num_key_value_heads/],
+    [smallConfig({ rope_scaling: { rope_type: "yarn", factor: 2 } }), /rope_scaling type "yarn"/],
+    [smallConfig({ final_logit_softcapping: 30 }), /final_logit_softcapping/],
+    [smallConfig({ layer_types: ["sliding_attention"] }), /layer_types must list 4/],
+    [smallConfig({ hidden_activation: "relu" }), /hidden_activation "relu"/],
+  ];
+  for (const [config, pattern] of cases) {
+    const dir = await writeCheckpoint(config, tensors);
+    await failsWith(() => loadModel(dir), /config\.json/, pattern);
+  }
+  const dir = await writeCheckpoint(smallConfig(), tensors);
+  await Deno.writeTextFile(`${dir}/config.json`, "{ not json");
+  await failsWith(() => loadModel(dir), /config\.json/, /not valid JSON/);
 });

@@ -140,14 +140,3 @@ Deno.test("sliding layers keep exactly the window; full layers the context lengt
     s.dispose();
   }
 });
-
-Deno.test("reset() starts a fresh sequence in the same cache", async () => {
-  const r = results[1];
-  const s = model.createSession({ contextLength: 64 });
-  await s.eval(results[2].prompt);
-  s.reset();
-  assertEquals(s.position, 0);
-  const d = maxAbsDiff(await s.eval(r.prompt), r.last_position_logits);
-  if (!(d <= TOL)) throw new Error(`after reset, logits differ by ${d}`);
-  s.dispose();
-});

@@ -1,5 +1,6 @@
 // Small shared helpers for the tests: a seeded generator and float64 reference arithmetic.
 
+import { ok, rejects } from "node:assert/strict";
 import { f32ToBF16 } from "../../engine/formats/dtypes.ts";
 
 /** A seeded generator (mulberry32) of uniform floats in [0, 1). */
@@ -123,4 +124,14 @@ export function readSafetensorsF32(bytes: Uint8Array): Record<string, Float32Arr
 }
 
 /** The fixtures folder of this repository. */
+/** Asserts that `fn` rejects with a message matching every pattern. */
+export async function failsWith(fn: () => Promise<unknown>, ...patterns: RegExp[]): Promise<void> {
+  await rejects(fn, (e: Error) => {
+    for (const p of patterns) {
+      ok(p.test(e.message), `message ${JSON.stringify(e.message)} does not match ${p}`);
+    }
+    return true;
+  });
+}
+
 export const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;

@@ -2,7 +2,7 @@
 // hand-made broken files. Independent of the engine's reader.
 
 import { f32ToBF16 } from "../../engine/formats/dtypes.ts";
-import { randn, rng } from "./helpers.ts";
+import { FIXTURES, randn, rng } from "./helpers.ts";
 import { tempDir } from "./temp.ts";
 
 /** A tensor to write: values are f32 and stored as `dtype`. */
@@ -176,5 +176,27 @@ export async function writeCheckpoint(
   const dir = await tempDir();
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
   await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(tensors));
+  return dir;
+}
+
+/** A copy of tiny-a's config.json and model.safetensors in a fresh folder, to break. */
+export async function tinyCopy(): Promise<string> {
+  const dir = await tempDir("gemma3-bad-");
+  await Deno.copyFile(`${FIXTURES}tiny-a/config.json`, `${dir}/config.json`);
+  await Deno.copyFile(`${FIXTURES}tiny-a/model.safetensors`, `${dir}/model.safetensors`);
+  return dir;
+}
+
+/** A small random checkpoint whose safetensors header `edit` changed before it was written. */
+export async function withHeader(
+  edit: (h: Record<string, unknown>) => void,
+  configOverrides = {},
+): Promise<string> {
+  const config = smallConfig(configOverrides);
+  const dir = await writeCheckpoint(config, {});
+  await Deno.writeFile(
+    `${dir}/model.safetensors`,
+    safetensorsBytes(randomWeights(config, 1), edit),
+  );
   return dir;
 }

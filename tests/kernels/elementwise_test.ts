@@ -1,0 +1,79 @@
+// RMSNorm, RoPE, GeGLU and the residual add (asm/kernels/elementwise.ts) against a float64 reference on random inputs, over
+// shapes that are and are not multiples of the SIMD width. Tolerances are error bounds for f32
+// arithmetic, derived per kernel below; a wrong index, pairing or scale errs by orders of
+// magnitude more.
+
+import { k, put, read, rt } from "../support/kernel_memory.ts";
+import { assertWithin, randn, rng, U32 } from "../support/helpers.ts";
+import { refGeglu, refRmsNorm, refRope } from "../support/ops_reference.ts";
+
+// RMSNorm: the f64 sum of squares is exact to ~1e-16; then four f32 roundings (the inverse
+// root, x·inv, 1 + w, the final product) bound the error by 4u·|out|.
+for (const [rows, n] of [[1, 1], [2, 5], [3, 32], [1, 640], [4, 67]]) {
+  Deno.test(`rmsNorm ${rows}x${n}`, () => {
+    const rand = rng(n * 31 + rows);
+    const x = randn(rand, rows * n, 3);
+    const w = randn(rand, n, 0.5);
+    const eps = 1e-6;
+    const want = refRmsNorm(x, w, rows, n, eps);
+    const tol = Array.from(want, (v) => 5 * U32 * Math.abs(v) + 1e-30);
+    const xPtr = put(x);
+    const out = rt.alloc(rows * n * 4);
+    k.rmsNorm(xPtr, put(w), out, rows, n, eps);
+    assertWithin(read(out, rows * n), want, tol, "out");
+    k.rmsNorm(xPtr, put(w), xPtr, rows, n, eps); // in place
+    assertWithin(read(xPtr, rows * n), want, tol, "in place");
+  });
+}
+
+// RoPE: cos and sin rounded to f32 (u each), two products and a sum rounded: at most
+// 4u·(|x1| + |x2|) per output. Large start positions check that the phase stays exact.
+for (
+  const [tokens, heads, headDim, startPos, base, factor] of [
+    [1, 1, 2, 0, 10000, 1],
+    [3, 4, 32, 5, 10000, 1],
+    [2, 2, 256, 4090, 1e6, 8],
+    [5, 3, 10, 31000, 1e6, 1],
+  ]
+) {
+  Deno.test(`ropeInPlace ${tokens}x${heads}x${headDim} from ${startPos}, base ${base}, factor ${factor}`, () => {
+    const rand = rng(headDim + startPos);
+    const x = randn(rand, tokens * heads * headDim);
+    const { want, tol } = refRope(x, tokens, heads, headDim, startPos, base, factor, U32);
+    const ptr = put(x);
+    // Tokens in two ranges, as threads split them.
+    const cut = tokens >> 1;
+    k.ropeInPlace(ptr, 0, cut, heads, headDim, startPos, base, factor);
+    k.ropeInPlace(ptr, cut, tokens, heads, headDim, startPos, base, factor);
+    assertWithin(read(ptr, x.length), want, tol, "x");
+  });
+}
+
+// GeGLU, computed as x / (1 + exp(-2z)): exp is accurate to a couple of ulps and the rest are a
+// few f32 roundings, each relative to the result; the inner z errs by a few u relative to z, which
+// moves the logistic factor by at most |z|·u·(its slope) ≤ u. 16u·|gate|·|up| bounds all of it.
+Deno.test("geglu matches gelu_pytorch_tanh(gate) * up", () => {
+  const rand = rng(3);
+  for (const n of [1, 7, 128, 2051]) {
+    const g = randn(rand, n, 3), u = randn(rand, n);
+    const want = refGeglu(g, u);
+    const tol = Array.from(g, (x, i) => 16 * U32 * Math.abs(x * u[i]) + 1e-30);
+    const out = rt.alloc(n * 4);
+    const [gp, up] = [put(g), put(u)];
+    k.geglu(gp, up, out, 0, n >> 1);
+    k.geglu(gp, up, out, n >> 1, n);
+    assertWithin(read(out, n), want, tol, `n=${n}`);
+  }
+});
+
+// Residual add: one rounding per element.
+Deno.test("addInPlace adds elementwise", () => {
+  const rand = rng(5);
+  for (const n of [1, 3, 4, 17, 640]) {
+    const x = randn(rand, n), y = randn(rand, n);
+    const xp = put(x);
+    k.addInPlace(xp, put(y), n);
+    const want = Array.from(x, (v, i) => v + y[i]);
+    assertWithin(read(xp, n), want, want.map((v) => U32 * Math.abs(v)), `n=${n}`);
+  }
+});

@@ -1,0 +1,43 @@
+// Loading a checkpoint (engine/loading/): the tensors a config needs, each with its shape, and the
+// files a model folder needs; each error names what is missing, extra or wrong.
+
+import { loadModel } from "../mod.ts";
+import { failsWith } from "./support/helpers.ts";
+import {
+  randomWeights,
+  smallConfig,
+  withHeader,
+  writeCheckpoint,
+} from "./support/safetensors_writer.ts";
+import { tempDir } from "./support/temp.ts";
+
+Deno.test("missing, extra and mis-shaped tensors are named", async () => {
+  await failsWith(() =>
+    withHeader((h) => {
+      delete h["model.layers.2.self_attn.k_norm.weight"];
+    }).then(loadModel), /missing tensor model\.layers\.2\.self_attn\.k_norm\.weight/);
+  const config = smallConfig();
+  const tensors = randomWeights(config, 1);
+  tensors["model.layers.9.mlp.up_proj.weight"] = tensors["model.layers.0.mlp.up_proj.weight"];
+  let dir = await writeCheckpoint(config, tensors);
+  await failsWith(() => loadModel(dir), /unexpected tensor model\.layers\.9\.mlp\.up_proj\.weight/);
+  const tied = randomWeights(config, 1);
+  tied["lm_head.weight"] = tied["model.embed_tokens.weight"];
+  dir = await writeCheckpoint(config, tied);
+  await failsWith(() => loadModel(dir), /lm_head\.weight/, /tie_word_embeddings/);
+  const bad = randomWeights(config, 1);
+  bad["model.layers.1.self_attn.q_proj.weight"] = bad["model.layers.1.self_attn.o_proj.weight"];
+  dir = await writeCheckpoint(config, bad);
+  await failsWith(
+    () => loadModel(dir),
+    /q_proj\.weight has shape \[48,64\], the config needs \[64,48\]/,
+  );
+});
+
+Deno.test("missing folders and files", async () => {
+  await failsWith(() => loadModel("/no/such/folder"), /\/no\/such\/folder/, /not a folder/);
+  const dir = await tempDir();
+  await failsWith(() => loadModel(dir), /no config\.json/);
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(smallConfig()));
+  await failsWith(() => loadModel(dir), /no model\.safetensors/);
+});
