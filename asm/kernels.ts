@@ -1,8 +1,9 @@
 // The numeric kernels of the Gemma 3 forward pass, compiled to WebAssembly with SIMD.
 //
 // Every function here is a pure operation over pointers into linear memory (the memory is
-// imported: engine/backends/wasm/runtime.ts owns it and lays out weights, KV cache and activations). The
-// kernels know nothing about models or tensor names; engine/gemma3/forward.ts decides what to call.
+// imported: engine/backends/wasm/runtime.ts owns it and lays out weights, KV cache and
+// activations). The kernels know nothing about models or tensor names; engine/gemma3/forward.ts
+// decides what to call.
 //
 // Conventions:
 // - Pointers are byte addresses (usize). Activations are f32, row-major: a batch of `tokens`

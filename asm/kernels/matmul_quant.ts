@@ -5,9 +5,9 @@
 import { hsum, madd, chunkStride, copySmall, keptSplat8 } from "./shared";
 
 // ---------------------------------------------------------------------------------------------
-// Block-quantized weights (ggml's layouts; engine/formats/quant.ts spells out every byte). A product with
-// quantized weights first quantizes the activations per 32-block to int8 with an f32 scale, as
-// llama.cpp does, so each block's dot product is exact integer arithmetic, scaled once:
+// Block-quantized weights (ggml's layouts; engine/formats/quant.ts spells out every byte). A
+// product with quantized weights first quantizes the activations per 32-block to int8 with an f32
+// scale, as llama.cpp does, so each block's dot product is exact integer arithmetic, scaled once:
 //   y += (Σ qw·qx) · dw · dx
 // Formats (FMT_*): Q8_0 (d·q), Q4_0 (d·(q−8)), Q5_0 (d·(q−16)), Q4_K (d·sc·q − dmin·m per 32),
 // Q6_K (d·sc·(q−32) per 16). Q8_0 weights are loaded straight into int16 lanes and multiplied with

@@ -1,7 +1,7 @@
-// Block-quantized weight formats (ggml's layouts), in plain TypeScript: how each block is laid
-// out, how to make blocks from f32 values and how to get the values back. The WASM kernels
-// (asm/kernels.ts) compute on the same bytes; these functions are what the loader, the GGUF
-// writer and the tests use.
+// Block-quantized weight formats (ggml's layouts), in plain TypeScript: how each block is laid out,
+// how to make blocks from f32 values and how to get the values back. The WASM kernels
+// (asm/kernels/matmul_quant.ts) compute on the same bytes; these functions are what the loader, the
+// GGUF writer and the tests use.
 //
 // Every format stores rows as a run of blocks; a block covers 32 or 256 consecutive weights of
 // one row. Scales are IEEE halves (f16). The layouts, byte by byte:
@@ -26,7 +26,7 @@ export interface BlockFormat {
   blockElems: number;
   /** Bytes per block. */
   blockBytes: number;
-  /** Number the WASM kernels use for this format (asm/kernels.ts, FMT_*). */
+  /** Number the WASM kernels use for this format (asm/kernels/matmul_quant.ts, FMT_*). */
   kernelFormat: number;
   /** f32 values (a multiple of blockElems) → blocks. */
   quantize(src: Float32Array, dst: Uint8Array): void;

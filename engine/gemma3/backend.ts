@@ -1,6 +1,6 @@
-// The operations the forward pass (engine/gemma3/forward.ts) is written in. A backend implements them
-// over its own buffers: the WASM backend over pointers into linear memory; a WebGPU backend over
-// GPU buffers. `A` is an activation buffer handle (f32), `W` a weight handle.
+// The operations the forward pass (engine/gemma3/forward.ts) is written in. A backend implements
+// them over its own buffers: the WASM backend over pointers into linear memory; a WebGPU backend
+// over GPU buffers. `A` is an activation buffer handle (f32), `W` a weight handle.
 
 /** One layer's KV cache: `capacity` slots of [kvHeads][headDim] keys and values. */
 export interface LayerCache<A> {

@@ -16,7 +16,7 @@
 // as UTF-8 (a run that is not valid UTF-8 gives one U+FFFD per byte, as the Hugging Face decoder
 // does).
 //
-// The tokenizer is built from a compact binary form (see tokenizer_format.ts) that loads in a few
+// The tokenizer is built from a compact binary form (see format.ts) that loads in a few
 // milliseconds; parsing the 33 MB JSON is done once and cached.
 
 import { type ChatMessage, ChatTemplate } from "./chat_template.ts";

@@ -1,7 +1,8 @@
 // Test-side decoders of ggml's block formats, written from the loop structure of ggml's
-// dequantize_row_* reference functions (ggml-quants.c) rather than from engine/formats/quant.ts, so that a
-// layout mistake in the engine does not repeat itself here. Each returns, per weight, the part
-// scaled by the block scale and the offset part (w = scaled − offset), in float64 of f32 values.
+// dequantize_row_* reference functions (ggml-quants.c) rather than from engine/formats/quant.ts, so
+// that a layout mistake in the engine does not repeat itself here. Each returns, per weight, the
+// part scaled by the block scale and the offset part (w = scaled − offset), in float64 of f32
+// values.
 
 import { halfToNumber } from "../../engine/formats/dtypes.ts";
 

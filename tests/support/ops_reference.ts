@@ -1,5 +1,5 @@
 // Float64 references of the forward pass's element-level ops, shared by the WASM kernel tests
-// (tests/kernels_test.ts) and the WGSL kernel tests (tests/webgpu_test.ts); each test states its
+// (tests/kernels/) and the WGSL kernel tests (tests/webgpu_test.ts); each test states its
 // own error bound around them.
 
 /** Gemma's RMSNorm of `rows` rows of n: x / rms(x) · (1 + w), eps rounded to f32 as the kernels. */

@@ -1,6 +1,6 @@
 // The WebAssembly runtime: instantiates the kernels (asm/kernels.ts) over one linear memory and
-// hands out regions of that memory. Everything the model touches (weights, KV caches,
-// activations) lives in this memory, so kernels can work on it without copies.
+// hands out regions of that memory. Everything the model touches (weights, KV caches, activations)
+// lives in this memory, so kernels can work on it without copies.
 
 import {
   kernelsRelaxedWasmBase64,

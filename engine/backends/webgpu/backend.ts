@@ -1,6 +1,6 @@
 // The WebGPU backend: the forward pass's ops (engine/gemma3/backend.ts) as WGSL compute shaders
-// (engine/backends/webgpu/shaders.ts) over GPU buffers. Weights stay in their stored format (f32, bf16 or
-// a block format) and are decoded in the shaders; activations and accumulation are f32.
+// (engine/backends/webgpu/shaders.ts) over GPU buffers. Weights stay in their stored format (f32,
+// bf16 or a block format) and are decoded in the shaders; activations and accumulation are f32.
 //
 // Ops are recorded into one command encoder; nothing runs until logits are read (or `flush`), so
 // a decoded token is one submission and one read-back of the logits. Each op's parameters go

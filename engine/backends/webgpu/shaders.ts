@@ -1,8 +1,8 @@
-// The WGSL kernels of the WebGPU backend (engine/backends/webgpu/backend.ts): the same ops as asm/kernels.ts, one
-// compute shader each. Activations are f32; weights are bound as raw 32-bit words and decoded in
-// the shader (f32, bf16, and the block formats of engine/formats/quant.ts), so a weight keeps its stored
-// size on the GPU. Offsets into activation buffers come as element counts in the parameters:
-// storage bindings may only start at 256-byte multiples.
+// The WGSL kernels of the WebGPU backend (engine/backends/webgpu/backend.ts): the same ops as
+// asm/kernels.ts, one compute shader each. Activations are f32; weights are bound as raw 32-bit
+// words and decoded in the shader (f32, bf16, and the block formats of engine/formats/quant.ts), so
+// a weight keeps its stored size on the GPU. Offsets into activation buffers come as element counts
+// in the parameters: storage bindings may only start at 256-byte multiples.
 //
 // Every kernel reads its parameters from one uniform block of twelve 32-bit values.
 
