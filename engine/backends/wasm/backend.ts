@@ -139,57 +139,25 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     );
   }
   matmul(w: WasmWeight, x: Ptr, out: Ptr, tokens: number): void {
+    // The serial kernels take a row range (all rows here); the pool splits the rows itself.
     const interleaved = w.interleaved ? 1 : 0;
     if (isQuant(w.dtype)) {
       const fmt = QUANT[w.dtype].kernelFormat;
       const [qx, sx] = this.#quantizeActivations(x, tokens, w.cols);
+      const args = [fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens] as const;
       this.#run(
         Infinity,
-        (par) =>
-          par.parMatmulQuant(
-            fmt,
-            w.ptr,
-            qx,
-            sx,
-            out,
-            w.rows,
-            w.cols,
-            tokens,
-            interleaved,
-            OP_TIMEOUT_MS,
-          ),
-        (k) =>
-          k.matmulQuant(fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens, 0, w.rows, interleaved),
+        (par) => par.parMatmulQuant(...args, interleaved, OP_TIMEOUT_MS),
+        (k) => k.matmulQuant(...args, 0, w.rows, interleaved),
       );
       return;
     }
     const bf16 = w.dtype === "bf16";
+    const args = [w.ptr, x, out, w.rows, w.cols, tokens] as const;
     this.#run(
       Infinity,
-      (par) =>
-        par.parMatmul(
-          bf16 ? 1 : 0,
-          w.ptr,
-          x,
-          out,
-          w.rows,
-          w.cols,
-          tokens,
-          interleaved,
-          OP_TIMEOUT_MS,
-        ),
-      (k) =>
-        (bf16 ? k.matmulBF16 : k.matmulF32)(
-          w.ptr,
-          x,
-          out,
-          w.rows,
-          w.cols,
-          tokens,
-          0,
-          w.rows,
-          interleaved,
-        ),
+      (par) => par.parMatmul(bf16 ? 1 : 0, ...args, interleaved, OP_TIMEOUT_MS),
+      (k) => (bf16 ? k.matmulBF16 : k.matmulF32)(...args, 0, w.rows, interleaved),
     );
   }
   rope(
@@ -225,49 +193,29 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       scratchFloats: number;
     },
   ): void {
-    // With the pool, each thread gets its own slice of the score scratch (see allocScratch).
+    const args = [
+      q,
+      k,
+      v,
+      cache.keys,
+      cache.values,
+      out,
+      scratch,
+      tokens,
+      startPos,
+      s.heads,
+      s.kvHeads,
+      s.headDim,
+      cache.capacity,
+      s.window,
+      s.scale,
+    ] as const;
+    // With the pool, each thread gets its own slice of the score scratch (see allocScratch); on
+    // one thread, the kernel takes a range of heads (all of them).
     this.#run(
       Infinity,
-      (par) =>
-        par.parAttention(
-          q,
-          k,
-          v,
-          cache.keys,
-          cache.values,
-          out,
-          scratch,
-          tokens,
-          startPos,
-          s.heads,
-          s.kvHeads,
-          s.headDim,
-          cache.capacity,
-          s.window,
-          s.scale,
-          s.scratchFloats * 4,
-          OP_TIMEOUT_MS,
-        ),
-      (kernels) =>
-        kernels.attention(
-          q,
-          k,
-          v,
-          cache.keys,
-          cache.values,
-          out,
-          scratch,
-          tokens,
-          startPos,
-          s.heads,
-          s.kvHeads,
-          s.headDim,
-          cache.capacity,
-          s.window,
-          s.scale,
-          0,
-          s.heads,
-        ),
+      (par) => par.parAttention(...args, s.scratchFloats * 4, OP_TIMEOUT_MS),
+      (kernels) => kernels.attention(...args, 0, s.heads),
     );
     this.rt.kernels.appendKv(
       k,
