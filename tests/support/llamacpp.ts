@@ -3,6 +3,7 @@
 // in Node through llamacpp_runner.mjs.
 
 import { ensureLlamaCppIn } from "../../bench/peers/llamacpp_install.ts";
+import { sha256Hex } from "../../engine/io.ts";
 
 const dir = new URL("../.cache/llama/", import.meta.url).pathname;
 const runner = new URL("./llamacpp_runner.mjs", import.meta.url).pathname;
@@ -35,4 +36,57 @@ export async function llamaCppGreedy(
     dir,
   );
   return JSON.parse(out).results;
+}
+
+/** A llama.cpp request's results, run once: with `cached`, kept in tests/.cache/llama-results/
+ * (for a file that never changes, such as the real model, whose sha256 is checked on fetch). */
+async function request<T>(req: Record<string, unknown>, cached: boolean): Promise<T> {
+  ensureLlamaCpp();
+  const key = await sha256Hex(JSON.stringify(req));
+  const file = `${dir}results/${key}.json`;
+  if (cached) {
+    try {
+      return JSON.parse(await Deno.readTextFile(file));
+    } catch { /* not run yet */ }
+  }
+  const results = JSON.parse(await run("node", [runner, JSON.stringify(req)], dir)).results;
+  if (cached) {
+    await Deno.mkdir(`${dir}results`, { recursive: true });
+    await Deno.writeTextFile(file, JSON.stringify(results));
+  }
+  return results;
+}
+
+/** Like llamaCppGreedy, but only the `topK` best log-probabilities of each step, as
+ * [id, logprob] pairs, best first; with `forced`, along those continuations instead of its own
+ * (`tokens` is then its argmax at each step). */
+export function llamaCppGreedyTop(
+  model: string,
+  prompts: number[][],
+  steps: number,
+  options: { topK: number; forced?: number[][]; cached?: boolean },
+): Promise<{ tokens: number[]; top: [number, number][][] }[]> {
+  const { topK, forced, cached = false } = options;
+  return request({ model, prompts, steps, threads: 1, topK, forced }, cached);
+}
+
+/** For each window, llama.cpp's log-probability of each token after the first, given those
+ * before it. The windows are shared between two processes running side by side (turning a
+ * 262k-entry probability map into JS costs more than the model: ~0.17 s a token). */
+export async function llamaCppScore(
+  model: string,
+  windows: number[][],
+  cached = false,
+): Promise<number[][]> {
+  const half = Math.ceil(windows.length / 2);
+  const parts = [windows.slice(0, half), windows.slice(half)].filter((w) => w.length > 0);
+  const results = await Promise.all(
+    parts.map((w) => request<number[][]>({ mode: "score", model, windows: w, threads: 1 }, cached)),
+  );
+  return results.flat();
+}
+
+/** llama.cpp's token ids for each text (special tokens parsed, no BOS added). */
+export function llamaCppTokenize(model: string, texts: string[]): Promise<number[][]> {
+  return request({ mode: "tokenize", model, texts }, false);
 }
