@@ -5,7 +5,7 @@
 import { ok } from "node:assert/strict";
 import { exportGguf, loadModel } from "../mod.ts";
 import { llamaCppGreedy } from "./support/llamacpp.ts";
-import { FIXTURES } from "./support/helpers.ts";
+import { FIXTURES, logSoftmax } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 import { tempDir, tempFile } from "./support/temp.ts";
 
@@ -13,15 +13,6 @@ const STEPS = 16;
 const tinyGguf = `${FIXTURES}tiny-a/model.gguf`;
 const golden = JSON.parse(await Deno.readTextFile(`${FIXTURES}tiny-a/golden.json`));
 const prompts: number[][] = golden.prompts;
-
-function logSoftmax(logits: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (v) => v - lse);
-}
 
 /** Our log-probabilities along given continuations (teacher-forced, so that they line up with
  * llama.cpp's step for step), and our argmax at each step. */

@@ -13,7 +13,7 @@ import { GGML_TYPES } from "../engine/formats/gguf.ts";
 import { webGpuAdapter } from "../engine/backends/webgpu/backend.ts";
 import { llamaCppGreedyTop, llamaCppScore, llamaCppTokenize } from "./support/llamacpp.ts";
 import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
-import { FIXTURES } from "./support/helpers.ts";
+import { FIXTURES, logSoftmax } from "./support/helpers.ts";
 import { tempDir } from "./support/temp.ts";
 
 const got = await ensureRealModel();
@@ -40,15 +40,6 @@ async function withModel<T>(
   } finally {
     await model.dispose();
   }
-}
-
-function logSoftmax(logits: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (v) => v - lse);
 }
 
 /** The two largest values' indices. */

@@ -135,3 +135,13 @@ export async function failsWith(fn: () => Promise<unknown>, ...patterns: RegExp[
 }
 
 export const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
+
+/** log(softmax(logits)) in float64. */
+export function logSoftmax(logits: ArrayLike<number>): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(logits, (v) => v - lse);
+}
