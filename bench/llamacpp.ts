@@ -205,8 +205,11 @@ const table = [
     } / ${mib(r.llamacpp.peakRss)} |`
   ),
   "",
-  "Formats: q4_0 = Q4_0 layers, Q8_0 head (what llama-quantize makes); q4_0+q4_0 = head in Q4_0 too. llama.cpp picks its CPU",
-  "kernels itself (features below); where it finds AMX (some Intel machines) its prefill is matrix-unit work WASM cannot do.",
+  ...(modelFile ? [] : [
+    "Formats: q4_0 = Q4_0 layers, Q8_0 head (what llama-quantize makes); q4_0+q4_0 = head in Q4_0 too.",
+  ]),
+  "llama.cpp picks its CPU kernels itself (features below); where it finds AMX (some Intel machines) its prefill is",
+  "matrix-unit work WASM cannot do.",
 ];
 const machine = machineInfo();
 const command = `${runtime} bench/llamacpp.ts ${process.argv.slice(2).join(" ")}`.trim();
