@@ -359,6 +359,26 @@ export async function noGpuDevices(): Promise<boolean> {
   return !(await f.stat("/dev/nvidiactl").then(() => true, () => false));
 }
 
+/**
+ * Lets the event loop run (network writes, timers, other requests) and resumes right after.
+ * Awaiting a resolved promise only runs microtasks, and the forward pass never waits on I/O, so a
+ * loop of tokens would otherwise hold the event loop until it ends. A MessageChannel message is
+ * a task with no minimum delay (a nested setTimeout(0) waits 1-4 ms; this, tens of µs), in Deno,
+ * Bun, Node and browsers alike; the ports are closed so they keep no process alive.
+ */
+export function yieldToEventLoop(): Promise<void> {
+  if (typeof MessageChannel === "undefined") return new Promise((r) => setTimeout(r, 0));
+  return new Promise((resolve) => {
+    const { port1, port2 } = new MessageChannel();
+    port1.onmessage = () => {
+      port1.close();
+      port2.close();
+      resolve();
+    };
+    port2.postMessage(null);
+  });
+}
+
 /** An environment variable, where the runtime lets us read it (undefined otherwise). */
 export function env(name: string): string | undefined {
   try {

@@ -9,6 +9,7 @@ import {
   type KvCache,
 } from "./gemma3/forward.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
+import { yieldToEventLoop } from "./io.ts";
 
 /** Options of `Session.eval`. */
 export interface EvalOptions {
@@ -143,6 +144,8 @@ export class Session {
     const rows: Float32Array[] = [];
     let best: { ids: number[]; values: number[] } | null = null;
     for (let i = 0; i < all.length; i += activations.maxTokens) {
+      // A long prompt is many chunks: let the event loop run between them.
+      if (i > 0) await yieldToEventLoop();
       const chunk = all.subarray(i, i + activations.maxTokens);
       const isLast = i + chunk.length === all.length;
       if (typeof want === "object" && isLast) {
@@ -240,6 +243,9 @@ export class Session {
       this.#lastLogits = null;
       yield id;
       if (n + 1 >= max || this.position >= this.contextLength) return;
+      // The caller has handled the token (written it to a stream, say); let the event loop send
+      // it, and serve other work, before the next forward pass.
+      await yieldToEventLoop();
       this.#pending.pop();
       this.#tokens.pop();
       pick = await next([id]);

@@ -145,3 +145,22 @@ Deno.test("reset() starts a fresh sequence in the same cache", async () => {
   ok(d <= TOL, `after reset, logits differ by ${d}`);
   s.dispose();
 });
+
+Deno.test("generate lets the event loop run between tokens (a stream's writes leave as they happen)", async () => {
+  // One thread: the forward pass then never waits on anything, so without a yield between tokens
+  // no task (a socket write, a timer, a message) runs until generation ends.
+  const one = await loadModel(tinyA, { threads: 1 });
+  const s = one.createSession({ contextLength: 64 });
+  let delivered = false;
+  const { port1, port2 } = new MessageChannel();
+  port1.onmessage = () => delivered = true;
+  port2.postMessage(null);
+  const seenAt: boolean[] = [];
+  for await (const _ of s.generate([2, 17, 42], { maxTokens: 4, stopTokens: [] })) {
+    seenAt.push(delivered);
+  }
+  port1.close();
+  port2.close();
+  deepStrictEqual(seenAt, [false, true, true, true], "the message arrived between tokens 1 and 2");
+  await one.dispose();
+});
