@@ -30,6 +30,7 @@ export type { Gemma3Config, LayerType } from "./engine/gemma3/config.ts";
 export { Session } from "./engine/session.ts";
 export type { EvalOptions, GenerateOptions } from "./engine/session.ts";
 export type { SamplingOptions } from "./engine/sampling.ts";
+export { StopStrings } from "./engine/stop_strings.ts";
 
 // --- Tokenizer and chat ---
 export { loadTokenizer } from "./engine/tokenizer/load.ts";

@@ -38,7 +38,9 @@ export const SAMPLING_HELP = `Sampling (defaults: the model's generation_config.
       --top-p <p>               Nucleus sampling mass (1 = off)
       --min-p <p>               Drop tokens below p x the best one's probability (0 = off)
       --repetition-penalty <r>  Penalise tokens already in the context (1 = off)
-      --seed <n>                Random seed, for reproducible sampling`;
+      --seed <n>                Random seed, for reproducible sampling
+      --stop <text>             End the answer where this text appears (it is not printed);
+                                repeat for several`;
 
 export const OUTPUT_HELP = `Output:
       --json                    Machine-readable output on stdout
@@ -66,6 +68,7 @@ export const samplingOptions = {
   "min-p": { type: "string" },
   "repetition-penalty": { type: "string" },
   seed: { type: "string" },
+  stop: { type: "string", multiple: true },
 } as const;
 export const outputOptions = {
   json: { type: "boolean" },

@@ -96,7 +96,9 @@ export async function chat(args: string[]): Promise<void> {
       const t0 = performance.now();
       let stopped = false;
       try {
-        for await (const piece of model.chat(messages, { ...options, session })) {
+        for await (
+          const piece of model.chat(messages, { ...options, session, stop: values.stop })
+        ) {
           answer += piece;
           if (!values.json) process.stdout.write(piece);
           // Generation runs on microtasks; let the SIGINT handler (a macrotask) run between pieces.

@@ -17,6 +17,7 @@ import {
   statsLine,
   UsageError,
 } from "./args.ts";
+import { StopStrings } from "../mod.ts";
 
 export const HELP = `Usage: cli.ts run [prompt] [options]
 
@@ -82,16 +83,18 @@ export async function run(args: string[]): Promise<void> {
     const prefillMs = performance.now() - t1;
     const decoder = tok.streamDecoder({ skipSpecialTokens: true });
     const stopTokens = options.stopTokens ?? model.defaultStopTokens;
+    const stops = new StopStrings(values.stop);
     let text = "";
     let n = 0;
     const t2 = performance.now();
     for await (const id of session.generate([], { ...options, stopTokens })) {
       n++;
-      const piece = decoder.push(id);
+      const piece = stops.push(decoder.push(id));
       text += piece;
       if (!values.json && piece) process.stdout.write(piece);
+      if (stops.stopped) break;
     }
-    const tail = decoder.flush();
+    const tail = stops.stopped ? "" : stops.push(decoder.flush()) + stops.flush();
     text += tail;
     const decodeMs = performance.now() - t2;
     const stats = runStats(loadMs, ids.length, prefillMs, n, decodeMs, model.threads);

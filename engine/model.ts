@@ -22,6 +22,7 @@ import { WasmRuntime } from "./backends/wasm/runtime.ts";
 import { type GenerateOptions, Session, type SessionHost } from "./session.ts";
 import type { Tokenizer } from "./tokenizer/tokenizer.ts";
 import type { ChatMessage } from "./tokenizer/chat_template.ts";
+import { StopStrings } from "./stop_strings.ts";
 import { loadTokenizer, tokenizerFromGguf } from "./tokenizer/load.ts";
 
 /** Options of `loadModel`. */
@@ -62,6 +63,9 @@ export interface SessionOptions {
 export interface ChatOptions extends GenerateOptions {
   /** The session that holds the conversation's KV cache (default: one the model keeps). */
   session?: Session;
+  /** Strings that end the answer where they appear in its text (matched across token
+   * boundaries; the stop string itself is not yielded). */
+  stop?: string[];
 }
 
 /** A loaded Gemma 3 model. Create sessions to evaluate and generate. */
@@ -142,7 +146,8 @@ export class Gemma3Model {
   /**
    * Continues a conversation: renders `messages` with the chat template, evaluates only the
    * tokens the session does not hold yet (the KV cache is kept across turns), and streams the
-   * answer as text. Stops at `defaultStopTokens` unless `stopTokens` says otherwise.
+   * answer as text. Stops at `defaultStopTokens` unless `stopTokens` says otherwise, and where
+   * the text reaches one of `stop`.
    */
   async *chat(messages: ChatMessage[], options: ChatOptions = {}): AsyncGenerator<string> {
     const tok = this.tokenizer;
@@ -160,12 +165,14 @@ export class Gemma3Model {
     while (same < held.length && same < prompt.length - 1 && held[same] === prompt[same]) same++;
     session.truncate(same);
     const stopTokens = options.stopTokens ?? this.defaultStopTokens;
+    const stops = new StopStrings(options.stop);
     const decoder = tok.streamDecoder({ skipSpecialTokens: true });
     for await (const id of session.generate(prompt.slice(same), { ...options, stopTokens })) {
-      const text = decoder.push(id);
+      const text = stops.push(decoder.push(id));
       if (text) yield text;
+      if (stops.stopped) return;
     }
-    const rest = decoder.flush();
+    const rest = stops.push(decoder.flush()) + stops.flush();
     if (rest) yield rest;
   }
 
