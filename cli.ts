@@ -18,6 +18,7 @@ import { chat } from "./cli/chat.ts";
 import { generate } from "./cli/generate.ts";
 import { quantize } from "./cli/quantize.ts";
 import { run } from "./cli/run.ts";
+import { serve } from "./cli/serve.ts";
 import { tokenize } from "./cli/tokenize.ts";
 
 const HELP = `gemma3-wasm ${VERSION}: Gemma 3 in TypeScript on WebAssembly SIMD
@@ -29,6 +30,7 @@ Usage:
   cli.ts generate --tokens <ids>    Generate token ids from token ids (no tokenizer needed)
   cli.ts quantize <model> <out.gguf> --type <format>
                                     Write a model as a GGUF file (for this engine or llama.cpp)
+  cli.ts serve [options]            Serve an OpenAI-compatible HTTP API (chat, completions, SSE)
   cli.ts --help | --version
 
 Models: --model takes a Hugging Face model folder, a .gguf file, a URL, or a Hub repository name
@@ -44,6 +46,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   tokenize,
   generate,
   quantize,
+  serve,
 };
 
 /** Runs the CLI with the given arguments; returns the exit code. */

@@ -32,6 +32,10 @@ export type { EvalOptions, GenerateOptions } from "./engine/session.ts";
 export type { SamplingOptions } from "./engine/sampling.ts";
 export { StopStrings } from "./engine/stop_strings.ts";
 
+// --- An OpenAI-compatible HTTP API, as one fetch handler (cli.ts serve mounts it) ---
+export { createHandler } from "./engine/server/handler.ts";
+export type { FetchHandler, HandlerOptions } from "./engine/server/handler.ts";
+
 // --- Tokenizer and chat ---
 export { loadTokenizer } from "./engine/tokenizer/load.ts";
 export type { TokenizerLoadOptions } from "./engine/tokenizer/load.ts";

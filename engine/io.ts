@@ -362,12 +362,18 @@ export async function noGpuDevices(): Promise<boolean> {
 /**
  * Lets the event loop run (network writes, timers, other requests) and resumes right after.
  * Awaiting a resolved promise only runs microtasks, and the forward pass never waits on I/O, so a
- * loop of tokens would otherwise hold the event loop until it ends. A MessageChannel message is
- * a task with no minimum delay (a nested setTimeout(0) waits 1-4 ms; this, tens of µs), in Deno,
- * Bun, Node and browsers alike; the ports are closed so they keep no process alive.
+ * loop of tokens would otherwise hold the event loop until it ends. A MessageChannel message is a
+ * task with no minimum delay (tens of µs; a nested setTimeout(0) waits 1-4 ms) and lets pending
+ * writes go out; but in Deno a loop of them can keep new connections from being accepted, so at
+ * least every TIMER_YIELD_MS a timer's turn lets the event loop poll everything. The ports are
+ * closed, so they keep no process alive.
  */
 export function yieldToEventLoop(): Promise<void> {
-  if (typeof MessageChannel === "undefined") return new Promise((r) => setTimeout(r, 0));
+  const now = performance.now();
+  if (typeof MessageChannel === "undefined" || now - lastTimerYield >= TIMER_YIELD_MS) {
+    lastTimerYield = now;
+    return new Promise((r) => setTimeout(r, 0));
+  }
   return new Promise((resolve) => {
     const { port1, port2 } = new MessageChannel();
     port1.onmessage = () => {
@@ -378,6 +384,8 @@ export function yieldToEventLoop(): Promise<void> {
     port2.postMessage(null);
   });
 }
+const TIMER_YIELD_MS = 50;
+let lastTimerYield = 0;
 
 /** An environment variable, where the runtime lets us read it (undefined otherwise). */
 export function env(name: string): string | undefined {

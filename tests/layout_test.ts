@@ -16,6 +16,7 @@ const LAYERS: [part: string, matches: (path: string) => boolean][] = [
   ["engine/loading/", (p) => p.startsWith("engine/loading/")],
   ["engine/tokenizer/", (p) => p.startsWith("engine/tokenizer/")],
   ["engine/*.ts", (p) => /^engine\/[^/]+\.ts$/.test(p)],
+  ["engine/server/", (p) => p.startsWith("engine/server/")],
   ["mod.ts", (p) => p === "mod.ts"],
   ["cli/", (p) => p.startsWith("cli/")],
   ["cli.ts", (p) => p === "cli.ts"],

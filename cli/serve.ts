@@ -1,0 +1,143 @@
+// cli.ts serve: the OpenAI-compatible API (mod.ts createHandler) on a local port. The one place
+// that starts an HTTP server: Deno.serve, Bun.serve, or node:http through a small adapter.
+
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { createHandler } from "../mod.ts";
+import { contextLength, MODEL_HELP, modelOptions, openModel, UsageError } from "./args.ts";
+
+export const HELP = `Usage: cli.ts serve [options]
+
+Serves the model over an OpenAI-compatible HTTP API (llama-server's routes): POST
+/v1/chat/completions and /v1/completions (streaming with "stream": true), GET /v1/models,
+/health, /props and /metrics (Prometheus), POST /tokenize, /detokenize and /apply-template.
+Prints the URL once the model is loaded. Ctrl-C lets running requests finish, then exits.
+
+Server:
+      --host <addr>             Address to listen on (default 127.0.0.1: this machine only)
+      --port <n>                Port (default 8080; 0 picks a free one)
+      --parallel <n>            Requests served at once, each with its own KV cache (default 4)
+      --max-queue <n>           Requests waiting for a slot before 503 (default 64)
+      --max-body <bytes>        Largest request body (default 1048576); larger gets 413
+      --api-key <key>           Require "Authorization: Bearer <key>" (or set GEMMA_API_KEY)
+      --cors-origin <origin>    Allow browser pages from this origin ("*" for any)
+      --name <id>               The model's id in /v1/models (default gemma-3)
+      --context-length is per slot here (default 4096).
+
+${MODEL_HELP}
+
+  -q, --quiet                   No progress on stderr
+  -h, --help                    Show this help
+
+Example:
+  deno run -A cli.ts serve --model gemma-3-270m-q4_k_m.gguf --port 8080
+  curl http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"messages":[{"role":"user","content":"Hi!"}],"max_tokens":32}'
+`;
+
+function intFlag(v: string | undefined, flag: string, fallback: number, min: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
+  }
+  return n;
+}
+
+export async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      ...modelOptions,
+      host: { type: "string" },
+      port: { type: "string" },
+      parallel: { type: "string" },
+      "max-queue": { type: "string" },
+      "max-body": { type: "string" },
+      "api-key": { type: "string" },
+      "cors-origin": { type: "string" },
+      name: { type: "string" },
+      quiet: { type: "boolean", short: "q" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return void process.stdout.write(HELP);
+  const host = values.host ?? "127.0.0.1";
+  const port = intFlag(values.port, "--port", 8080, 0);
+  const options = {
+    parallel: intFlag(values.parallel, "--parallel", 4, 1),
+    maxQueue: intFlag(values["max-queue"], "--max-queue", 64, 0),
+    maxBodyBytes: intFlag(values["max-body"], "--max-body", 1 << 20, 1),
+    apiKey: values["api-key"] ?? process.env.GEMMA_API_KEY,
+    corsOrigin: values["cors-origin"],
+    modelName: values.name,
+    contextLength: contextLength(values),
+  };
+  const model = await openModel(values, !!values.quiet);
+  const handler = createHandler(model, options);
+  const server = await listen(handler, host, port);
+  process.stdout.write(
+    `listening on http://${host.includes(":") ? `[${host}]` : host}:${server.port}\n`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.stderr.write("finishing running requests...\n");
+      server.close().then(resolve);
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  await model.dispose();
+}
+
+/** Starts an HTTP server for a fetch handler on this runtime. */
+async function listen(
+  handler: (req: Request) => Promise<Response>,
+  hostname: string,
+  port: number,
+): Promise<{ port: number; close(): Promise<void> }> {
+  const g = globalThis as {
+    Deno?: {
+      serve(o: unknown, h: typeof handler): { addr: { port: number }; shutdown(): Promise<void> };
+    };
+    Bun?: { serve(o: unknown): { port: number; stop(closeActive?: boolean): Promise<void> } };
+  };
+  if (g.Deno) {
+    const s = g.Deno.serve({ hostname, port, onListen() {} }, handler);
+    return { port: s.addr.port, close: () => s.shutdown() };
+  }
+  if (g.Bun) {
+    const s = g.Bun.serve({ hostname, port, fetch: handler, idleTimeout: 0 });
+    return { port: s.port, close: () => s.stop(false) };
+  }
+  // Node: node:http, each request turned into a Request and the Response streamed back.
+  const http = await import("node:http");
+  const { Readable } = await import("node:stream");
+  const server = http.createServer(async (req, res) => {
+    const abort = new AbortController();
+    res.on("close", () => abort.abort());
+    const body = req.method === "GET" || req.method === "HEAD" ? undefined : Readable.toWeb(req);
+    const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
+      method: req.method,
+      headers: req.headers as Record<string, string>,
+      body: body as ReadableStream<Uint8Array> | undefined,
+      signal: abort.signal,
+      // @ts-ignore: Node's fetch needs this for a streamed body
+      duplex: "half",
+    });
+    const response = await handler(request);
+    res.writeHead(response.status, Object.fromEntries(response.headers));
+    if (!response.body) return void res.end();
+    try {
+      for await (const chunk of response.body) res.write(chunk);
+    } catch { /* the client went away */ }
+    res.end();
+  });
+  await new Promise<void>((resolve) => server.listen(port, hostname, resolve));
+  const address = server.address() as { port: number };
+  return {
+    port: address.port,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}

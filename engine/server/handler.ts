@@ -1,0 +1,484 @@
+// An OpenAI-compatible HTTP API as one Web-standard fetch handler, (Request) => Promise<Response>:
+// Deno.serve, Bun.serve and edge functions mount it as it is (Node through a small adapter). The
+// routes and shapes are llama-server's: /health, /v1/models, /v1/chat/completions,
+// /v1/completions, /tokenize, /detokenize, /apply-template, /props, /metrics.
+//
+// The routing is written out here rather than taken from a router package: this module is part
+// of mod.ts, which must import from a URL in Deno and run unchanged in Bun, Node and browsers,
+// and no one specifier for an npm package works in all of them (Deno from a URL needs `npm:`,
+// which Bun and Node do not resolve). Nine fixed routes do not need more than a table.
+
+import type { Gemma3Model } from "../model.ts";
+import { StopStrings } from "../stop_strings.ts";
+import { ApiError, type CompletionParams, parseCompletion } from "./openai.ts";
+import { commonPrefix, QueueFullError, type Slot, SlotPool } from "./slots.ts";
+
+/** Options of `createHandler`. */
+export interface HandlerOptions {
+  /** Sessions serving requests at once, each with its own KV cache (default 4). */
+  parallel?: number;
+  /** Tokens each slot holds, prompt and answer (default 4096, or the model's maximum). */
+  contextLength?: number;
+  /** Requests waiting for a slot before new ones get 503 (default 64). */
+  maxQueue?: number;
+  /** Largest request body in bytes (default 1 MiB); larger ones get 413. */
+  maxBodyBytes?: number;
+  /** When set, every route but /health needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** Sends CORS headers allowing this origin ("*" for any). */
+  corsOrigin?: string;
+  /** The model's name in /v1/models and in responses (default "gemma-3"). */
+  modelName?: string;
+}
+
+/** A Web-standard fetch handler, as Deno.serve, Bun.serve and edge functions take. */
+export type FetchHandler = (request: Request) => Promise<Response>;
+
+/**
+ * The API as a fetch handler. `model` may still be loading (a promise): /health answers 503
+ * until it is ready, and other routes wait for it.
+ */
+export function createHandler(
+  model: Gemma3Model | Promise<Gemma3Model>,
+  options: HandlerOptions = {},
+): FetchHandler {
+  const name = options.modelName ?? "gemma-3";
+  const maxBody = options.maxBodyBytes ?? 1 << 20;
+  const metrics = new Metrics();
+  let ready: { model: Gemma3Model; pool: SlotPool; contextLength: number } | undefined;
+  let failed: string | undefined;
+  const setUp = (m: Gemma3Model) => {
+    const contextLength = Math.min(
+      options.contextLength ?? 4096,
+      m.config.maxPositionEmbeddings,
+    );
+    const pool = new SlotPool(m, options.parallel ?? 4, contextLength, options.maxQueue ?? 64);
+    return ready = { model: m, pool, contextLength };
+  };
+  // A model already loaded is ready at once; one still loading, when its promise settles.
+  const loading = model instanceof Promise
+    ? model.then(setUp, (e) => {
+      failed = (e as Error).message;
+      throw e;
+    })
+    : Promise.resolve(setUp(model));
+  loading.catch(() => {}); // reported by /health and each request
+
+  const routes: Record<string, (req: Request) => Promise<Response>> = {
+    "GET /health": () => {
+      if (ready) return Promise.resolve(Response.json({ status: "ok" }));
+      throw new ApiError(
+        503,
+        failed ? `the model failed to load: ${failed}` : "the model is loading",
+        null,
+        "unavailable_error",
+      );
+    },
+    "GET /v1/models": () =>
+      Promise.resolve(Response.json({
+        object: "list",
+        data: [{ id: name, object: "model", created: 0, owned_by: "gemma3-wasm" }],
+      })),
+    "POST /v1/chat/completions": (req) => completion(req, "chat"),
+    "POST /v1/completions": (req) => completion(req, "completion"),
+    "POST /tokenize": async (req) => {
+      const body = await readJson(req, maxBody);
+      const { model } = await loaded();
+      if (typeof body.content !== "string") {
+        throw new ApiError(400, "content must be a string", "content");
+      }
+      const tokens = model.tokenizer.encode(body.content, { addBos: body.add_special === true });
+      return Response.json({ tokens });
+    },
+    "POST /detokenize": async (req) => {
+      const body = await readJson(req, maxBody);
+      const { model } = await loaded();
+      const ids = body.tokens;
+      if (!Array.isArray(ids) || !ids.every((t) => Number.isInteger(t))) {
+        throw new ApiError(400, "tokens must be an array of token ids", "tokens");
+      }
+      return Response.json({ content: model.tokenizer.decode(ids as number[]) });
+    },
+    "POST /apply-template": async (req) => {
+      const body = await readJson(req, maxBody);
+      const { model } = await loaded();
+      const p = parseCompletion({ messages: body.messages }, "chat");
+      return Response.json({
+        prompt: model.tokenizer.applyChatTemplate(p.messages!, { addGenerationPrompt: true }),
+      });
+    },
+    "GET /props": async () => {
+      const { model, pool, contextLength } = await loaded();
+      return Response.json({
+        model: name,
+        total_slots: pool.slots.length,
+        n_ctx: contextLength,
+        default_generation_settings: { ...model.generationDefaults, n_ctx: contextLength },
+        chat_template: "gemma3",
+        backend: model.backend,
+        threads: model.threads,
+      });
+    },
+    "GET /metrics": () =>
+      Promise.resolve(
+        new Response(metrics.text(ready?.pool), {
+          headers: { "content-type": "text/plain; version=0.0.4" },
+        }),
+      ),
+  };
+
+  async function loaded() {
+    return ready ?? await loading.catch((e) => {
+      throw new ApiError(503, `the model failed to load: ${(e as Error).message}`);
+    });
+  }
+
+  async function completion(req: Request, kind: "chat" | "completion"): Promise<Response> {
+    const params = parseCompletion(await readJson(req, maxBody), kind);
+    const { model, pool, contextLength } = await loaded();
+    const tok = model.tokenizer;
+    const prompt = params.messages
+      ? tok.encodeChat(params.messages)
+      : typeof params.prompt === "string"
+      ? tok.encode(params.prompt)
+      : params.prompt!;
+    for (const id of prompt) {
+      if (id < 0 || id >= model.config.vocabSize) {
+        throw new ApiError(400, `token id ${id} is outside the vocabulary`, "prompt");
+      }
+    }
+    if (prompt.length >= contextLength) {
+      throw new ApiError(
+        400,
+        `the prompt is ${prompt.length} tokens; a slot holds ${contextLength}, prompt and answer`,
+        kind === "chat" ? "messages" : "prompt",
+      );
+    }
+    const room = contextLength - prompt.length;
+    const maxTokens = Math.min(params.maxTokens ?? room, room);
+    const headers: Record<string, string> = {};
+    if (params.maxTokens !== undefined && params.maxTokens > room) {
+      headers["x-max-tokens-clamped"] = String(room);
+    }
+    const abort = new AbortController();
+    req.signal?.addEventListener("abort", () => abort.abort(), { once: true });
+    let slot: Slot;
+    try {
+      slot = await pool.acquire(prompt, abort.signal);
+    } catch (e) {
+      if (e instanceof QueueFullError) {
+        throw new ApiError(503, e.message, null, "unavailable_error", { "retry-after": "1" });
+      }
+      throw e;
+    }
+    const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
+    const created = Math.floor(Date.now() / 1000);
+    const object = kind === "chat" ? "chat.completion" : "text_completion";
+    const run = (emit: (text: string) => void) =>
+      generate(model, slot, prompt, params, maxTokens, abort.signal, emit)
+        .finally(() => pool.release(slot));
+    const choice = (text: string, finish: string | null, delta: boolean) =>
+      kind === "chat"
+        ? delta
+          ? { index: 0, delta: text === "" ? {} : { content: text }, finish_reason: finish }
+          : { index: 0, message: { role: "assistant", content: text }, finish_reason: finish }
+        : { index: 0, text, finish_reason: finish, logprobs: null };
+
+    if (!params.stream) {
+      let text = "";
+      const r = await run((t) => text += t);
+      metrics.add(r);
+      return Response.json({
+        id,
+        object,
+        created,
+        model: name,
+        choices: [choice(text, r.finish, false)],
+        usage: usage(r),
+        timings: timings(r),
+      }, { headers });
+    }
+
+    const enc = new TextEncoder();
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const send = (data: unknown) => {
+          if (!abort.signal.aborted) {
+            controller.enqueue(enc.encode(`data: ${JSON.stringify(data)}\n\n`));
+          }
+        };
+        const chunk = (c: unknown) => ({
+          id,
+          object: `${object}.chunk`,
+          created,
+          model: name,
+          choices: [c],
+        });
+        if (kind === "chat") {
+          send(chunk({ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }));
+        }
+        run((t) => send(chunk(choice(t, null, true)))).then((r) => {
+          metrics.add(r);
+          send({ ...chunk(choice("", r.finish, true)), timings: timings(r) });
+          if (params.includeUsage) {
+            send({
+              id,
+              object: `${object}.chunk`,
+              created,
+              model: name,
+              choices: [],
+              usage: usage(r),
+            });
+          }
+          // A stream the client cancelled is closed already.
+          if (abort.signal.aborted) return;
+          controller.enqueue(enc.encode("data: [DONE]\n\n"));
+          controller.close();
+        }, (e) => {
+          if (!abort.signal.aborted) controller.error(e);
+        });
+      },
+      cancel() {
+        abort.abort();
+      },
+    });
+    return new Response(stream, {
+      headers: {
+        ...headers,
+        "content-type": "text/event-stream",
+        "cache-control": "no-cache",
+      },
+    });
+  }
+
+  return async (req: Request): Promise<Response> => {
+    const url = new URL(req.url);
+    let res: Response;
+    try {
+      if (req.method === "OPTIONS" && options.corsOrigin) res = new Response(null, { status: 204 });
+      else {
+        const route = routes[`${req.method} ${url.pathname.replace(/\/+$/, "") || "/"}`];
+        if (!route) {
+          throw new ApiError(
+            404,
+            `no route ${req.method} ${url.pathname}`,
+            null,
+            "not_found_error",
+          );
+        }
+        if (options.apiKey !== undefined && url.pathname !== "/health") {
+          checkKey(req, options.apiKey);
+        }
+        res = await route(req);
+      }
+    } catch (e) {
+      res = e instanceof ApiError
+        ? e.toResponse()
+        : new ApiError(500, (e as Error).message ?? String(e)).toResponse();
+    }
+    metrics.requests.set(res.status, (metrics.requests.get(res.status) ?? 0) + 1);
+    if (options.corsOrigin) {
+      res.headers.set("access-control-allow-origin", options.corsOrigin);
+      res.headers.set("access-control-allow-headers", "authorization, content-type");
+      res.headers.set("access-control-allow-methods", "GET, POST, OPTIONS");
+    }
+    return res;
+  };
+}
+
+/** What one generation did. */
+interface Result {
+  finish: "stop" | "length";
+  promptTokens: number;
+  cachedTokens: number;
+  completionTokens: number;
+  promptMs: number;
+  generateMs: number;
+}
+
+/** Runs one request on its slot: keeps the prefix the slot holds, evaluates the rest of the
+ * prompt, then generates, emitting text as it is decoded (stop strings held back). */
+async function generate(
+  model: Gemma3Model,
+  slot: Slot,
+  prompt: number[],
+  p: CompletionParams,
+  maxTokens: number,
+  signal: AbortSignal,
+  emit: (text: string) => void,
+): Promise<Result> {
+  const s = slot.session;
+  // At least one prompt token is evaluated, for the logits of the first answer token.
+  const cached = Math.min(commonPrefix(s.tokens, prompt), prompt.length - 1);
+  s.truncate(cached);
+  const t0 = performance.now();
+  await s.eval(prompt.slice(cached));
+  const promptMs = performance.now() - t0;
+  const stops = new StopStrings(p.stop);
+  const decoder = model.tokenizer.streamDecoder({ skipSpecialTokens: true });
+  const sampling = {
+    ...model.generationDefaults,
+    ...Object.fromEntries(
+      Object.entries({
+        temperature: p.temperature,
+        topP: p.topP,
+        topK: p.topK,
+        minP: p.minP,
+        repetitionPenalty: p.repetitionPenalty,
+        seed: p.seed,
+      }).filter(([, v]) => v !== undefined),
+    ),
+  };
+  let n = 0, finish: "stop" | "length" = "length";
+  const t1 = performance.now();
+  const tokens = s.generate([], { ...sampling, maxTokens, stopTokens: model.defaultStopTokens });
+  for await (const id of tokens) {
+    n++;
+    if (signal.aborted) break;
+    const text = stops.push(decoder.push(id));
+    if (text) emit(text);
+    if (stops.stopped) break;
+  }
+  if (stops.stopped) finish = "stop";
+  else {
+    const rest = stops.push(decoder.flush()) + stops.flush();
+    if (rest) emit(rest);
+    // Fewer tokens than allowed, with room left: a stop token ended it.
+    if (n < maxTokens && s.position < s.contextLength && !signal.aborted) finish = "stop";
+  }
+  return {
+    finish,
+    promptTokens: prompt.length,
+    cachedTokens: cached,
+    completionTokens: n,
+    promptMs,
+    generateMs: performance.now() - t1,
+  };
+}
+
+const usage = (r: Result) => ({
+  prompt_tokens: r.promptTokens,
+  completion_tokens: r.completionTokens,
+  total_tokens: r.promptTokens + r.completionTokens,
+  prompt_tokens_details: { cached_tokens: r.cachedTokens },
+});
+
+const timings = (r: Result) => {
+  const evaluated = r.promptTokens - r.cachedTokens;
+  return {
+    cache_n: r.cachedTokens,
+    prompt_n: evaluated,
+    prompt_ms: r.promptMs,
+    prompt_per_second: evaluated / (r.promptMs / 1000),
+    predicted_n: r.completionTokens,
+    predicted_ms: r.generateMs,
+    predicted_per_second: r.completionTokens / (r.generateMs / 1000),
+  };
+};
+
+/** Reads a JSON body of at most `limit` bytes (413 past it, 400 if it is not JSON). */
+async function readJson(req: Request, limit: number): Promise<Record<string, unknown>> {
+  const declared = Number(req.headers.get("content-length"));
+  if (declared > limit) {
+    throw new ApiError(413, `the body is ${declared} bytes; the limit is ${limit}`);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (req.body) {
+    for await (const c of req.body) {
+      size += c.length;
+      if (size > limit) throw new ApiError(413, `the body is over the limit of ${limit} bytes`);
+      chunks.push(c);
+    }
+  }
+  const bytes = new Uint8Array(size);
+  let o = 0;
+  for (const c of chunks) bytes.set(c, (o += c.length) - c.length);
+  let body: unknown;
+  try {
+    body = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new ApiError(400, `the body is not valid JSON: ${(e as Error).message}`);
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new ApiError(400, "the request body must be a JSON object");
+  }
+  return body as Record<string, unknown>;
+}
+
+/** 401 unless the request carries the key (compared in constant time). */
+function checkKey(req: Request, key: string): void {
+  const got = /^Bearer (.+)$/i.exec(req.headers.get("authorization") ?? "")?.[1] ?? "";
+  const a = new TextEncoder().encode(got), b = new TextEncoder().encode(key);
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) diff |= (a[i] ?? 0) ^ b[i];
+  if (diff !== 0) {
+    throw new ApiError(401, "a valid API key is needed (Authorization: Bearer <key>)");
+  }
+}
+
+/** Counters for /metrics, in Prometheus' text format. */
+class Metrics {
+  requests = new Map<number, number>();
+  promptTokens = 0;
+  cachedTokens = 0;
+  generatedTokens = 0;
+  promptSeconds = 0;
+  generateSeconds = 0;
+
+  add(r: Result): void {
+    this.promptTokens += r.promptTokens - r.cachedTokens;
+    this.cachedTokens += r.cachedTokens;
+    this.generatedTokens += r.completionTokens;
+    this.promptSeconds += r.promptMs / 1000;
+    this.generateSeconds += r.generateMs / 1000;
+  }
+
+  text(pool?: SlotPool): string {
+    const lines: string[] = [];
+    const metric = (name: string, type: string, help: string, values: [string, number][]) => {
+      lines.push(`# HELP gemma3_${name} ${help}`, `# TYPE gemma3_${name} ${type}`);
+      for (const [labels, v] of values) lines.push(`gemma3_${name}${labels} ${v}`);
+    };
+    metric(
+      "requests_total",
+      "counter",
+      "HTTP requests answered, by status",
+      [...this.requests].map(([s, n]) => [`{status="${s}"}`, n]),
+    );
+    metric("prompt_tokens_total", "counter", "Prompt tokens evaluated", [["", this.promptTokens]]);
+    metric("prompt_tokens_cached_total", "counter", "Prompt tokens a slot already held", [[
+      "",
+      this.cachedTokens,
+    ]]);
+    metric("generated_tokens_total", "counter", "Tokens generated", [["", this.generatedTokens]]);
+    metric("prompt_seconds_total", "counter", "Time spent evaluating prompts", [[
+      "",
+      this.promptSeconds,
+    ]]);
+    metric("generation_seconds_total", "counter", "Time spent generating", [[
+      "",
+      this.generateSeconds,
+    ]]);
+    metric("prompt_tokens_per_second", "gauge", "Prompt tokens per second, over all requests", [[
+      "",
+      this.promptSeconds > 0 ? this.promptTokens / this.promptSeconds : 0,
+    ]]);
+    metric(
+      "generated_tokens_per_second",
+      "gauge",
+      "Generated tokens per second, per request, over all requests",
+      [[
+        "",
+        this.generateSeconds > 0 ? this.generatedTokens / this.generateSeconds : 0,
+      ]],
+    );
+    metric("slots_total", "gauge", "Slots (sessions serving requests)", [[
+      "",
+      pool?.slots.length ?? 0,
+    ]]);
+    metric("slots_busy", "gauge", "Slots serving a request now", [["", pool?.busy ?? 0]]);
+    metric("queue_depth", "gauge", "Requests waiting for a slot", [["", pool?.queued ?? 0]]);
+    return lines.join("\n") + "\n";
+  }
+}

@@ -1,0 +1,304 @@
+// The OpenAI-compatible handler (engine/server/): routes and shapes, streaming, stop strings,
+// errors, slots and the queue, with the handler called directly and, for the official `openai`
+// client (test-only), behind Deno.serve. tiny-a's GGUF runs every text path (its vocabulary is a
+// dummy one, so the text is gibberish, but every token goes through the same decoding).
+
+import { deepStrictEqual, ok } from "node:assert/strict";
+import OpenAI from "openai"; // test-only: npm openai 7.55.0 (deno.json)
+import { createHandler, type HandlerOptions, loadModel } from "../mod.ts";
+import { FIXTURES } from "./support/helpers.ts";
+
+const tinyGguf = `${FIXTURES}tiny-a/model.gguf`;
+const model = await loadModel(tinyGguf, { threads: 1 });
+
+function handlerWith(options: HandlerOptions = {}) {
+  const handler = createHandler(model, { contextLength: 128, ...options });
+  const call = (path: string, body?: unknown, init: RequestInit = {}) =>
+    handler(
+      new Request(`http://localhost${path}`, {
+        method: body === undefined ? "GET" : "POST",
+        body: body === undefined
+          ? undefined
+          : typeof body === "string"
+          ? body
+          : JSON.stringify(body),
+        ...init,
+      }),
+    );
+  return { handler, call };
+}
+
+const chatBody = (extra: Record<string, unknown> = {}) => ({
+  messages: [{ role: "user", content: "hello" }],
+  max_tokens: 20,
+  temperature: 0,
+  ...extra,
+});
+
+/** The text of an SSE stream's events (`data:` lines), in order. */
+async function events(res: Response): Promise<string[]> {
+  const text = await res.text();
+  ok(text.endsWith("\n\n"), "every event ends with a blank line");
+  return text.split("\n\n").filter((e) => e !== "").map((e) => {
+    ok(e.startsWith("data: "), `an SSE event: ${JSON.stringify(e)}`);
+    return e.slice(6);
+  });
+}
+
+Deno.test("server: health, models, props, tokenize round trip", async () => {
+  const { call } = handlerWith();
+  deepStrictEqual(await (await call("/health")).json(), { status: "ok" });
+  const models = await (await call("/v1/models")).json();
+  deepStrictEqual(models.data[0].id, "gemma-3");
+  const props = await (await call("/props")).json();
+  deepStrictEqual([props.total_slots, props.n_ctx], [4, 128]);
+  const { tokens } = await (await call("/tokenize", { content: "hello" })).json();
+  deepStrictEqual(tokens, model.tokenizer.encode("hello", { addBos: false }));
+  deepStrictEqual(await (await call("/detokenize", { tokens })).json(), { content: "hello" });
+  const { prompt } = await (await call("/apply-template", chatBody())).json();
+  deepStrictEqual(prompt, "<bos><start_of_turn>user\nhello<end_of_turn>\n<start_of_turn>model\n");
+});
+
+Deno.test("server: /health is 503 in OpenAI's error shape until the model is ready", async () => {
+  let resolve!: (m: typeof model) => void;
+  const handler = createHandler(new Promise((r) => resolve = r));
+  const res = await handler(new Request("http://localhost/health"));
+  deepStrictEqual(res.status, 503);
+  ok((await res.json()).error.message.includes("loading"));
+  resolve(model);
+  await new Promise((r) => setTimeout(r, 0));
+  deepStrictEqual((await handler(new Request("http://localhost/health"))).status, 200);
+});
+
+Deno.test("server: a chat completion is what model.chat says, with usage and timings", async () => {
+  const { call } = handlerWith();
+  const res = await call("/v1/chat/completions", chatBody());
+  deepStrictEqual(res.status, 200);
+  const r = await res.json();
+  let want = "";
+  const session = model.createSession({ contextLength: 128 });
+  for await (
+    const t of model.chat([{ role: "user", content: "hello" }], {
+      maxTokens: 20,
+      temperature: 0,
+      session,
+    })
+  ) want += t;
+  session.dispose();
+  deepStrictEqual(r.object, "chat.completion");
+  deepStrictEqual(r.choices[0].message, { role: "assistant", content: want });
+  deepStrictEqual(r.choices[0].finish_reason, "length");
+  const promptTokens = model.tokenizer.encodeChat([{ role: "user", content: "hello" }]).length;
+  deepStrictEqual(r.usage.prompt_tokens, promptTokens);
+  deepStrictEqual(r.usage.completion_tokens, 20);
+  deepStrictEqual(r.usage.total_tokens, promptTokens + 20);
+  ok(r.timings.predicted_per_second > 0 && r.timings.prompt_n > 0);
+});
+
+Deno.test("server: streaming sends role, deltas that add up to the answer, finish, usage, [DONE]", async () => {
+  const { call } = handlerWith();
+  const plain = await (await call("/v1/chat/completions", chatBody())).json();
+  const res = await call(
+    "/v1/chat/completions",
+    chatBody({ stream: true, stream_options: { include_usage: true } }),
+  );
+  deepStrictEqual(res.headers.get("content-type"), "text/event-stream");
+  const ev = await events(res);
+  deepStrictEqual(ev.at(-1), "[DONE]");
+  const chunks = ev.slice(0, -1).map((e) => JSON.parse(e));
+  deepStrictEqual(chunks[0].choices[0].delta.role, "assistant");
+  const text = chunks.map((c) => c.choices[0]?.delta?.content ?? "").join("");
+  deepStrictEqual(text, plain.choices[0].message.content);
+  deepStrictEqual(chunks.at(-2).choices[0].finish_reason, "length");
+  deepStrictEqual(chunks.at(-1).choices, []);
+  deepStrictEqual(chunks.at(-1).usage.completion_tokens, 20);
+});
+
+Deno.test("server: a stop string ends the answer with finish_reason stop, not emitted", async () => {
+  const { call } = handlerWith();
+  const full =
+    (await (await call("/v1/completions", { prompt: "hello", max_tokens: 24, temperature: 0 }))
+      .json())
+      .choices[0].text as string;
+  const stop = full.slice(6, 9);
+  const r = await (await call("/v1/completions", {
+    prompt: "hello",
+    max_tokens: 24,
+    temperature: 0,
+    stop,
+  })).json();
+  deepStrictEqual(r.choices[0].text, full.slice(0, full.indexOf(stop)));
+  deepStrictEqual(r.choices[0].finish_reason, "stop");
+});
+
+Deno.test("server: a returning prompt reuses its slot's cache, and gets the same tokens", async () => {
+  const { call } = handlerWith({ parallel: 2 });
+  const body = { prompt: "hello there, how are you", max_tokens: 10, temperature: 0 };
+  const first = await (await call("/v1/completions", body)).json();
+  const again = await (await call("/v1/completions", body)).json();
+  deepStrictEqual(first.usage.prompt_tokens_details.cached_tokens, 0);
+  deepStrictEqual(again.usage.prompt_tokens_details.cached_tokens, first.usage.prompt_tokens - 1);
+  deepStrictEqual(again.choices[0].text, first.choices[0].text);
+});
+
+Deno.test("server: 16 concurrent requests each get what they get alone (seeded sampling too)", async () => {
+  const { call } = handlerWith({ parallel: 4 });
+  const bodies = Array.from({ length: 16 }, (_, i) => ({
+    prompt: `request ${i}`,
+    max_tokens: 12,
+    temperature: i % 2 ? 0.9 : 0,
+    seed: i,
+  }));
+  const alone = [];
+  for (const b of bodies) {
+    alone.push((await (await call("/v1/completions", b)).json()).choices[0].text);
+  }
+  const together = await Promise.all(
+    bodies.map(async (b) => (await (await call("/v1/completions", b)).json()).choices[0].text),
+  );
+  deepStrictEqual(together, alone);
+});
+
+Deno.test("server: bad input gets OpenAI-shaped errors that name the field", async () => {
+  const { call } = handlerWith({ maxBodyBytes: 200 });
+  const expectError = async (res: Response, status: number, pattern: RegExp) => {
+    deepStrictEqual(res.status, status);
+    const e = (await res.json()).error;
+    ok(pattern.test(e.message), `${e.message} should match ${pattern}`);
+  };
+  await expectError(await call("/v1/chat/completions", "{not json"), 400, /not valid JSON/);
+  await expectError(await call("/v1/chat/completions", { messages: "hi" }), 400, /messages/);
+  await expectError(
+    await call("/v1/chat/completions", chatBody({ temperature: "hot" })),
+    400,
+    /temperature/,
+  );
+  await expectError(await call("/v1/chat/completions", chatBody({ n: 2 })), 400, /n must be 1/);
+  await expectError(
+    await call("/v1/chat/completions", chatBody({ response_format: { type: "json_object" } })),
+    400,
+    /not supported yet/,
+  );
+  await expectError(
+    await call("/v1/completions", { prompt: "x".repeat(150) }),
+    400,
+    /tokens; a slot holds 128/,
+  );
+  const body = JSON.stringify({ prompt: "a" });
+  const over = body.slice(0, -1) + " ".repeat(200 - body.length + 1) + "}";
+  deepStrictEqual(new TextEncoder().encode(over).length, 201);
+  await expectError(await call("/v1/completions", over), 413, /limit/);
+  await expectError(await call("/nowhere"), 404, /no route/);
+  // Still serving.
+  deepStrictEqual((await call("/v1/completions", { prompt: "a", max_tokens: 2 })).status, 200);
+});
+
+Deno.test("server: max_tokens past the context is clamped and says so", async () => {
+  const { call } = handlerWith();
+  const res = await call("/v1/completions", { prompt: "hello", max_tokens: 1000, temperature: 0 });
+  deepStrictEqual(res.status, 200);
+  const room = 128 - model.tokenizer.encode("hello").length;
+  deepStrictEqual(res.headers.get("x-max-tokens-clamped"), String(room));
+  const r = await res.json();
+  ok(r.usage.completion_tokens <= room);
+});
+
+Deno.test("server: an API key is needed everywhere but /health", async () => {
+  const { call } = handlerWith({ apiKey: "secret" });
+  deepStrictEqual((await call("/health")).status, 200);
+  deepStrictEqual((await call("/v1/models")).status, 401);
+  const bad = { headers: { authorization: "Bearer secreT" } };
+  deepStrictEqual((await call("/v1/models", undefined, bad)).status, 401);
+  const good = { headers: { authorization: "Bearer secret" } };
+  deepStrictEqual((await call("/v1/models", undefined, good)).status, 200);
+});
+
+Deno.test("server: a full queue gives 503 with Retry-After; an abandoned stream frees its slot", async () => {
+  const { call } = handlerWith({ parallel: 1, maxQueue: 1 });
+  const long = { prompt: "hello", max_tokens: 100, temperature: 0, stream: true };
+  const first = await call("/v1/completions", long); // holds the only slot while it streams
+  const reader = first.body!.getReader();
+  await reader.read();
+  const queued = call("/v1/completions", { prompt: "a", max_tokens: 2 }); // waits in the queue
+  const refused = await call("/v1/completions", { prompt: "b", max_tokens: 2 });
+  deepStrictEqual(refused.status, 503);
+  deepStrictEqual(refused.headers.get("retry-after"), "1");
+  await refused.body?.cancel();
+  const metric = async (name: string) =>
+    Number(
+      (await (await call("/metrics")).text()).match(new RegExp(`^gemma3_${name} (\\S+)$`, "m"))![1],
+    );
+  deepStrictEqual(await metric("slots_busy"), 1);
+  deepStrictEqual(await metric("queue_depth"), 1);
+  await reader.cancel(); // the client goes away mid-stream
+  deepStrictEqual((await queued).status, 200, "the queued request got the slot");
+  deepStrictEqual(await metric("slots_busy"), 0);
+  const generated = await metric("generated_tokens_total");
+  ok(
+    generated < 100 + 2 + 10,
+    `the abandoned stream stopped early (${generated} tokens generated in all)`,
+  );
+});
+
+Deno.test("server: the official openai client, behind Deno.serve: chat, streaming, completions", async () => {
+  const handler = createHandler(model, { contextLength: 128, apiKey: "k" });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, handler);
+  try {
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${server.addr.port}/v1`, apiKey: "k" });
+    const chat = await client.chat.completions.create({
+      model: "gemma-3",
+      messages: [{ role: "user", content: "hello" }],
+      max_tokens: 16,
+      temperature: 0,
+    });
+    ok(chat.choices[0].message.content!.length > 0);
+    deepStrictEqual(chat.usage?.completion_tokens, 16);
+    const stream = await client.chat.completions.create({
+      model: "gemma-3",
+      messages: [{ role: "user", content: "hello" }],
+      max_tokens: 16,
+      temperature: 0,
+      stream: true,
+    });
+    let streamed = "";
+    for await (const c of stream) streamed += c.choices[0]?.delta?.content ?? "";
+    deepStrictEqual(streamed, chat.choices[0].message.content);
+    const done = await client.completions.create({
+      model: "gemma-3",
+      prompt: "hello",
+      max_tokens: 8,
+      temperature: 0,
+      seed: 3,
+    });
+    deepStrictEqual(done.choices[0].finish_reason, "length");
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("server: over a socket, each SSE event leaves when its token is ready", async () => {
+  // One thread, so nothing but the yields between tokens lets the socket write.
+  // 1000 tokens of tiny-a take a few hundred ms: long enough for a second request to see them.
+  const handler = createHandler(model, { contextLength: 1024 });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, handler);
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    const res = await fetch(`${base}/v1/completions`, {
+      method: "POST",
+      body: JSON.stringify({ prompt: "hello", max_tokens: 1000, temperature: 0, stream: true }),
+    });
+    const reader = res.body!.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    ok(first.startsWith("data: {"), first);
+    // The first event is here and the request is still generating: the slot is busy.
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    ok(/^gemma3_slots_busy 1$/m.test(metrics), `the stream is still running: ${metrics}`);
+    let rest = "";
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      rest += new TextDecoder().decode(r.value);
+    }
+    ok(rest.endsWith("data: [DONE]\n\n"));
+  } finally {
+    await server.shutdown();
+  }
+});
