@@ -302,3 +302,41 @@ Deno.test("server: over a socket, each SSE event leaves when its token is ready"
     await server.shutdown();
   }
 });
+
+Deno.test("cli.ts serve: prints the URL when ready, serves, and exits cleanly on Ctrl-C", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../cli.ts", import.meta.url).pathname,
+      "serve",
+      "--model",
+      tinyGguf,
+      "--port",
+      "0",
+      "--threads",
+      "1",
+      "--context-length",
+      "256",
+      "-q",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const { value } = await lines.read();
+  const url = /listening on (http:\/\/\S+)/.exec(value ?? "")?.[1];
+  ok(url, `the first line names the URL: ${JSON.stringify(value)}`);
+  deepStrictEqual(await (await fetch(`${url}/health`)).json(), { status: "ok" });
+  const r = await (await fetch(`${url}/v1/chat/completions`, {
+    method: "POST",
+    body: JSON.stringify(chatBody({ max_tokens: 5 })),
+  })).json();
+  deepStrictEqual(r.usage.completion_tokens, 5);
+  child.kill("SIGINT");
+  const status = await child.status;
+  lines.releaseLock();
+  await child.stdout.cancel().catch(() => {});
+  const stderr = new TextDecoder().decode((await new Response(child.stderr).arrayBuffer()));
+  deepStrictEqual(status.code, 0, stderr);
+});
