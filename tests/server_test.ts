@@ -337,6 +337,6 @@ Deno.test("cli.ts serve: prints the URL when ready, serves, and exits cleanly on
   const status = await child.status;
   lines.releaseLock();
   await child.stdout.cancel().catch(() => {});
-  const stderr = new TextDecoder().decode((await new Response(child.stderr).arrayBuffer()));
+  const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
   deepStrictEqual(status.code, 0, stderr);
 });
