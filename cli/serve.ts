@@ -99,12 +99,30 @@ async function listen(
 ): Promise<{ port: number; close(): Promise<void> }> {
   const g = globalThis as {
     Deno?: {
-      serve(o: unknown, h: typeof handler): { addr: { port: number }; shutdown(): Promise<void> };
+      serve(
+        o: unknown,
+        h: (req: Request, info: { completed?: Promise<void> }) => Promise<Response>,
+      ): { addr: { port: number }; shutdown(): Promise<void> };
     };
     Bun?: { serve(o: unknown): { port: number; stop(closeActive?: boolean): Promise<void> } };
   };
   if (g.Deno) {
-    const s = g.Deno.serve({ hostname, port, onListen() {} }, handler);
+    // Deno's request.signal also aborts once a response is sent (and says so on stderr); the
+    // handler needs it to mean "the client went away", which `completed` rejecting says.
+    const s = g.Deno.serve({ hostname, port, onListen() {} }, (req, info) => {
+      const gone = new AbortController();
+      info.completed?.catch(() => gone.abort());
+      return handler(
+        new Request(req.url, {
+          method: req.method,
+          headers: req.headers,
+          body: req.body,
+          signal: gone.signal,
+          // @ts-ignore: a streamed body needs this (not in every runtime's RequestInit type)
+          duplex: "half",
+        }),
+      );
+    });
     return { port: s.addr.port, close: () => s.shutdown() };
   }
   if (g.Bun) {
