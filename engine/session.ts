@@ -26,6 +26,10 @@ export interface GenerateOptions extends SamplingOptions {
   maxTokens?: number;
   /** Token ids that end generation; the stop token is not yielded. Default: the model's EOS ids. */
   stopTokens?: number[];
+  /** Called with each token before it is yielded, and the logits it was drawn from (before any
+   * sampling filter; the array is reused for the next step: copy what you keep). Setting it keeps
+   * the logits on the CPU even where the backend could pick tokens itself. */
+  onLogits?: (logits: Float32Array, id: number) => void;
 }
 
 /** What a session needs from its model (the forward pass's context and a turn at it); shared by
@@ -205,7 +209,9 @@ export class Session {
     // candidates come back, not the logits. Otherwise one logits array serves every step (a
     // fresh 1 MB array per token costs page faults).
     const b = this.#host.backend;
-    const k = sampler.greedy && b.argmax
+    const k = options.onLogits
+      ? 0
+      : sampler.greedy && b.argmax
       ? 1
       : sampler.topKOnly > 0 && b.topK
       ? sampler.topKOnly
@@ -213,19 +219,21 @@ export class Session {
     const step = k > 0 ? undefined : new Float32Array(this.#host.config.vocabSize);
     /** Evaluates ids; the result picks the token that follows them (sampling from logits only
      * when a token is wanted). */
+    /** The logits the next token is drawn from (null when the backend picks it). */
+    let current: Float32Array | null = null;
     const next = async (ids: ArrayLike<number>): Promise<() => number> => {
       if (k > 0) {
         const id = await this.#evalOnBackend(ids, sampler, k);
         return () => id;
       }
-      const logits = await this.eval(ids, { out: step });
+      const logits = current = await this.eval(ids, { out: step });
       return () => sampler.sample(logits, this.#tokens);
     };
 
     let pick: () => number;
     if (promptIds.length > 0) pick = await next(promptIds);
     else if (this.#lastLogits && this.#pending.length === 0) {
-      const logits = this.#lastLogits;
+      const logits = current = this.#lastLogits;
       pick = () => sampler.sample(logits, this.#tokens);
     } else if (this.#pending.length > 0) {
       const last = this.#pending.pop()!;
@@ -236,6 +244,7 @@ export class Session {
     for (let n = 0; n < max && this.position < this.contextLength; n++) {
       const id = pick();
       if (stop.has(id)) return;
+      if (options.onLogits && current) options.onLogits(current, id);
       // The token joins the context now; it is evaluated when the caller asks for the next one
       // (or by the next eval), so stopping early costs no extra forward pass.
       this.#tokens.push(id);

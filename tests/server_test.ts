@@ -6,7 +6,7 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import OpenAI from "openai"; // test-only: npm openai 7.55.0 (deno.json)
 import { createHandler, type HandlerOptions, loadModel } from "../mod.ts";
-import { FIXTURES } from "./support/helpers.ts";
+import { FIXTURES, logSoftmax } from "./support/helpers.ts";
 
 const tinyGguf = `${FIXTURES}tiny-a/model.gguf`;
 const model = await loadModel(tinyGguf, { threads: 1 });
@@ -175,6 +175,16 @@ Deno.test("server: bad input gets OpenAI-shaped errors that name the field", asy
   );
   await expectError(await call("/v1/chat/completions", chatBody({ n: 2 })), 400, /n must be 1/);
   await expectError(
+    await call("/v1/chat/completions", chatBody({ top_logprobs: 2 })),
+    400,
+    /top_logprobs needs logprobs/,
+  );
+  await expectError(
+    await call("/v1/chat/completions", chatBody({ logprobs: true, top_logprobs: 21 })),
+    400,
+    /top_logprobs must be an integer from 0 to 20/,
+  );
+  await expectError(
     await call("/v1/chat/completions", chatBody({ response_format: { type: "json_object" } })),
     400,
     /not supported yet/,
@@ -339,4 +349,86 @@ Deno.test("cli.ts serve: prints the URL when ready, serves, and exits cleanly on
   await child.stdout.cancel().catch(() => {});
   const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
   deepStrictEqual(status.code, 0, stderr);
+});
+
+Deno.test("server: logprobs are the log-softmax of the logits each token was drawn from", async () => {
+  const { call } = handlerWith();
+  const r = await (await call(
+    "/v1/chat/completions",
+    chatBody({ max_tokens: 8, logprobs: true, top_logprobs: 3 }),
+  )).json();
+  const content: {
+    token: string;
+    logprob: number;
+    bytes: number[];
+    top_logprobs: { logprob: number; bytes: number[] }[];
+  }[] = r.choices[0].logprobs.content;
+  deepStrictEqual(content.length, 8);
+  // The bytes of the tokens spell the answer.
+  deepStrictEqual(
+    new TextDecoder().decode(Uint8Array.from(content.flatMap((c) => c.bytes))),
+    r.choices[0].message.content,
+  );
+  // Independently: the same prompt evaluated token by token, log-softmax in float64. Both sides
+  // take the same f32 logits into float64, so they differ only by float64 rounding (1e-6 is far
+  // above it, and far below any real mistake: a wrong step's log-probs differ by whole units).
+  const prompt = model.tokenizer.encodeChat([{ role: "user", content: "hello" }]);
+  const s = model.createSession({ contextLength: 128 });
+  let logits = await s.eval(prompt);
+  const ids: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const lp = logSoftmax(logits);
+    const order = [...lp.keys()].sort((a, b) => lp[b] - lp[a] || a - b);
+    ids.push(order[0]); // greedy: the best
+    ok(
+      Math.abs(content[i].logprob - lp[order[0]]) < 1e-6,
+      `step ${i}: ${content[i].logprob} vs ${lp[order[0]]}`,
+    );
+    deepStrictEqual(content[i].top_logprobs.length, 3);
+    content[i].top_logprobs.forEach((t, k) => {
+      ok(Math.abs(t.logprob - lp[order[k]]) < 1e-6, `step ${i}, alternative ${k}`);
+      deepStrictEqual(t.bytes, [...model.tokenizer.tokenBytes(order[k])]);
+    });
+    logits = await s.eval([order[0]]);
+  }
+  s.dispose();
+  deepStrictEqual(
+    content.map((c) => c.bytes),
+    ids.map((id) => [...model.tokenizer.tokenBytes(id)]),
+  );
+
+  // Streaming gives the same entries, spread over the chunks.
+  const ev = await events(
+    await call(
+      "/v1/chat/completions",
+      chatBody({ max_tokens: 8, logprobs: true, top_logprobs: 3, stream: true }),
+    ),
+  );
+  const streamed = ev.slice(0, -1).flatMap((e) =>
+    JSON.parse(e).choices[0]?.logprobs?.content ?? []
+  );
+  deepStrictEqual(streamed, content);
+
+  // The completions API's shape; a stop string's tokens are not in it.
+  const full = (await (await call("/v1/completions", {
+    prompt: "hello",
+    max_tokens: 24,
+    temperature: 0,
+    logprobs: 2,
+  })).json())
+    .choices[0];
+  deepStrictEqual(full.logprobs.tokens.length, 24);
+  deepStrictEqual(full.logprobs.token_logprobs.length, 24);
+  deepStrictEqual(Object.keys(full.logprobs.top_logprobs[0]).length <= 2, true);
+  const stop = full.text.slice(6, 9);
+  const cut = (await (await call("/v1/completions", {
+    prompt: "hello",
+    max_tokens: 24,
+    temperature: 0,
+    logprobs: 2,
+    stop,
+  })).json()).choices[0];
+  const kept = cut.logprobs.text_offset.length;
+  ok(kept < 24 && cut.logprobs.text_offset.every((o: number) => o < cut.text.length));
+  deepStrictEqual(cut.logprobs.token_logprobs, full.logprobs.token_logprobs.slice(0, kept));
 });

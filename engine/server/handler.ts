@@ -10,7 +10,13 @@
 
 import type { Gemma3Model } from "../model.ts";
 import { StopStrings } from "../stop_strings.ts";
-import { ApiError, type CompletionParams, parseCompletion } from "./openai.ts";
+import {
+  ApiError,
+  type CompletionParams,
+  logprobsOf,
+  parseCompletion,
+  type TokenLogprob,
+} from "./openai.ts";
 import { commonPrefix, QueueFullError, type Slot, SlotPool } from "./slots.ts";
 
 /** Options of `createHandler`. */
@@ -174,15 +180,28 @@ export function createHandler(
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const object = kind === "chat" ? "chat.completion" : "text_completion";
-    const run = (emit: (text: string) => void) =>
+    const run = (emit: (text: string, logprobs: TokenLogprob[]) => void) =>
       generate(model, slot, prompt, params, maxTokens, abort.signal, emit)
         .finally(() => pool.release(slot));
-    const choice = (text: string, finish: string | null, delta: boolean) =>
-      kind === "chat"
-        ? delta
-          ? { index: 0, delta: text === "" ? {} : { content: text }, finish_reason: finish }
-          : { index: 0, message: { role: "assistant", content: text }, finish_reason: finish }
-        : { index: 0, text, finish_reason: finish, logprobs: null };
+    const withLogprobs = params.logprobs !== undefined;
+    /** A choice in OpenAI's shape: a message or a delta (chat), or text (completions). */
+    const choice = (text: string, finish: string | null, delta: boolean, lps: TokenLogprob[]) => {
+      const logprobs = withLogprobs ? formatLogprobs(model, kind, lps) : null;
+      if (kind === "completion") return { index: 0, text, finish_reason: finish, logprobs };
+      return delta
+        ? {
+          index: 0,
+          delta: text === "" ? {} : { content: text },
+          logprobs,
+          finish_reason: finish,
+        }
+        : {
+          index: 0,
+          message: { role: "assistant", content: text },
+          logprobs,
+          finish_reason: finish,
+        };
+    };
 
     if (!params.stream) {
       let text = "";
@@ -193,7 +212,7 @@ export function createHandler(
         object,
         created,
         model: name,
-        choices: [choice(text, r.finish, false)],
+        choices: [choice(text, r.finish, false, r.logprobs ?? [])],
         usage: usage(r),
         timings: timings(r),
       }, { headers });
@@ -217,9 +236,9 @@ export function createHandler(
         if (kind === "chat") {
           send(chunk({ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }));
         }
-        run((t) => send(chunk(choice(t, null, true)))).then((r) => {
+        run((t, lps) => send(chunk(choice(t, null, true, lps)))).then((r) => {
           metrics.add(r);
-          send({ ...chunk(choice("", r.finish, true)), timings: timings(r) });
+          send({ ...chunk(choice("", r.finish, true, [])), timings: timings(r) });
           if (params.includeUsage) {
             send({
               id,
@@ -294,6 +313,8 @@ interface Result {
   completionTokens: number;
   promptMs: number;
   generateMs: number;
+  /** With logprobs asked for: every token whose text is in the answer. */
+  logprobs?: TokenLogprob[];
 }
 
 /** Runs one request on its slot: keeps the prefix the slot holds, evaluates the rest of the
@@ -305,7 +326,7 @@ async function generate(
   p: CompletionParams,
   maxTokens: number,
   signal: AbortSignal,
-  emit: (text: string) => void,
+  emit: (text: string, logprobs: TokenLogprob[]) => void,
 ): Promise<Result> {
   const s = slot.session;
   // At least one prompt token is evaluated, for the logits of the first answer token.
@@ -329,20 +350,39 @@ async function generate(
       }).filter(([, v]) => v !== undefined),
     ),
   };
+  // Log-probabilities, each with where its token's text starts; a token's entry goes out with
+  // the text it starts in, and tokens of a stop string (never sent) are dropped.
+  const logprobs: TokenLogprob[] = [];
+  let decoded = 0, emitted = 0, sent = 0;
+  const onLogits = p.logprobs === undefined ? undefined : (logits: Float32Array, id: number) => {
+    logprobs.push({ id, ...logprobsOf(logits, id, p.logprobs!), offset: decoded });
+  };
+  const send = (text: string) => {
+    emitted += text.length;
+    let upTo = sent;
+    while (upTo < logprobs.length && logprobs[upTo].offset < emitted) upTo++;
+    if (text || upTo > sent) emit(text, logprobs.slice(sent, upTo));
+    sent = upTo;
+  };
   let n = 0, finish: "stop" | "length" = "length";
   const t1 = performance.now();
-  const tokens = s.generate([], { ...sampling, maxTokens, stopTokens: model.defaultStopTokens });
+  const tokens = s.generate([], {
+    ...sampling,
+    maxTokens,
+    stopTokens: model.defaultStopTokens,
+    onLogits,
+  });
   for await (const id of tokens) {
     n++;
     if (signal.aborted) break;
-    const text = stops.push(decoder.push(id));
-    if (text) emit(text);
+    const piece = decoder.push(id);
+    decoded += piece.length;
+    send(stops.push(piece));
     if (stops.stopped) break;
   }
   if (stops.stopped) finish = "stop";
   else {
-    const rest = stops.push(decoder.flush()) + stops.flush();
-    if (rest) emit(rest);
+    send(stops.push(decoder.flush()) + stops.flush());
     // Fewer tokens than allowed, with room left: a stop token ended it.
     if (n < maxTokens && s.position < s.contextLength && !signal.aborted) finish = "stop";
   }
@@ -353,6 +393,33 @@ async function generate(
     completionTokens: n,
     promptMs,
     generateMs: performance.now() - t1,
+    logprobs: onLogits ? logprobs.slice(0, sent) : undefined,
+  };
+}
+
+/** Log-probabilities in OpenAI's shape: chat's `{ content: [{ token, logprob, bytes,
+ * top_logprobs }] }`, or the completions API's parallel lists. */
+function formatLogprobs(model: Gemma3Model, kind: "chat" | "completion", lps: TokenLogprob[]) {
+  const tok = model.tokenizer;
+  const text = (id: number) => tok.decode([id]);
+  if (kind === "chat") {
+    const entry = (id: number, logprob: number) => ({
+      token: text(id),
+      logprob,
+      bytes: [...tok.tokenBytes(id)],
+    });
+    return {
+      content: lps.map((l) => ({
+        ...entry(l.id, l.logprob),
+        top_logprobs: l.top.map((t) => entry(t.id, t.logprob)),
+      })),
+    };
+  }
+  return {
+    tokens: lps.map((l) => text(l.id)),
+    token_logprobs: lps.map((l) => l.logprob),
+    top_logprobs: lps.map((l) => Object.fromEntries(l.top.map((t) => [text(t.id), t.logprob]))),
+    text_offset: lps.map((l) => l.offset),
   };
 }
 

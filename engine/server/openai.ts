@@ -40,6 +40,9 @@ export interface CompletionParams {
   repetitionPenalty?: number;
   seed?: number;
   stop: string[];
+  /** Log-probabilities of each generated token and of this many alternatives (0-20); undefined:
+   * none. Chat: logprobs true + top_logprobs; completions: logprobs as that number. */
+  logprobs?: number;
   stream: boolean;
   includeUsage: boolean;
 }
@@ -91,9 +94,17 @@ export function parseCompletion(body: unknown, kind: "chat" | "completion"): Com
   if (n !== undefined && n !== 1) {
     throw new ApiError(400, "n must be 1 (one choice per request)", "n");
   }
-  if (b.logprobs !== undefined && b.logprobs !== null && b.logprobs !== false) {
-    throw new ApiError(400, "logprobs is not supported yet", "logprobs");
-  }
+  const topRange = (v: number) => Number.isInteger(v) && v >= 0 && v <= 20;
+  if (kind === "chat") {
+    if (b.logprobs !== undefined && b.logprobs !== null && typeof b.logprobs !== "boolean") {
+      throw new ApiError(400, "logprobs must be true or false", "logprobs");
+    }
+    const top = num(b, "top_logprobs", topRange, "an integer from 0 to 20");
+    if (top !== undefined && b.logprobs !== true) {
+      throw new ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");
+    }
+    if (b.logprobs === true) out.logprobs = top ?? 0;
+  } else out.logprobs = num(b, "logprobs", topRange, "an integer from 0 to 20");
   const format = b.response_format as { type?: unknown } | undefined | null;
   if (format !== undefined && format !== null) {
     if (typeof format !== "object" || typeof format.type !== "string") {
@@ -179,4 +190,36 @@ function parsePrompt(v: unknown): string | number[] {
   if (typeof v === "string") return v;
   if (Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t))) return v as number[];
   throw new ApiError(400, "prompt must be a string or a non-empty array of token ids", "prompt");
+}
+
+/** One generated token's log-probability and the best alternatives, from the distribution the
+ * token was drawn from, before sampling filters (natural logs). */
+export interface TokenLogprob {
+  id: number;
+  logprob: number;
+  top: { id: number; logprob: number }[];
+  /** Where the token's text starts in the answer (its first character). */
+  offset: number;
+}
+
+/** log-softmax of `logits` at `id`, and the `n` most likely tokens (best first, lowest id on
+ * ties). */
+export function logprobsOf(logits: Float32Array, id: number, n: number) {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  const best: number[] = [];
+  for (let i = 0; i < logits.length && n > 0; i++) {
+    if (best.length === n && logits[i] <= logits[best[n - 1]]) continue;
+    let j = best.length < n ? best.length : n - 1;
+    while (j > 0 && logits[best[j - 1]] < logits[i]) j--;
+    best.splice(j, 0, i);
+    if (best.length > n) best.pop();
+  }
+  return {
+    logprob: logits[id] - lse,
+    top: best.map((t) => ({ id: t, logprob: logits[t] - lse })),
+  };
 }

@@ -337,6 +337,13 @@ export class Tokenizer {
     return ids;
   }
 
+  /** One token's bytes of text: a byte piece's byte, else its piece as UTF-8 ("▁" as " "). */
+  tokenBytes(id: number): Uint8Array {
+    const b = id >= 0 && id < this.vocabSize ? this.#byteOf[id] : -1;
+    if (b >= 0) return Uint8Array.of(b);
+    return new TextEncoder().encode(this.piece(id).replaceAll("▁", " "));
+  }
+
   /** Token ids → text. Byte pieces are decoded as UTF-8; "▁" becomes " ". */
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
     const skip = options.skipSpecialTokens ?? false;
