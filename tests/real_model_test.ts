@@ -6,7 +6,7 @@
 // on CI (CI=true) a missing file is a failure instead.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { exportGguf, type Gemma3Model, loadModel, loadTokenizer } from "../mod.ts";
+import { createHandler, exportGguf, type Gemma3Model, loadModel, loadTokenizer } from "../mod.ts";
 import { ensureRealModel, ggufSummary, REAL_MODEL } from "../bench/real_model.ts";
 import { openGgufCheckpoint } from "../engine/loading/gguf.ts";
 import { GGML_TYPES } from "../engine/formats/gguf.ts";
@@ -441,6 +441,33 @@ realTest("a handful of questions with one right answer (greedy)", async () => {
       const text = model.tokenizer.decode(answer).split("\n")[0];
       console.log(`  ${q} →${text}`);
       ok(right.test(text), `${q}: answered ${JSON.stringify(text)}`);
+    }
+  });
+});
+
+realTest("the server answers over OpenAI's API, a stop string ending the line", async () => {
+  await withModel(MODEL, { threads: 2 }, async (model) => {
+    const handler = createHandler(model, { contextLength: 256, parallel: 2 });
+    const ask = (q: string) =>
+      handler(
+        new Request("http://localhost/v1/completions", {
+          method: "POST",
+          body: JSON.stringify({
+            prompt: `Question: ${q}\nAnswer:`,
+            max_tokens: 16,
+            temperature: 0,
+            stop: ["\n"],
+            logprobs: 1,
+          }),
+        }),
+      ).then((r) => r.json());
+    const answers = await Promise.all(QUESTIONS.map(([q]) => ask(q)));
+    for (const [i, [q, right]] of QUESTIONS.entries()) {
+      const c = answers[i].choices[0];
+      ok(right.test(c.text), `${q}: ${JSON.stringify(c.text)}`);
+      deepStrictEqual(c.finish_reason, "stop", `${q}: ended by the stop string`);
+      ok(!c.text.includes("\n"));
+      ok(c.logprobs.token_logprobs.every((l: number) => l <= 0));
     }
   });
 });
