@@ -18,7 +18,8 @@ Server:
       --port <n>                Port (default 8080; 0 picks a free one)
       --parallel <n>            Requests served at once, each with its own KV cache (default 4)
       --max-queue <n>           Requests waiting for a slot before 503 (default 64)
-      --max-body <bytes>        Largest request body (default 1048576); larger gets 413
+      --max-body <size>         Largest request body (default 1MiB; bytes, or KiB / MiB); larger
+                                gets 413
       --api-key <key>           Require "Authorization: Bearer <key>" (or set GEMMA_API_KEY)
       --cors-origin <origin>    Allow browser pages from this origin ("*" for any)
       --name <id>               The model's id in /v1/models (default gemma-3)
@@ -34,6 +35,19 @@ Example:
   curl http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"messages":[{"role":"user","content":"Hi!"}],"max_tokens":32}'
 `;
+
+/** A size in bytes: a number, or with KiB / MiB / kB / MB after it. */
+function sizeFlag(v: string | undefined, flag: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  const m = /^(\d+(?:\.\d+)?)\s*(|b|kib|mib|kb|mb)$/i.exec(v.trim());
+  const unit =
+    { "": 1, b: 1, kib: 1024, mib: 1 << 20, kb: 1000, mb: 1e6 }[m?.[2].toLowerCase() ?? ""];
+  const n = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!(n >= 1)) {
+    throw new UsageError(`${flag} must be a size such as 1048576, 512KiB or 1MiB, got ${v}`);
+  }
+  return n;
+}
 
 function intFlag(v: string | undefined, flag: string, fallback: number, min: number): number {
   if (v === undefined) return fallback;
@@ -68,7 +82,7 @@ export async function serve(args: string[]): Promise<void> {
   const options = {
     parallel: intFlag(values.parallel, "--parallel", 4, 1),
     maxQueue: intFlag(values["max-queue"], "--max-queue", 64, 0),
-    maxBodyBytes: intFlag(values["max-body"], "--max-body", 1 << 20, 1),
+    maxBodyBytes: sizeFlag(values["max-body"], "--max-body", 1 << 20),
     apiKey: values["api-key"] ?? process.env.GEMMA_API_KEY,
     corsOrigin: values["cors-origin"],
     modelName: values.name,

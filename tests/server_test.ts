@@ -281,6 +281,30 @@ Deno.test("server: the official openai client, behind Deno.serve: chat, streamin
       seed: 3,
     });
     deepStrictEqual(done.choices[0].finish_reason, "length");
+    deepStrictEqual(done.usage?.completion_tokens, 8);
+    // Seeded sampling: the same seed, the same text; stop strings; logprobs.
+    const sampled = (seed: number) =>
+      client.completions.create({
+        model: "gemma-3",
+        prompt: "hello",
+        max_tokens: 12,
+        temperature: 1,
+        seed,
+      }).then((r) => r.choices[0].text);
+    deepStrictEqual(await sampled(7), await sampled(7));
+    const stop = streamed.slice(2, 5);
+    const stopped = await client.chat.completions.create({
+      model: "gemma-3",
+      messages: [{ role: "user", content: "hello" }],
+      max_tokens: 16,
+      temperature: 0,
+      stop: [stop],
+      logprobs: true,
+      top_logprobs: 2,
+    });
+    deepStrictEqual(stopped.choices[0].message.content, streamed.slice(0, streamed.indexOf(stop)));
+    deepStrictEqual(stopped.choices[0].finish_reason, "stop");
+    ok(stopped.choices[0].logprobs!.content!.every((c) => c.top_logprobs.length === 2));
   } finally {
     await server.shutdown();
   }
@@ -431,4 +455,23 @@ Deno.test("server: logprobs are the log-softmax of the logits each token was dra
   const kept = cut.logprobs.text_offset.length;
   ok(kept < 24 && cut.logprobs.text_offset.every((o: number) => o < cut.text.length));
   deepStrictEqual(cut.logprobs.token_logprobs, full.logprobs.token_logprobs.slice(0, kept));
+});
+
+Deno.test("cli.ts serve: bad flags are one line and exit code 2", async () => {
+  for (
+    const [flag, value, pattern] of [
+      ["--max-body", "lots", /--max-body must be a size such as/],
+      ["--parallel", "0", /--parallel must be an integer >= 1/],
+    ] as const
+  ) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, "serve", flag, value],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    deepStrictEqual(out.code, 2);
+    const err = new TextDecoder().decode(out.stderr);
+    ok(pattern.test(err), err);
+    deepStrictEqual(err.trim().split("\n").length, 1);
+  }
 });
