@@ -91,6 +91,12 @@ export async function serve(args: string[]): Promise<void> {
   const model = await openModel(values, !!values.quiet);
   const handler = createHandler(model, options);
   const server = await listen(handler, host, port);
+  const props = await (await handler(
+    new Request("http://localhost/props", {
+      headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {},
+    }),
+  )).json();
+  if (props.slots_note) process.stderr.write(`note: ${props.slots_note}\n`);
   process.stdout.write(
     `listening on http://${host.includes(":") ? `[${host}]` : host}:${server.port}\n`,
   );

@@ -475,3 +475,29 @@ Deno.test("cli.ts serve: bad flags are one line and exit code 2", async () => {
     deepStrictEqual(err.trim().split("\n").length, 1);
   }
 });
+
+Deno.test("server: fewer slots where memory runs out, and /props says why", async () => {
+  const { SlotPool } = await import("../engine/server/slots.ts");
+  let made = 0;
+  const tight = {
+    createSession: (o: { contextLength: number }) => {
+      if (made === 2) {
+        throw new RangeError("WebAssembly.Memory.grow(): Maximum memory size exceeded");
+      }
+      made++;
+      return model.createSession(o);
+    },
+  } as unknown as typeof model;
+  const pool = new SlotPool(tight, 4, 64, 8);
+  deepStrictEqual(pool.slots.length, 2);
+  ok(/2 of 4 slots: no memory/.test(pool.shortfall!), pool.shortfall);
+  pool.dispose();
+  made = 2;
+  let error = "";
+  try {
+    new SlotPool(tight, 4, 64, 8);
+  } catch (e) {
+    error = (e as Error).message;
+  }
+  ok(/Maximum memory/.test(error), "no slot at all is an error");
+});

@@ -118,6 +118,7 @@ export function createHandler(
       return Response.json({
         model: name,
         total_slots: pool.slots.length,
+        ...(pool.shortfall ? { slots_note: pool.shortfall } : {}),
         n_ctx: contextLength,
         default_generation_settings: { ...model.generationDefaults, n_ctx: contextLength },
         chat_template: "gemma3",

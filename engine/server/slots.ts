@@ -23,12 +23,22 @@ export class SlotPool {
   readonly maxQueue: number;
   #waiting: { prompt: number[]; grant: (slot: Slot) => void }[] = [];
 
+  /** Why there are fewer slots than asked for (undefined when all were made). */
+  readonly shortfall: string | undefined;
+
+  /** Makes `count` slots, or as many as memory allows (at least one, else it throws). */
   constructor(model: Gemma3Model, count: number, contextLength: number, maxQueue: number) {
-    this.slots = Array.from({ length: count }, (_, index) => ({
-      index,
-      session: model.createSession({ contextLength }),
-      busy: false,
-    }));
+    this.slots = [];
+    for (let index = 0; index < count; index++) {
+      try {
+        this.slots.push({ index, session: model.createSession({ contextLength }), busy: false });
+      } catch (e) {
+        if (index === 0) throw e;
+        this.shortfall = `${index} of ${count} slots: no memory for more KV caches of ` +
+          `${contextLength} tokens (${(e as Error).message})`;
+        break;
+      }
+    }
     this.maxQueue = maxQueue;
   }
 
