@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { exportGguf, type ExportType } from "../mod.ts";
 import { ensureCheckpoint } from "./random_model.ts";
 import { ensureLlamaCppIn } from "./peers/llamacpp_install.ts";
-import { ensureRealModel } from "./real_model.ts";
+import { modelArgument } from "./real_model.ts";
 import { basename } from "node:path";
 import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
 
@@ -57,15 +57,7 @@ llama.cpp (node-llama-cpp 3.21.1) on the same GGUF file, alternating runs, media
   -h, --help         this help`);
   process.exit(0);
 }
-let modelFile = values.model;
-if (modelFile === "real") {
-  const got = await ensureRealModel();
-  if ("skip" in got) {
-    console.error(got.skip);
-    process.exit(1);
-  }
-  modelFile = got.path;
-}
+const modelFile = values.model === undefined ? undefined : await modelArgument(values.model);
 const formats = modelFile ? [basename(modelFile)] : values.formats!.split(",");
 const threadCounts = values.threads!.split(",").map(Number);
 const rounds = Number(values.rounds),

@@ -148,6 +148,18 @@ export async function ggufSummary(path: string) {
   };
 }
 
+/** A benchmark's --model value as a path: "real" is the real model (fetched if needed; the
+ * process exits with the reason where it cannot be); anything else is taken as it is. */
+export async function modelArgument(model: string): Promise<string> {
+  if (model !== "real") return model;
+  const got = await ensureRealModel();
+  if ("skip" in got) {
+    console.error(got.skip);
+    process.exit(1);
+  }
+  return got.path;
+}
+
 if (import.meta.main) {
   const got = await ensureRealModel();
   if ("skip" in got) {

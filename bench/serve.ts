@@ -16,7 +16,7 @@ import process from "node:process";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { ensureRealModel } from "./real_model.ts";
+import { modelArgument } from "./real_model.ts";
 import { ensureLlamaCppIn } from "./peers/llamacpp_install.ts";
 import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
 
@@ -53,15 +53,7 @@ const promptTokens = Number(values.prompt), generateTokens = Number(values.gener
 const cache = new URL("./.cache/", import.meta.url).pathname;
 takeBenchLock();
 
-let model = values.model!;
-if (model === "real") {
-  const got = await ensureRealModel();
-  if ("skip" in got) {
-    console.error(got.skip);
-    process.exit(1);
-  }
-  model = got.path;
-}
+const model = await modelArgument(values.model!);
 
 /** Builds llama-server from node-llama-cpp's llama.cpp source, once. */
 function ensureLlamaServer(): string {
