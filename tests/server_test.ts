@@ -312,14 +312,15 @@ Deno.test("server: the official openai client, behind Deno.serve: chat, streamin
 
 Deno.test("server: over a socket, each SSE event leaves when its token is ready", async () => {
   // One thread, so nothing but the yields between tokens lets the socket write.
-  // 1000 tokens of tiny-a take a few hundred ms: long enough for a second request to see them.
-  const handler = createHandler(model, { contextLength: 1024 });
+  // 4000 tokens of tiny-a take about a second here: long enough for a second request to be
+  // answered mid-stream (the event loop polls new connections at least every 50 ms).
+  const handler = createHandler(model, { contextLength: 4096 });
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, handler);
   const base = `http://127.0.0.1:${server.addr.port}`;
   try {
     const res = await fetch(`${base}/v1/completions`, {
       method: "POST",
-      body: JSON.stringify({ prompt: "hello", max_tokens: 1000, temperature: 0, stream: true }),
+      body: JSON.stringify({ prompt: "hello", max_tokens: 4000, temperature: 0, stream: true }),
     });
     const reader = res.body!.getReader();
     const first = new TextDecoder().decode((await reader.read()).value);
