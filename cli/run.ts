@@ -94,7 +94,7 @@ export async function run(args: string[]): Promise<void> {
       if (!values.json && piece) process.stdout.write(piece);
       if (stops.stopped) break;
     }
-    const tail = stops.stopped ? "" : stops.push(decoder.flush()) + stops.flush();
+    const tail = stops.push(decoder.flush()) + stops.flush(); // "" once stopped
     text += tail;
     const decodeMs = performance.now() - t2;
     const stats = runStats(loadMs, ids.length, prefillMs, n, decodeMs, model.threads);

@@ -4,7 +4,14 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { createHandler } from "../mod.ts";
-import { contextLength, MODEL_HELP, modelOptions, openModel, UsageError } from "./args.ts";
+import {
+  contextLength,
+  MODEL_HELP,
+  modelOptions,
+  openModel,
+  parseNumber,
+  UsageError,
+} from "./args.ts";
 
 export const HELP = `Usage: cli.ts serve [options]
 
@@ -50,11 +57,8 @@ function sizeFlag(v: string | undefined, flag: string, fallback: number): number
 }
 
 function intFlag(v: string | undefined, flag: string, fallback: number, min: number): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
-  }
+  const n = parseNumber(v, flag, true) ?? fallback;
+  if (n < min) throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
   return n;
 }
 

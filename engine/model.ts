@@ -158,12 +158,7 @@ export class Gemma3Model {
         `the conversation is ${prompt.length} tokens, more than the context length ${session.contextLength}`,
       );
     }
-    // Keep the longest prefix the session already holds; at least one token must be evaluated
-    // to get logits for the answer's first token.
-    const held = session.tokens;
-    let same = 0;
-    while (same < held.length && same < prompt.length - 1 && held[same] === prompt[same]) same++;
-    session.truncate(same);
+    const same = session.reusePrefix(prompt);
     const stopTokens = options.stopTokens ?? this.defaultStopTokens;
     const stops = new StopStrings(options.stop);
     const decoder = tok.streamDecoder({ skipSpecialTokens: true });

@@ -217,10 +217,10 @@ export class Session {
       ? sampler.topKOnly
       : 0;
     const step = k > 0 ? undefined : new Float32Array(this.#host.config.vocabSize);
-    /** Evaluates ids; the result picks the token that follows them (sampling from logits only
-     * when a token is wanted). */
     /** The logits the next token is drawn from (null when the backend picks it). */
     let current: Float32Array | null = null;
+    /** Evaluates ids; the result picks the token that follows them (sampling from logits only
+     * when a token is wanted). */
     const next = async (ids: ArrayLike<number>): Promise<() => number> => {
       if (k > 0) {
         const id = await this.#evalOnBackend(ids, sampler, k);
@@ -290,6 +290,17 @@ export class Session {
     this.#lastLogits = null;
   }
 
+  /**
+   * Keeps the longest start of `prompt` that this session already holds and drops the rest, so
+   * that only `prompt.slice(kept)` needs evaluating; at least one token is left to evaluate (its
+   * logits pick what follows). Returns `kept`.
+   */
+  reusePrefix(prompt: readonly number[]): number {
+    const kept = Math.min(commonPrefix(this.#tokens, prompt), prompt.length - 1);
+    this.truncate(Math.max(0, kept));
+    return this.position;
+  }
+
   /** Empties the context (the cache memory is kept for reuse). */
   reset(): void {
     this.#live();
@@ -315,4 +326,11 @@ function concat(parts: Float32Array[]): Float32Array {
     at += p.length;
   }
   return out;
+}
+
+/** How many leading tokens two sequences share. */
+export function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
 }

@@ -17,7 +17,7 @@ import {
   parseCompletion,
   type TokenLogprob,
 } from "./openai.ts";
-import { commonPrefix, QueueFullError, type Slot, SlotPool } from "./slots.ts";
+import { QueueFullError, type Slot, SlotPool } from "./slots.ts";
 
 /** Options of `createHandler`. */
 export interface HandlerOptions {
@@ -54,12 +54,13 @@ export function createHandler(
   let ready: { model: Gemma3Model; pool: SlotPool; contextLength: number } | undefined;
   let failed: string | undefined;
   const setUp = (m: Gemma3Model) => {
-    const contextLength = Math.min(
-      options.contextLength ?? 4096,
-      m.config.maxPositionEmbeddings,
+    const pool = new SlotPool(
+      m,
+      options.parallel ?? 4,
+      options.contextLength,
+      options.maxQueue ?? 64,
     );
-    const pool = new SlotPool(m, options.parallel ?? 4, contextLength, options.maxQueue ?? 64);
-    return ready = { model: m, pool, contextLength };
+    return ready = { model: m, pool, contextLength: pool.contextLength };
   };
   // A model already loaded is ready at once; one still loading, when its promise settles.
   const loading = model instanceof Promise
@@ -330,9 +331,7 @@ async function generate(
   emit: (text: string, logprobs: TokenLogprob[]) => void,
 ): Promise<Result> {
   const s = slot.session;
-  // At least one prompt token is evaluated, for the logits of the first answer token.
-  const cached = Math.min(commonPrefix(s.tokens, prompt), prompt.length - 1);
-  s.truncate(cached);
+  const cached = s.reusePrefix(prompt);
   const t0 = performance.now();
   await s.eval(prompt.slice(cached));
   const promptMs = performance.now() - t0;

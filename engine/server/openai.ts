@@ -60,12 +60,8 @@ function num(body: Body, key: string, check: (v: number) => boolean, what: strin
   return v;
 }
 
-/** Checks a chat or completion request body. */
-export function parseCompletion(body: unknown, kind: "chat" | "completion"): CompletionParams {
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    throw new ApiError(400, "the request body must be a JSON object");
-  }
-  const b = body as Body;
+/** Checks a chat or completion request body (a JSON object: the handler's readJson). */
+export function parseCompletion(b: Body, kind: "chat" | "completion"): CompletionParams {
   const out: CompletionParams = { stop: [], stream: false, includeUsage: false };
   if (kind === "chat") out.messages = parseMessages(b.messages);
   else out.prompt = parsePrompt(b.prompt);

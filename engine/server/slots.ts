@@ -6,7 +6,7 @@
 // for it), so requests interleave fairly without a scheduler of their own.
 
 import type { Gemma3Model } from "../model.ts";
-import type { Session } from "../session.ts";
+import { commonPrefix, type Session } from "../session.ts";
 
 /** One slot: a session and whether a request holds it. */
 export interface Slot {
@@ -26,8 +26,14 @@ export class SlotPool {
   /** Why there are fewer slots than asked for (undefined when all were made). */
   readonly shortfall: string | undefined;
 
-  /** Makes `count` slots, or as many as memory allows (at least one, else it throws). */
-  constructor(model: Gemma3Model, count: number, contextLength: number, maxQueue: number) {
+  /** Makes `count` slots of `contextLength` tokens (default: a session's default), or as many
+   * as memory allows (at least one, else it throws). */
+  constructor(
+    model: Gemma3Model,
+    count: number,
+    contextLength: number | undefined,
+    maxQueue: number,
+  ) {
     this.slots = [];
     for (let index = 0; index < count; index++) {
       try {
@@ -35,11 +41,16 @@ export class SlotPool {
       } catch (e) {
         if (index === 0) throw e;
         this.shortfall = `${index} of ${count} slots: no memory for more KV caches of ` +
-          `${contextLength} tokens (${(e as Error).message})`;
+          `${this.contextLength} tokens (${(e as Error).message})`;
         break;
       }
     }
     this.maxQueue = maxQueue;
+  }
+
+  /** Tokens each slot holds, prompt and answer. */
+  get contextLength(): number {
+    return this.slots[0].session.contextLength;
   }
 
   get busy(): number {
@@ -99,11 +110,4 @@ export class SlotPool {
   dispose(): void {
     for (const s of this.slots) s.session.dispose();
   }
-}
-
-/** How many leading tokens two sequences share. */
-export function commonPrefix(a: readonly number[], b: readonly number[]): number {
-  let n = 0;
-  while (n < a.length && n < b.length && a[n] === b[n]) n++;
-  return n;
 }
