@@ -66,6 +66,13 @@ export class Session {
     return this.#tokens.length;
   }
 
+  /** Tokens of the context whose keys and values are in the cache; the rest of `tokens` (the
+   * last generated token, or tokens a truncate must evaluate again) go through the model with
+   * the next call. */
+  get evaluatedTokens(): number {
+    return this.#tokens.length - this.#pending.length;
+  }
+
   /** Bytes of memory held by this session's KV cache. */
   get kvBytes(): number {
     return this.#live().bytes;

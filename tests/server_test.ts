@@ -133,12 +133,20 @@ Deno.test("server: a stop string ends the answer with finish_reason stop, not em
 
 Deno.test("server: a returning prompt reuses its slot's cache, and gets the same tokens", async () => {
   const { call } = handlerWith({ parallel: 2 });
-  const body = { prompt: "hello there, how are you", max_tokens: 10, temperature: 0 };
+  // One generated token: the slot then holds the prompt with every key still in its cache.
+  const body = { prompt: "hello there, how are you", max_tokens: 1, temperature: 0 };
   const first = await (await call("/v1/completions", body)).json();
   const again = await (await call("/v1/completions", body)).json();
   deepStrictEqual(first.usage.prompt_tokens_details.cached_tokens, 0);
   deepStrictEqual(again.usage.prompt_tokens_details.cached_tokens, first.usage.prompt_tokens - 1);
   deepStrictEqual(again.choices[0].text, first.choices[0].text);
+  // tiny-a's sliding window is 8 tokens: after 10 more tokens its rings have overwritten keys the
+  // prompt's end needs, so they are computed again, and not reported as cached.
+  const long = { ...body, prompt: "and now for something else", max_tokens: 10 };
+  const ten = await (await call("/v1/completions", long)).json();
+  const tenAgain = await (await call("/v1/completions", long)).json();
+  deepStrictEqual(tenAgain.usage.prompt_tokens_details.cached_tokens, 0);
+  deepStrictEqual(tenAgain.choices[0].text, ten.choices[0].text);
 });
 
 Deno.test("server: 16 concurrent requests each get what they get alone (seeded sampling too)", async () => {

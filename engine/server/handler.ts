@@ -331,9 +331,12 @@ async function generate(
   emit: (text: string, logprobs: TokenLogprob[]) => void,
 ): Promise<Result> {
   const s = slot.session;
-  const cached = s.reusePrefix(prompt);
+  const kept = s.reusePrefix(prompt);
+  // Reported as cached: what is not computed again. A sliding-window layer's ring may have
+  // overwritten keys the kept tokens need; then truncate has them evaluated again.
+  const cached = s.evaluatedTokens;
   const t0 = performance.now();
-  await s.eval(prompt.slice(cached));
+  await s.eval(prompt.slice(kept));
   const promptMs = performance.now() - t0;
   const stops = new StopStrings(p.stop);
   const decoder = model.tokenizer.streamDecoder({ skipSpecialTokens: true });
