@@ -28,9 +28,28 @@ export type { Gemma3Config, LayerType } from "./engine/gemma3/config.ts";
 
 // --- Sessions and sampling ---
 export { Session } from "./engine/session.ts";
-export type { EvalOptions, GenerateOptions } from "./engine/session.ts";
-export type { SamplingOptions } from "./engine/sampling.ts";
+export type {
+  EvalOptions,
+  FinishReason,
+  GenerateOptions,
+  GenerationEnd,
+} from "./engine/session.ts";
+export type { SamplingOptions, TokenLogprob } from "./engine/sampling.ts";
 export { StopStrings } from "./engine/stop_strings.ts";
+export { generateText } from "./engine/generate_text.ts";
+export type {
+  TextGenerationEnd,
+  TextGenerationOptions,
+  TextLogprob,
+  TextPiece,
+} from "./engine/generate_text.ts";
+
+// --- Constrained output: JSON Schema and GBNF grammars ---
+export { compileConstraint } from "./engine/grammar/constraint.ts";
+export type { ConstraintOptions } from "./engine/grammar/constraint.ts";
+export { Grammar } from "./engine/grammar/automaton.ts";
+export { GrammarError } from "./engine/grammar/gbnf.ts";
+export { JSON_SCHEMA_FORMATS, jsonSchemaToGbnf } from "./engine/grammar/json_schema.ts";
 
 // --- An OpenAI-compatible HTTP API, as one fetch handler (cli.ts serve mounts it) ---
 export { createHandler } from "./engine/server/handler.ts";

@@ -2,9 +2,12 @@
 // loading a model with a progress bar, and the stats line. Everything goes through mod.ts.
 
 import process from "node:process";
+import { readFileSync } from "node:fs";
 import {
   BACKEND_CHOICES,
   type BackendChoice,
+  compileConstraint,
+  type ConstraintOptions,
   type Gemma3Model,
   type GenerateOptions,
   LOAD_QUANT_TYPES,
@@ -40,7 +43,14 @@ export const SAMPLING_HELP = `Sampling (defaults: the model's generation_config.
       --repetition-penalty <r>  Penalise tokens already in the context (1 = off)
       --seed <n>                Random seed, for reproducible sampling
       --stop <text>             End the answer where this text appears (it is not printed);
-                                repeat for several`;
+                                repeat for several
+
+Constrained output (the answer always parses):
+      --json-schema <file|json> The answer is JSON valid against this JSON Schema (a file, or
+                                the schema itself: '{"type":"object",...}'). Keywords not
+                                supported are an error; objects get no properties beyond
+                                "properties" unless "additionalProperties" allows them
+      --grammar <file>          The answer follows this GBNF grammar (llama.cpp's notation)`;
 
 export const OUTPUT_HELP = `Output:
       --json                    Machine-readable output on stdout
@@ -69,6 +79,8 @@ export const samplingOptions = {
   "repetition-penalty": { type: "string" },
   seed: { type: "string" },
   stop: { type: "string", multiple: true },
+  "json-schema": { type: "string" },
+  grammar: { type: "string" },
 } as const;
 export const outputOptions = {
   json: { type: "boolean" },
@@ -114,10 +126,46 @@ export function sampling(
     minP: parseNumber(values["min-p"] as string, "--min-p"),
     repetitionPenalty: parseNumber(values["repetition-penalty"] as string, "--repetition-penalty"),
     seed: parseNumber(values.seed as string, "--seed", true),
+    ...constraint(values),
   };
   const out: GenerateOptions = { ...defaults };
   for (const [k, v] of Object.entries(flags)) {
     if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}
+
+/** --json-schema (a file or inline JSON) and --grammar (a file), read and checked. */
+function constraint(values: Record<string, unknown>): ConstraintOptions {
+  const schema = values["json-schema"] as string | undefined;
+  const grammar = values.grammar as string | undefined;
+  if (schema !== undefined && grammar !== undefined) {
+    throw new UsageError("give --json-schema or --grammar, not both");
+  }
+  const read = (flag: string, path: string) => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch (e) {
+      throw new UsageError(`${flag}: cannot read ${path}: ${(e as Error).message}`);
+    }
+  };
+  let out: ConstraintOptions = {};
+  if (schema !== undefined) {
+    const text = /^\s*[{\[]|^\s*(true|false)\s*$/.test(schema)
+      ? schema
+      : read("--json-schema", schema);
+    try {
+      out = { jsonSchema: JSON.parse(text) };
+    } catch (e) {
+      throw new UsageError(`--json-schema: not JSON: ${(e as Error).message}`);
+    }
+  } else if (grammar !== undefined) out = { grammar: read("--grammar", grammar) };
+  try {
+    compileConstraint(out);
+  } catch (e) {
+    throw new UsageError(
+      `--${schema !== undefined ? "json-schema" : "grammar"}: ${(e as Error).message}`,
+    );
   }
   return out;
 }

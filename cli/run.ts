@@ -17,7 +17,7 @@ import {
   statsLine,
   UsageError,
 } from "./args.ts";
-import { StopStrings } from "../mod.ts";
+import { generateText } from "../mod.ts";
 
 export const HELP = `Usage: cli.ts run [prompt] [options]
 
@@ -78,30 +78,35 @@ export async function run(args: string[]): Promise<void> {
       { role: "user", content: prompt },
     ]);
     const session = model.createSession({ contextLength: contextLength(values) });
-    const t1 = performance.now();
-    await session.eval(ids);
-    const prefillMs = performance.now() - t1;
-    const decoder = tok.streamDecoder({ skipSpecialTokens: true });
     const stopTokens = options.stopTokens ?? model.defaultStopTokens;
-    const stops = new StopStrings(values.stop);
+    const answer = generateText(session, tok, ids, { ...options, stopTokens, stop: values.stop });
     let text = "";
-    let n = 0;
-    const t2 = performance.now();
-    for await (const id of session.generate([], { ...options, stopTokens })) {
-      n++;
-      const piece = stops.push(decoder.push(id));
-      text += piece;
-      if (!values.json && piece) process.stdout.write(piece);
-      if (stops.stopped) break;
+    let r;
+    while (!(r = await answer.next()).done) {
+      text += r.value.text;
+      if (!values.json) process.stdout.write(r.value.text);
     }
-    const tail = stops.push(decoder.flush()) + stops.flush(); // "" once stopped
-    text += tail;
-    const decodeMs = performance.now() - t2;
-    const stats = runStats(loadMs, ids.length, prefillMs, n, decodeMs, model.threads);
-    if (values.json) process.stdout.write(JSON.stringify({ text, ...stats }) + "\n");
-    else {
-      process.stdout.write(tail + "\n");
-      if (!quiet) process.stderr.write(statsLine(stats));
+    const end = r.value;
+    const stats = runStats(
+      loadMs,
+      ids.length,
+      end.promptMs,
+      end.completionTokens,
+      end.generateMs,
+      model.threads,
+    );
+    if (values.json) {
+      process.stdout.write(
+        JSON.stringify({ text, finishReason: end.finishReason, ...stats }) + "\n",
+      );
+    } else {
+      process.stdout.write("\n");
+      if (!quiet) {
+        if (end.finishReason === "length") {
+          process.stderr.write("(cut at the token limit: the answer is unfinished)\n");
+        }
+        process.stderr.write(statsLine(stats));
+      }
     }
   } finally {
     await model.dispose();

@@ -22,7 +22,11 @@ import { WasmRuntime } from "./backends/wasm/runtime.ts";
 import { type GenerateOptions, Session, type SessionHost } from "./session.ts";
 import type { Tokenizer } from "./tokenizer/tokenizer.ts";
 import type { ChatMessage } from "./tokenizer/chat_template.ts";
-import { StopStrings } from "./stop_strings.ts";
+import {
+  generateText,
+  type TextGenerationEnd,
+  type TextGenerationOptions,
+} from "./generate_text.ts";
 import { loadTokenizer, tokenizerFromGguf } from "./tokenizer/load.ts";
 
 /** Options of `loadModel`. */
@@ -59,13 +63,11 @@ export interface SessionOptions {
   contextLength?: number;
 }
 
-/** Options of `model.chat`: sampling and stopping, and which session keeps the conversation. */
-export interface ChatOptions extends GenerateOptions {
+/** Options of `model.chat`: sampling, constraints and stopping, and which session keeps the
+ * conversation. */
+export interface ChatOptions extends TextGenerationOptions {
   /** The session that holds the conversation's KV cache (default: one the model keeps). */
   session?: Session;
-  /** Strings that end the answer where they appear in its text (matched across token
-   * boundaries; the stop string itself is not yielded). */
-  stop?: string[];
 }
 
 /** A loaded Gemma 3 model. Create sessions to evaluate and generate. */
@@ -119,6 +121,7 @@ export class Gemma3Model {
         return run;
       },
       release: (s) => this.#sessions.delete(s),
+      vocabulary: tokenizer,
     };
   }
 
@@ -146,29 +149,30 @@ export class Gemma3Model {
   /**
    * Continues a conversation: renders `messages` with the chat template, evaluates only the
    * tokens the session does not hold yet (the KV cache is kept across turns), and streams the
-   * answer as text. Stops at `defaultStopTokens` unless `stopTokens` says otherwise, and where
-   * the text reaches one of `stop`.
+   * answer as text. Stops at `defaultStopTokens` unless `stopTokens` says otherwise, where the
+   * text reaches one of `stop`, or where a grammar (`jsonSchema`, `grammar`) is complete.
+   * Returns (as the generator's return value) why it ended and, with `logprobs`, each token's
+   * log-probabilities:
+   *
+   * ```ts
+   * const answer = model.chat(messages, { jsonSchema, maxTokens: 200 });
+   * let text = "", r;
+   * while (!(r = await answer.next()).done) text += r.value;
+   * console.log(JSON.parse(text), r.value.finishReason); // "end_of_turn", "stop" or "length"
+   * ```
    */
-  async *chat(messages: ChatMessage[], options: ChatOptions = {}): AsyncGenerator<string> {
+  async *chat(
+    messages: ChatMessage[],
+    options: ChatOptions = {},
+  ): AsyncGenerator<string, TextGenerationEnd> {
     const tok = this.tokenizer;
     const session = options.session ?? (this.#chatSession ??= this.createSession());
-    const prompt = tok.encodeChat(messages);
-    if (prompt.length > session.contextLength) {
-      throw new RangeError(
-        `the conversation is ${prompt.length} tokens, more than the context length ${session.contextLength}`,
-      );
-    }
-    const same = session.reusePrefix(prompt);
     const stopTokens = options.stopTokens ?? this.defaultStopTokens;
-    const stops = new StopStrings(options.stop);
-    const decoder = tok.streamDecoder({ skipSpecialTokens: true });
-    for await (const id of session.generate(prompt.slice(same), { ...options, stopTokens })) {
-      const text = stops.push(decoder.push(id));
-      if (text) yield text;
-      if (stops.stopped) return;
+    const text = generateText(session, tok, tok.encodeChat(messages), { ...options, stopTokens });
+    for (let r = await text.next();; r = await text.next()) {
+      if (r.done) return r.value;
+      if (r.value.text) yield r.value.text;
     }
-    const rest = stops.push(decoder.flush()) + stops.flush();
-    if (rest) yield rest;
   }
 
   /** Threads the model runs on (the calling thread included). */

@@ -273,3 +273,38 @@ function topKIndices(l: Float32Array, k: number): number[] {
   }
   return heap;
 }
+
+/** One generated token's log-probability and the `n` most likely tokens, from the distribution
+ * it was drawn from before any sampling filter or grammar mask (natural logs). */
+export interface TokenLogprob {
+  id: number;
+  logprob: number;
+  /** Best first, lowest id on ties. */
+  top: { id: number; logprob: number }[];
+}
+
+/** The most alternatives `logprobs` may ask for (OpenAI's limit). */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** log-softmax of `logits` at `id`, and the `n` most likely tokens (best first, lowest id on
+ * ties). */
+export function logprobsOf(logits: Float32Array, id: number, n: number): TokenLogprob {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  const best: number[] = [];
+  for (let i = 0; i < logits.length && n > 0; i++) {
+    if (best.length === n && logits[i] <= logits[best[n - 1]]) continue;
+    let j = best.length < n ? best.length : n - 1;
+    while (j > 0 && logits[best[j - 1]] < logits[i]) j--;
+    best.splice(j, 0, i);
+    if (best.length > n) best.pop();
+  }
+  return {
+    id,
+    logprob: logits[id] - lse,
+    top: best.map((t) => ({ id: t, logprob: logits[t] - lse })),
+  };
+}

@@ -8,8 +8,16 @@ import {
   freeKvCache,
   type KvCache,
 } from "./gemma3/forward.ts";
-import { Sampler, type SamplingOptions } from "./sampling.ts";
+import {
+  logprobsOf,
+  MAX_TOP_LOGPROBS,
+  Sampler,
+  type SamplingOptions,
+  type TokenLogprob,
+} from "./sampling.ts";
 import { yieldToEventLoop } from "./io.ts";
+import { compileConstraint, type ConstraintOptions } from "./grammar/constraint.ts";
+import { GrammarMatcher, tokenTrie, type Vocabulary } from "./grammar/matcher.ts";
 
 /** Options of `Session.eval`. */
 export interface EvalOptions {
@@ -20,8 +28,8 @@ export interface EvalOptions {
   out?: Float32Array;
 }
 
-/** Options of `Session.generate`: sampling plus when to stop. */
-export interface GenerateOptions extends SamplingOptions {
+/** Options of `Session.generate`: sampling, constraints, and when to stop. */
+export interface GenerateOptions extends SamplingOptions, ConstraintOptions {
   /** Generate at most this many tokens (default: until a stop token or a full context). */
   maxTokens?: number;
   /** Token ids that end generation; the stop token is not yielded. Default: the model's EOS ids. */
@@ -30,6 +38,23 @@ export interface GenerateOptions extends SamplingOptions {
    * sampling filter; the array is reused for the next step: copy what you keep). Setting it keeps
    * the logits on the CPU even where the backend could pick tokens itself. */
   onLogits?: (logits: Float32Array, id: number) => void;
+  /** Report each generated token's log-probability and this many most likely alternatives
+   * (0 to 20) in the result (`GenerationEnd.logprobs`). */
+  logprobs?: number;
+}
+
+/** Why generation ended: "end_of_turn": a stop token came (<end_of_turn>, <eos>, or one of
+ * `stopTokens`), or the grammar was matched to its end; "stop": the text reached a stop string;
+ * "length": `maxTokens` were generated, or the context is full. */
+export type FinishReason = "end_of_turn" | "stop" | "length";
+
+/** What `Session.generate` returns when it is done (the async generator's return value). */
+export interface GenerationEnd {
+  finishReason: FinishReason;
+  /** Tokens generated (yielded). */
+  tokens: number;
+  /** With `logprobs`: one entry per generated token. */
+  logprobs?: TokenLogprob[];
 }
 
 /** What a session needs from its model (the forward pass's context and a turn at it); shared by
@@ -39,6 +64,8 @@ export interface SessionHost<A, W> extends ForwardContext<A, W> {
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** Called by dispose(). */
   release(session: Session): void;
+  /** The tokenizer's vocabulary, for grammar-constrained generation (absent without one). */
+  vocabulary?: Vocabulary;
 }
 
 /** One sequence: a KV cache, its position, evaluation and generation. */
@@ -199,33 +226,82 @@ export class Session {
   /**
    * Evaluates `promptIds` (which may be empty to continue from the last evaluation) and yields
    * generated token ids one by one. Each yielded token becomes part of the context. Stops at a
-   * stop token (not yielded), after `maxTokens`, or when the context is full.
+   * stop token (not yielded), after `maxTokens`, when the context is full, or where a grammar
+   * (`jsonSchema`, `grammar`) is complete; returns why (`GenerationEnd`).
+   *
+   * With a grammar, the sampled token is checked first; only when the grammar refuses it are
+   * the refused tokens masked out and a token drawn again, from the rest (the same distribution
+   * as masking first, at the cost of one check per token). Stop tokens are allowed exactly where
+   * the grammar may end.
    */
   async *generate(
     promptIds: ArrayLike<number>,
     options: GenerateOptions = {},
-  ): AsyncGenerator<number> {
+  ): AsyncGenerator<number, GenerationEnd> {
     this.#live();
     const sampler = new Sampler(options);
     const max = options.maxTokens ?? Infinity;
     if (max !== Infinity && (!Number.isInteger(max) || max < 0)) {
       throw new Error(`maxTokens must be an integer >= 0, got ${options.maxTokens}`);
     }
-    const stop = new Set(options.stopTokens ?? this.#host.config.eosTokenIds);
+    const topLogprobs = options.logprobs;
+    if (
+      topLogprobs !== undefined &&
+      (!Number.isInteger(topLogprobs) || topLogprobs < 0 || topLogprobs > MAX_TOP_LOGPROBS)
+    ) {
+      throw new RangeError(
+        `logprobs must be an integer from 0 to ${MAX_TOP_LOGPROBS}, got ${topLogprobs}`,
+      );
+    }
+    const stopIds = options.stopTokens ?? this.#host.config.eosTokenIds;
+    const stop = new Set(stopIds);
+    const grammar = compileConstraint(options);
+    let matcher: GrammarMatcher | undefined;
+    if (grammar) {
+      const vocab = this.#host.vocabulary;
+      if (!vocab) {
+        throw new Error("constrained generation needs the model's tokenizer, and it has none");
+      }
+      matcher = new GrammarMatcher(grammar, tokenTrie(vocab), stop);
+    }
+    const logprobs: TokenLogprob[] | undefined = topLogprobs === undefined ? undefined : [];
+    const end = (finishReason: FinishReason, tokens: number): GenerationEnd =>
+      logprobs ? { finishReason, tokens, logprobs } : { finishReason, tokens };
     // Greedy or top-k decoding on a backend that finds the best tokens itself (WebGPU): only the
     // candidates come back, not the logits. Otherwise one logits array serves every step (a
     // fresh 1 MB array per token costs page faults).
     const b = this.#host.backend;
-    const k = options.onLogits
+    const k = options.onLogits || matcher || logprobs
       ? 0
       : sampler.greedy && b.argmax
       ? 1
       : sampler.topKOnly > 0 && b.topK
       ? sampler.topKOnly
       : 0;
-    const step = k > 0 ? undefined : new Float32Array(this.#host.config.vocabSize);
+    const vocabSize = this.#host.config.vocabSize;
+    const step = k > 0 ? undefined : new Float32Array(vocabSize);
+    const masked = matcher ? new Float32Array(vocabSize) : undefined;
     /** The logits the next token is drawn from (null when the backend picks it). */
     let current: Float32Array | null = null;
+    /** The next token from logits: sampled, then (with a grammar) checked, and drawn again from
+     * the allowed tokens when the grammar refuses it. */
+    const choose = (logits: Float32Array): number => {
+      const id = sampler.sample(logits, this.#tokens);
+      if (!matcher || matcher.allows(id)) return id;
+      const allowed = matcher.mask();
+      let any = false;
+      for (let i = 0; i < vocabSize; i++) {
+        const ok = (allowed[i >>> 5] >>> (i & 31)) & 1;
+        masked![i] = ok ? logits[i] : -Infinity;
+        any ||= ok === 1;
+      }
+      if (!any) {
+        throw new Error(
+          "the grammar allows no token here (no token of the vocabulary spells what it needs)",
+        );
+      }
+      return sampler.sample(masked!, this.#tokens);
+    };
     /** Evaluates ids; the result picks the token that follows them (sampling from logits only
      * when a token is wanted). */
     const next = async (ids: ArrayLike<number>): Promise<() => number> => {
@@ -234,31 +310,36 @@ export class Session {
         return () => id;
       }
       const logits = current = await this.eval(ids, { out: step });
-      return () => sampler.sample(logits, this.#tokens);
+      return () => choose(logits);
     };
 
     let pick: () => number;
     if (promptIds.length > 0) pick = await next(promptIds);
     else if (this.#lastLogits && this.#pending.length === 0) {
       const logits = current = this.#lastLogits;
-      pick = () => sampler.sample(logits, this.#tokens);
+      pick = () => choose(logits);
     } else if (this.#pending.length > 0) {
       const last = this.#pending.pop()!;
       this.#tokens.pop();
       pick = await next([last]);
     } else throw new Error("nothing to continue from: give prompt tokens");
 
-    for (let n = 0; n < max && this.position < this.contextLength; n++) {
+    for (let n = 0;; n++) {
+      if (n >= max || this.position >= this.contextLength) return end("length", n);
       const id = pick();
-      if (stop.has(id)) return;
+      if (stop.has(id)) return end("end_of_turn", n);
       if (options.onLogits && current) options.onLogits(current, id);
+      if (logprobs && current) logprobs.push(logprobsOf(current, id, topLogprobs!));
+      matcher?.accept(id);
       // The token joins the context now; it is evaluated when the caller asks for the next one
       // (or by the next eval), so stopping early costs no extra forward pass.
       this.#tokens.push(id);
       this.#pending.push(id);
       this.#lastLogits = null;
       yield id;
-      if (n + 1 >= max || this.position >= this.contextLength) return;
+      // Where the grammar is complete only a stop token could follow: end without computing it.
+      if (matcher?.mustEnd) return end("end_of_turn", n + 1);
+      if (n + 1 >= max || this.position >= this.contextLength) return end("length", n + 1);
       // The caller has handled the token (written it to a stream, say); let the event loop send
       // it, and serve other work, before the next forward pass.
       await yieldToEventLoop();

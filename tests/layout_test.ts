@@ -15,6 +15,7 @@ const LAYERS: [part: string, matches: (path: string) => boolean][] = [
   ["engine/backends/", (p) => p.startsWith("engine/backends/")],
   ["engine/loading/", (p) => p.startsWith("engine/loading/")],
   ["engine/tokenizer/", (p) => p.startsWith("engine/tokenizer/")],
+  ["engine/grammar/", (p) => p.startsWith("engine/grammar/")],
   ["engine/*.ts", (p) => /^engine\/[^/]+\.ts$/.test(p)],
   ["engine/server/", (p) => p.startsWith("engine/server/")],
   ["mod.ts", (p) => p === "mod.ts"],

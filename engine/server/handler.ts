@@ -9,14 +9,8 @@
 // which Bun and Node do not resolve). Nine fixed routes do not need more than a table.
 
 import type { Gemma3Model } from "../model.ts";
-import { StopStrings } from "../stop_strings.ts";
-import {
-  ApiError,
-  type CompletionParams,
-  logprobsOf,
-  parseCompletion,
-  type TokenLogprob,
-} from "./openai.ts";
+import { generateText, type TextGenerationEnd, type TextLogprob } from "../generate_text.ts";
+import { ApiError, type CompletionParams, parseCompletion } from "./openai.ts";
 import { QueueFullError, type Slot, SlotPool } from "./slots.ts";
 
 /** Options of `createHandler`. */
@@ -182,13 +176,13 @@ export function createHandler(
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const object = kind === "chat" ? "chat.completion" : "text_completion";
-    const run = (emit: (text: string, logprobs: TokenLogprob[]) => void) =>
+    const run = (emit: (text: string, logprobs: Logprobs) => void) =>
       generate(model, slot, prompt, params, maxTokens, abort.signal, emit)
         .finally(() => pool.release(slot));
     const withLogprobs = params.logprobs !== undefined;
     /** A choice in OpenAI's shape: a message or a delta (chat), or text (completions). */
-    const choice = (text: string, finish: string | null, delta: boolean, lps: TokenLogprob[]) => {
-      const logprobs = withLogprobs ? formatLogprobs(model, kind, lps) : null;
+    const choice = (text: string, finish: string | null, delta: boolean, lps: Logprobs) => {
+      const logprobs = withLogprobs ? formatLogprobs(kind, lps) : null;
       if (kind === "completion") return { index: 0, text, finish_reason: finish, logprobs };
       return delta
         ? {
@@ -214,7 +208,12 @@ export function createHandler(
         object,
         created,
         model: name,
-        choices: [choice(text, r.finish, false, r.logprobs ?? [])],
+        choices: [
+          choice(text, r.finish, false, {
+            logprobs: r.logprobs ?? [],
+            offsets: r.textOffsets ?? [],
+          }),
+        ],
         usage: usage(r),
         timings: timings(r),
       }, { headers });
@@ -240,7 +239,7 @@ export function createHandler(
         }
         run((t, lps) => send(chunk(choice(t, null, true, lps)))).then((r) => {
           metrics.add(r);
-          send({ ...chunk(choice("", r.finish, true, [])), timings: timings(r) });
+          send({ ...chunk(choice("", r.finish, true, NO_LOGPROBS)), timings: timings(r) });
           if (params.includeUsage) {
             send({
               id,
@@ -307,17 +306,17 @@ export function createHandler(
   };
 }
 
-/** What one generation did. */
-interface Result {
+/** What one generation did, with its finish reason as OpenAI names it. */
+interface Result extends TextGenerationEnd {
   finish: "stop" | "length";
-  promptTokens: number;
-  cachedTokens: number;
-  completionTokens: number;
-  promptMs: number;
-  generateMs: number;
-  /** With logprobs asked for: every token whose text is in the answer. */
-  logprobs?: TokenLogprob[];
 }
+
+/** Tokens' log-probabilities and where their text starts in the answer. */
+interface Logprobs {
+  logprobs: TextLogprob[];
+  offsets: number[];
+}
+const NO_LOGPROBS: Logprobs = { logprobs: [], offsets: [] };
 
 /** Runs one request on its slot: keeps the prefix the slot holds, evaluates the rest of the
  * prompt, then generates, emitting text as it is decoded (stop strings held back). */
@@ -328,101 +327,47 @@ async function generate(
   p: CompletionParams,
   maxTokens: number,
   signal: AbortSignal,
-  emit: (text: string, logprobs: TokenLogprob[]) => void,
+  emit: (text: string, logprobs: Logprobs) => void,
 ): Promise<Result> {
-  const s = slot.session;
-  const kept = s.reusePrefix(prompt);
-  // Reported as cached: what is not computed again. A sliding-window layer's ring may have
-  // overwritten keys the kept tokens need; then truncate has them evaluated again.
-  const cached = s.evaluatedTokens;
-  const t0 = performance.now();
-  await s.eval(prompt.slice(kept));
-  const promptMs = performance.now() - t0;
-  const stops = new StopStrings(p.stop);
-  const decoder = model.tokenizer.streamDecoder({ skipSpecialTokens: true });
-  const sampling = {
+  const sampling = Object.fromEntries(
+    Object.entries({
+      temperature: p.temperature,
+      topP: p.topP,
+      topK: p.topK,
+      minP: p.minP,
+      repetitionPenalty: p.repetitionPenalty,
+      seed: p.seed,
+    }).filter(([, v]) => v !== undefined),
+  );
+  const text = generateText(slot.session, model.tokenizer, prompt, {
     ...model.generationDefaults,
-    ...Object.fromEntries(
-      Object.entries({
-        temperature: p.temperature,
-        topP: p.topP,
-        topK: p.topK,
-        minP: p.minP,
-        repetitionPenalty: p.repetitionPenalty,
-        seed: p.seed,
-      }).filter(([, v]) => v !== undefined),
-    ),
-  };
-  // Log-probabilities, each with where its token's text starts; a token's entry goes out with
-  // the text it starts in, and tokens of a stop string (never sent) are dropped.
-  const logprobs: TokenLogprob[] = [];
-  let decoded = 0, emitted = 0, sent = 0;
-  const onLogits = p.logprobs === undefined ? undefined : (logits: Float32Array, id: number) => {
-    logprobs.push({ id, ...logprobsOf(logits, id, p.logprobs!), offset: decoded });
-  };
-  const send = (text: string) => {
-    emitted += text.length;
-    let upTo = sent;
-    while (upTo < logprobs.length && logprobs[upTo].offset < emitted) upTo++;
-    if (text || upTo > sent) emit(text, logprobs.slice(sent, upTo));
-    sent = upTo;
-  };
-  let n = 0, finish: "stop" | "length" = "length";
-  const t1 = performance.now();
-  const tokens = s.generate([], {
     ...sampling,
+    ...p.constraint,
     maxTokens,
     stopTokens: model.defaultStopTokens,
-    onLogits,
+    stop: p.stop,
+    logprobs: p.logprobs,
+    signal,
   });
-  for await (const id of tokens) {
-    n++;
-    if (signal.aborted) break;
-    const piece = decoder.push(id);
-    decoded += piece.length;
-    send(stops.push(piece));
-    if (stops.stopped) break;
+  for (let r = await text.next();; r = await text.next()) {
+    if (r.done) {
+      return { ...r.value, finish: r.value.finishReason === "length" ? "length" : "stop" };
+    }
+    emit(r.value.text, r.value);
   }
-  if (stops.stopped) finish = "stop";
-  else {
-    send(stops.push(decoder.flush()) + stops.flush());
-    // Fewer tokens than allowed, with room left: a stop token ended it.
-    if (n < maxTokens && s.position < s.contextLength && !signal.aborted) finish = "stop";
-  }
-  return {
-    finish,
-    promptTokens: prompt.length,
-    cachedTokens: cached,
-    completionTokens: n,
-    promptMs,
-    generateMs: performance.now() - t1,
-    logprobs: onLogits ? logprobs.slice(0, sent) : undefined,
-  };
 }
 
 /** Log-probabilities in OpenAI's shape: chat's `{ content: [{ token, logprob, bytes,
  * top_logprobs }] }`, or the completions API's parallel lists. */
-function formatLogprobs(model: Gemma3Model, kind: "chat" | "completion", lps: TokenLogprob[]) {
-  const tok = model.tokenizer;
-  const text = (id: number) => tok.decode([id]);
-  if (kind === "chat") {
-    const entry = (id: number, logprob: number) => ({
-      token: text(id),
-      logprob,
-      bytes: [...tok.tokenBytes(id)],
-    });
-    return {
-      content: lps.map((l) => ({
-        ...entry(l.id, l.logprob),
-        top_logprobs: l.top.map((t) => entry(t.id, t.logprob)),
-      })),
-    };
-  }
+function formatLogprobs(kind: "chat" | "completion", lps: Logprobs) {
+  if (kind === "chat") return { content: lps.logprobs };
   return {
-    tokens: lps.map((l) => text(l.id)),
-    token_logprobs: lps.map((l) => l.logprob),
-    top_logprobs: lps.map((l) => Object.fromEntries(l.top.map((t) => [text(t.id), t.logprob]))),
-    text_offset: lps.map((l) => l.offset),
+    tokens: lps.logprobs.map((l) => l.token),
+    token_logprobs: lps.logprobs.map((l) => l.logprob),
+    top_logprobs: lps.logprobs.map((l) =>
+      Object.fromEntries(l.top_logprobs.map((t) => [t.token, t.logprob]))
+    ),
+    text_offset: lps.offsets,
   };
 }
 

@@ -2,6 +2,7 @@
 // server takes, checked one by one (a wrong field is a 400 that names it), and the error shape.
 
 import type { ChatMessage } from "../tokenizer/chat_template.ts";
+import { compileConstraint, type ConstraintOptions } from "../grammar/constraint.ts";
 
 /** An error to send as OpenAI sends them: { error: { message, type, param, code } }. */
 export class ApiError extends Error {
@@ -45,6 +46,8 @@ export interface CompletionParams {
   logprobs?: number;
   stream: boolean;
   includeUsage: boolean;
+  /** From response_format (json_object, json_schema) or grammar (GBNF). */
+  constraint: ConstraintOptions;
 }
 
 type Body = Record<string, unknown>;
@@ -62,7 +65,7 @@ function num(body: Body, key: string, check: (v: number) => boolean, what: strin
 
 /** Checks a chat or completion request body (a JSON object: the handler's readJson). */
 export function parseCompletion(b: Body, kind: "chat" | "completion"): CompletionParams {
-  const out: CompletionParams = { stop: [], stream: false, includeUsage: false };
+  const out: CompletionParams = { stop: [], stream: false, includeUsage: false, constraint: {} };
   if (kind === "chat") out.messages = parseMessages(b.messages);
   else out.prompt = parsePrompt(b.prompt);
 
@@ -101,21 +104,7 @@ export function parseCompletion(b: Body, kind: "chat" | "completion"): Completio
     }
     if (b.logprobs === true) out.logprobs = top ?? 0;
   } else out.logprobs = num(b, "logprobs", topRange, "an integer from 0 to 20");
-  const format = b.response_format as { type?: unknown } | undefined | null;
-  if (format !== undefined && format !== null) {
-    if (typeof format !== "object" || typeof format.type !== "string") {
-      throw new ApiError(400, "response_format must be an object with a type", "response_format");
-    }
-    if (format.type !== "text") {
-      throw new ApiError(
-        400,
-        `response_format ${
-          JSON.stringify(format.type)
-        } is not supported yet (constrained decoding is to come); "text" is`,
-        "response_format",
-      );
-    }
-  }
+  out.constraint = parseConstraint(b);
   if (b.stop !== undefined && b.stop !== null) {
     const stops = typeof b.stop === "string" ? [b.stop] : b.stop;
     if (
@@ -188,34 +177,54 @@ function parsePrompt(v: unknown): string | number[] {
   throw new ApiError(400, "prompt must be a string or a non-empty array of token ids", "prompt");
 }
 
-/** One generated token's log-probability and the best alternatives, from the distribution the
- * token was drawn from, before sampling filters (natural logs). */
-export interface TokenLogprob {
-  id: number;
-  logprob: number;
-  top: { id: number; logprob: number }[];
-  /** Where the token's text starts in the answer (its first character). */
-  offset: number;
-}
-
-/** log-softmax of `logits` at `id`, and the `n` most likely tokens (best first, lowest id on
- * ties). */
-export function logprobsOf(logits: Float32Array, id: number, n: number) {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
-  const lse = max + Math.log(sum);
-  const best: number[] = [];
-  for (let i = 0; i < logits.length && n > 0; i++) {
-    if (best.length === n && logits[i] <= logits[best[n - 1]]) continue;
-    let j = best.length < n ? best.length : n - 1;
-    while (j > 0 && logits[best[j - 1]] < logits[i]) j--;
-    best.splice(j, 0, i);
-    if (best.length > n) best.pop();
+/** response_format { type: "text" | "json_object" | "json_schema", json_schema: { name, schema,
+ * strict } } as OpenAI has it, or `grammar` (GBNF text, as llama-server takes it). Compiled here,
+ * so that a schema or grammar this server cannot honour is a 400 that says why. */
+function parseConstraint(b: Body): ConstraintOptions {
+  let constraint: ConstraintOptions = {};
+  let param = "response_format";
+  const format = b.response_format as Record<string, unknown> | undefined | null;
+  if (format !== undefined && format !== null) {
+    if (typeof format !== "object" || typeof format.type !== "string") {
+      throw new ApiError(400, "response_format must be an object with a type", param);
+    }
+    if (format.type === "json_object") {
+      constraint = { jsonSchema: { type: "object", additionalProperties: true } };
+    } else if (format.type === "json_schema") {
+      const js = format.json_schema as Record<string, unknown> | undefined;
+      if (js === null || typeof js !== "object" || js.schema === undefined) {
+        throw new ApiError(
+          400,
+          "response_format json_schema needs json_schema: { name, schema }",
+          "response_format.json_schema",
+        );
+      }
+      param = "response_format.json_schema.schema";
+      constraint = { jsonSchema: js.schema };
+    } else if (format.type !== "text") {
+      throw new ApiError(
+        400,
+        `response_format type must be text, json_object or json_schema, got ${
+          JSON.stringify(format.type)
+        }`,
+        param,
+      );
+    }
   }
-  return {
-    logprob: logits[id] - lse,
-    top: best.map((t) => ({ id: t, logprob: logits[t] - lse })),
-  };
+  if (b.grammar !== undefined && b.grammar !== null) {
+    if (constraint.jsonSchema !== undefined) {
+      throw new ApiError(400, "give response_format json or grammar, not both", "grammar");
+    }
+    if (typeof b.grammar !== "string") {
+      throw new ApiError(400, "grammar must be GBNF text", "grammar");
+    }
+    param = "grammar";
+    constraint = { grammar: b.grammar };
+  }
+  try {
+    compileConstraint(constraint);
+  } catch (e) {
+    throw new ApiError(400, (e as Error).message, param);
+  }
+  return constraint;
 }

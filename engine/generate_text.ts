@@ -1,0 +1,141 @@
+// Generation as text, shared by model.chat and the server: keep what the session already holds
+// of the prompt, evaluate the rest, then stream decoded text, holding back what could still
+// become a stop string; each token's log-probabilities travel with the text its token starts in.
+
+import type { FinishReason, GenerateOptions, Session } from "./session.ts";
+import { logprobsOf, type TokenLogprob } from "./sampling.ts";
+import type { Tokenizer } from "./tokenizer/tokenizer.ts";
+import { StopStrings } from "./stop_strings.ts";
+
+/** Options of text generation: generate's, plus stop strings and cancellation. */
+export interface TextGenerationOptions extends GenerateOptions {
+  /** Strings that end the answer where they appear in its text (matched across token
+   * boundaries; the stop string itself is not yielded). */
+  stop?: string[];
+  /** Stops generation when it fires (finish reason "abort"). */
+  signal?: AbortSignal;
+}
+
+/** A token's log-probabilities with its text, as OpenAI's chat API gives them. */
+export interface TextLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+/** A piece of streamed text and the log-probabilities of the tokens that start in it. */
+export interface TextPiece {
+  text: string;
+  logprobs: TextLogprob[];
+  /** Where each of those tokens' text starts in the whole answer (UTF-16 offsets). */
+  offsets: number[];
+}
+
+/** How a text generation went. */
+export interface TextGenerationEnd {
+  /** Why it ended ("abort": the signal fired). */
+  finishReason: FinishReason | "abort";
+  promptTokens: number;
+  /** Prompt tokens not computed again (kept from the session's earlier work). */
+  cachedTokens: number;
+  completionTokens: number;
+  promptMs: number;
+  generateMs: number;
+  /** With `logprobs`: every token whose text was yielded. */
+  logprobs?: TextLogprob[];
+  /** Where each of those tokens' text starts in the answer (UTF-16 offsets). */
+  textOffsets?: number[];
+}
+
+/** Generates text after `prompt` (token ids) on `session`. */
+export async function* generateText(
+  session: Session,
+  tokenizer: Tokenizer,
+  prompt: number[],
+  options: TextGenerationOptions = {},
+): AsyncGenerator<TextPiece, TextGenerationEnd> {
+  if (prompt.length > session.contextLength) {
+    throw new RangeError(
+      `the prompt is ${prompt.length} tokens, more than the context length ${session.contextLength}`,
+    );
+  }
+  const stops = new StopStrings(options.stop);
+  const kept = session.reusePrefix(prompt);
+  // Reported as cached: what is not computed again. A sliding-window layer's ring may have
+  // overwritten keys the kept tokens need; then truncate has them evaluated again.
+  const cachedTokens = session.evaluatedTokens;
+  const t0 = performance.now();
+  await session.eval(prompt.slice(kept));
+  const promptMs = performance.now() - t0;
+  const decoder = tokenizer.streamDecoder({ skipSpecialTokens: true });
+  const entry = (id: number, logprob: number) => ({
+    token: tokenizer.decode([id]),
+    logprob,
+    bytes: [...tokenizer.tokenBytes(id)],
+  });
+  const textLogprob = (l: TokenLogprob): TextLogprob => ({
+    ...entry(l.id, l.logprob),
+    top_logprobs: l.top.map((t) => entry(t.id, t.logprob)),
+  });
+  // Each token's log-probabilities and where its text starts; they go out with the text the
+  // token starts in, and those of a stop string's tokens (never sent) are dropped.
+  const top = options.logprobs;
+  const lps: TokenLogprob[] = [];
+  const offsets: number[] = [];
+  const sent: TextLogprob[] = [];
+  let decoded = 0, emitted = 0;
+  const onLogits = top === undefined ? options.onLogits : (logits: Float32Array, id: number) => {
+    lps.push(logprobsOf(logits, id, top));
+    offsets.push(decoded);
+    options.onLogits?.(logits, id);
+  };
+  const piece = (text: string): TextPiece => {
+    emitted += text.length;
+    const from = sent.length;
+    while (sent.length < lps.length && offsets[sent.length] < emitted) {
+      sent.push(textLogprob(lps[sent.length]));
+    }
+    return { text, logprobs: sent.slice(from), offsets: offsets.slice(from, sent.length) };
+  };
+  const tokens = session.generate([], { ...options, logprobs: undefined, onLogits });
+  let n = 0;
+  let finishReason: FinishReason | "abort" | undefined;
+  const t1 = performance.now();
+  for (let step = await tokens.next();; step = await tokens.next()) {
+    if (step.done) {
+      finishReason = step.value.finishReason;
+      break;
+    }
+    n++;
+    if (options.signal?.aborted) {
+      finishReason = "abort";
+      break;
+    }
+    const text = decoder.push(step.value);
+    decoded += text.length;
+    const p = piece(stops.push(text));
+    if (p.text || p.logprobs.length) yield p;
+    if (stops.stopped) {
+      finishReason = "stop";
+      break;
+    }
+  }
+  if (finishReason !== "stop" && finishReason !== "abort") {
+    const p = piece(stops.push(decoder.flush()) + stops.flush());
+    if (p.text || p.logprobs.length) yield p;
+  }
+  const end: TextGenerationEnd = {
+    finishReason: finishReason!,
+    promptTokens: prompt.length,
+    cachedTokens,
+    completionTokens: n,
+    promptMs,
+    generateMs: performance.now() - t1,
+  };
+  if (top !== undefined) {
+    end.logprobs = sent;
+    end.textOffsets = offsets.slice(0, sent.length);
+  }
+  return end;
+}
