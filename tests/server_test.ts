@@ -193,9 +193,27 @@ Deno.test("server: bad input gets OpenAI-shaped errors that name the field", asy
     /top_logprobs must be an integer from 0 to 20/,
   );
   await expectError(
-    await call("/v1/chat/completions", chatBody({ response_format: { type: "json_object" } })),
+    await call("/v1/chat/completions", chatBody({ response_format: { type: "xml" } })),
     400,
-    /not supported yet/,
+    /response_format type must be text, json_object or json_schema/,
+  );
+  await expectError(
+    await call(
+      "/v1/chat/completions",
+      chatBody({
+        response_format: {
+          type: "json_schema",
+          json_schema: { name: "n", schema: { type: "integer", minimum: 0 } },
+        },
+      }),
+    ),
+    400,
+    /the keyword "minimum" is not supported/,
+  );
+  await expectError(
+    await call("/v1/chat/completions", chatBody({ grammar: "root ::= root \"x\"" })),
+    400,
+    /left-recursive/,
   );
   await expectError(
     await call("/v1/completions", { prompt: "x".repeat(150) }),

@@ -46,6 +46,7 @@ export class Grammar {
     this.source = gbnf;
     const rules = parseGbnf(gbnf);
     new Lowering(rules, this.#kind, this.#arg, this.#sets, this.#ruleAlts, this.#ruleNames);
+    checkProductive(this.#kind, this.#arg, this.#ruleAlts, this.#ruleNames);
     checkLeftRecursion(this.#kind, this.#arg, this.#ruleAlts, this.#ruleNames);
     this.initial = this.#startState();
   }
@@ -371,6 +372,30 @@ export function utf8Sequences(lo: number, hi: number, out: [number, number][][])
   out.push(a.map((x, i) => [x, b[i]]));
 }
 
+/** Refuses a rule that can never finish (every alternative refers back to it, as `x ::= "a" x`):
+ * with none, every state the automaton reaches can still be completed, so generation never runs
+ * into a dead end. */
+function checkProductive(kind: number[], arg: number[], ruleAlts: number[][], names: string[]) {
+  const done = new Array(ruleAlts.length).fill(false);
+  for (let changed = true; changed;) {
+    changed = false;
+    for (let r = 0; r < ruleAlts.length; r++) {
+      if (done[r]) continue;
+      const can = ruleAlts[r].some((start) => {
+        for (let p = start; kind[p] !== END; p++) if (kind[p] === REF && !done[arg[p]]) return false;
+        return true;
+      });
+      if (can) done[r] = changed = true;
+    }
+  }
+  const r = done.indexOf(false);
+  if (r >= 0) {
+    throw new GrammarError(
+      `rule ${names[r]} can never finish: each of its alternatives needs ${names[r]} again (give it one that does not)`,
+    );
+  }
+}
+
 /** Refuses left recursion (a rule that can reach itself before matching a byte): the stack
  * would grow without end. */
 function checkLeftRecursion(
@@ -393,29 +418,49 @@ function checkLeftRecursion(
       if (can) nullable[r] = changed = true;
     }
   }
-  // Edges r -> s where s can start r.
-  const first = ruleAlts.map((alts) => {
-    const out: number[] = [];
+  // Edges r -> s where s can start r; a tail edge (s ends its alternative) pushes no return
+  // position, so a cycle of tail edges revisits the same stacks and #expand stops it. A cycle
+  // with any other edge grows the stack without end.
+  const edges = ruleAlts.map((alts) => {
+    const out: { to: number; tail: boolean }[] = [];
     for (const start of alts) {
       for (let p = start; kind[p] === REF; p++) {
-        out.push(arg[p]);
+        out.push({ to: arg[p], tail: kind[p + 1] === END });
         if (!nullable[arg[p]]) break;
       }
     }
     return out;
   });
-  const state = new Uint8Array(ruleAlts.length); // 0 new, 1 on the path, 2 done
-  const visit = (r: number, path: number[]): void => {
-    if (state[r] === 2) return;
-    if (state[r] === 1) {
-      const cycle = path.slice(path.indexOf(r)).concat(r).map((i) => names[i]);
-      throw new GrammarError(
-        `the grammar is left-recursive (${cycle.join(" -> ")}): write the repetition with * or +`,
-      );
+  /** A path of rules from `from` to `to`, or undefined. */
+  const path = (from: number, to: number): number[] | undefined => {
+    const prev = new Map<number, number>([[from, -1]]);
+    const queue = [from];
+    while (queue.length) {
+      const r = queue.shift()!;
+      if (r === to) {
+        const out: number[] = [];
+        for (let x = r; x >= 0; x = prev.get(x)!) out.unshift(x);
+        return out;
+      }
+      for (const e of edges[r]) {
+        if (!prev.has(e.to)) {
+          prev.set(e.to, r);
+          queue.push(e.to);
+        }
+      }
     }
-    state[r] = 1;
-    for (const s of first[r]) visit(s, [...path, r]);
-    state[r] = 2;
+    return undefined;
   };
-  for (let r = 0; r < ruleAlts.length; r++) visit(r, []);
+  for (let r = 0; r < ruleAlts.length; r++) {
+    for (const e of edges[r]) {
+      if (e.tail) continue;
+      const back = path(e.to, r);
+      if (back) {
+        const cycle = [r, ...back].map((i) => names[i]);
+        throw new GrammarError(
+          `the grammar is left-recursive (${cycle.join(" -> ")}): write the repetition with * or +`,
+        );
+      }
+    }
+  }
 }

@@ -133,6 +133,11 @@ export class GrammarMatcher {
     this.#state = grammar.initial;
   }
 
+  /** The automaton's state (for tests and tools: `grammar.move` from it). */
+  get state(): number {
+    return this.#state;
+  }
+
   /** Whether the grammar has been matched to a point where it may end. */
   get canEnd(): boolean {
     return this.grammar.accepting(this.#state);
