@@ -119,6 +119,8 @@ function tokenizerMetadata(d: TokenizerData, c: Gemma3Config): GgufMetaEntry[] {
     id("padding_token_id", c.padTokenId),
     { key: "tokenizer.ggml.add_bos_token", type: V.bool, value: true },
     { key: "tokenizer.ggml.add_eos_token", type: V.bool, value: false },
+    // Gemma's tokenizer adds no space before the text; llama.cpp assumes one unless told.
+    { key: "tokenizer.ggml.add_space_prefix", type: V.bool, value: false },
   ];
   if (c.eosTokenIds.length > 1) meta.push(id("eot_token_id", c.eosTokenIds[1]));
   return meta;
