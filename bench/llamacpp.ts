@@ -17,8 +17,7 @@ import process from "node:process";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { exportGguf, type ExportType } from "../mod.ts";
-import { ensureCheckpoint } from "./random_model.ts";
+import { ensureRandomGguf } from "./random_model.ts";
 import { ensureLlamaCppIn } from "./peers/llamacpp_install.ts";
 import { modelArgument } from "./real_model.ts";
 import { basename } from "node:path";
@@ -71,8 +70,6 @@ takeBenchLock();
 // The model files.
 const files = new Map<string, string>();
 if (modelFile) files.set(formats[0], modelFile);
-const bf16 = `${cache}gemma3-270m-random-bf16`;
-if (!modelFile) await ensureCheckpoint(bf16, "bf16");
 const tokenizer =
   new URL("../tests/.cache/gemma3-tokenizer/tokenizer.json", import.meta.url).pathname;
 if (!modelFile && !existsSync(tokenizer)) {
@@ -81,16 +78,7 @@ if (!modelFile && !existsSync(tokenizer)) {
   );
   process.exit(1);
 }
-mkdirSync(`${cache}gguf`, { recursive: true });
-for (const f of modelFile ? [] : formats) {
-  const [type, head] = f.split("+") as [ExportType, ExportType | undefined];
-  const path = `${cache}gguf/gemma3-270m-random-${f.replace("+", "-head-")}.gguf`;
-  if (!existsSync(path)) {
-    process.stderr.write(`writing ${path} (once)...\n`);
-    await exportGguf(bf16, path, { type, headType: head, tokenizer });
-  }
-  files.set(f, path);
-}
+for (const f of modelFile ? [] : formats) files.set(f, await ensureRandomGguf(f, tokenizer));
 
 // llama.cpp.
 const llamaDir = `${cache}llama`;

@@ -4,6 +4,7 @@
 
 import process from "node:process";
 import { mkdir, open, rename, stat, writeFile } from "node:fs/promises";
+import { exportGguf, type ExportType } from "../mod.ts";
 
 export const CONFIG = {
   architectures: ["Gemma3ForCausalLM"],
@@ -111,4 +112,23 @@ export async function ensureCheckpoint(dir: string, format: string): Promise<voi
   }
   await f.close();
   await rename(tmp, `${dir}/model.safetensors`);
+}
+
+/** The random 270M as a GGUF of `format` ("q8_0", "q4_0", "q4_0+q4_0": weights+head) with the
+ * tokenizer.json at `tokenizer`, in bench/.cache/gguf/; written once. */
+export async function ensureRandomGguf(format: string, tokenizer: string): Promise<string> {
+  const cache = new URL("./.cache/", import.meta.url).pathname;
+  const path = `${cache}gguf/gemma3-270m-random-${format.replace("+", "-head-")}.gguf`;
+  try {
+    await stat(path);
+    return path;
+  } catch { /* not written yet */ }
+  const bf16 = `${cache}gemma3-270m-random-bf16`;
+  await ensureCheckpoint(bf16, "bf16");
+  await mkdir(`${cache}gguf`, { recursive: true });
+  process.stderr.write(`writing ${path} (once)...\n`);
+  const [type, head] = format.split("+") as [ExportType, ExportType | undefined];
+  await exportGguf(bf16, `${path}.partial`, { type, headType: head, tokenizer });
+  await rename(`${path}.partial`, path);
+  return path;
 }

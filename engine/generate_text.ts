@@ -3,7 +3,8 @@
 // become a stop string; each token's log-probabilities travel with the text its token starts in.
 
 import type { FinishReason, GenerateOptions, Session } from "./session.ts";
-import { logprobsOf, type TokenLogprob } from "./sampling.ts";
+import { checkTopLogprobs, logprobsOf, type TokenLogprob, validateSampling } from "./sampling.ts";
+import { compileConstraint } from "./grammar/constraint.ts";
 import type { Tokenizer } from "./tokenizer/tokenizer.ts";
 import { StopStrings } from "./stop_strings.ts";
 
@@ -60,7 +61,11 @@ export async function* generateText(
       `the prompt is ${prompt.length} tokens, more than the context length ${session.contextLength}`,
     );
   }
+  // Bad options fail here, before the prompt is evaluated (and the session changed).
   const stops = new StopStrings(options.stop);
+  checkTopLogprobs(options.logprobs);
+  validateSampling(options);
+  compileConstraint(options);
   const kept = session.reusePrefix(prompt);
   // Reported as cached: what is not computed again. A sliding-window layer's ring may have
   // overwritten keys the kept tokens need; then truncate has them evaluated again.

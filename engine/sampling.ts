@@ -286,6 +286,13 @@ export interface TokenLogprob {
 /** The most alternatives `logprobs` may ask for (OpenAI's limit). */
 export const MAX_TOP_LOGPROBS = 20;
 
+/** Checks a `logprobs` option (how many alternatives per token, 0 to 20). */
+export function checkTopLogprobs(n: number | undefined): void {
+  if (n !== undefined && (!Number.isInteger(n) || n < 0 || n > MAX_TOP_LOGPROBS)) {
+    throw new RangeError(`logprobs must be an integer from 0 to ${MAX_TOP_LOGPROBS}, got ${n}`);
+  }
+}
+
 /** log-softmax of `logits` at `id`, and the `n` most likely tokens (best first, lowest id on
  * ties). */
 export function logprobsOf(logits: Float32Array, id: number, n: number): TokenLogprob {

@@ -9,8 +9,8 @@ import {
   type KvCache,
 } from "./gemma3/forward.ts";
 import {
+  checkTopLogprobs,
   logprobsOf,
-  MAX_TOP_LOGPROBS,
   Sampler,
   type SamplingOptions,
   type TokenLogprob,
@@ -245,14 +245,7 @@ export class Session {
       throw new Error(`maxTokens must be an integer >= 0, got ${options.maxTokens}`);
     }
     const topLogprobs = options.logprobs;
-    if (
-      topLogprobs !== undefined &&
-      (!Number.isInteger(topLogprobs) || topLogprobs < 0 || topLogprobs > MAX_TOP_LOGPROBS)
-    ) {
-      throw new RangeError(
-        `logprobs must be an integer from 0 to ${MAX_TOP_LOGPROBS}, got ${topLogprobs}`,
-      );
-    }
+    checkTopLogprobs(topLogprobs);
     const stopIds = options.stopTokens ?? this.#host.config.eosTokenIds;
     const stop = new Set(stopIds);
     const grammar = compileConstraint(options);
@@ -286,21 +279,9 @@ export class Session {
     /** The next token from logits: sampled, then (with a grammar) checked, and drawn again from
      * the allowed tokens when the grammar refuses it. */
     const choose = (logits: Float32Array): number => {
-      const id = sampler.sample(logits, this.#tokens);
-      if (!matcher || matcher.allows(id)) return id;
-      const allowed = matcher.mask();
-      let any = false;
-      for (let i = 0; i < vocabSize; i++) {
-        const ok = (allowed[i >>> 5] >>> (i & 31)) & 1;
-        masked![i] = ok ? logits[i] : -Infinity;
-        any ||= ok === 1;
-      }
-      if (!any) {
-        throw new Error(
-          "the grammar allows no token here (no token of the vocabulary spells what it needs)",
-        );
-      }
-      return sampler.sample(masked!, this.#tokens);
+      const draw = (l: Float32Array) => sampler.sample(l, this.#tokens);
+      const id = draw(logits);
+      return matcher ? enforceGrammar(matcher, id, logits, masked!, draw) : id;
     };
     /** Evaluates ids; the result picks the token that follows them (sampling from logits only
      * when a token is wanted). */
@@ -404,6 +385,34 @@ export class Session {
     this.#cache = null;
     this.#host.release(this);
   }
+}
+
+/**
+ * The grammar's say on a token `id` drawn from `logits`: `id` itself when the grammar allows it
+ * (one check, no mask: llama.cpp's fast path), else a token drawn again by `draw` from the logits
+ * with every refused token masked out (written into `scratch`).
+ */
+export function enforceGrammar(
+  matcher: GrammarMatcher,
+  id: number,
+  logits: Float32Array,
+  scratch: Float32Array,
+  draw: (logits: Float32Array) => number,
+): number {
+  if (matcher.allows(id)) return id;
+  const allowed = matcher.mask();
+  let any = false;
+  for (let i = 0; i < logits.length; i++) {
+    const ok = (allowed[i >>> 5] >>> (i & 31)) & 1;
+    scratch[i] = ok ? logits[i] : -Infinity;
+    any ||= ok === 1;
+  }
+  if (!any) {
+    throw new Error(
+      "the grammar allows no token here (no token of the vocabulary spells what it needs)",
+    );
+  }
+  return draw(scratch);
 }
 
 function concat(parts: Float32Array[]): Float32Array {

@@ -6,6 +6,7 @@ import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
 import { FIXTURES } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 import { tempDir } from "./support/temp.ts";
+import { validator } from "./support/json_schemas.ts";
 
 const cli = new URL("../cli.ts", import.meta.url).pathname;
 const tinyA = `${FIXTURES}tiny-a`;
@@ -259,6 +260,66 @@ Deno.test("cli generate --json is machine-readable", async () => {
     ).tokens,
     j.tokens,
   );
+});
+
+Deno.test("cli run --json-schema and --grammar: the answer parses; bad schemas are usage errors", async () => {
+  const dir = await tempDir();
+  const schema = {
+    type: "object",
+    properties: { ok: { type: "boolean" }, tag: { enum: ["a", "b"] } },
+    required: ["ok", "tag"],
+  };
+  await Deno.writeTextFile(`${dir}/schema.json`, JSON.stringify(schema));
+  await Deno.writeTextFile(`${dir}/yes-no.gbnf`, 'root ::= ("yes" | "no") "!"');
+  const valid = validator(schema);
+  for (const source of [`${dir}/schema.json`, JSON.stringify(schema)]) {
+    const r = await run(
+      "run",
+      "hi",
+      "-m",
+      withTokenizer,
+      "--json-schema",
+      source,
+      "--json",
+      "-n",
+      "200",
+      "--temperature",
+      "1",
+      "--seed",
+      "2",
+    );
+    deepStrictEqual(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    deepStrictEqual(out.finishReason, "end_of_turn");
+    ok(valid(JSON.parse(out.text)), out.text);
+  }
+  const g = await run(
+    "run",
+    "hi",
+    "-m",
+    withTokenizer,
+    "--grammar",
+    `${dir}/yes-no.gbnf`,
+    "--json",
+  );
+  deepStrictEqual(g.code, 0, g.stderr);
+  match(JSON.parse(g.stdout).text, /^(yes|no)!$/);
+  for (
+    const [args, why] of [
+      [
+        ["--json-schema", '{"type":"integer","minimum":1}'],
+        /--json-schema: .*"minimum" is not supported/,
+      ],
+      [["--json-schema", "{not json"], /--json-schema: not JSON/],
+      [["--json-schema", `${dir}/missing.json`], /--json-schema: cannot read/],
+      [["--grammar", `${dir}/schema.json`], /--grammar: grammar line 1/],
+      [["--grammar", `${dir}/yes-no.gbnf`, "--json-schema", "{}"], /not both/],
+    ] as const
+  ) {
+    const r = await run("run", "hi", "-m", withTokenizer, ...args);
+    deepStrictEqual(r.code, 2, r.stderr);
+    match(r.stderr, why);
+  }
 });
 
 Deno.test("cli errors are one line and a non-zero exit", async () => {

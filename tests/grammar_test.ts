@@ -2,31 +2,16 @@
 // against independent judges (ajv for schemas, JSON.parse), and token masks against brute force.
 
 import { deepStrictEqual, ok, throws } from "node:assert/strict";
-import Ajv2020 from "npm:ajv@8.20.0/dist/2020.js";
-import addFormats from "npm:ajv-formats@3.0.1";
 import { Grammar, GrammarError, jsonSchemaToGbnf, loadTokenizer } from "../mod.ts";
 import { DEAD } from "../engine/grammar/automaton.ts";
 import { GrammarMatcher, TokenTrie, type Vocabulary } from "../engine/grammar/matcher.ts";
 import { Random } from "../engine/sampling.ts";
 import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
+import { SCHEMAS, validator } from "./support/json_schemas.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 const GBNF_FILES = ["arithmetic", "c", "chess", "english", "japanese", "json", "json_arr", "list"];
 const gbnf = (name: string) => Deno.readTextFileSync(new URL(`gbnf/${name}.gbnf`, FIXTURES));
-export const SCHEMAS: Record<string, unknown> = JSON.parse(
-  Deno.readTextFileSync(new URL("json-schemas/schemas.json", FIXTURES)),
-);
-
-/** An independent validator: ajv, JSON Schema 2020-12, with ajv-formats' date, time, date-time
- * and uuid (full mode: real calendar days). */
-export function validator(schema: unknown): (value: unknown) => boolean {
-  // deno-lint-ignore no-explicit-any
-  const ajv = new (Ajv2020 as any)({ strict: true, allowUnionTypes: true, strictTuples: false, allErrors: true });
-  // deno-lint-ignore no-explicit-any
-  (addFormats as any)(ajv);
-  return ajv.compile(schema);
-}
-
 /** A random sentence of the grammar, walked byte by byte (any byte the automaton allows, ending
  * with probability 1/4 where it may end); undefined if it grows past maxBytes. */
 function randomSentence(g: Grammar, rng: Random, maxBytes = 4000): string | undefined {
@@ -73,18 +58,18 @@ Deno.test("gbnf: llama.cpp's sample grammars compile, and their sentences are wh
 
 Deno.test("gbnf: mistakes are errors that say where, never a grammar that loops", () => {
   const bad: [string, RegExp][] = [
-    ["rot ::= \"a\"", /no rule named root/],
-    ["root ::= \"a\" b", /refers to b, which is not defined/],
-    ["root ::= \"a", /line 1, column \d+: unterminated string literal/],
+    ['rot ::= "a"', /no rule named root/],
+    ['root ::= "a" b', /refers to b, which is not defined/],
+    ['root ::= "a', /line 1, column \d+: unterminated string literal/],
     ["root ::= [a-", /unterminated character class/],
-    ["root ::= \"a\"\nroot ::= \"b\"", /line 2, column 1: rule root is defined twice/],
-    ["root ::= x\nx ::= x \"a\" | \"b\"", /left-recursive \(x -> x\)/],
-    ["root ::= a\na ::= b? a \"x\" | \"z\"\nb ::= \"y\"", /left-recursive/],
-    ["root ::= \"a\"{3,2}", /maximum below its minimum/],
-    ["root ::= \"\\q\"", /unknown escape/],
-    ["root ::= (\"a\"", /expected \)/],
+    ['root ::= "a"\nroot ::= "b"', /line 2, column 1: rule root is defined twice/],
+    ['root ::= x\nx ::= x "a" | "b"', /left-recursive \(x -> x\)/],
+    ['root ::= a\na ::= b? a "x" | "z"\nb ::= "y"', /left-recursive/],
+    ['root ::= "a"{3,2}', /maximum below its minimum/],
+    ['root ::= "\\q"', /unknown escape/],
+    ['root ::= ("a"', /expected \)/],
     ["root ::= <[1234]>", /token references/],
-    ["root ::= x\nx ::= \"a\" x", /rule (root|x) can never finish/],
+    ['root ::= x\nx ::= "a" x', /rule (root|x) can never finish/],
   ];
   for (const [text, why] of bad) {
     throws(() => new Grammar(text), (e: Error) => e instanceof GrammarError && why.test(e.message));
@@ -121,26 +106,60 @@ Deno.test("json schema: every sentence of each of the 22 test schemas validates 
 });
 
 Deno.test("json schema: instances written by hand are accepted or refused as the schema says", () => {
-  const accepts = (schema: unknown, text: string) => new Grammar(jsonSchemaToGbnf(schema)).matches(text);
+  const accepts = (schema: unknown, text: string) =>
+    new Grammar(jsonSchemaToGbnf(schema)).matches(text);
   const s = SCHEMAS;
   ok(accepts(s["person"], '{"name": "Al", "age": 3}'));
   ok(accepts(s["person"], '{\n  "name": "Al",\n  "age": -30,\n  "city": "Oslo"\n}'));
   ok(!accepts(s["person"], '{"age": 3}'), "a required property left out");
-  ok(!accepts(s["person"], '{"name": "Al", "age": 3, "x": 1}'), "additionalProperties defaults to false");
+  ok(
+    !accepts(s["person"], '{"name": "Al", "age": 3, "x": 1}'),
+    "additionalProperties defaults to false",
+  );
   ok(!accepts(s["person"], '{"name": "Al", "age": 3.5}'), "an integer");
   ok(!accepts(s["person"], `{"name": "${"a".repeat(21)}", "age": 3}`), "maxLength");
-  ok(accepts(s["formats"], '{"day":"2024-02-29","at":"23:59:59Z","created":"2000-02-29T00:00:00.5+05:30","id":"123e4567-e89b-12d3-a456-426614174000"}'));
-  ok(!accepts(s["formats"], '{"day":"2023-02-29","at":"23:59:59Z","created":"2000-02-29T00:00:00Z","id":"123e4567-e89b-12d3-a456-426614174000"}'), "no 29 February in 2023");
-  ok(!accepts(s["formats"], '{"day":"1900-02-29","at":"23:59:59Z","created":"2000-02-29T00:00:00Z","id":"123e4567-e89b-12d3-a456-426614174000"}'), "1900 is no leap year");
-  ok(accepts(s["recursive-tree"], '{"value": 1, "children": [{"value": 2}, {"value": 3, "children": []}]}'));
-  ok(!accepts(s["recursive-tree"], '{"value": 1, "children": [{"value": 2}, {"value": 3}, {"value": 4}]}'));
+  ok(
+    accepts(
+      s["formats"],
+      '{"day":"2024-02-29","at":"23:59:59Z","created":"2000-02-29T00:00:00.5+05:30","id":"123e4567-e89b-12d3-a456-426614174000"}',
+    ),
+  );
+  ok(
+    !accepts(
+      s["formats"],
+      '{"day":"2023-02-29","at":"23:59:59Z","created":"2000-02-29T00:00:00Z","id":"123e4567-e89b-12d3-a456-426614174000"}',
+    ),
+    "no 29 February in 2023",
+  );
+  ok(
+    !accepts(
+      s["formats"],
+      '{"day":"1900-02-29","at":"23:59:59Z","created":"2000-02-29T00:00:00Z","id":"123e4567-e89b-12d3-a456-426614174000"}',
+    ),
+    "1900 is no leap year",
+  );
+  ok(
+    accepts(
+      s["recursive-tree"],
+      '{"value": 1, "children": [{"value": 2}, {"value": 3, "children": []}]}',
+    ),
+  );
+  ok(
+    !accepts(
+      s["recursive-tree"],
+      '{"value": 1, "children": [{"value": 2}, {"value": 3}, {"value": 4}]}',
+    ),
+  );
   ok(accepts(s["phone-pattern"], '"+47-123-4567"') && !accepts(s["phone-pattern"], '"47-12-4567"'));
   ok(accepts(s["escapes-pattern"], '"a\\"\\\\\\n"'), "quote, backslash and newline come escaped");
   ok(accepts(s["unicode"], '{"word": "日本", "short": "😀é"}'));
   ok(!accepts(s["unicode"], '{"word": "日本", "short": "abcd"}'));
   ok(accepts(s["string-lengths"], '"\\u00e9\\"x"'), "an escape is one character");
   ok(!accepts(s["string-lengths"], '"\\ud83d\\ude00"'), "surrogate escapes are left out");
-  ok(accepts(s["tuple-prefix-items"], '["ab", 1, true]') && !accepts(s["tuple-prefix-items"], '["ab", 1]'));
+  ok(
+    accepts(s["tuple-prefix-items"], '["ab", 1, true]') &&
+      !accepts(s["tuple-prefix-items"], '["ab", 1]'),
+  );
   // Whitespace is bounded: one newline and up to 20 spaces between tokens.
   ok(accepts(s["person"], `{"name":${" ".repeat(1)}"A", "age":\n${" ".repeat(20)}1}`));
   ok(!accepts(s["person"], `{"name":"A", "age":\n${" ".repeat(21)}1}`));
@@ -150,7 +169,10 @@ Deno.test("json schema: instances written by hand are accepted or refused as the
 Deno.test("json schema: a keyword it cannot enforce is an error that names it", () => {
   const cases: [unknown, RegExp][] = [
     [{ type: "integer", minimum: 0 }, /#\/minimum: the keyword "minimum" is not supported/],
-    [{ type: "object", properties: { a: { type: "number", multipleOf: 2 } } }, /#\/properties\/a\/multipleOf/],
+    [
+      { type: "object", properties: { a: { type: "number", multipleOf: 2 } } },
+      /#\/properties\/a\/multipleOf/,
+    ],
     [{ allOf: [{ type: "string" }] }, /"allOf" is not supported/],
     [{ not: { type: "string" } }, /"not" is not supported/],
     [{ type: "array", uniqueItems: true }, /"uniqueItems" is not supported/],
@@ -201,11 +223,19 @@ function maskSet(bits: Uint32Array, n: number): Set<number> {
 Deno.test("masks: the trie walk allows exactly the tokens brute force allows (random vocabulary)", () => {
   // A vocabulary of random byte strings sharing prefixes, a few special tokens, duplicates.
   const rng = new Random(3);
-  const alphabet = [..."{}[]\":, \n0123456789abcxyz-.\\"].map((c) => c.charCodeAt(0)).concat([0xc3, 0xa9, 0xe6, 0x97, 0xa5]);
+  const alphabet = [...'{}[]":, \n0123456789abcxyz-.\\'].map((c) => c.charCodeAt(0)).concat([
+    0xc3,
+    0xa9,
+    0xe6,
+    0x97,
+    0xa5,
+  ]);
   const tokens: Uint8Array[] = [];
   for (let i = 0; i < 3000; i++) {
     const len = 1 + Math.floor(rng.next() * 6);
-    tokens.push(Uint8Array.from({ length: len }, () => alphabet[Math.floor(rng.next() * alphabet.length)]));
+    tokens.push(
+      Uint8Array.from({ length: len }, () => alphabet[Math.floor(rng.next() * alphabet.length)]),
+    );
   }
   tokens.push(tokens[10].slice(), Uint8Array.of(0x22), Uint8Array.of(0x22)); // duplicates
   const special = new Set([0, 1, 2]);

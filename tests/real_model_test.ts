@@ -6,7 +6,14 @@
 // on CI (CI=true) a missing file is a failure instead.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { createHandler, exportGguf, type Gemma3Model, loadModel, loadTokenizer } from "../mod.ts";
+import {
+  createHandler,
+  exportGguf,
+  type Gemma3Model,
+  generateText,
+  loadModel,
+  loadTokenizer,
+} from "../mod.ts";
 import { ensureRealModel, ggufSummary, REAL_MODEL } from "../bench/real_model.ts";
 import { openGgufCheckpoint } from "../engine/loading/gguf.ts";
 import { GGML_TYPES } from "../engine/formats/gguf.ts";
@@ -15,6 +22,7 @@ import { llamaCppGreedyTop, llamaCppScore, llamaCppTokenize } from "./support/ll
 import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
 import { FIXTURES, logSoftmax } from "./support/helpers.ts";
 import { tempDir } from "./support/temp.ts";
+import { validator } from "./support/json_schemas.ts";
 
 const got = await ensureRealModel();
 const skip = "skip" in got ? got.skip : undefined;
@@ -441,6 +449,48 @@ realTest("a handful of questions with one right answer (greedy)", async () => {
       const text = model.tokenizer.decode(answer).split("\n")[0];
       console.log(`  ${q} →${text}`);
       ok(right.test(text), `${q}: answered ${JSON.stringify(text)}`);
+    }
+  });
+});
+
+// Extraction, the task constrained output is for: the schema fixes the shape, the model the values.
+const PEOPLE: [string, { name: string; age: number; city: string }][] = [
+  ["Alice Smith is 34 years old and lives in Paris.", {
+    name: "Alice Smith",
+    age: 34,
+    city: "Paris",
+  }],
+  ["Bob Jones, 52, moved to London last year.", { name: "Bob Jones", age: 52, city: "London" }],
+  ["In Tokyo lives Carol White; she is 28.", { name: "Carol White", age: 28, city: "Tokyo" }],
+];
+
+realTest("extraction with a JSON Schema: valid JSON with the right values (greedy)", async () => {
+  const schema = {
+    type: "object",
+    properties: {
+      name: { type: "string", maxLength: 40 },
+      age: { type: "integer" },
+      city: { type: "string", maxLength: 40 },
+    },
+    required: ["name", "age", "city"],
+  };
+  const valid = validator(schema);
+  await withModel(MODEL, { threads: 2 }, async (model) => {
+    for (const [text, want] of PEOPLE) {
+      const s = model.createSession({ contextLength: 256 });
+      const prompt = model.tokenizer.encode(`Extract the person as JSON. Text: ${text} JSON:`);
+      const answer = generateText(s, model.tokenizer, prompt, {
+        jsonSchema: schema,
+        maxTokens: 60,
+      });
+      let out = "", r;
+      while (!(r = await answer.next()).done) out += r.value.text;
+      s.dispose();
+      console.log(`  ${text} → ${out}`);
+      deepStrictEqual(r.value.finishReason, "end_of_turn", out);
+      const value = JSON.parse(out);
+      ok(valid(value), out);
+      deepStrictEqual(value, want);
     }
   });
 });

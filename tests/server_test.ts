@@ -7,6 +7,7 @@ import { deepStrictEqual, ok } from "node:assert/strict";
 import OpenAI from "openai"; // test-only: npm openai 7.55.0 (deno.json)
 import { createHandler, type HandlerOptions, loadModel } from "../mod.ts";
 import { FIXTURES, logSoftmax } from "./support/helpers.ts";
+import { validator } from "./support/json_schemas.ts";
 
 const tinyGguf = `${FIXTURES}tiny-a/model.gguf`;
 const model = await loadModel(tinyGguf, { threads: 1 });
@@ -211,7 +212,7 @@ Deno.test("server: bad input gets OpenAI-shaped errors that name the field", asy
     /the keyword "minimum" is not supported/,
   );
   await expectError(
-    await call("/v1/chat/completions", chatBody({ grammar: "root ::= root \"x\"" })),
+    await call("/v1/chat/completions", chatBody({ grammar: 'root ::= root "x"' })),
     400,
     /left-recursive/,
   );
@@ -331,6 +332,78 @@ Deno.test("server: the official openai client, behind Deno.serve: chat, streamin
     deepStrictEqual(stopped.choices[0].message.content, streamed.slice(0, streamed.indexOf(stop)));
     deepStrictEqual(stopped.choices[0].finish_reason, "stop");
     ok(stopped.choices[0].logprobs!.content!.every((c) => c.top_logprobs.length === 2));
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("server: response_format json_schema / json_object and a grammar field constrain the answer (openai client)", async () => {
+  const handler = createHandler(model, { contextLength: 256 });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, handler);
+  try {
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${server.addr.port}/v1`, apiKey: "k" });
+    const schema = {
+      type: "object",
+      properties: { answer: { enum: ["yes", "no"] }, n: { type: "integer" } },
+      required: ["answer", "n"],
+    };
+    const valid = validator(schema);
+    for (const seed of [1, 2, 3]) {
+      const r = await client.chat.completions.create({
+        model: "gemma-3",
+        messages: [{ role: "user", content: "hello" }],
+        max_tokens: 60,
+        temperature: 1,
+        seed,
+        response_format: { type: "json_schema", json_schema: { name: "reply", schema } },
+      });
+      if (r.choices[0].finish_reason === "length") continue;
+      deepStrictEqual(r.choices[0].finish_reason, "stop");
+      ok(valid(JSON.parse(r.choices[0].message.content!)), r.choices[0].message.content!);
+    }
+    // Streamed, the deltas add up to the same JSON.
+    const stream = await client.chat.completions.create({
+      model: "gemma-3",
+      messages: [{ role: "user", content: "hello" }],
+      max_tokens: 200,
+      temperature: 0,
+      stream: true,
+      response_format: { type: "json_schema", json_schema: { name: "reply", schema } },
+    });
+    let streamed = "", finish = "";
+    for await (const c of stream) {
+      streamed += c.choices[0]?.delta?.content ?? "";
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    deepStrictEqual(finish, "stop", streamed);
+    ok(valid(JSON.parse(streamed)), streamed);
+    const object = await client.chat.completions.create({
+      model: "gemma-3",
+      messages: [{ role: "user", content: "hello" }],
+      max_tokens: 60,
+      temperature: 0,
+      response_format: { type: "json_object" },
+    });
+    if (object.choices[0].finish_reason === "stop") {
+      const v = JSON.parse(object.choices[0].message.content!);
+      ok(v !== null && typeof v === "object" && !Array.isArray(v));
+    }
+    // grammar: llama-server's extra field, through the raw API.
+    const res = await handler(
+      new Request("http://localhost/v1/completions", {
+        method: "POST",
+        body: JSON.stringify({
+          prompt: "hello",
+          max_tokens: 20,
+          temperature: 1,
+          seed: 4,
+          grammar: 'root ::= ("yes" | "no") ("," [0-9])?',
+        }),
+      }),
+    );
+    const body = await res.json();
+    ok(/^(yes|no)(,[0-9])?$/.test(body.choices[0].text), body.choices[0].text);
+    deepStrictEqual(body.choices[0].finish_reason, "stop");
   } finally {
     await server.shutdown();
   }

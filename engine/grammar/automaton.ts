@@ -382,7 +382,9 @@ function checkProductive(kind: number[], arg: number[], ruleAlts: number[][], na
     for (let r = 0; r < ruleAlts.length; r++) {
       if (done[r]) continue;
       const can = ruleAlts[r].some((start) => {
-        for (let p = start; kind[p] !== END; p++) if (kind[p] === REF && !done[arg[p]]) return false;
+        for (let p = start; kind[p] !== END; p++) {
+          if (kind[p] === REF && !done[arg[p]]) return false;
+        }
         return true;
       });
       if (can) done[r] = changed = true;
@@ -391,7 +393,9 @@ function checkProductive(kind: number[], arg: number[], ruleAlts: number[][], na
   const r = done.indexOf(false);
   if (r >= 0) {
     throw new GrammarError(
-      `rule ${names[r]} can never finish: each of its alternatives needs ${names[r]} again (give it one that does not)`,
+      `rule ${names[r]} can never finish: each of its alternatives needs ${
+        names[r]
+      } again (give it one that does not)`,
     );
   }
 }

@@ -90,3 +90,14 @@ export async function llamaCppScore(
 export function llamaCppTokenize(model: string, texts: string[]): Promise<number[][]> {
   return request({ mode: "tokenize", model, texts }, false);
 }
+
+/** What llama.cpp's own grammar engine (an independent parser of the GBNF grammar) says of each
+ * text, tokenized with the model file's vocabulary: a start of a sentence (`prefix`), and a whole
+ * one (`whole`: the grammar may end after it). */
+export function llamaCppGrammarAccepts(
+  model: string,
+  grammar: string,
+  texts: string[],
+): Promise<{ prefix: boolean; whole: boolean }[]> {
+  return request({ mode: "grammar", model, grammar, texts }, false);
+}

@@ -10,12 +10,18 @@
 //   { mode: "score", model, windows: number[][], threads }: for each window, the log-probability
 //     of each of its tokens after the first, given those before it (perplexity).
 //   { mode: "tokenize", model, texts: string[] }: each text's ids, special tokens parsed, no BOS.
+//   { mode: "grammar", model, grammar, texts: string[] }: for each text, what llama.cpp's
+//     grammar engine says of it: { prefix }: every token of it (as llama.cpp tokenizes it) is
+//     allowed in turn; { whole }: and then the end-of-generation token (the grammar may end).
 
 const lib = new URL("../.cache/llama/node_modules/node-llama-cpp/dist/index.js", import.meta.url);
 const { getLlama } = await import(lib.href);
 const req = JSON.parse(process.argv[2]);
 const llama = await getLlama({ build: "never", gpu: false, logLevel: "error" });
-const model = await llama.loadModel({ modelPath: req.model, vocabOnly: req.mode === "tokenize" });
+const model = await llama.loadModel({
+  modelPath: req.model,
+  vocabOnly: req.mode === "tokenize" || req.mode === "grammar",
+});
 
 // f32 KV cache and the full sliding-window cache: nothing lossy beyond the weights themselves.
 const contextOptions = (size) => ({
@@ -37,7 +43,28 @@ function top(probabilities, k) {
 }
 
 const results = [];
-if (req.mode === "tokenize") {
+if (req.mode === "grammar") {
+  const { LlamaGrammar, LlamaGrammarEvaluationState, LlamaSampler } = await import(
+    new URL("evaluator/LlamaContext/LlamaSampler.js", lib).href
+  ).then(async (m) => ({ ...(await import(lib.href)), LlamaSampler: m.LlamaSampler }));
+  const grammar = new LlamaGrammar(llama, { grammar: req.grammar });
+  for (const text of req.texts) {
+    const state = new LlamaGrammarEvaluationState({ model, grammar });
+    let accepted = true;
+    for (const token of model.tokenize(text, false)) {
+      if (!LlamaSampler._canBeNextTokenForGrammarEvaluationState(llama, state, token)) {
+        accepted = false;
+        break;
+      }
+      LlamaSampler._acceptTokenOnGrammarEvaluationState(llama, state, token);
+    }
+    results.push({
+      prefix: accepted,
+      whole: accepted &&
+        LlamaSampler._canBeNextTokenForGrammarEvaluationState(llama, state, model.tokens.eos),
+    });
+  }
+} else if (req.mode === "tokenize") {
   for (const text of req.texts) results.push(Array.from(model.tokenize(text, true)));
 } else if (req.mode === "score") {
   const context = await model.createContext(

@@ -1,0 +1,11 @@
+// The full-size random-weight Gemma 3 270M (bench/random_model.ts's config and weights) as a
+// Q8_0 GGUF with Gemma's real tokenizer: the worst case for constrained decoding (its free output
+// is garbage), and a file llama.cpp reads too. Written once (about half a minute).
+
+import { ensureRandomGguf } from "../../bench/random_model.ts";
+import { gemmaTokenizerDir } from "./gemma_tokenizer.ts";
+
+/** The GGUF's path, written on first use. */
+export async function random270mGguf(): Promise<string> {
+  return ensureRandomGguf("q8_0", `${await gemmaTokenizerDir()}tokenizer.json`);
+}
