@@ -19,15 +19,21 @@ export interface TextGenerationOptions extends GenerateOptions {
 
 /** A token's log-probabilities with its text, as OpenAI's chat API gives them. */
 export interface TextLogprob {
+  /** The token's text. */
   token: string;
+  /** Its log-probability (natural log, before sampling filters and grammar masks). */
   logprob: number;
+  /** Its bytes (a token may hold part of a character). */
   bytes: number[];
+  /** The most likely tokens at that step, best first. */
   top_logprobs: { token: string; logprob: number; bytes: number[] }[];
 }
 
 /** A piece of streamed text and the log-probabilities of the tokens that start in it. */
 export interface TextPiece {
+  /** Text to show (never part of a stop string, never half a character). */
   text: string;
+  /** The tokens whose text starts in `text`. */
   logprobs: TextLogprob[];
   /** Where each of those tokens' text starts in the whole answer (UTF-16 offsets). */
   offsets: number[];
@@ -37,11 +43,15 @@ export interface TextPiece {
 export interface TextGenerationEnd {
   /** Why it ended ("abort": the signal fired). */
   finishReason: FinishReason | "abort";
+  /** Tokens in the prompt. */
   promptTokens: number;
   /** Prompt tokens not computed again (kept from the session's earlier work). */
   cachedTokens: number;
+  /** Tokens generated. */
   completionTokens: number;
+  /** Time to evaluate the prompt (what the session did not hold), in ms. */
   promptMs: number;
+  /** Time generating, in ms. */
   generateMs: number;
   /** With `logprobs`: every token whose text was yielded. */
   logprobs?: TextLogprob[];

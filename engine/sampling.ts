@@ -277,7 +277,9 @@ function topKIndices(l: Float32Array, k: number): number[] {
 /** One generated token's log-probability and the `n` most likely tokens, from the distribution
  * it was drawn from before any sampling filter or grammar mask (natural logs). */
 export interface TokenLogprob {
+  /** The token. */
   id: number;
+  /** Its log-probability. */
   logprob: number;
   /** Best first, lowest id on ties. */
   top: { id: number; logprob: number }[];

@@ -50,6 +50,7 @@ export type FinishReason = "end_of_turn" | "stop" | "length";
 
 /** What `Session.generate` returns when it is done (the async generator's return value). */
 export interface GenerationEnd {
+  /** Why it ended. */
   finishReason: FinishReason;
   /** Tokens generated (yielded). */
   tokens: number;

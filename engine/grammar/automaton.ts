@@ -39,6 +39,7 @@ export class Grammar {
   #stateIds = new Map<string, number>();
   /** #moves[state][byte]: the next state, -1 not computed yet. */
   #moves: Int32Array[] = [];
+  /** The state before any byte. */
   readonly initial: number;
 
   /** Compiles GBNF text (see gbnf.ts). Throws GrammarError for a mistake, naming where. */

@@ -21,6 +21,7 @@ export type Rules = Map<string, Expr>;
 
 /** A GBNF syntax error, with the line and column where it was found. */
 export class GrammarError extends Error {
+  /** `message` says what is wrong and where. */
   constructor(message: string) {
     super(message);
     this.name = "GrammarError";
