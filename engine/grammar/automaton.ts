@@ -11,6 +11,7 @@
 // byte is computed once and remembered: walking a token's bytes is then a table lookup per byte.
 
 import { type Expr, GrammarError, parseGbnf, type Rules } from "./gbnf.ts";
+import { complement, normalize, subtract } from "./code_points.ts";
 
 const END = 0, BYTES = 1, REF = 2;
 
@@ -297,41 +298,6 @@ class Lowering {
     }
     return id;
   }
-}
-
-/** Sorted, merged ranges. */
-function normalize(ranges: [number, number][]): [number, number][] {
-  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
-  const out: [number, number][] = [];
-  for (const [a, b] of sorted) {
-    const last = out[out.length - 1];
-    if (last && a <= last[1] + 1) last[1] = Math.max(last[1], b);
-    else out.push([a, b]);
-  }
-  return out;
-}
-
-function complement(ranges: [number, number][]): [number, number][] {
-  const out: [number, number][] = [];
-  let from = 0;
-  for (const [a, b] of ranges) {
-    if (a > from) out.push([from, a - 1]);
-    from = b + 1;
-  }
-  if (from <= 0x10ffff) out.push([from, 0x10ffff]);
-  return out;
-}
-
-function subtract(ranges: [number, number][], [x, y]: [number, number]): [number, number][] {
-  const out: [number, number][] = [];
-  for (const [a, b] of ranges) {
-    if (b < x || a > y) out.push([a, b]);
-    else {
-      if (a < x) out.push([a, x - 1]);
-      if (b > y) out.push([y + 1, b]);
-    }
-  }
-  return out;
 }
 
 const UTF8_MAX = [0x7f, 0x7ff, 0xffff, 0x10ffff];

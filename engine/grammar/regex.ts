@@ -6,8 +6,7 @@
 // (lazy ones too), and ^ $ at the ends. Back-references, lookaround and \b are errors.
 
 import { GrammarError } from "./gbnf.ts";
-
-type Ranges = [number, number][];
+import { complement, normalize, type Ranges, subtract } from "./code_points.ts";
 
 const DIGIT: Ranges = [[0x30, 0x39]];
 const WORD: Ranges = [[0x30, 0x39], [0x41, 0x5a], [0x5f, 0x5f], [0x61, 0x7a]];
@@ -244,28 +243,6 @@ function balanced(atom: string): boolean {
   return !atom.includes(" ");
 }
 
-function normalize(ranges: Ranges): Ranges {
-  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
-  const out: Ranges = [];
-  for (const [a, b] of sorted) {
-    const last = out[out.length - 1];
-    if (last && a <= last[1] + 1) last[1] = Math.max(last[1], b);
-    else out.push([a, b]);
-  }
-  return out;
-}
-
-function complement(ranges: Ranges): Ranges {
-  const out: Ranges = [];
-  let from = 0;
-  for (const [a, b] of normalize(ranges)) {
-    if (a > from) out.push([from, a - 1]);
-    from = b + 1;
-  }
-  if (from <= 0x10ffff) out.push([from, 0x10ffff]);
-  return out;
-}
-
 const hex = (c: number) => c.toString(16).toUpperCase().padStart(c > 0xffff ? 8 : 4, "0");
 const classChar = (c: number) => (c > 0xffff ? `\\U${hex(c)}` : `\\u${hex(c)}`);
 
@@ -289,14 +266,8 @@ function jsonChars(ranges: Ranges): string {
       }
     }
     if (lo <= b) pieces.push([lo, b]);
-    for (const [x, y] of pieces) {
-      // Leave out surrogates.
-      if (y < 0xd800 || x > 0xdfff) plain.push([x, y]);
-      else {
-        if (x < 0xd800) plain.push([x, 0xd7ff]);
-        if (y > 0xdfff) plain.push([0xe000, y]);
-      }
-    }
+    // Surrogates are not characters.
+    for (const piece of pieces) plain.push(...subtract([piece], [0xd800, 0xdfff]));
   }
   const options = [...escaped];
   if (plain.length) {
