@@ -17,6 +17,9 @@ export interface ConstraintOptions {
 }
 
 const CACHE_SIZE = 32;
+/** A kept grammar whose table has grown past this many states (about 1 KiB each) is compiled
+ * afresh next time, so a long-running server's memory stays bounded. */
+const MAX_STATES = 50_000;
 const cache = new Map<string, Grammar>();
 
 /** The compiled grammar of the options (undefined when they constrain nothing). Throws
@@ -38,6 +41,7 @@ export function compileConstraint(options: ConstraintOptions): Grammar | undefin
   }
   let g = cache.get(key);
   if (g) cache.delete(key);
+  if (g && g.cacheSize.states > MAX_STATES) g = undefined;
   else g = new Grammar(grammar ?? jsonSchemaToGbnf(jsonSchema));
   cache.set(key, g);
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
