@@ -74,11 +74,10 @@ for (const [name, schema] of Object.entries(schemas)) {
     const context = [...prompt];
     let logits = await session.eval(prompt);
     for (let n = 0; n < Number(values.tokens) && !matcher.mustEnd; n++) {
-      const draw = (l: Float32Array) => sampler.sample(l, context);
-      const id0 = draw(logits); // what unconstrained sampling pays anyway
+      const id0 = sampler.sample(logits, context); // what unconstrained sampling pays anyway
       const before = matcher.stats.masks;
       const a = performance.now();
-      const id = enforceGrammar(matcher, id0, logits, scratch, draw);
+      const id = enforceGrammar(matcher, id0, logits, scratch, sampler, context);
       if (model.defaultStopTokens.includes(id)) break;
       matcher.accept(id);
       costs.push((performance.now() - a) * 1000);

@@ -154,6 +154,33 @@ export class Sampler {
     return this.#narrowAndDraw(ids, p, mass);
   }
 
+  /**
+   * The next token drawn from `ids` alone (every other token has probability zero): in
+   * distribution what `sample` gives with every other logit at -Infinity, without a pass over the
+   * whole vocabulary. The filters apply to these tokens as they would there (top-k among them,
+   * top-p of their mass, min-p of their best); greedy takes the best, the lowest id on a tie.
+   */
+  sampleAmong(
+    logits: Float32Array,
+    ids: ArrayLike<number>,
+    context: Iterable<number> = [],
+  ): number {
+    const o = this.#o;
+    const penalized = o.repetitionPenalty !== 1 ? new Set(context) : undefined;
+    const value = (id: number) => {
+      const v = logits[id];
+      if (v !== v) throw new Error(`the model produced NaN at logit ${id}`);
+      if (!penalized?.has(id)) return v;
+      return v > 0 ? v / o.repetitionPenalty : v * o.repetitionPenalty;
+    };
+    const order = Array.from(ids, (id) => ({ id, v: value(id) }));
+    if (order.length === 0) throw new Error("no token to draw from");
+    order.sort((a, b) => b.v - a.v || a.id - b.id);
+    if (o.temperature === 0) return order[0].id;
+    const kept = o.topK > 0 ? order.slice(0, o.topK) : order;
+    return this.sampleCandidates(kept.map((c) => c.id), kept.map((c) => c.v));
+  }
+
   /** Top-k sampling needs only the k best tokens, which a backend can find itself: with no
    * repetition penalty and temperature > 0, that k (else 0). */
   get topKOnly(): number {

@@ -280,9 +280,8 @@ export class Session {
     /** The next token from logits: sampled, then (with a grammar) checked, and drawn again from
      * the allowed tokens when the grammar refuses it. */
     const choose = (logits: Float32Array): number => {
-      const draw = (l: Float32Array) => sampler.sample(l, this.#tokens);
-      const id = draw(logits);
-      return matcher ? enforceGrammar(matcher, id, logits, masked!, draw) : id;
+      const id = sampler.sample(logits, this.#tokens);
+      return matcher ? enforceGrammar(matcher, id, logits, masked!, sampler, this.#tokens) : id;
     };
     /** Evaluates ids; the result picks the token that follows them (sampling from logits only
      * when a token is wanted). */
@@ -388,32 +387,41 @@ export class Session {
   }
 }
 
+/** Up to this many allowed tokens are drawn from as a list; more, from the masked vocabulary. */
+const FEW_ALLOWED = 4096;
+
 /**
- * The grammar's say on a token `id` drawn from `logits`: `id` itself when the grammar allows it
- * (one check, no mask: llama.cpp's fast path), else a token drawn again by `draw` from the logits
- * with every refused token masked out (written into `scratch`).
+ * The grammar's say on a token `id` that `sampler` drew from `logits`: `id` itself when the
+ * grammar allows it (one check, no mask: llama.cpp's fast path); else a token drawn again from
+ * the allowed ones: as a list when they are few (most grammar states allow a handful), else from
+ * the logits with every refused token set to -Infinity (written into `scratch`).
  */
 export function enforceGrammar(
   matcher: GrammarMatcher,
   id: number,
   logits: Float32Array,
   scratch: Float32Array,
-  draw: (logits: Float32Array) => number,
+  sampler: Sampler,
+  context: readonly number[],
 ): number {
   if (matcher.allows(id)) return id;
   const allowed = matcher.mask();
-  let any = false;
-  for (let i = 0; i < logits.length; i++) {
-    const ok = (allowed[i >>> 5] >>> (i & 31)) & 1;
-    scratch[i] = ok ? logits[i] : -Infinity;
-    any ||= ok === 1;
+  const few: number[] = [];
+  for (let w = 0; w < allowed.length && few.length <= FEW_ALLOWED; w++) {
+    for (let bits = allowed[w]; bits !== 0; bits &= bits - 1) {
+      few.push(w * 32 + 31 - Math.clz32(bits & -bits));
+    }
   }
-  if (!any) {
+  if (few.length === 0) {
     throw new Error(
       "the grammar allows no token here (no token of the vocabulary spells what it needs)",
     );
   }
-  return draw(scratch);
+  if (few.length <= FEW_ALLOWED) return sampler.sampleAmong(logits, few, context);
+  for (let i = 0; i < logits.length; i++) {
+    scratch[i] = (allowed[i >>> 5] >>> (i & 31)) & 1 ? logits[i] : -Infinity;
+  }
+  return sampler.sample(scratch, context);
 }
 
 function concat(parts: Float32Array[]): Float32Array {

@@ -57,12 +57,13 @@ function checkFrequencies(
   logits: Float32Array,
   options: Parameters<typeof exactDistribution>[1],
   context: number[] = [],
+  draw = (s: Sampler) => s.sample(logits, context),
+  want = exactDistribution(logits, options, context),
 ) {
   const n = 20000;
-  const want = exactDistribution(logits, options, context);
   const s = new Sampler({ ...options, seed: 1234 });
   const counts = new Float64Array(logits.length);
-  for (let i = 0; i < n; i++) counts[s.sample(logits, context)]++;
+  for (let i = 0; i < n; i++) counts[draw(s)]++;
   for (let i = 0; i < logits.length; i++) {
     const sd = Math.sqrt(n * want[i] * (1 - want[i]));
     if (want[i] === 0) deepStrictEqual(counts[i], 0, `token ${i} is filtered out but was drawn`);
@@ -91,6 +92,33 @@ Deno.test("top-k, top-p, min-p and their combination", () => {
   checkFrequencies(logits, { temperature: 1, topP: 0.6 });
   checkFrequencies(logits, { temperature: 0.8, minP: 0.2 });
   checkFrequencies(logits, { temperature: 1.2, topK: 6, topP: 0.9, minP: 0.05 });
+});
+
+Deno.test("sampleAmong (a grammar's allowed tokens) follows the distribution with the rest masked out", () => {
+  const allowed = [1, 4, 5, 8, 11];
+  const masked = logits.map((v, i) => (allowed.includes(i) ? v : -Infinity));
+  const context = [4, 8];
+  for (
+    const o of [
+      { temperature: 1 },
+      { temperature: 0.7, topK: 3 },
+      { temperature: 1, topP: 0.7 },
+      { temperature: 1.3, minP: 0.3 },
+      { temperature: 1, repetitionPenalty: 1.8 },
+    ]
+  ) {
+    checkFrequencies(
+      logits,
+      o,
+      context,
+      (s) => s.sampleAmong(logits, allowed, context),
+      exactDistribution(masked, o, context),
+    );
+  }
+  // Greedy: the best allowed token, the lowest id on a tie.
+  deepStrictEqual(new Sampler().sampleAmong(logits, allowed), argmax(masked));
+  deepStrictEqual(new Sampler().sampleAmong(new Float32Array([0, 2, 5, 5]), [3, 2, 1]), 2);
+  throws(() => new Sampler().sampleAmong(new Float32Array([NaN, 1]), [0, 1]), /NaN/);
 });
 
 Deno.test("top-p measures mass over the whole vocabulary, also the long tail", () => {

@@ -40,9 +40,10 @@ export function compileConstraint(options: ConstraintOptions): Grammar | undefin
     throw new GrammarError("jsonSchema must be JSON (it has a cycle or a BigInt)");
   }
   let g = cache.get(key);
-  if (g) cache.delete(key);
-  if (g && g.cacheSize.states > MAX_STATES) g = undefined;
-  else g = new Grammar(grammar ?? jsonSchemaToGbnf(jsonSchema));
+  cache.delete(key); // put back below as the most recently used
+  if (!g || g.cacheSize.states > MAX_STATES) {
+    g = new Grammar(grammar ?? jsonSchemaToGbnf(jsonSchema));
+  }
   cache.set(key, g);
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
   return g;
