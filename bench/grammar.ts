@@ -11,6 +11,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { writeFileSync } from "node:fs";
+import { basename } from "node:path";
 import { Grammar, jsonSchemaToGbnf, loadModel } from "../mod.ts";
 import { enforceGrammar } from "../engine/session.ts";
 import { GrammarMatcher, tokenTrie } from "../engine/grammar/matcher.ts";
@@ -138,7 +139,7 @@ const lines = [
 const table = lines.join("\n");
 console.log(table);
 const name = `bench/results/${new Date().toISOString().slice(0, 10)}-grammar-${
-  values.model ? "model" : "random-q8_0"
+  values.model ? basename(path, ".gguf") : "random-q8_0"
 }`;
 writeFileSync(`${name}.md`, table);
 writeFileSync(`${name}.json`, JSON.stringify({ info, label, trieMs, rows }, null, 2));
