@@ -164,6 +164,18 @@ Deno.test("json schema: instances written by hand are accepted or refused as the
   ok(accepts(s["person"], `{"name":${" ".repeat(1)}"A", "age":\n${" ".repeat(20)}1}`));
   ok(!accepts(s["person"], `{"name":"A", "age":\n${" ".repeat(21)}1}`));
   ok(!accepts(s["person"], `{"name":"A", "age":\n\n1}`));
+  // Older drafts' tuples: items as a list, nothing after it.
+  const tuple = { type: "array", items: [{ type: "integer" }, { type: "string", maxLength: 2 }] };
+  ok(accepts(tuple, '[1, "ab"]') && !accepts(tuple, '[1, "ab", 2]') && !accepts(tuple, "[1]"));
+  ok(
+    accepts({ type: "array", maxItems: 0 }, "[]") &&
+      !accepts({ type: "array", maxItems: 0 }, "[1]"),
+  );
+  // Recursion through anyOf (a tail call) is fine; null ends it.
+  const nested = {
+    anyOf: [{ type: "null" }, { type: "array", items: { $ref: "#" }, maxItems: 1 }],
+  };
+  ok(accepts(nested, "[[[null]]]") && accepts(nested, "null") && !accepts(nested, "[1]"));
 });
 
 Deno.test("json schema: a keyword it cannot enforce is an error that names it", () => {

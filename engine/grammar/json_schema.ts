@@ -292,7 +292,10 @@ class SchemaCompiler {
   }
 
   #array(s: Schema, path: string, hint: string): string {
-    const prefix = (s.prefixItems ?? []) as unknown[];
+    // `items` as a list is the older drafts' tuple (2020-12's prefixItems), with no more items.
+    const tuple = Array.isArray(s.items);
+    if (tuple && "prefixItems" in s) this.#fail(`${path}/items`, "a list beside prefixItems");
+    const prefix = (tuple ? s.items : s.prefixItems ?? []) as unknown[];
     if (!Array.isArray(prefix)) this.#fail(`${path}/prefixItems`, "must be an array of schemas");
     const min = count(s, "minItems", path, 0);
     const max = count(s, "maxItems", path, Infinity);
@@ -301,7 +304,7 @@ class SchemaCompiler {
       this.#fail(`${path}/maxItems`, `is below the ${prefix.length} prefixItems`);
     }
     // After the prefix: items, or (when not given) nothing with a prefix, any value without one.
-    let items: unknown = s.items;
+    let items: unknown = tuple ? false : s.items;
     if (items === undefined) items = prefix.length ? (min > prefix.length ? true : false) : true;
     const elements = prefix.map((x, i) =>
       this.#visit(x, `${path}/prefixItems/${i}`, `${hint}-${i}`)
