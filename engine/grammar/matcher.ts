@@ -40,7 +40,11 @@ export class TokenTrie {
       if (bytes[id].length > 0) ids.push(id);
     }
     this.bytesOf = bytes;
-    ids.sort((a, b) => compareBytes(bytes[a], bytes[b]) || a - b);
+    // Sorted by bytes (as Latin-1 strings, which compare byte by byte; the sort is stable, so
+    // tokens with the same bytes stay in id order).
+    const keys = new Array<string>(n);
+    for (const id of ids) keys[id] = String.fromCharCode(...bytes[id]);
+    ids.sort((a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0));
     // Preorder nodes from the sorted list: each token adds the nodes past its common prefix with
     // the token before it.
     const nodeByte: number[] = [], nodeDepth: number[] = [], nodeEnd: number[] = [];
@@ -93,12 +97,6 @@ export class TokenTrie {
   get nodes(): number {
     return this.byte.length;
   }
-}
-
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
-  return a.length - b.length;
 }
 
 const tries = new WeakMap<Vocabulary, TokenTrie>();
