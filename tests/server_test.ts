@@ -212,7 +212,7 @@ Deno.test("server: bad input gets OpenAI-shaped errors that name the field", asy
     /the keyword "minimum" is not supported/,
   );
   await expectError(
-    await call("/v1/chat/completions", chatBody({ grammar: 'root ::= root "x"' })),
+    await call("/v1/chat/completions", chatBody({ grammar: 'root ::= root "x" | "y"' })),
     400,
     /left-recursive/,
   );
