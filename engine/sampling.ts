@@ -101,6 +101,7 @@ export function argmax(values: Float32Array): number {
 export class Sampler {
   readonly #o: Required<SamplingOptions>;
   readonly #rng: Random;
+  #weights: Float64Array | undefined;
 
   constructor(options: SamplingOptions = {}) {
     validateSampling(options);
@@ -145,7 +146,9 @@ export class Sampler {
     }
     // The whole vocabulary: narrow it with a threshold before building any arrays, since a
     // 262k-entry vocabulary is sampled once per generated token.
-    const w = new Float64Array(l.length);
+    // One weights array per sampler (a fresh 2 MB one per token costs page faults).
+    if (this.#weights?.length !== l.length) this.#weights = new Float64Array(l.length);
+    const w = this.#weights;
     for (let i = 0; i < l.length; i++) w[i] = weight(i);
     if (o.topP >= 1 && o.minP === 0) return drawFrom(w, this.#rng.next());
     let mass = 0;
