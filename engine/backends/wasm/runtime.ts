@@ -165,7 +165,14 @@ export class WasmRuntime {
     };
     const canWait = g.Deno || g.Bun || g.process?.versions?.node || !g.document ? 1 : 0;
     par.threadsInit(ctrl, asked, canWait);
-    rt.#pool = await ThreadPool.start(module, memory, ctrl, asked);
+    try {
+      rt.#pool = await ThreadPool.start(module, memory, ctrl, asked);
+    } catch (e) {
+      // Workers that cannot start (a platform without them, a CSP, a failing worker) leave the
+      // model on one thread, with the same results, and say why: never a failed load.
+      rt.threadInfo = { threads: 1, fallbackReason: (e as Error).message };
+      return rt;
+    }
     rt.#par = par;
     rt.threadInfo = { threads: asked };
     return rt;
