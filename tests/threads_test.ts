@@ -122,6 +122,27 @@ Deno.test("without SharedArrayBuffer the model runs on one thread, says why, and
   await model.dispose();
 });
 
+Deno.test("a page that is not cross-origin isolated is told about COOP/COEP, not SharedArrayBuffer", async () => {
+  // What Chrome gives such a page: crossOriginIsolated false and no SharedArrayBuffer.
+  const g = globalThis as { SharedArrayBuffer?: unknown; crossOriginIsolated?: boolean };
+  const saved = g.SharedArrayBuffer;
+  delete g.SharedArrayBuffer;
+  g.crossOriginIsolated = false;
+  let model;
+  try {
+    model = await loadModel(tinyA, { threads: 2 });
+  } finally {
+    g.SharedArrayBuffer = saved;
+    delete g.crossOriginIsolated;
+  }
+  deepStrictEqual(model.threads, 1);
+  match(
+    model.threadsFallbackReason!,
+    /not cross-origin isolated.*Cross-Origin-Opener-Policy: same-origin.*Cross-Origin-Embedder-Policy: require-corp/,
+  );
+  await model.dispose();
+});
+
 Deno.test("a worker that fails to start means one thread and the reason, not a failed load", async () => {
   workerTestHooks.prelude = "throw new Error('simulated start failure');";
   let model;

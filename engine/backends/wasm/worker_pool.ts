@@ -15,10 +15,13 @@ export function threadsUnavailableReason(): string | null {
     Worker?: unknown;
     process?: { versions?: { node?: string } };
   };
-  if (typeof g.SharedArrayBuffer !== "function") return "SharedArrayBuffer is not available";
+  // First: a page that is not cross-origin isolated has no SharedArrayBuffer either, and the
+  // useful thing to say is how to fix that.
   if (g.crossOriginIsolated === false) {
-    return "the page is not cross-origin isolated (needs COOP/COEP headers)";
+    return "the page is not cross-origin isolated: serve it with the headers " +
+      "Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp";
   }
+  if (typeof g.SharedArrayBuffer !== "function") return "SharedArrayBuffer is not available";
   if (typeof g.Worker !== "function" && !g.process?.versions?.node) {
     return "this runtime has no workers";
   }
