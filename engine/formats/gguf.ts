@@ -127,7 +127,10 @@ export async function readGgufHeader(
             : "header larger than 256 MiB",
         );
       }
-      const next = Math.min(source.size, MAX_HEADER, have * 4);
+      // Doubling keeps the last piece no larger than what came before it, so the bytes read past
+      // the header's end stay few (a URL source keeps its last small read, and the tensor data
+      // right after the header comes from it instead of a second request).
+      const next = Math.min(source.size, MAX_HEADER, have * 2);
       const bigger = new Uint8Array(next);
       bigger.set(buf);
       await source.read(have, bigger.subarray(have));

@@ -5,7 +5,7 @@
 import { configFromGguf } from "../gemma3/config.ts";
 import type { StoredDType } from "../formats/dtypes.ts";
 import { GGML_TYPES, type GgufFile, readGgufHeader } from "../formats/gguf.ts";
-import { openSource } from "../io.ts";
+import { isUrl, openSource } from "../io.ts";
 import {
   type LoadedCheckpoint,
   loadOpened,
@@ -95,8 +95,9 @@ export async function loadGguf(
   quantize?: QuantPlan,
   beforeWeights?: (metadata: Map<string, unknown>) => Promise<void>,
 ): Promise<LoadedCheckpoint> {
-  // The vocabulary arrays stay undecoded: the tokenizer reads them only if its cache misses.
-  const open = await openGgufCheckpoint(location, { lazyArrays: true });
+  // From a file, the vocabulary arrays stay undecoded: the tokenizer reads them only if its cache
+  // misses. A URL has no tokenizer cache, so they are decoded now rather than fetched again.
+  const open = await openGgufCheckpoint(location, { lazyArrays: !isUrl(location) });
   try {
     await beforeWeights?.(open.metadata);
   } catch (e) {
