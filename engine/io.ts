@@ -353,6 +353,13 @@ export async function noGpuDevices(): Promise<boolean> {
   const g = globalThis as { Deno?: { build: { os: string } }; process?: { platform?: string } };
   const os = g.Deno?.build.os ?? g.process?.platform;
   if (os !== "linux" || !(await hasFileSystem())) return false;
+  // Deno without read access to /dev would stop to ask: then it cannot tell.
+  if (
+    !granted({ name: "read", path: "/dev/dri" }) ||
+    !granted({ name: "read", path: "/dev/nvidiactl" })
+  ) {
+    return false;
+  }
   const f = await fs();
   const dri = await f.readdir("/dev/dri").catch(() => [] as string[]);
   if (dri.some((n) => n.startsWith("renderD"))) return false;
@@ -387,14 +394,15 @@ export function yieldToEventLoop(): Promise<void> {
 const TIMER_YIELD_MS = 50;
 let lastTimerYield = 0;
 
-/** An environment variable, where the runtime lets us read it (undefined otherwise). */
+/** An environment variable, where the runtime lets us read it without asking (undefined
+ * otherwise: every variable read here is an optional setting, not worth a permission prompt). */
 export function env(name: string): string | undefined {
   try {
     const g = globalThis as {
       process?: { env?: Record<string, string | undefined> };
       Deno?: { env: { get(n: string): string | undefined } };
     };
-    if (g.Deno) return g.Deno.env.get(name);
+    if (g.Deno) return granted({ name: "env", variable: name }) ? g.Deno.env.get(name) : undefined;
     return g.process?.env?.[name];
   } catch {
     return undefined; // Deno without --allow-env
@@ -409,6 +417,35 @@ export function engineCacheDir(): string | undefined {
   if (xdg) return `${xdg}/gemma3-wasm`;
   const home = env("HOME") ?? env("USERPROFILE");
   return home ? `${home}/.cache/gemma3-wasm` : undefined;
+}
+
+/** Whether Deno has already granted a permission, so that using it cannot stop to ask (true in
+ * other runtimes, which do not ask). */
+function granted(
+  desc: { name: "env"; variable: string } | { name: "read" | "write"; path: string },
+): boolean {
+  const d = (globalThis as {
+    Deno?: { permissions?: { querySync?(d: unknown): { state: string } } };
+  }).Deno;
+  if (!d?.permissions?.querySync) return true;
+  try {
+    return d.permissions.querySync(desc).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/** `engineCacheDir()` where using it needs no permission prompt, else undefined: Deno in a
+ * terminal asks before a first read or write, and an optional cache is not worth a question. */
+export function engineCacheDirWithoutPrompt(): string | undefined {
+  for (const variable of ["GEMMA3_WASM_CACHE", "XDG_CACHE_HOME", "HOME", "USERPROFILE"]) {
+    if (!granted({ name: "env", variable })) return undefined;
+  }
+  const dir = engineCacheDir();
+  if (!dir || !granted({ name: "read", path: dir }) || !granted({ name: "write", path: dir })) {
+    return undefined;
+  }
+  return dir;
 }
 
 /** The absolute path with symbolic links resolved (the path itself if that fails). */

@@ -41,3 +41,38 @@ Deno.test("missing folders and files", async () => {
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(smallConfig()));
   await failsWith(() => loadModel(dir), /no model\.safetensors/);
 });
+
+Deno.test({
+  name:
+    "loading a GGUF with only read access, in a terminal, asks for no permission (the tokenizer cache is skipped)",
+  ignore: !(await Deno.stat("/usr/bin/script").then(() => true, () => false)),
+  fn: async () => {
+    const root = new URL("../", import.meta.url).pathname;
+    const dir = await tempDir();
+    await Deno.writeTextFile(
+      `${dir}/load.ts`,
+      `import { loadModel } from "${root}mod.ts";
+const model = await loadModel("${root}tests/fixtures/tiny-a/model.gguf", { threads: 1 });
+console.log("loaded", model.hasTokenizer);
+await model.dispose();
+`,
+    );
+    // `script` gives Deno a terminal, where a missing permission becomes a question that waits
+    // for an answer (here: never, so a prompt shows as a timeout and "Deno requests" in the output).
+    const command = `${Deno.execPath()} run --allow-read=${root},${dir} ${dir}/load.ts`;
+    const child = new Deno.Command("script", {
+      args: ["-qec", command, "/dev/null"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", HOME: dir },
+    }).spawn();
+    const timer = setTimeout(() => child.kill(), 30_000);
+    const out = await child.output();
+    clearTimeout(timer);
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    if (!/loaded true/.test(text) || /requests/.test(text)) {
+      throw new Error(`expected a quiet load, got: ${text.slice(0, 500)}`);
+    }
+  },
+});

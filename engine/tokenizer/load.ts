@@ -3,7 +3,7 @@
 // file's path, size and modification time; a stale or unreadable cache entry is rebuilt.
 
 import {
-  engineCacheDir,
+  engineCacheDirWithoutPrompt,
   fileInfo,
   isDirectory,
   isUrl,
@@ -41,7 +41,7 @@ async function loadData(
 ): Promise<TokenizerData> {
   const gguf = /\.gguf$/i.test(isUrl(jsonPath) ? new URL(jsonPath).pathname : jsonPath);
   const info = isUrl(jsonPath) ? null : await fileInfo(jsonPath);
-  const engineDir = useCache && info ? engineCacheDir() : undefined;
+  const engineDir = useCache && info ? engineCacheDirWithoutPrompt() : undefined;
   const folder = engineDir ? `${engineDir}/tokenizers` : undefined;
   let cachePath: string | undefined;
   if (folder && info) {
