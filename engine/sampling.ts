@@ -102,6 +102,9 @@ export class Sampler {
   readonly #o: Required<SamplingOptions>;
   readonly #rng: Random;
   #weights: Float64Array | undefined;
+  /** Whether the last `sample` drew from `#weights` as they stand (the whole vocabulary's,
+   * temperature only), so that `redrawAmong` may draw from them again. */
+  #drewFromWeights = false;
 
   constructor(options: SamplingOptions = {}) {
     validateSampling(options);
@@ -124,6 +127,7 @@ export class Sampler {
   /** The next token, given the logits and the tokens already in the context. */
   sample(logits: Float32Array, context: Iterable<number> = []): number {
     const o = this.#o;
+    this.#drewFromWeights = false;
     let l = logits;
     if (o.repetitionPenalty !== 1) {
       l = logits.slice();
@@ -150,7 +154,10 @@ export class Sampler {
     if (this.#weights?.length !== l.length) this.#weights = new Float64Array(l.length);
     const w = this.#weights;
     for (let i = 0; i < l.length; i++) w[i] = weight(i);
-    if (o.topP >= 1 && o.minP === 0) return drawFrom(w, this.#rng.next());
+    if (o.topP >= 1 && o.minP === 0) {
+      this.#drewFromWeights = true;
+      return drawFrom(w, this.#rng.next());
+    }
     let mass = 0;
     for (let i = 0; i < w.length; i++) mass += w[i];
     const { ids, p } = o.topP < 1 ? nucleusCandidates(w, o.topP, mass) : above(w, o.minP);
@@ -182,6 +189,32 @@ export class Sampler {
     if (o.temperature === 0) return order[0].id;
     const kept = o.topK > 0 ? order.slice(0, o.topK) : order;
     return this.sampleCandidates(kept.map((c) => c.id), kept.map((c) => c.v));
+  }
+
+  /**
+   * After a `sample` that drew from the whole vocabulary with temperature alone (no top-k, top-p
+   * or min-p): a token drawn again from the same weights, restricted to the tokens set in
+   * `allowed` (a bitset: bit i of word i >> 5). That is the distribution `sample` gives with every
+   * other logit at -Infinity, without computing the weights again. Undefined where it does not
+   * apply (another path, or every allowed weight underflowed to 0): then mask and sample.
+   */
+  redrawAmong(allowed: Uint32Array): number | undefined {
+    const w = this.#weights;
+    if (!this.#drewFromWeights || !w) return undefined;
+    this.#drewFromWeights = false;
+    const n = Math.min(w.length, allowed.length * 32);
+    let total = 0;
+    for (let i = 0; i < n; i++) if ((allowed[i >>> 5] >>> (i & 31)) & 1) total += w[i];
+    if (!(total > 0)) return undefined;
+    let r = this.#rng.next() * total;
+    let last = -1;
+    for (let i = 0; i < n; i++) {
+      if (!((allowed[i >>> 5] >>> (i & 31)) & 1) || w[i] === 0) continue;
+      last = i;
+      r -= w[i];
+      if (r < 0) return i;
+    }
+    return last; // rounding left r >= 0: the last allowed token with weight
   }
 
   /** Top-k sampling needs only the k best tokens, which a backend can find itself: with no

@@ -394,7 +394,8 @@ const FEW_ALLOWED = 4096;
  * The grammar's say on a token `id` that `sampler` drew from `logits`: `id` itself when the
  * grammar allows it (one check, no mask: llama.cpp's fast path); else a token drawn again from
  * the allowed ones: as a list when they are few (most grammar states allow a handful), else from
- * the logits with every refused token set to -Infinity (written into `scratch`).
+ * the first draw's weights restricted to them, or from the logits with every refused token set
+ * to -Infinity (written into `scratch`).
  */
 export function enforceGrammar(
   matcher: GrammarMatcher,
@@ -418,6 +419,9 @@ export function enforceGrammar(
     );
   }
   if (few.length <= FEW_ALLOWED) return sampler.sampleAmong(logits, few, context);
+  // Many allowed (inside a string, say): draw again from the weights the first draw computed.
+  const again = sampler.redrawAmong(allowed);
+  if (again !== undefined) return again;
   for (let i = 0; i < logits.length; i++) {
     scratch[i] = (allowed[i >>> 5] >>> (i & 31)) & 1 ? logits[i] : -Infinity;
   }

@@ -121,6 +121,29 @@ Deno.test("sampleAmong (a grammar's allowed tokens) follows the distribution wit
   throws(() => new Sampler().sampleAmong(new Float32Array([NaN, 1]), [0, 1]), /NaN/);
 });
 
+Deno.test("redrawAmong (the first draw's weights, restricted) follows the masked distribution", () => {
+  const allowed = [0, 3, 7, 10];
+  const bits = new Uint32Array(1);
+  for (const id of allowed) bits[0] |= 1 << id;
+  const masked = logits.map((v, i) => (allowed.includes(i) ? v : -Infinity));
+  for (const o of [{ temperature: 1 }, { temperature: 0.6, repetitionPenalty: 1.5 }]) {
+    const context = [3];
+    checkFrequencies(logits, o, context, (s) => {
+      s.sample(logits, context); // the first draw, whose weights are drawn from again
+      return s.redrawAmong(bits)!;
+    }, exactDistribution(masked, o, context));
+  }
+  // Only after a draw from the whole vocabulary's weights, and only once.
+  const s = new Sampler({ temperature: 1, topK: 4, seed: 1 });
+  s.sample(logits);
+  deepStrictEqual(s.redrawAmong(bits), undefined);
+  const t = new Sampler({ temperature: 1, seed: 1 });
+  deepStrictEqual(t.redrawAmong(bits), undefined);
+  t.sample(logits);
+  ok(allowed.includes(t.redrawAmong(bits)!));
+  deepStrictEqual(t.redrawAmong(bits), undefined);
+});
+
 Deno.test("top-p measures mass over the whole vocabulary, also the long tail", () => {
   // 3000 unlikely tokens (weight e^-8 each, below the first candidate threshold) together hold
   // as much mass as the 12 likely ones: a nucleus computed over the likely ones alone is too small.
