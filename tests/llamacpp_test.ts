@@ -4,7 +4,8 @@
 
 import { ok } from "node:assert/strict";
 import { exportGguf, loadModel } from "../mod.ts";
-import { llamaCppGreedy } from "./support/llamacpp.ts";
+import { llamaCppGreedy, llamaCppTokenize } from "./support/llamacpp.ts";
+import { random270mGguf } from "./support/random_270m.ts";
 import { FIXTURES, logSoftmax } from "./support/helpers.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 import { tempDir, tempFile } from "./support/temp.ts";
@@ -190,4 +191,25 @@ Deno.test("K-quants (rows of 256) as GGUF: llama.cpp and this engine agree", asy
     );
   }
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a GGUF we export: llama.cpp tokenizes text prompts to tokenizer.json's ids (no space put before them)", async () => {
+  // The reference ids: the tokenizer.json the file was made from, as encode-cases.json records
+  // them (computed by Hugging Face's tokenizers, not by this engine; no <bos>). Left out:
+  // <image_soft_token>, id 262144, one past the end of the 262,144 rows a GGUF of this vocabulary
+  // holds (tests/real_model_test.ts documents the same for the real file).
+  const cases: { text: string; ids: number[] }[] = JSON.parse(
+    await Deno.readTextFile(`${FIXTURES}tokenizer/encode-cases.json`),
+  ).filter((c: { text: string }) => !c.text.includes("<image_soft_token>"));
+  const path = await random270mGguf();
+  const got = await llamaCppTokenize(path, cases.map((c) => c.text));
+  const differ = cases.filter((c, i) => JSON.stringify(got[i]) !== JSON.stringify(c.ids));
+  // Before the exporter wrote add_space_prefix = false, every text starting with a letter or a
+  // symbol differed ("{" became "▁{").
+  ok(
+    differ.length === 0,
+    `${differ.length} of ${cases.length} differ: ${
+      differ.map((c) => JSON.stringify(c.text)).join(", ").slice(0, 300)
+    }`,
+  );
 });
