@@ -10,6 +10,7 @@ import { WasmBackend } from "../engine/backends/wasm/backend.ts";
 // Split every op, however small, so the tests exercise each parallel kernel on these tiny models.
 WasmBackend.parallelMinFloats = 0;
 import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
+import { tempDir } from "./support/temp.ts";
 import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
 
 const tinyA = `${FIXTURES}tiny-a`;
@@ -173,4 +174,37 @@ Deno.test("a worker that fails to start means one thread and the reason, not a f
 Deno.test("bad thread counts are refused", async () => {
   await rejects(() => loadModel(tinyA, { threads: 0 }), /threads must be an integer from 1 to 64/);
   await rejects(() => loadModel(tinyA, { threads: 1.5 }), /threads/);
+});
+
+Deno.test("a program that never disposes its 2-thread model still exits (Deno and Bun)", async () => {
+  const dir = await tempDir();
+  const root = new URL("../", import.meta.url).pathname;
+  await Deno.writeTextFile(
+    `${dir}/forget.ts`,
+    `import { loadModel } from "${root}mod.ts";
+const model = await loadModel("${tinyA}", { threads: 2 });
+const ids = [];
+for await (const id of model.createSession().generate([2, 17, 42], { maxTokens: 4 })) ids.push(id);
+console.log(model.threads, ids.join(" "));
+`,
+  );
+  for (
+    const [name, cmd, args] of [
+      ["deno", Deno.execPath(), ["run", "-A", `${dir}/forget.ts`]],
+      ["bun", "npx", ["-y", "bun@1.4.4", `${dir}/forget.ts`]],
+    ] as const
+  ) {
+    const child = new Deno.Command(cmd, { args: [...args], stdout: "piped", stderr: "piped" })
+      .spawn();
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill();
+    }, 60_000);
+    const out = await child.output();
+    clearTimeout(timer);
+    ok(!killed, `${name}: still running a minute after the program's end (workers keep it alive)`);
+    deepStrictEqual(out.code, 0, `${name}: ${new TextDecoder().decode(out.stderr)}`);
+    match(new TextDecoder().decode(out.stdout), /^2 \d+ \d+ \d+ \d+\n$/);
+  }
 });

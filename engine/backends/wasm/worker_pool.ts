@@ -96,6 +96,9 @@ function webWorker(init: WorkerInit): Handle {
 self.onmessage = (e) => start(e.data, (m) => self.postMessage(m));`;
   const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
   const w = new Worker(url, { type: "module" });
+  // An idle pool must not keep the process alive (Bun's workers can be unref'd; browsers have
+  // no process to keep).
+  (w as { unref?: () => void }).unref?.();
   // Listeners are attached before anything is awaited (a Deno worker can lose an early message).
   const ready = new Promise<void>((resolve, reject) => {
     w.onmessage = (e: MessageEvent) => {
@@ -111,9 +114,9 @@ self.onmessage = (e) => start(e.data, (m) => self.postMessage(m));`;
   return { terminate: () => w.terminate(), ready: ready.finally(() => URL.revokeObjectURL(url)) };
 }
 
-async function nodeWorker(init: WorkerInit): Promise<Handle> {
+async function nodeWorker(init: WorkerInit, loop: string): Promise<Handle> {
   const { Worker } = await import("node:worker_threads");
-  const code = `${workerBody(NODE_LOOP)}
+  const code = `${workerBody(loop)}
 const { parentPort, workerData } = require("node:worker_threads");
 start(workerData, (m) => parentPort.postMessage(m));`;
   const w = new Worker(code, { eval: true, workerData: init });
@@ -144,12 +147,19 @@ export class ThreadPool {
     ctrl: number,
     threads: number,
   ): Promise<ThreadPool> {
-    const useWeb = typeof (globalThis as { Worker?: unknown }).Worker === "function";
+    // Deno's Web Workers cannot be unref'd (a pool left undisposed would keep the process alive
+    // for ever), its node:worker_threads can: Deno uses those, with the WebAssembly wait loop.
+    // Node uses them too, with its own loop; Bun and browsers use Web Workers.
+    const g = globalThis as { Worker?: unknown; Deno?: unknown; process?: unknown };
+    const denoNode = g.Deno !== undefined && g.process !== undefined;
+    const useWeb = typeof g.Worker === "function" && !denoNode;
     const handles: Handle[] = [];
     try {
       for (let index = 1; index < threads; index++) {
         const init = { module, memory, ctrl, index, threads, generation: 0 };
-        handles.push(useWeb ? webWorker(init) : await nodeWorker(init));
+        handles.push(
+          useWeb ? webWorker(init) : await nodeWorker(init, denoNode ? WASM_LOOP : NODE_LOOP),
+        );
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<never>((_, reject) => {
