@@ -6,6 +6,7 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { failsWith, FIXTURES, maxAbsDiff } from "./support/helpers.ts";
+import { tempDir } from "./support/temp.ts";
 
 const tinyA = `${FIXTURES}tiny-a`;
 const golden = JSON.parse(await Deno.readTextFile(`${tinyA}/golden.json`));
@@ -147,20 +148,33 @@ Deno.test("reset() starts a fresh sequence in the same cache", async () => {
 });
 
 Deno.test("generate lets the event loop run between tokens (a stream's writes leave as they happen)", async () => {
+  // In a process of its own: under the test runner other tasks can let the message in early.
   // One thread: the forward pass then never waits on anything, so without a yield between tokens
   // no task (a socket write, a timer, a message) runs until generation ends.
-  const one = await loadModel(tinyA, { threads: 1 });
-  const s = one.createSession({ contextLength: 64 });
-  let delivered = false;
-  const { port1, port2 } = new MessageChannel();
-  port1.onmessage = () => delivered = true;
-  port2.postMessage(null);
-  const seenAt: boolean[] = [];
-  for await (const _ of s.generate([2, 17, 42], { maxTokens: 4, stopTokens: [] })) {
-    seenAt.push(delivered);
-  }
-  port1.close();
-  port2.close();
+  const dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir}/yield.ts`,
+    `import { loadModel } from "${new URL("../mod.ts", import.meta.url).href}";
+const one = await loadModel("${tinyA}", { threads: 1 });
+const s = one.createSession({ contextLength: 64 });
+let delivered = false;
+const { port1, port2 } = new MessageChannel();
+port1.onmessage = () => delivered = true;
+port2.postMessage(null);
+const seenAt = [];
+for await (const _ of s.generate([2, 17, 42], { maxTokens: 4, stopTokens: [] })) seenAt.push(delivered);
+port1.close();
+port2.close();
+await one.dispose();
+console.log(JSON.stringify(seenAt));
+`,
+  );
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${dir}/yield.ts`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  deepStrictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
+  const seenAt = JSON.parse(new TextDecoder().decode(out.stdout));
   deepStrictEqual(seenAt, [false, true, true, true], "the message arrived between tokens 1 and 2");
-  await one.dispose();
 });
