@@ -29,11 +29,7 @@ const { values } = parseArgs({
   },
 });
 takeBenchLock();
-const tokenizerJson =
-  new URL("../tests/.cache/gemma3-tokenizer/tokenizer.json", import.meta.url).pathname;
-const path = values.model
-  ? await modelArgument(values.model)
-  : await ensureRandomGguf("q8_0", tokenizerJson);
+const path = values.model ? await modelArgument(values.model) : await ensureRandomGguf("q8_0");
 const model = await loadModel(path, { threads: Number(values.threads) });
 const tok = model.tokenizer;
 const schemas: Record<string, unknown> = JSON.parse(

@@ -114,15 +114,27 @@ export async function ensureCheckpoint(dir: string, format: string): Promise<voi
   await rename(tmp, `${dir}/model.safetensors`);
 }
 
+/** Gemma's tokenizer.json as the tests fetch it (the benches do not fetch it themselves). */
+const TESTS_TOKENIZER =
+  new URL("../tests/.cache/gemma3-tokenizer/tokenizer.json", import.meta.url).pathname;
+
 /** The random 270M as a GGUF of `format` ("q8_0", "q4_0", "q4_0+q4_0": weights+head) with the
- * tokenizer.json at `tokenizer`, in bench/.cache/gguf/; written once. */
-export async function ensureRandomGguf(format: string, tokenizer: string): Promise<string> {
+ * tokenizer.json at `tokenizer` (default: the tests' copy), in bench/.cache/gguf/; written once. */
+export async function ensureRandomGguf(
+  format: string,
+  tokenizer = TESTS_TOKENIZER,
+): Promise<string> {
   const cache = new URL("./.cache/", import.meta.url).pathname;
   const path = `${cache}gguf/gemma3-270m-random-${format.replace("+", "-head-")}.gguf`;
   try {
     await stat(path);
     return path;
   } catch { /* not written yet */ }
+  if (!(await stat(tokenizer).then(() => true, () => false))) {
+    throw new Error(
+      `the GGUF files need Gemma's tokenizer.json: run the tests once (deno task test) to fetch it into ${tokenizer}`,
+    );
+  }
   const bf16 = `${cache}gemma3-270m-random-bf16`;
   await ensureCheckpoint(bf16, "bf16");
   await mkdir(`${cache}gguf`, { recursive: true });
