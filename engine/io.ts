@@ -15,9 +15,30 @@ export interface ByteSource {
   close(): Promise<void>;
 }
 
-/** Whether a source string is an http(s) URL rather than a path. */
+/** Whether a source string is a URL (http, https, or a browser's blob:) rather than a path. */
 export function isUrl(location: string): boolean {
-  return /^https?:\/\//i.test(location);
+  return /^(https?:\/\/|blob:)/i.test(location);
+}
+
+/** Whether a location names one GGUF file: a path or URL ending in .gguf, or a blob: URL (a
+ * browser's File, or a copy in its Cache API or OPFS: one file, never a folder). */
+export function isGgufLocation(location: string): boolean {
+  if (/^blob:/i.test(location)) return true;
+  return /\.gguf$/i.test(isUrl(location) ? new URL(location).pathname : location);
+}
+
+/**
+ * Whether this is a browser (a page or a worker): no Deno, Bun or Node around it, so no file
+ * system, and a relative location is a URL relative to the page.
+ */
+export function isBrowser(): boolean {
+  const g = globalThis as {
+    Deno?: unknown;
+    Bun?: unknown;
+    process?: { versions?: { node?: string } };
+    location?: { href?: string };
+  };
+  return !g.Deno && !g.Bun && !g.process?.versions?.node && typeof g.location?.href === "string";
 }
 
 /** The location of `file` inside the folder `base` (a path or a URL). */
@@ -26,26 +47,33 @@ export function joinLocation(base: string, file: string): string {
   return base.replace(/[\\/]+$/, "") + "/" + file;
 }
 
+import { nodeCrypto, nodeFs } from "./node_builtins.ts";
+
 type Fs = typeof import("node:fs/promises");
 let fsModule: Promise<Fs> | undefined;
 function fs(): Promise<Fs> {
-  fsModule ??= import("node:fs/promises").catch(() => {
+  // In a browser the import is not even tried (it would show as a failed request).
+  fsModule ??= (isBrowser() ? Promise.reject() : nodeFs()).catch(() => {
     fsModule = undefined;
     throw new Error("this runtime has no file system access; load the model from a URL");
   });
   return fsModule;
 }
 
-/** Whether a local path or URL exists (URL: answers a HEAD request with 2xx). */
+/**
+ * Whether a local path or URL exists (URL: answers a HEAD request with 2xx). A URL that cannot be
+ * reached at all (offline, DNS, refused) is an error saying so, not a missing file.
+ */
 export async function exists(location: string): Promise<boolean> {
   if (isUrl(location)) {
+    let res: Response;
     try {
-      const res = await fetch(location, { method: "HEAD" });
-      await res.body?.cancel();
-      return res.ok;
-    } catch {
-      return false;
+      res = await fetch(location, { method: "HEAD" });
+    } catch (e) {
+      throw new Error(`cannot reach ${location}: ${(e as Error).message} (offline?)`);
     }
+    await res.body?.cancel();
+    return res.ok;
   }
   try {
     await (await fs()).stat(location);
@@ -463,7 +491,7 @@ export async function hashFile(
   algorithm: "sha256" | "sha1",
   prefix?: Uint8Array,
 ): Promise<string> {
-  const { createHash } = await import("node:crypto");
+  const { createHash } = await nodeCrypto();
   const f = await fs();
   const h = createHash(algorithm);
   if (prefix) h.update(prefix);

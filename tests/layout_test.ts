@@ -9,7 +9,7 @@ const ROOT = new URL("../", import.meta.url);
 
 /** The parts of the program, lowest first; a file may import its own part or a lower one. */
 const LAYERS: [part: string, matches: (path: string) => boolean][] = [
-  ["engine/io.ts", (p) => p === "engine/io.ts"],
+  ["engine/io.ts", (p) => p === "engine/io.ts" || p === "engine/node_builtins.ts"],
   ["engine/formats/", (p) => p.startsWith("engine/formats/")],
   ["engine/gemma3/", (p) => p.startsWith("engine/gemma3/")],
   ["engine/backends/", (p) => p.startsWith("engine/backends/")],

@@ -7,6 +7,8 @@
 // browsers) from a blob: URL, or node:worker_threads (Node) from source text. Both run the same
 // few lines, so no worker file has to be found next to the module (URL imports and bundles work).
 
+import { nodeWorkerThreads } from "../../node_builtins.ts";
+
 /** Why threads are unavailable here, or null if they are available. */
 export function threadsUnavailableReason(): string | null {
   const g = globalThis as {
@@ -115,7 +117,7 @@ self.onmessage = (e) => start(e.data, (m) => self.postMessage(m));`;
 }
 
 async function nodeWorker(init: WorkerInit, loop: string): Promise<Handle> {
-  const { Worker } = await import("node:worker_threads");
+  const { Worker } = await nodeWorkerThreads();
   const code = `${workerBody(loop)}
 const { parentPort, workerData } = require("node:worker_threads");
 start(workerData, (m) => parentPort.postMessage(m));`;
