@@ -3,7 +3,7 @@
 // once into the Hugging Face cache, or, where there is no file system (browsers), becomes the URL
 // of its files.
 
-import { hasFileSystem, isDirectory, isUrl } from "../io.ts";
+import { hasFileSystem, isBrowser, isDirectory, isGgufLocation, isUrl } from "../io.ts";
 import { downloadModel, type DownloadProgress, hubEndpoint, isRepoId } from "./hub.ts";
 
 /** A model's location, and whether it is one GGUF file (else a Hugging Face folder). */
@@ -25,7 +25,14 @@ export async function resolveModelSource(
   source: string,
   options: SourceOptions = {},
 ): Promise<ModelSource> {
-  const gguf = /\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source);
+  const gguf = isGgufLocation(source);
+  // In a browser a path is a URL relative to the page ("/models/x.gguf", "models/", "./tiny");
+  // only "org/name" without a file extension is a Hub repository there.
+  if (!isUrl(source) && isBrowser() && (gguf || /^\.{0,2}\//.test(source) || !isRepoId(source))) {
+    source =
+      new URL(source, (globalThis as unknown as { location: { href: string } }).location.href)
+        .href;
+  }
   if (gguf || isUrl(source) || await isDirectory(source)) return { location: source, gguf };
   if (!isRepoId(source)) {
     throw new Error(

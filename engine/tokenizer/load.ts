@@ -6,6 +6,7 @@ import {
   engineCacheDirWithoutPrompt,
   fileInfo,
   isDirectory,
+  isGgufLocation,
   isUrl,
   joinLocation,
   markUsed,
@@ -39,7 +40,7 @@ async function loadData(
   useCache: boolean,
   ggufMeta?: Map<string, unknown>,
 ): Promise<TokenizerData> {
-  const gguf = /\.gguf$/i.test(isUrl(jsonPath) ? new URL(jsonPath).pathname : jsonPath);
+  const gguf = isGgufLocation(jsonPath);
   const info = isUrl(jsonPath) ? null : await fileInfo(jsonPath);
   const engineDir = useCache && info ? engineCacheDirWithoutPrompt() : undefined;
   const folder = engineDir ? `${engineDir}/tokenizers` : undefined;
@@ -115,7 +116,7 @@ export async function loadTokenizer(
   }
   let jsonPath = source;
   let folder: string | undefined;
-  if (/\.gguf$/i.test(isUrl(source) ? new URL(source).pathname : source)) {
+  if (isGgufLocation(source)) {
     const data = await loadData(source, options.cache ?? true);
     const template = (await ggufMetadata(source)).get("tokenizer.chat_template");
     return new Tokenizer(

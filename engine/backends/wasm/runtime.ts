@@ -59,6 +59,15 @@ function kernelsModule(threaded: boolean, relaxed: boolean): Promise<WebAssembly
     }
     m = WebAssembly.compile(decodeBase64(BUILDS[key])).catch((e) => {
       compiled.delete(key);
+      const message = (e as Error).message ?? String(e);
+      // A page whose Content Security Policy forbids compiling WebAssembly fails here too; that
+      // is no lack of SIMD.
+      if (/Content Security Policy|unsafe-eval|CSP/i.test(message)) {
+        throw new Error(
+          `the page's Content Security Policy forbids compiling WebAssembly (${message}); add ` +
+            `'wasm-unsafe-eval' to its script-src`,
+        );
+      }
       throw new Error(
         `cannot compile the WASM kernels (${(e as Error).message}); they need WebAssembly SIMD ` +
           `${

@@ -40,14 +40,19 @@ const SLOT = 256;
 const SLOTS = 4096;
 const MAX_GROUPS = 65535;
 
+/** Set once no adapter was found: asked again, a browser prints "No available adapters." on the
+ * console each time, and the answer does not change while the page or process lives. */
+let noAdapter: { reason: string } | undefined;
+
 /** Why WebGPU cannot be used here, or null when an adapter exists. */
 export async function webGpuAdapter(): Promise<
   { adapter: GPUAdapter; software: boolean } | { reason: string }
 > {
   const gpu = (globalThis.navigator as Navigator & { gpu?: GPU } | undefined)?.gpu;
   if (!gpu) return { reason: "this runtime has no WebGPU (navigator.gpu)" };
+  if (noAdapter) return noAdapter;
   const adapter = await gpu.requestAdapter().catch(() => null);
-  if (!adapter) return { reason: "no WebGPU adapter (no GPU, or no driver)" };
+  if (!adapter) return noAdapter = { reason: "no WebGPU adapter (no GPU, or no driver)" };
   const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const software = info.isFallbackAdapter === true ||
     /llvmpipe|lavapipe|swiftshader/i.test(info.description ?? "");
