@@ -4,6 +4,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { createHandler } from "../mod.ts";
+import { pageHandler } from "./web_page.ts";
 import {
   contextLength,
   MODEL_HELP,
@@ -19,6 +20,10 @@ Serves the model over an OpenAI-compatible HTTP API (llama-server's routes): POS
 /v1/chat/completions and /v1/completions (streaming with "stream": true), GET /v1/models,
 /health, /props and /metrics (Prometheus), POST /tokenize, /detokenize and /apply-template.
 Prints the URL once the model is loaded. Ctrl-C lets running requests finish, then exits.
+
+At / it serves the demo chat page (web/), which runs the engine in the browser itself, with the
+headers that give it threads (Cross-Origin-Opener-Policy and -Embedder-Policy); a .gguf model
+file the server runs is offered to the page at /models/<file name>.
 
 Server:
       --host <addr>             Address to listen on (default 127.0.0.1: this machine only)
@@ -93,7 +98,9 @@ export async function serve(args: string[]): Promise<void> {
     contextLength: contextLength(values),
   };
   const model = await openModel(values, !!values.quiet);
-  const handler = createHandler(model, options);
+  const api = createHandler(model, options);
+  const page = pageHandler(values.model);
+  const handler = (req: Request) => page(req) ?? api(req);
   const server = await listen(handler, host, port);
   const props = await (await handler(
     new Request("http://localhost/props", {

@@ -5,7 +5,7 @@
 import { ensureRandomGguf } from "../../bench/random_model.ts";
 import { gemmaTokenizerDir } from "./gemma_tokenizer.ts";
 
-/** The GGUF's path, written on first use. */
-export async function random270mGguf(): Promise<string> {
-  return ensureRandomGguf("q8_0", `${await gemmaTokenizerDir()}tokenizer.json`);
+/** The GGUF's path (Q8_0 unless `format` says otherwise), written on first use. */
+export async function random270mGguf(format = "q8_0"): Promise<string> {
+  return ensureRandomGguf(format, `${await gemmaTokenizerDir()}tokenizer.json`);
 }
