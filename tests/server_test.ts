@@ -467,6 +467,25 @@ Deno.test("cli.ts serve: prints the URL when ready, serves, and exits cleanly on
     body: JSON.stringify(chatBody({ max_tokens: 5 })),
   })).json();
   deepStrictEqual(r.usage.completion_tokens, 5);
+  // The demo page at /, cross-origin isolated (so the browser gives it threads), and the model
+  // file offered to it at models/, whole and by Range.
+  const page = await fetch(`${url}/`);
+  deepStrictEqual(page.headers.get("content-type"), "text/html; charset=utf-8");
+  deepStrictEqual(page.headers.get("cross-origin-opener-policy"), "same-origin");
+  deepStrictEqual(page.headers.get("cross-origin-embedder-policy"), "require-corp");
+  ok((await page.text()).includes('src="./app.js"'));
+  const bundle = await fetch(`${url}/gemma3.js`);
+  deepStrictEqual(bundle.headers.get("cross-origin-embedder-policy"), "require-corp");
+  ok((await bundle.text()).includes("loadModel"));
+  const listed = await (await fetch(`${url}/models/`)).json() as string[];
+  deepStrictEqual(listed, ["models/model.gguf"]);
+  const whole = new Uint8Array(await (await fetch(`${url}/${listed[0]}`)).arrayBuffer());
+  deepStrictEqual(whole, await Deno.readFile(tinyGguf));
+  const part = await fetch(`${url}/${listed[0]}`, { headers: { range: "bytes=4-11" } });
+  deepStrictEqual(part.status, 206);
+  deepStrictEqual(new Uint8Array(await part.arrayBuffer()), whole.slice(4, 12));
+  deepStrictEqual((await fetch(`${url}/../deno.json`)).status, 404);
+  deepStrictEqual((await fetch(`${url}/models/other.gguf`)).status, 404);
   child.kill("SIGINT");
   const status = await child.status;
   lines.releaseLock();
