@@ -118,7 +118,11 @@ export function createHandler(
         default_generation_settings: { ...model.generationDefaults, n_ctx: contextLength },
         chat_template: "gemma3",
         backend: model.backend,
+        backend_reason: model.backendReason,
         threads: model.threads,
+        // Why fewer threads run than asked for (an edge function without workers, a page that is
+        // not cross-origin isolated); absent when all run.
+        ...(model.threadsFallbackReason ? { threads_note: model.threadsFallbackReason } : {}),
       });
     },
     "GET /metrics": () =>
