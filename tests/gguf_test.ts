@@ -213,3 +213,76 @@ Deno.test("a GGUF whose tokenizer this engine cannot read still runs on token id
   await model.dispose();
   await Deno.remove(path);
 });
+
+Deno.test("GGUF string arrays: decoded together, each item as TextDecoder decodes it alone (ill-formed ones too)", async () => {
+  const { parseGguf, utf16Length } = await import("../engine/formats/gguf.ts");
+  const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  const lenient = new TextDecoder("utf-8", { ignoreBOM: true });
+  // Bytes drawn to hit every class: ASCII, continuations, each lead byte range, the edges of the
+  // overlong, surrogate and past-U+10FFFF cases; and well-formed strings cut anywhere.
+  const interesting = [
+    0x00,
+    0x41,
+    0x7f,
+    0x80,
+    0x8f,
+    0x90,
+    0x9f,
+    0xa0,
+    0xbf,
+    0xc0,
+    0xc1,
+    0xc2,
+    0xdf,
+    0xe0,
+    0xed,
+    0xef,
+    0xf0,
+    0xf4,
+    0xf5,
+    0xff,
+  ];
+  const enc = new TextEncoder();
+  let seed = 12345;
+  const rand = (n: number) => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n;
+  const items: Uint8Array[] = [];
+  let wellFormed = 0;
+  for (let t = 0; t < 100_000; t++) {
+    let bytes: Uint8Array;
+    if (t % 2) {
+      bytes = Uint8Array.from({ length: rand(12) }, () => interesting[rand(interesting.length)]);
+    } else {
+      const cps = Array.from(
+        { length: rand(8) },
+        () =>
+          [rand(0x80), 0x80 + rand(0x780), 0x800 + rand(0xf800), 0x10000 + rand(0x100000)][rand(4)],
+      );
+      const full = enc.encode(
+        String.fromCodePoint(...cps.filter((c) => c < 0xd800 || c >= 0xe000)),
+      );
+      bytes = full.subarray(0, rand(full.length + 1));
+    }
+    // The length is TextDecoder's (fatal) when well-formed, and -1 exactly when it refuses.
+    let want = -1;
+    try {
+      want = fatal.decode(bytes).length;
+      wellFormed++;
+    } catch { /* ill-formed */ }
+    deepStrictEqual(utf16Length(bytes, 0, bytes.length), want, `bytes ${[...bytes]}`);
+    items.push(bytes);
+  }
+  ok(wellFormed > 30_000 && items.length - wellFormed > 30_000, `${wellFormed} well-formed`);
+  // A header with them as one string array, parsed eagerly.
+  const key = enc.encode("tokenizer.ggml.tokens");
+  const size = 24 + 8 + key.length + 4 + 4 + 8 + items.reduce((a, b) => a + 8 + b.length, 0);
+  const file = new Uint8Array(size + 32);
+  const view = new DataView(file.buffer);
+  let o = 0;
+  const u32 = (v: number) => (view.setUint32(o, v, true), o += 4);
+  const u64 = (v: number) => (view.setBigUint64(o, BigInt(v), true), o += 8);
+  const raw = (b: Uint8Array) => (u64(b.length), file.set(b, o), o += b.length);
+  u32(0x46554747), u32(3), u64(0), u64(1), raw(key), u32(9), u32(8), u64(items.length);
+  for (const b of items) raw(b);
+  const parsed = parseGguf(file, file.length, "test").metadata.get("tokenizer.ggml.tokens");
+  deepStrictEqual(parsed, items.map((b) => lenient.decode(b)));
+});

@@ -117,7 +117,9 @@ export async function readGgufHeader(
   await source.read(0, buf);
   for (;;) {
     try {
-      return parseGguf(buf, source.size, source.name, options.lazyArrays);
+      // Until the whole header is in, parse skipping the big arrays (cheap); then once, as asked.
+      const skimmed = parseGguf(buf, source.size, source.name, true);
+      return options.lazyArrays ? skimmed : parseGguf(buf, source.size, source.name, false);
     } catch (e) {
       if (!(e instanceof NeedMore)) throw e;
       if (have >= source.size || have >= MAX_HEADER) {
@@ -143,6 +145,44 @@ export async function readGgufHeader(
 class NeedMore extends Error {}
 
 /**
+ * The UTF-16 length of bytes[start, end) decoded, or -1 if they are not well-formed UTF-8 (then a
+ * decoder puts U+FFFD in, and what it does at the edges depends on the bytes around them).
+ */
+export function utf16Length(bytes: Uint8Array, start: number, end: number): number {
+  let n = 0;
+  for (let i = start; i < end;) {
+    const b = bytes[i];
+    if (b < 0x80) {
+      n++;
+      i++;
+      continue;
+    }
+    // Lead byte: how many continuation bytes follow.
+    const more = b >= 0xc2 && b < 0xe0
+      ? 1
+      : b >= 0xe0 && b < 0xf0
+      ? 2
+      : b >= 0xf0 && b < 0xf5
+      ? 3
+      : -1;
+    if (more < 0 || i + more >= end) return -1; // not a lead byte, or cut short
+    let cp = b & (0x3f >> more);
+    for (let k = 1; k <= more; k++) {
+      const c = bytes[i + k];
+      if ((c & 0xc0) !== 0x80) return -1;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    // Overlong, a surrogate, or past U+10FFFF.
+    if (cp < MIN_CODE_POINT[more] || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return -1;
+    n += cp >= 0x10000 ? 2 : 1;
+    i += more + 1;
+  }
+  return n;
+}
+/** By continuation bytes: the smallest code point that many may encode (less is overlong). */
+const MIN_CODE_POINT = [0, 0x80, 0x800, 0x10000];
+
+/**
  * Parses a GGUF header from its first bytes; throws NeedMore if they are not enough. With
  * `lazyArrays`, arrays of more than 1024 items (the vocabulary's pieces, scores and types: tens
  * of MB as JS values) are checked and skipped, and stand as GgufSkippedArray in the metadata.
@@ -164,10 +204,11 @@ export function parseGguf(
   const u32 = () => (need(4), o += 4, view.getUint32(o - 4, true));
   const u64 = (what: string): number => {
     need(8);
-    const v = view.getBigUint64(o, true);
+    const lo = view.getUint32(o, true), hi = view.getUint32(o + 4, true);
     o += 8;
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(`${what} ${v} is too large`);
-    return Number(v);
+    // Read as two halves: a BigInt per value was most of the time spent on a vocabulary.
+    if (hi >= 0x200000) fail(`${what} ${view.getBigUint64(o - 8, true)} is too large`);
+    return hi * 0x100000000 + lo;
   };
   const dec = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
   const str = (what: string): string => {
@@ -176,6 +217,41 @@ export function parseGguf(
     need(n);
     o += n;
     return dec.decode(bytes.subarray(o - n, o));
+  };
+  /**
+   * `n` strings in a row (a vocabulary: 262,144 of them). A TextDecoder call each costs most of
+   * the header's time, so the well-formed ones are copied together and decoded in one call, then
+   * cut apart by their UTF-16 lengths; an ill-formed one is decoded on its own, as `str` does.
+   */
+  const strings = (n: number, what: string): string[] => {
+    const starts = new Float64Array(n), ends = new Float64Array(n);
+    const cuts = new Int32Array(n + 1), wellFormed = new Uint8Array(n);
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const len = u64(`length of ${what}`);
+      if (len > fileSize) fail(`${what} claims ${len} bytes, more than the file holds`);
+      need(len);
+      starts[i] = o;
+      ends[i] = o += len;
+      const units = utf16Length(bytes, starts[i], ends[i]);
+      wellFormed[i] = units >= 0 ? 1 : 0;
+      cuts[i + 1] = cuts[i] + Math.max(units, 0);
+      if (units >= 0) total += len;
+    }
+    const together = new Uint8Array(total);
+    for (let i = 0, at = 0; i < n; i++) {
+      if (!wellFormed[i]) continue;
+      together.set(bytes.subarray(starts[i], ends[i]), at);
+      at += ends[i] - starts[i];
+    }
+    const joined = dec.decode(together);
+    const out = new Array<string>(n);
+    for (let i = 0; i < n; i++) {
+      out[i] = wellFormed[i]
+        ? joined.slice(cuts[i], cuts[i + 1])
+        : dec.decode(bytes.subarray(starts[i], ends[i]));
+    }
+    return out;
   };
 
   need(8);
@@ -200,7 +276,7 @@ export function parseGguf(
       if (n > fileSize) fail(`${key}: array of ${n} items is larger than the file`);
       const skip = lazyArrays && n > 1024;
       if (itemType === STRING) {
-        if (!skip) return Array.from({ length: n }, () => str(`item of ${key}`));
+        if (!skip) return strings(n, `an item of ${key}`);
         for (let i = 0; i < n; i++) {
           const len = u64(`length of an item of ${key}`);
           if (len > fileSize) {

@@ -140,36 +140,45 @@ function joinPieces(byId: string[]): { pieces: string; offsets: Uint32Array } {
   return { pieces: byId.join(""), offsets };
 }
 
-/** The first id of each distinct piece, looked up by a range of the joined pieces without making
- * a string: open addressing on a hash of the UTF-16 code units, candidates compared unit by unit. */
+/**
+ * The first id of each distinct piece, looked up by a range of the joined pieces without making
+ * a string: open addressing on a polynomial hash of the UTF-16 code units (h = h·B + unit, mod
+ * 2^32), each slot keeping its piece's hash so that candidates are compared unit by unit only when
+ * the hashes agree. The hash of any range is found from the prefix hashes of the piece around it
+ * in O(1) (`SplitHashes`), which is what splitting every piece at every point needs.
+ */
 class PieceIndex {
   readonly #slots: Int32Array; // id + 1; 0 = empty
+  readonly #hashes: Int32Array; // the hash of the slot's piece
   readonly #shift: number;
   constructor(readonly pieces: string, readonly offsets: Uint32Array) {
     const n = offsets.length - 1;
     let bits = 1;
     while (1 << bits < 2 * n) bits++;
     this.#slots = new Int32Array(1 << bits);
+    this.#hashes = new Int32Array(1 << bits);
     this.#shift = 32 - bits;
     for (let id = 0; id < n; id++) {
-      const slot = this.#probe(offsets[id], offsets[id + 1]);
-      if (this.#slots[slot] === 0) this.#slots[slot] = id + 1;
+      const h = rangeHash(pieces, offsets[id], offsets[id + 1]);
+      const slot = this.#probe(offsets[id], offsets[id + 1], h);
+      if (this.#slots[slot] === 0) {
+        this.#slots[slot] = id + 1;
+        this.#hashes[slot] = h;
+      }
     }
   }
 
-  /** The first id whose piece is pieces[start, end), or -1. */
-  find(start: number, end: number): number {
-    return this.#slots[this.#probe(start, end)] - 1;
+  /** The first id whose piece is pieces[start, end), whose hash is `h`; or -1. */
+  find(start: number, end: number, h: number): number {
+    return this.#slots[this.#probe(start, end, h)] - 1;
   }
 
   /** The slot holding pieces[start, end), or the empty slot where it would go. */
-  #probe(start: number, end: number): number {
-    let h = 0x811c9dc5;
-    for (let i = start; i < end; i++) h = Math.imul(h ^ this.pieces.charCodeAt(i), 0x01000193);
+  #probe(start: number, end: number, h: number): number {
     const mask = this.#slots.length - 1;
     for (let slot = Math.imul(h, 0x9e3779b1) >>> this.#shift;; slot = (slot + 1) & mask) {
       const id = this.#slots[slot] - 1;
-      if (id < 0 || this.#equals(id, start, end)) return slot;
+      if (id < 0 || (this.#hashes[slot] === h && this.#equals(id, start, end))) return slot;
     }
   }
 
@@ -180,6 +189,49 @@ class PieceIndex {
       if (this.pieces.charCodeAt(s + i) !== this.pieces.charCodeAt(start + i)) return false;
     }
     return true;
+  }
+}
+
+const HASH_BASE = 0x01000193;
+
+/** The polynomial hash of text[start, end) (PieceIndex). */
+function rangeHash(text: string, start: number, end: number): number {
+  let h = 0;
+  for (let i = start; i < end; i++) h = (Math.imul(h, HASH_BASE) + text.charCodeAt(i)) | 0;
+  return h;
+}
+
+/** Prefix hashes of one piece, so that the hash of either side of a split costs O(1). */
+class SplitHashes {
+  #prefix: Int32Array;
+  #power: Int32Array;
+  #start = 0;
+  #length = 0;
+  constructor(maxLength: number) {
+    this.#prefix = new Int32Array(maxLength + 1);
+    this.#power = new Int32Array(maxLength + 1);
+    this.#power[0] = 1;
+    for (let i = 1; i <= maxLength; i++) this.#power[i] = Math.imul(this.#power[i - 1], HASH_BASE);
+  }
+  /** Takes text[start, end) as the piece. */
+  set(text: string, start: number, end: number): void {
+    this.#start = start;
+    this.#length = end - start;
+    for (let i = 0; i < this.#length; i++) {
+      this.#prefix[i + 1] = (Math.imul(this.#prefix[i], HASH_BASE) + text.charCodeAt(start + i)) |
+        0;
+    }
+  }
+  /** The hash of the piece's text before `cut` (an index into the text). */
+  left(cut: number): number {
+    return this.#prefix[cut - this.#start];
+  }
+  /** The hash of the piece's text from `cut` on. */
+  right(cut: number): number {
+    const a = cut - this.#start;
+    return (this.#prefix[this.#length] -
+      Math.imul(this.#prefix[a], this.#power[this.#length - a])) |
+      0;
   }
 }
 
@@ -229,15 +281,18 @@ export function fromGgufMetadata(meta: Map<string, unknown>, where: string): Tok
   const order = Int32Array.from({ length: n }, (_, i) => i)
     .filter((id) => types[id] === TOKEN_TYPE.normal || types[id] === TOKEN_TYPE.userDefined)
     .sort((a, b) => score[b] - score[a] || a - b);
-  let found = new Int32Array(1 << 16), count = 0;
+  let found = new Int32Array(1 << 16), count = 0, longest = 0;
+  for (let id = 0; id < n; id++) longest = Math.max(longest, offsets[id + 1] - offsets[id]);
+  const split = new SplitHashes(longest);
   for (const id of order) {
     const start = offsets[id], end = offsets[id + 1];
+    split.set(pieces, start, end);
     for (let cut = end - 1; cut > start; cut--) {
       const c = pieces.charCodeAt(cut);
       if (c >= 0xdc00 && c < 0xe000) continue; // inside a surrogate pair
-      const l = index.find(start, cut);
+      const l = index.find(start, cut, split.left(cut));
       if (l < 0) continue;
-      const r = index.find(cut, end);
+      const r = index.find(cut, end, split.right(cut));
       if (r < 0) continue;
       if (count + 3 > found.length) {
         const grown = new Int32Array(found.length * 2);
