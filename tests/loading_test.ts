@@ -42,6 +42,18 @@ Deno.test("missing folders and files", async () => {
   await failsWith(() => loadModel(dir), /no model\.safetensors/);
 });
 
+Deno.test("a model folder URL that cannot be reached says so (not 'no config.json')", async () => {
+  // A port nothing listens on: the connection is refused, as offline.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  await failsWith(
+    () => loadModel(`http://127.0.0.1:${port}/some/model/`),
+    /cannot reach http:\/\/127\.0\.0\.1:\d+\/some\/model\/config\.json/,
+    /offline\?/,
+  );
+});
+
 Deno.test({
   name:
     "loading a GGUF with only read access, in a terminal, asks for no permission (the tokenizer cache is skipped)",
