@@ -27,7 +27,7 @@ import {
   type TextGenerationEnd,
   type TextGenerationOptions,
 } from "./generate_text.ts";
-import { loadTokenizer, tokenizerFromGguf } from "./tokenizer/load.ts";
+import { loadTokenizer, tokenizerCacheUsable, tokenizerFromGguf } from "./tokenizer/load.ts";
 
 /** Options of `loadModel`. */
 export interface LoadOptions {
@@ -286,6 +286,7 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
             });
           }
         },
+        tokenizerCacheUsable(),
       );
     } else {
       loaded = await loadHfFolder(source, rt, options.onProgress, plan);

@@ -87,17 +87,22 @@ export async function openGgufCheckpoint(
 
 /** Reads a .gguf file (path or URL) into the runtime's memory. `beforeWeights` runs once the
  * header is read and checked, before any weight is: work with a large passing peak of memory
- * (building the tokenizer without its cache) then peaks before the weights take theirs. */
+ * (building the tokenizer without its cache) then peaks before the weights take theirs.
+ * `vocabularyCached` says the tokenizer has a cache it may find this file's vocabulary in. */
 export async function loadGguf(
   location: string,
   rt: WasmRuntime,
   onProgress?: (p: LoadProgress) => void,
   quantize?: QuantPlan,
   beforeWeights?: (metadata: Map<string, unknown>) => Promise<void>,
+  vocabularyCached = true,
 ): Promise<LoadedCheckpoint> {
-  // From a file, the vocabulary arrays stay undecoded: the tokenizer reads them only if its cache
-  // misses. A URL has no tokenizer cache, so they are decoded now rather than fetched again.
-  const open = await openGgufCheckpoint(location, { lazyArrays: !isUrl(location) });
+  // From a file whose tokenizer may be cached, the vocabulary arrays stay undecoded: the
+  // tokenizer reads them again only if its cache misses. A URL, or a file where no cache can be
+  // used (an edge function that may not write), has them decoded now, in the one header read.
+  const open = await openGgufCheckpoint(location, {
+    lazyArrays: !isUrl(location) && vocabularyCached,
+  });
   try {
     await beforeWeights?.(open.metadata);
   } catch (e) {

@@ -32,6 +32,12 @@ export interface TokenizerLoadOptions {
   cache?: boolean;
 }
 
+/** Whether a tokenizer's compact form can be cached here (a cache folder this process may read
+ * and write without asking). */
+export function tokenizerCacheUsable(): boolean {
+  return engineCacheDirWithoutPrompt() !== undefined;
+}
+
 /** Compact tokenizers kept in the cache folder (the most recently used ones). */
 export const TOKENIZER_CACHE_ENTRIES = 8;
 
