@@ -93,8 +93,9 @@ const TYPES: Record<string, string> = {
   ".wasm": "application/wasm",
   ".map": "application/json",
 };
+// URL paths mirror the repository's, so the page's relative imports are the files' own.
 const mounts: [string, string][] = [
-  ["/bench/", `${root}bench/peers/browser/`],
+  ["/bench/peers/browser/", `${root}bench/peers/browser/`],
   ["/web/", `${root}web/`],
   ["/wllama/", `${cache}node_modules/@wllama/wllama/`],
 ];
@@ -134,7 +135,7 @@ async function inBrowser(
 ): Promise<Rates> {
   const page = await browser.newPage();
   try {
-    await page.goto(`${base}/bench/index.html`);
+    await page.goto(`${base}/bench/peers/browser/index.html`);
     await page.waitForFunction(() => "bench" in globalThis);
     const model = `${base}/models/${format}.gguf`;
     const request = engine === "ours"

@@ -118,25 +118,28 @@ browserTest("tiny-a by a relative folder URL: 2 threads when isolated, Deno's id
   });
 });
 
-browserTest("the bundle on a page: a relative folder path is a URL relative to the page", async () => {
-  await withPage({ files: TINY_FILES }, async (page, srv) => {
-    // The page's own thread, the bundle imported directly, a path as a user would write it
-    // ("org/name" alone would be a Hub repository; a trailing slash or "./" makes it a folder).
-    const got = await page.evaluate(async () => {
-      const bundle = "./gemma3.js"; // the page's URL for it (a name, so Deno does not resolve it)
-      const { loadModel } = await import(bundle);
-      const model = await loadModel("models/tiny-a/", { threads: 1 });
-      const ids: number[] = [];
-      for await (const id of model.createSession().generate([2, 17, 42], { maxTokens: 12 })) {
-        ids.push(id);
-      }
-      await model.dispose();
-      return ids;
+browserTest(
+  "the bundle on a page: a relative folder path is a URL relative to the page",
+  async () => {
+    await withPage({ files: TINY_FILES }, async (page, srv) => {
+      // The page's own thread, the bundle imported directly, a path as a user would write it
+      // ("org/name" alone would be a Hub repository; a trailing slash or "./" makes it a folder).
+      const got = await page.evaluate(async () => {
+        const bundle = "./gemma3.js"; // the page's URL for it (a name, so Deno does not resolve it)
+        const { loadModel } = await import(bundle);
+        const model = await loadModel("models/tiny-a/", { threads: 1 });
+        const ids: number[] = [];
+        for await (const id of model.createSession().generate([2, 17, 42], { maxTokens: 12 })) {
+          ids.push(id);
+        }
+        await model.dispose();
+        return ids;
+      });
+      deepStrictEqual(got, await denoIds(`${FIXTURES}/tiny-a`, [2, 17, 42], 12));
+      ok(srv.hits.get("/models/tiny-a/model.safetensors"), "read from the page's server");
     });
-    deepStrictEqual(got, await denoIds(`${FIXTURES}/tiny-a`, [2, 17, 42], 12));
-    ok(srv.hits.get("/models/tiny-a/model.safetensors"), "read from the page's server");
-  });
-});
+  },
+);
 
 browserTest("without COOP/COEP: 1 thread, and the reason names the headers", async () => {
   await withPage({ files: TINY_FILES, isolated: false }, async (page) => {

@@ -145,6 +145,25 @@ export async function readGgufHeader(
 class NeedMore extends Error {}
 
 /**
+ * A long array of strings (a vocabulary) as one string and where each item begins in it, in
+ * UTF-16 units (item i is joined[offsets[i], offsets[i + 1])). Iterable like the array it stands
+ * for.
+ */
+export class GgufStrings implements Iterable<string> {
+  constructor(readonly joined: string, readonly offsets: Uint32Array) {}
+  get length(): number {
+    return this.offsets.length - 1;
+  }
+  /** Item i. */
+  at(i: number): string {
+    return this.joined.slice(this.offsets[i], this.offsets[i + 1]);
+  }
+  *[Symbol.iterator](): Iterator<string> {
+    for (let i = 0; i < this.length; i++) yield this.at(i);
+  }
+}
+
+/**
  * The UTF-16 length of bytes[start, end) decoded, or -1 if they are not well-formed UTF-8 (then a
  * decoder puts U+FFFD in, and what it does at the edges depends on the bytes around them).
  */
@@ -221,12 +240,13 @@ export function parseGguf(
   /**
    * `n` strings in a row (a vocabulary: 262,144 of them). A TextDecoder call each costs most of
    * the header's time, so the well-formed ones are copied together and decoded in one call, then
-   * cut apart by their UTF-16 lengths; an ill-formed one is decoded on its own, as `str` does.
+   * cut by their UTF-16 lengths; an ill-formed one is decoded on its own, as `str` does. A long
+   * array stays one string (GgufStrings): a JS string per item would cost ~10 MB of small objects.
    */
-  const strings = (n: number, what: string): string[] => {
+  const strings = (n: number, what: string): string[] | GgufStrings => {
     const starts = new Float64Array(n), ends = new Float64Array(n);
-    const cuts = new Int32Array(n + 1), wellFormed = new Uint8Array(n);
-    let total = 0;
+    const cuts = new Uint32Array(n + 1), wellFormed = new Uint8Array(n);
+    let total = 0, illFormed = 0;
     for (let i = 0; i < n; i++) {
       const len = u64(`length of ${what}`);
       if (len > fileSize) fail(`${what} claims ${len} bytes, more than the file holds`);
@@ -237,6 +257,7 @@ export function parseGguf(
       wellFormed[i] = units >= 0 ? 1 : 0;
       cuts[i + 1] = cuts[i] + Math.max(units, 0);
       if (units >= 0) total += len;
+      else illFormed++;
     }
     const together = new Uint8Array(total);
     for (let i = 0, at = 0; i < n; i++) {
@@ -244,14 +265,17 @@ export function parseGguf(
       together.set(bytes.subarray(starts[i], ends[i]), at);
       at += ends[i] - starts[i];
     }
-    const joined = dec.decode(together);
-    const out = new Array<string>(n);
-    for (let i = 0; i < n; i++) {
-      out[i] = wellFormed[i]
-        ? joined.slice(cuts[i], cuts[i + 1])
+    const decoded = dec.decode(together);
+    const item = (i: number) =>
+      wellFormed[i]
+        ? decoded.slice(cuts[i], cuts[i + 1])
         : dec.decode(bytes.subarray(starts[i], ends[i]));
-    }
-    return out;
+    if (n <= 1024) return Array.from({ length: n }, (_, i) => item(i));
+    if (illFormed === 0) return new GgufStrings(decoded, cuts);
+    const parts = Array.from({ length: n }, (_, i) => item(i));
+    const offsets = new Uint32Array(n + 1);
+    for (let i = 0; i < n; i++) offsets[i + 1] = offsets[i] + parts[i].length;
+    return new GgufStrings(parts.join(""), offsets);
   };
 
   need(8);
@@ -456,7 +480,7 @@ export function encodeGgufHeader(
     str(m.key);
     u32(m.type);
     if (m.type === ARRAY) {
-      const items = Array.from(m.value as ArrayLike<unknown>);
+      const items = Array.from(m.value as Iterable<unknown>); // an array, typed array, GgufStrings
       u32(m.itemType!);
       u64(items.length);
       for (const item of items) scalar(m.itemType!, item, m.key);

@@ -5,6 +5,7 @@
 // (merges as id triples, the merge hash table prebuilt), so loading it is a few typed-array views
 // and one UTF-8 decode.
 
+import { GgufStrings } from "../formats/gguf.ts";
 import { pairHash, type TokenizerData } from "./tokenizer.ts";
 
 type Json = Record<string, unknown>;
@@ -90,33 +91,37 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
   });
   const unk = model.unk_token;
   return buildData(
-    byId,
+    joinPieces(byId),
     merges,
     added,
     typeof unk === "string" && vocab[unk] !== undefined ? vocab[unk] : 0,
   );
 }
 
-/** Tokenizer data from the vocabulary (by id), the merges in rank order, the added tokens. */
+/** Tokenizer data from the pieces (joined, by id), the merges in rank order, the added tokens. */
 function buildData(
-  byId: string[],
+  joined: { pieces: string; offsets: Uint32Array },
   merges: Int32Array,
   added: TokenizerData["addedTokens"],
   unkId: number,
-  joined: { pieces: string; offsets: Uint32Array } = joinPieces(byId),
 ): TokenizerData {
-  const size = byId.length;
+  const { pieces, offsets } = joined;
+  const size = offsets.length - 1;
   const singles: number[] = [];
   for (let id = 0; id < size; id++) {
-    const p = byId[id];
-    const cp = p.codePointAt(0)!;
-    if (p.length === (cp > 0xffff ? 2 : 1)) singles.push(cp, id);
+    const cp = pieces.codePointAt(offsets[id]);
+    const length = offsets[id + 1] - offsets[id];
+    if (cp !== undefined && length === (cp > 0xffff ? 2 : 1)) singles.push(cp, id);
   }
   // Characters X such that some piece contains X followed by "▁": the text is not cut there.
   const joiners = new Set<string>();
-  for (const p of byId) {
-    if (p.indexOf("▁", 1) < 0) continue;
-    const chars = [...p];
+  for (let id = 0; id < size; id++) {
+    let spaceAfterFirst = false;
+    for (let i = offsets[id] + 1; i < offsets[id + 1] && !spaceAfterFirst; i++) {
+      spaceAfterFirst = pieces.charCodeAt(i) === 0x2581;
+    }
+    if (!spaceAfterFirst) continue;
+    const chars = [...pieces.slice(offsets[id], offsets[id + 1])];
     for (let i = 1; i < chars.length; i++) {
       if (chars[i] === "▁" && chars[i - 1] !== "▁") joiners.add(chars[i - 1]);
     }
@@ -259,7 +264,10 @@ export function fromGgufMetadata(meta: Map<string, unknown>, where: string): Tok
   const tokens = meta.get("tokenizer.ggml.tokens");
   const scores = meta.get("tokenizer.ggml.scores");
   const types = meta.get("tokenizer.ggml.token_type");
-  if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string")) {
+  if (
+    !(tokens instanceof GgufStrings) &&
+    (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string"))
+  ) {
     fail(where, "tokenizer.ggml.tokens is missing or not a list of strings");
   }
   const n = tokens.length;
@@ -269,12 +277,14 @@ export function fromGgufMetadata(meta: Map<string, unknown>, where: string): Tok
   if (!Array.isArray(types) || types.length !== n) {
     fail(where, `tokenizer.ggml.token_type must have ${n} entries`);
   }
-  const byId = tokens as string[];
   // Pieces by score (higher first, then lower id); each piece's splits with the longer left
   // part first (the order of Hugging Face's converter). Done on one joined string and typed
-  // arrays: a string per split and a Map of 262,144 keys cost over 100 MB for a moment, which
-  // is most of a small edge function's memory.
-  const joined = joinPieces(byId);
+  // arrays (the GGUF reader gives a long vocabulary as one string already): a string per split
+  // and a Map of 262,144 keys cost over 100 MB for a moment, most of a small edge function's
+  // memory.
+  const joined = tokens instanceof GgufStrings
+    ? { pieces: tokens.joined, offsets: tokens.offsets }
+    : joinPieces(tokens as string[]);
   const { pieces, offsets } = joined;
   const index = new PieceIndex(pieces, offsets);
   const score = Float64Array.from(scores as number[]);
@@ -305,14 +315,17 @@ export function fromGgufMetadata(meta: Map<string, unknown>, where: string): Tok
     }
   }
   const merges = found.slice(0, count);
-  const added = byId.flatMap((content, id) =>
-    types[id] === TOKEN_TYPE.control || types[id] === TOKEN_TYPE.userDefined ||
-      types[id] === TOKEN_TYPE.unknown
-      ? [{ id, content, special: types[id] !== TOKEN_TYPE.userDefined }]
-      : []
-  );
+  const added: TokenizerData["addedTokens"] = [];
+  for (let id = 0; id < n; id++) {
+    const t = types[id];
+    if (t !== TOKEN_TYPE.control && t !== TOKEN_TYPE.userDefined && t !== TOKEN_TYPE.unknown) {
+      continue;
+    }
+    const content = pieces.slice(offsets[id], offsets[id + 1]);
+    added.push({ id, content, special: t !== TOKEN_TYPE.userDefined });
+  }
   const unk = meta.get("tokenizer.ggml.unknown_token_id");
-  return buildData(byId, merges, added, typeof unk === "number" ? unk : 0, joined);
+  return buildData(joined, merges, added, typeof unk === "number" ? unk : 0);
 }
 
 /** The piece strings, scores and types of tokenizer data, as GGUF metadata stores them (the

@@ -1,6 +1,6 @@
 // This engine's side of bench/wllama.ts: load by URL, then decode `decode` tokens after `prompt`
 // and evaluate `prefill` as one prompt in a new session, greedy, as the page asks.
-import { loadModel } from "/web/gemma3.js";
+import { loadModel } from "../../../web/gemma3.js";
 
 self.onmessage = async ({ data: { model, threads, prompt, decode, prefill } }) => {
   let m;

@@ -17,7 +17,8 @@ async function ours(request) {
 }
 
 async function wllama({ model, threads, prompt, decode, prefill }) {
-  const { Wllama } = await import("/wllama/esm/index.js");
+  const wllamaModule = "/wllama/esm/index.js"; // served by bench/wllama.ts from bench/.cache/
+  const { Wllama } = await import(wllamaModule);
   const w = new Wllama({ default: "/wllama/esm/wasm/wllama.wasm" }, { suppressNativeLog: true });
   w.setCompat(null); // its compat files come from a CDN; Chromium needs none of them
   const blob = await (await fetch(model)).blob();
