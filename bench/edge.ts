@@ -15,6 +15,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { ensureRandomGguf } from "./random_model.ts";
 import { machineInfo, takeBenchLock } from "./harness.ts";
 import { fileResponse } from "../cli/web_page.ts";
+import { spawnEdge } from "../tests/fixtures/edge/spawn.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -34,7 +35,6 @@ run as an edge platform runs it (no workers, no write permission), on the random
 }
 takeBenchLock();
 const rounds = Number(values.rounds);
-const PLATFORM = new URL("../tests/fixtures/edge/platform.ts", import.meta.url).pathname;
 const CLK_TCK = 100; // Linux's USER_HZ for /proc/<pid>/stat times
 
 const files: Record<string, string> = {
@@ -58,19 +58,13 @@ interface Sample {
 async function once(model: string, local: boolean): Promise<Sample> {
   const port = 30000 + Math.floor(Math.random() * 20000);
   const started = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-prompt",
-      "--allow-net",
-      "--allow-env",
-      ...(local ? [`--allow-read=${model}`] : []),
-      PLATFORM,
-    ],
-    env: { MODEL_URL: model, PORT: String(port), PLATFORM_REMOVE: "Worker,process" },
+  const child = spawnEdge({
+    modelUrl: model,
+    port,
+    remove: ["Worker", "process"],
+    allowRead: local ? [model] : [],
     stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  });
   try {
     const body = JSON.stringify({
       messages: [{ role: "user", content: "Why is the sky blue?" }],

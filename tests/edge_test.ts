@@ -6,8 +6,7 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { FIXTURES } from "./support/helpers.ts";
 import { startWebServer } from "./support/web_server.ts";
-
-const EDGE = new URL("./fixtures/edge/", import.meta.url);
+import { spawnEdge } from "./fixtures/edge/spawn.ts";
 
 /** Starts the example under `remove` (globals) and `importMap`, runs `fn` on its URL, stops it. */
 async function withEdge(
@@ -17,23 +16,12 @@ async function withEdge(
 ): Promise<void> {
   const models = startWebServer({ files: { "model.gguf": `${FIXTURES}tiny-a/model.gguf` } });
   const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-prompt",
-      "--allow-net",
-      "--allow-env",
-      ...(importMap ? ["--no-config", "--import-map", new URL(importMap, EDGE).pathname] : []),
-      new URL("platform.ts", EDGE).pathname,
-    ],
-    env: {
-      MODEL_URL: `${models.url}models/model.gguf`,
-      PORT: String(port),
-      PLATFORM_REMOVE: remove.join(","),
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnEdge({
+    modelUrl: `${models.url}models/model.gguf`,
+    port,
+    remove,
+    importMap,
+  });
   const url = `http://127.0.0.1:${port}`;
   try {
     for (let i = 0;; i++) {
