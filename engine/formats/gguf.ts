@@ -102,17 +102,18 @@ const MAX_HEADER = 256 << 20;
 
 /**
  * Reads a GGUF header from a file: the header is read in growing pieces (vocabulary arrays make it
- * large), never more than the file holds or MAX_HEADER.
+ * large), never more than the file holds or MAX_HEADER. `firstRead` (default 1 MiB) is the first
+ * piece: a local file can take one that holds a whole vocabulary at once.
  */
 export async function readGgufHeader(
   source: ByteSource,
-  options: { lazyArrays?: boolean } = {},
+  options: { lazyArrays?: boolean; firstRead?: number } = {},
 ): Promise<GgufFile> {
   const fail = (msg: string): never => {
     throw new Error(`${source.name}: ${msg}`);
   };
   if (source.size < 24) fail(`${source.size} bytes is too short for a GGUF file`);
-  let have = Math.min(source.size, 1 << 20);
+  let have = Math.min(source.size, MAX_HEADER, options.firstRead ?? 1 << 20);
   let buf = new Uint8Array(have);
   await source.read(0, buf);
   for (;;) {

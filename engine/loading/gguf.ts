@@ -35,7 +35,12 @@ export async function openGgufCheckpoint(
 ): Promise<OpenCheckpoint & Pick<GgufFile, "metadata" | "metadataTypes">> {
   const source = await openSource(location);
   try {
-    const file = await readGgufHeader(source, options);
+    // A local file is read in one piece big enough for a 262k vocabulary (a URL grows its reads,
+    // so that the weights right after the header come from the same stream).
+    const file = await readGgufHeader(source, {
+      ...options,
+      firstRead: isUrl(location) ? undefined : 16 << 20,
+    });
     const found = new Map<string, TensorEntry>();
     for (const t of file.tensors) {
       const name = canonicalGgufName(t.name);
