@@ -226,3 +226,71 @@ Deno.test("the tokenizer cache keeps the most recently used entries and deletes 
   const want = [...names.slice(0, keep - 1), names[keep + 1], "other.txt"].sort();
   deepStrictEqual(left, want);
 });
+
+Deno.test("encode and decode refuse bad arguments, naming the argument", () => {
+  const cases: [() => unknown, RegExp][] = [
+    [() => tok.encode(null as unknown as string), /encode: text must be a string, got null/],
+    [
+      () => tok.encode("hi", null as unknown as object),
+      /encode: options must be an object, got null/,
+    ],
+    [
+      () => tok.encode("hi", { addBos: "yes" as unknown as boolean }),
+      /addBos must be true or false/,
+    ],
+    [
+      () => tok.encode("hi", { specialTokens: "strip" as "plain" }),
+      /specialTokens must be "parse" or "plain", got the string "strip"/,
+    ],
+    [() => tok.decode(null as unknown as number[]), /decode: ids must be an array of token ids/],
+    [() => tok.decode([5], null as unknown as object), /decode: options must be an object/],
+    [() => tok.decode(["5"] as unknown as number[]), /ids\[0\] is the string "5", not a token id/],
+    [() => tok.decode([1, 5n] as unknown as number[]), /ids\[1\] is the bigint 5n/],
+    [() => tok.decode([[5]] as unknown as number[]), /ids\[0\] is an array/],
+    [() => tok.decode([1.5]), /ids\[0\] is number 1.5, not a token id/],
+    [() => tok.decode([-1]), /token id -1 is not in the vocabulary/],
+  ];
+  for (const [call, pattern] of cases) {
+    throws(call, (e: Error) => {
+      ok(e instanceof TypeError || e instanceof RangeError, `${e.constructor.name}: ${e.message}`);
+      ok(pattern.test(e.message), `${e.message} does not match ${pattern}`);
+      return true;
+    });
+  }
+  // What is valid still works.
+  deepStrictEqual(tok.decode(Int32Array.of(9259, 1902)), tok.decode([9259, 1902]));
+  deepStrictEqual(tok.encode("Hello", { addBos: false }), tok.encode("Hello").slice(1));
+});
+
+Deno.test("added tokens: ids past the vocabulary and the added tokens after it, or used twice, are errors (no table sized by them)", async () => {
+  const folder = await tempDir();
+  // The smallest Gemma-style tokenizer.json: BPE with byte fallback, " " → "▁".
+  const base = {
+    normalizer: { type: "Replace", pattern: { String: " " }, content: "▁" },
+    model: { type: "BPE", byte_fallback: true, vocab: { a: 0, b: 1, ab: 2 }, merges: ["a b"] },
+    added_tokens: [{ id: 3, content: "<bos>", special: true }],
+  };
+  const write = (json: unknown) =>
+    Deno.writeTextFile(`${folder}/tokenizer.json`, JSON.stringify(json));
+  // Valid: one added token right after the vocabulary (as Gemma's <image_soft_token>).
+  await write(base);
+  deepStrictEqual((await loadTokenizer(folder, { cache: false })).encode("ab"), [3, 2]);
+  for (const id of [2 ** 31 - 1, 2 ** 32, 1e12, 2 ** 53, -1]) {
+    await write({ ...base, added_tokens: [{ id, content: "<x>", special: true }] });
+    await rejects(
+      loadTokenizer(folder, { cache: false }),
+      (e: Error) => /added token "<x>" has id .* outside the vocabulary/.test(e.message),
+      String(id),
+    );
+  }
+  await write({
+    ...base,
+    added_tokens: [...base.added_tokens, { id: 3, content: "<eos>", special: true }],
+  });
+  await rejects(loadTokenizer(folder, { cache: false }), /added token "<eos>": id 3 is used twice/);
+  // No <bos>: encode says so rather than putting -1 first.
+  await write({ ...base, added_tokens: [] });
+  const noBos = await loadTokenizer(folder, { cache: false });
+  throws(() => noBos.encode("ab"), /no <bos> token; pass \{ addBos: false \}/);
+  deepStrictEqual(noBos.encode("ab", { addBos: false }), [2]);
+});

@@ -114,7 +114,25 @@ export class Tokenizer {
       if (cp < 65536) this.#bmp[cp] = data.singleChars[i + 1];
       else this.#astral.set(cp, data.singleChars[i + 1]);
     }
-    const maxId = Math.max(this.vocabSize - 1, ...data.addedTokens.map((t) => t.id));
+    // Added tokens are pieces of the vocabulary or come right after it (Gemma's tokenizer.json
+    // puts <image_soft_token> at 262144): an id past that (a file could say 2^31) would size the
+    // tables below, and two tokens with one id would make decode ambiguous.
+    const limit = this.vocabSize + data.addedTokens.length;
+    const seen = new Set<number>();
+    let maxId = this.vocabSize - 1;
+    for (const t of data.addedTokens) {
+      if (!Number.isInteger(t.id) || t.id < 0 || t.id >= limit) {
+        throw new RangeError(
+          `added token ${quoteShort(t.content)} has id ${t.id}, outside the vocabulary and the ` +
+            `added tokens after it (0 to ${limit - 1})`,
+        );
+      }
+      if (seen.has(t.id)) {
+        throw new RangeError(`added token ${quoteShort(t.content)}: id ${t.id} is used twice`);
+      }
+      seen.add(t.id);
+      maxId = Math.max(maxId, t.id);
+    }
     this.#special = new Uint8Array(maxId + 1);
     this.#pieceCache = new Array(maxId + 1);
     for (const t of data.addedTokens) {
@@ -164,10 +182,31 @@ export class Tokenizer {
 
   /** Text → token ids. Invalid UTF-16 (lone surrogates) is replaced by U+FFFD first. */
   encode(text: string, options: EncodeOptions = {}): number[] {
-    if (typeof text !== "string") throw new TypeError("encode needs a string");
+    if (typeof text !== "string") {
+      throw new TypeError(`encode: text must be a string, got ${describeValue(text)}`);
+    }
+    options = optionsObject(options, "encode: options");
+    if (options.addBos !== undefined && typeof options.addBos !== "boolean") {
+      throw new TypeError(
+        `encode: addBos must be true or false, got ${describeValue(options.addBos)}`,
+      );
+    }
+    if (
+      options.specialTokens !== undefined && !["parse", "plain"].includes(options.specialTokens)
+    ) {
+      throw new TypeError(
+        `encode: specialTokens must be "parse" or "plain", got ${
+          describeValue(options.specialTokens)
+        }`,
+      );
+    }
+    const addBos = options.addBos ?? true;
+    if (addBos && this.bosId < 0) {
+      throw new Error("encode: this tokenizer has no <bos> token; pass { addBos: false }");
+    }
     const s = wellFormed(text);
     const out: number[] = [];
-    if (options.addBos ?? true) out.push(this.bosId);
+    if (addBos) out.push(this.bosId);
     const groups = this.#addedGroups(options.specialTokens === "plain");
     let segmentStart = 0;
     for (let i = 0; i < s.length;) {
@@ -346,11 +385,20 @@ export class Tokenizer {
 
   /** Token ids → text. Byte pieces are decoded as UTF-8; "▁" becomes " ". */
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    if (ids === null || typeof ids !== "object" || typeof ids.length !== "number") {
+      throw new TypeError(`decode: ids must be an array of token ids, got ${describeValue(ids)}`);
+    }
+    options = optionsObject(options, "decode: options");
     const skip = options.skipSpecialTokens ?? false;
     let text = "";
     const bytes: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
+      if (typeof id !== "number" || !Number.isInteger(id)) {
+        throw new TypeError(
+          `decode: ids[${i}] is ${describeValue(id)}, not a token id (an integer)`,
+        );
+      }
       if (skip && this.#special[id] === 1) continue;
       const b = id < this.vocabSize && id >= 0 ? this.#byteOf[id] : -1;
       if (b >= 0) {
@@ -497,6 +545,31 @@ function matchAdded(g: AddedGroup, s: string, i: number): { id: number; length: 
 }
 
 /** Replaces lone surrogates by U+FFFD, as converting to UTF-8 does (see tokenizer README). */
+/** A value as a message shows it: its type, and a short, escaped form of it. */
+export function describeValue(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return `an array (${quoteShort(JSON.stringify(v) ?? "")})`;
+  if (typeof v === "string") return `the string ${quoteShort(v)}`;
+  if (typeof v === "bigint") return `the bigint ${v}n`;
+  if (typeof v === "object") return "an object";
+  return `${typeof v} ${String(v)}`;
+}
+
+/** `text` quoted with its control characters escaped, cut to `max` characters. */
+export function quoteShort(text: string, max = 60): string {
+  const cut = text.length > max ? text.slice(0, max) : text;
+  return JSON.stringify(cut) + (text.length > max ? `… (${text.length} characters)` : "");
+}
+
+/** An options argument: undefined as {}, else it must be a plain object. */
+function optionsObject<T>(value: T | undefined, name: string): T {
+  if (value === undefined) return {} as T;
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new TypeError(`${name} must be an object, got ${describeValue(value)}`);
+  }
+  return value;
+}
+
 function wellFormed(s: string): string {
   const f = (s as { toWellFormed?: () => string }).toWellFormed;
   if (f) return f.call(s);
