@@ -3,6 +3,7 @@
 // The bar is tiny-a's: within 1e-4 of float64, which is ~10x the f32 rounding noise seen there.
 // Configs the engine cannot run are refused by engine/gemma3/config.ts with the key named (last).
 
+import { throws } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { failsWith, maxAbsDiff, rng } from "./support/helpers.ts";
 import { referenceLogits } from "./support/reference.ts";
@@ -180,6 +181,15 @@ Deno.test("unsupported or broken configs", async () => {
     [smallConfig({ final_logit_softcapping: 30 }), /final_logit_softcapping/],
     [smallConfig({ layer_types: ["sliding_attention"] }), /layer_types must list 4/],
     [smallConfig({ hidden_activation: "relu" }), /hidden_activation "relu"/],
+    // A count that would size per-layer lists (no layer_types to bound it): refused at once.
+    [
+      smallConfig({ num_hidden_layers: 2 ** 31, layer_types: undefined }),
+      /num_hidden_layers 2147483648 is implausible \(at most 1024\)/,
+    ],
+    [
+      smallConfig({ num_hidden_layers: 1e9, layer_types: undefined }),
+      /num_hidden_layers 1000000000/,
+    ],
   ];
   for (const [config, pattern] of cases) {
     const dir = await writeCheckpoint(config, tensors);
@@ -188,4 +198,22 @@ Deno.test("unsupported or broken configs", async () => {
   const dir = await writeCheckpoint(smallConfig(), tensors);
   await Deno.writeTextFile(`${dir}/config.json`, "{ not json");
   await failsWith(() => loadModel(dir), /config\.json/, /not valid JSON/);
+});
+
+Deno.test("a GGUF whose block_count is implausible is refused before anything is sized by it", async () => {
+  const { configFromGguf } = await import("../engine/gemma3/config.ts");
+  const meta = (blocks: number) =>
+    new Map<string, unknown>([
+      ["general.architecture", "gemma3"],
+      ["gemma3.embedding_length", 64],
+      ["gemma3.block_count", blocks],
+      ["gemma3.attention.head_count", 4],
+    ]);
+  for (const blocks of [2 ** 31, 1e9, 1025]) {
+    throws(
+      () => configFromGguf(meta(blocks), 256, true, "x.gguf"),
+      (e: Error) =>
+        /x\.gguf: metadata gemma3\.block_count \d+ is implausible \(at most 1024\)/.test(e.message),
+    );
+  }
 });

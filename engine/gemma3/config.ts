@@ -58,6 +58,10 @@ export interface LayerAttention {
 }
 
 /** The per-layer attention set-up: sliding layers use the local RoPE base and never scale. */
+/** Layers a config may have: Gemma 3's largest has 62. A file's count sizes per-layer lists
+ * before any tensor is looked at, so a corrupt one (2^31) must stop here, not in an allocation. */
+export const MAX_LAYERS = 1024;
+
 export function layerAttention(config: Gemma3Config, layer: number): LayerAttention {
   return config.layerTypes[layer] === "sliding_attention"
     ? { window: config.slidingWindow, ropeBase: config.ropeLocalBaseFreq, ropeFactor: 1 }
@@ -156,6 +160,9 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
   }
 
   const numLayers = int("num_hidden_layers");
+  if (numLayers > MAX_LAYERS) {
+    fail(`num_hidden_layers ${numLayers} is implausible (at most ${MAX_LAYERS})`);
+  }
   const numHeads = int("num_attention_heads");
   const numKvHeads = int("num_key_value_heads");
   if (numHeads % numKvHeads !== 0) {
@@ -307,6 +314,9 @@ export function configFromGguf(
   };
   const hiddenSize = int("embedding_length");
   const numLayers = int("block_count");
+  if (numLayers > MAX_LAYERS) {
+    fail(`metadata gemma3.block_count ${numLayers} is implausible (at most ${MAX_LAYERS})`);
+  }
   const numHeads = int("attention.head_count");
   const numKvHeads = int("attention.head_count_kv", numHeads);
   if (numHeads % numKvHeads !== 0) {
