@@ -209,6 +209,12 @@ Deno.test("a GGUF whose block_count is implausible is refused before anything is
       ["gemma3.block_count", blocks],
       ["gemma3.attention.head_count", 4],
     ]);
+  const noArchitecture = meta(18);
+  noArchitecture.delete("general.architecture");
+  throws(
+    () => configFromGguf(noArchitecture, 256, true, "x.gguf"),
+    /x\.gguf: metadata general\.architecture is missing/,
+  );
   for (const blocks of [2 ** 31, 1e9, 1025]) {
     throws(
       () => configFromGguf(meta(blocks), 256, true, "x.gguf"),

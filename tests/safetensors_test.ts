@@ -1,6 +1,7 @@
 // Broken safetensors files (engine/formats/safetensors.ts): each error names the file, the tensor
 // where there is one, and the problem.
 
+import { ok, rejects } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { failsWith } from "./support/helpers.ts";
 import { tinyCopy, withHeader } from "./support/safetensors_writer.ts";
@@ -58,5 +59,53 @@ Deno.test("overlapping tensors, bad dtype, bad offsets", async () => {
       }).then(loadModel),
     /model\.norm\.weight/,
     /needs/,
+  );
+});
+
+Deno.test("hostile headers: Object's keys as dtypes, invalid UTF-8, long names, empty tensors", async () => {
+  for (const dtype of ["toString", "constructor", "__proto__"]) {
+    await failsWith(
+      () =>
+        withHeader((h) => {
+          (h["model.norm.weight"] as { dtype: string }).dtype = dtype;
+        }).then(loadModel),
+      /model\.norm\.weight/,
+      new RegExp(`dtype "${dtype}" is unknown \\(supported: F32, BF16, F16\\)`),
+    );
+  }
+  // Invalid UTF-8 inside the header's JSON text.
+  const dir = await tinyCopy();
+  const bytes = await Deno.readFile(`${dir}/model.safetensors`);
+  bytes.set([0xff, 0xfe], 12);
+  await Deno.writeFile(`${dir}/model.safetensors`, bytes);
+  await failsWith(
+    () => loadModel(dir),
+    /model\.safetensors/,
+    /header \(\d+ bytes from byte 8\) is not valid UTF-8/,
+  );
+  // A 14,000-character name with control characters: escaped and cut in the message.
+  const longName = "\u0001\u001b[31m".repeat(2000) + "x".repeat(2000);
+  await rejects(
+    () =>
+      withHeader((h) => {
+        h[longName] = { ...(h["model.norm.weight"] as object), dtype: "Q9" };
+      }).then(loadModel),
+    (e: Error) => {
+      ok(e.message.length < 600, `${e.message.length} characters`);
+      ok(![...e.message].some((c) => c.charCodeAt(0) < 0x20), "no raw control characters");
+      ok(/… \(14000 characters\)/.test(e.message), e.message);
+      return true;
+    },
+  );
+  // Empty tensors overlap nothing: two at one offset are not reported as overlapping (the
+  // extra names are then refused as not part of the model, which is the real problem).
+  await failsWith(
+    () =>
+      withHeader((h) => {
+        const at = (h["model.norm.weight"] as { data_offsets: number[] }).data_offsets[0];
+        h["extra.a"] = { dtype: "F32", shape: [0], data_offsets: [at, at] };
+        h["extra.b"] = { dtype: "F32", shape: [0, 4], data_offsets: [at, at] };
+      }).then(loadModel),
+    /unexpected tensors? .*extra\.a/,
   );
 });

@@ -10,6 +10,7 @@
 // lengths against the bytes that remain, tensor sizes and offsets against the file, so a hostile
 // or truncated file is an error, never a giant allocation or an out-of-bounds read.
 
+import { nameShort } from "./quote.ts";
 import type { ByteSource } from "../io.ts";
 
 /** ggml tensor types, by number (the ones a Gemma GGUF may hold). */
@@ -346,7 +347,9 @@ export function parseGguf(
   for (let i = 0; i < tensorCount; i++) {
     const name = str("tensor name");
     const nDims = u32();
-    if (nDims < 1 || nDims > 4) fail(`tensor ${name}: ${nDims} dimensions`);
+    if (nDims < 1 || nDims > 4) {
+      fail(`tensor ${nameShort(name)} (header byte ${o}): ${nDims} dimensions`);
+    }
     const dims = Array.from({ length: nDims }, () => u64(`dimension of ${name}`));
     const type = u32();
     const rel = u64(`offset of ${name}`);
@@ -359,34 +362,37 @@ export function parseGguf(
   const dataStart = Math.ceil(o / align) * align;
   const tensors: GgufTensor[] = infos.map((t) => {
     const info = GGML_TYPES[t.type];
-    if (!info) fail(`tensor ${t.name}: unknown ggml type ${t.type}`);
+    if (!info) fail(`tensor ${nameShort(t.name)}: unknown ggml type ${t.type}`);
     const numel = t.dims.reduce((a, b) => a * b, 1);
     if (!Number.isSafeInteger(numel) || numel > fileSize * 8) {
-      fail(`tensor ${t.name}: ${t.dims.join("×")} elements cannot fit the file`);
+      fail(`tensor ${nameShort(t.name)}: ${t.dims.join("×")} elements cannot fit the file`);
     }
     if (t.dims[0] % info.blockElems !== 0) {
       fail(
-        `tensor ${t.name}: rows of ${
+        `tensor ${nameShort(t.name)}: rows of ${
           t.dims[0]
         } are not a multiple of the ${info.name} block (${info.blockElems})`,
       );
     }
     const bytes = (numel / info.blockElems) * info.blockBytes;
     const offset = dataStart + t.rel;
-    if (t.rel % align !== 0) fail(`tensor ${t.name}: offset ${t.rel} is not aligned to ${align}`);
+    if (t.rel % align !== 0) {
+      fail(`tensor ${nameShort(t.name)}: offset ${t.rel} is not aligned to ${align}`);
+    }
     if (offset + bytes > fileSize) {
       fail(
-        `tensor ${t.name}: data ends at byte ${
+        `tensor ${nameShort(t.name)}: data ends at byte ${
           offset + bytes
         }, past the end of the ${fileSize}-byte file (truncated?)`,
       );
     }
     return { name: t.name, type: t.type, dims: t.dims, offset, bytes };
   });
-  const sorted = [...tensors].sort((a, b) => a.offset - b.offset);
+  // Empty tensors take no bytes, so they overlap nothing.
+  const sorted = tensors.filter((t) => t.bytes > 0).sort((a, b) => a.offset - b.offset);
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i].offset < sorted[i - 1].offset + sorted[i - 1].bytes) {
-      fail(`tensors ${sorted[i - 1].name} and ${sorted[i].name} overlap`);
+      fail(`tensors ${nameShort(sorted[i - 1].name)} and ${nameShort(sorted[i].name)} overlap`);
     }
   }
   return { version, metadata, metadataTypes, tensors };

@@ -5,6 +5,7 @@
 
 import { floatBytes, type FloatDType, type StoredDType } from "./dtypes.ts";
 import type { ByteSource } from "../io.ts";
+import { nameShort, shortJson } from "./quote.ts";
 
 /** One tensor's place in a safetensors file. */
 export interface TensorEntry {
@@ -60,9 +61,15 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
   }
   const headerBytes = new Uint8Array(headerLen);
   await source.read(8, headerBytes);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+  } catch {
+    return fail(`header (${headerLen} bytes from byte 8) is not valid UTF-8 text`);
+  }
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
+    header = JSON.parse(text);
   } catch (e) {
     return fail(`header is not valid JSON (${(e as Error).message})`);
   }
@@ -75,12 +82,17 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") continue;
     const t = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof t !== "object" || t === null) fail(`tensor ${name}: entry is not an object`);
-    const dtype = DTYPES[t.dtype as string];
+    if (typeof t !== "object" || t === null) {
+      fail(`tensor ${nameShort(name)}: entry is not an object`);
+    }
+    // Own keys only: "toString" or "constructor" must not find Object's.
+    const dtype = typeof t.dtype === "string" && Object.hasOwn(DTYPES, t.dtype)
+      ? DTYPES[t.dtype]
+      : undefined;
     if (!dtype) {
       const known = OTHER_DTYPES.includes(t.dtype as string);
-      fail(
-        `tensor ${name}: dtype ${JSON.stringify(t.dtype)} ${
+      return fail(
+        `tensor ${nameShort(name)}: dtype ${shortJson(t.dtype)} ${
           known ? "is not supported" : "is unknown"
         }` +
           " (supported: F32, BF16, F16)",
@@ -88,7 +100,11 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
     }
     const shape = t.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      fail(`tensor ${name}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+      fail(
+        `tensor ${nameShort(name)}: shape ${
+          shortJson(shape)
+        } is not a list of non-negative integers`,
+      );
     }
     const offs = t.data_offsets;
     if (
@@ -96,8 +112,8 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
       !offs.every((o) => Number.isSafeInteger(o) && o >= 0)
     ) {
       fail(
-        `tensor ${name}: data_offsets ${
-          JSON.stringify(offs)
+        `tensor ${nameShort(name)}: data_offsets ${
+          shortJson(offs)
         } is not a pair of non-negative integers`,
       );
     }
@@ -106,13 +122,15 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
     const want = numel * floatBytes[dtype];
     if (end < begin || end - begin !== want) {
       fail(
-        `tensor ${name}: data_offsets [${begin}, ${end}] hold ${end - begin} bytes, but ` +
+        `tensor ${nameShort(name)}: data_offsets [${begin}, ${end}] hold ${
+          end - begin
+        } bytes, but ` +
           `${t.dtype} ${JSON.stringify(shape)} needs ${want}`,
       );
     }
     if (end > dataSize) {
       fail(
-        `tensor ${name}: data ends at byte ${dataStart + end}, past the end of the ` +
+        `tensor ${nameShort(name)}: data ends at byte ${dataStart + end}, past the end of the ` +
           `${source.size}-byte file (truncated?)`,
       );
     }
@@ -125,11 +143,14 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
       source,
     });
   }
-  const sorted = [...entries].sort((a, b) => a.offset - b.offset);
+  // Empty tensors take no bytes, so they overlap nothing.
+  const sorted = entries.filter((e) => e.bytes > 0).sort((a, b) => a.offset - b.offset);
   for (let i = 1; i < sorted.length; i++) {
     const prev = sorted[i - 1];
     if (sorted[i].offset < prev.offset + prev.bytes) {
-      fail(`tensors ${prev.name} and ${sorted[i].name} overlap in the file`);
+      fail(
+        `tensors ${nameShort(prev.name)} and ${nameShort(sorted[i].name)} overlap in the file`,
+      );
     }
   }
   return entries;

@@ -2,6 +2,8 @@
 // GGUF metadata), validated, and then read by everything else. Nothing downstream looks at the
 // raw JSON.
 
+import { shortJson } from "../formats/quote.ts";
+
 /** Whether a layer attends to a sliding window of recent tokens or to the whole context. */
 export type LayerType = "sliding_attention" | "full_attention";
 
@@ -117,10 +119,10 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
     if (!isObject(top.text_config)) fail('model_type "gemma3" without a text_config object');
     text = top.text_config as Json;
     if (text.model_type !== undefined && text.model_type !== "gemma3_text") {
-      fail(`text_config.model_type is ${JSON.stringify(text.model_type)}; ${SUPPORTED}`);
+      fail(`text_config.model_type is ${shortJson(text.model_type)}; ${SUPPORTED}`);
     }
   } else {
-    return fail(`model_type ${JSON.stringify(top.model_type)} is not supported; ${SUPPORTED}`);
+    return fail(`model_type ${shortJson(top.model_type)} is not supported; ${SUPPORTED}`);
   }
   // Token ids of a multimodal checkpoint are the whole model's, so its top level wins for them.
   const tokenKeys = ["bos_token_id", "eos_token_id", "pad_token_id"];
@@ -130,13 +132,13 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
   const int = (key: keyof typeof HF_DEFAULTS, min = 1): number => {
     const v = pick(key);
     if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
-      fail(`${key} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+      fail(`${key} must be an integer >= ${min}, got ${shortJson(v)}`);
     }
     return v as number;
   };
   const positive = (v: unknown, key: string): number => {
     if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
-      fail(`${key} must be a positive number, got ${JSON.stringify(v)}`);
+      fail(`${key} must be a positive number, got ${shortJson(v)}`);
     }
     return v as number;
   };
@@ -155,7 +157,7 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
   const act = text.hidden_activation ?? text.hidden_act ?? HF_DEFAULTS.hidden_activation;
   if (act !== "gelu_pytorch_tanh" && act !== "gelu_tanh") {
     fail(
-      `hidden_activation ${JSON.stringify(act)} is not supported (Gemma 3 uses gelu_pytorch_tanh)`,
+      `hidden_activation ${shortJson(act)} is not supported (Gemma 3 uses gelu_pytorch_tanh)`,
     );
   }
 
@@ -182,9 +184,7 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
     layerTypes = lt.map((t, i) => {
       if (t !== "sliding_attention" && t !== "full_attention") {
         fail(
-          `layer_types[${i}] is ${
-            JSON.stringify(t)
-          }; expected "sliding_attention" or "full_attention"`,
+          `layer_types[${i}] is ${shortJson(t)}; expected "sliding_attention" or "full_attention"`,
         );
       }
       return t as LayerType;
@@ -194,7 +194,7 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
     const raw = text.sliding_window_pattern ?? text._sliding_window_pattern ??
       HF_DEFAULTS.sliding_window_pattern;
     if (typeof raw !== "number" || !Number.isInteger(raw) || raw < 1) {
-      return fail(`sliding_window_pattern must be a positive integer, got ${JSON.stringify(raw)}`);
+      return fail(`sliding_window_pattern must be a positive integer, got ${shortJson(raw)}`);
     }
     layerTypes = Array.from(
       { length: numLayers },
@@ -224,9 +224,7 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
       const localType = local.rope_type ?? local.type ?? "default";
       if (localType !== "default") {
         fail(
-          `rope_parameters.sliding_attention.rope_type ${
-            JSON.stringify(localType)
-          } is not supported`,
+          `rope_parameters.sliding_attention.rope_type ${shortJson(localType)} is not supported`,
         );
       }
       scaling = full;
@@ -242,7 +240,7 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
     const type = scaling.rope_type ?? scaling.type ?? "default";
     if (type === "linear") ropeScalingFactor = positive(scaling.factor, "rope_scaling.factor");
     else if (type !== "default") {
-      fail(`rope_scaling type ${JSON.stringify(type)} is not supported (Gemma 3 uses "linear")`);
+      fail(`rope_scaling type ${shortJson(type)} is not supported (Gemma 3 uses "linear")`);
     }
   } else if (scaling !== undefined && scaling !== null) {
     fail("rope_scaling must be an object or null");
@@ -251,7 +249,7 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
   const eosRaw = pick("eos_token_id");
   const eosTokenIds = (Array.isArray(eosRaw) ? eosRaw : [eosRaw]).map((v) => {
     if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
-      fail(`eos_token_id must be an id or a list of ids, got ${JSON.stringify(eosRaw)}`);
+      fail(`eos_token_id must be an id or a list of ids, got ${shortJson(eosRaw)}`);
     }
     return v as number;
   });
@@ -298,7 +296,10 @@ export function configFromGguf(
     throw new Error(`${where}: ${msg}`);
   };
   const arch = meta.get("general.architecture");
-  if (arch !== "gemma3") fail(`architecture ${JSON.stringify(arch)} is not supported (gemma3 is)`);
+  if (arch === undefined) {
+    fail("metadata general.architecture is missing (a Gemma 3 file has gemma3)");
+  }
+  if (arch !== "gemma3") fail(`architecture ${shortJson(arch)} is not supported (gemma3 is)`);
   const num = (key: string, fallback?: number): number => {
     const v = meta.get(`gemma3.${key}`) ?? fallback;
     const n = typeof v === "bigint" ? Number(v) : v;
@@ -338,7 +339,7 @@ export function configFromGguf(
   let ropeScalingFactor = 1;
   if (scalingType === "linear") ropeScalingFactor = num("rope.scaling.factor");
   else if (scalingType !== undefined && scalingType !== "none") {
-    fail(`rope scaling ${JSON.stringify(scalingType)} is not supported`);
+    fail(`rope scaling ${shortJson(scalingType)} is not supported`);
   }
   const id = (key: string, fallback: number) => {
     const v = meta.get(`tokenizer.ggml.${key}`);

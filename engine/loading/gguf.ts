@@ -2,6 +2,7 @@
 // same checks as a Hugging Face checkpoint. F32, F16 and BF16 tensors, and the block formats of
 // quant.ts (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K); other ggml types are refused by name.
 
+import { nameShort } from "../formats/quote.ts";
 import { configFromGguf } from "../gemma3/config.ts";
 import type { StoredDType } from "../formats/dtypes.ts";
 import { GGML_TYPES, type GgufFile, readGgufHeader } from "../formats/gguf.ts";
@@ -46,13 +47,13 @@ export async function openGgufCheckpoint(
       const name = canonicalGgufName(t.name);
       if (name === null) {
         throw new Error(
-          `${location}: unexpected tensor ${t.name} (not part of a Gemma 3 text model)`,
+          `${location}: unexpected tensor ${nameShort(t.name)} (not part of a Gemma 3 text model)`,
         );
       }
       const dtype = SUPPORTED_TYPES[t.type];
       if (!dtype) {
         throw new Error(
-          `${location}: tensor ${t.name} is ${
+          `${location}: tensor ${nameShort(t.name)} is ${
             GGML_TYPES[t.type].name
           }, which is not supported (${SUPPORTED_NAMES} are)`,
         );

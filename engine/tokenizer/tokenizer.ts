@@ -19,6 +19,7 @@
 // The tokenizer is built from a compact binary form (see format.ts) that loads in a few
 // milliseconds; parsing the 33 MB JSON is done once and cached.
 
+import { describeValue, quoteShort } from "../formats/quote.ts";
 import { type ChatMessage, ChatTemplate } from "./chat_template.ts";
 
 /** Everything the tokenizer needs, as flat arrays. */
@@ -545,22 +546,6 @@ function matchAdded(g: AddedGroup, s: string, i: number): { id: number; length: 
 }
 
 /** Replaces lone surrogates by U+FFFD, as converting to UTF-8 does (see tokenizer README). */
-/** A value as a message shows it: its type, and a short, escaped form of it. */
-export function describeValue(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return `an array (${quoteShort(JSON.stringify(v) ?? "")})`;
-  if (typeof v === "string") return `the string ${quoteShort(v)}`;
-  if (typeof v === "bigint") return `the bigint ${v}n`;
-  if (typeof v === "object") return "an object";
-  return `${typeof v} ${String(v)}`;
-}
-
-/** `text` quoted with its control characters escaped, cut to `max` characters. */
-export function quoteShort(text: string, max = 60): string {
-  const cut = text.length > max ? text.slice(0, max) : text;
-  return JSON.stringify(cut) + (text.length > max ? `… (${text.length} characters)` : "");
-}
-
 /** An options argument: undefined as {}, else it must be a plain object. */
 function optionsObject<T>(value: T | undefined, name: string): T {
   if (value === undefined) return {} as T;
