@@ -294,3 +294,60 @@ Deno.test("added tokens: ids past the vocabulary and the added tokens after it, 
   throws(() => noBos.encode("ab"), /no <bos> token; pass \{ addBos: false \}/);
   deepStrictEqual(noBos.encode("ab", { addBos: false }), [2]);
 });
+
+Deno.test("malformed tokenizer.json merges and added_tokens are named, not TypeErrors", async () => {
+  const folder = await tempDir();
+  const base = {
+    normalizer: { type: "Replace", pattern: { String: " " }, content: "▁" },
+    model: { type: "BPE", byte_fallback: true, vocab: { a: 0, b: 1, ab: 2 }, merges: ["a b"] },
+    added_tokens: [{ id: 3, content: "<bos>", special: true }],
+  };
+  const model = base.model;
+  const cases: [unknown, RegExp][] = [
+    [{ ...base, model: { ...model, merges: [null] } }, /merge 0 is null; expected "left right"/],
+    [{ ...base, model: { ...model, merges: [7] } }, /merge 0 is 7; expected/],
+    [{ ...base, model: { ...model, merges: ["a b ab"] } }, /merge 0 is "a b ab"; expected/],
+    [{ ...base, model: { ...model, merges: [["a", "b", "c"]] } }, /merge 0 is \["a","b","c"\]/],
+    [
+      { ...base, model: { ...model, merges: ["toString b"] } },
+      /merge 0 .* missing from the vocabulary/,
+    ],
+    [{ ...base, added_tokens: "<bos>" }, /added_tokens is "<bos>"; expected a list/],
+    [{ ...base, added_tokens: [null] }, /added_tokens\[0\] is null; expected \{ id, content/],
+  ];
+  for (const [json, pattern] of cases) {
+    await Deno.writeTextFile(`${folder}/tokenizer.json`, JSON.stringify(json));
+    await rejects(loadTokenizer(folder, { cache: false }), (e: Error) => {
+      ok(!(e instanceof TypeError), `a TypeError: ${e.message}`);
+      ok(/tokenizer\.json/.test(e.message) && pattern.test(e.message), e.message);
+      return true;
+    });
+  }
+});
+
+Deno.test("chat messages with bad content are named", () => {
+  const cases: [unknown, RegExp][] = [
+    [
+      [{ role: "user", content: null }],
+      /message 0: content must be a string or a list of parts, got null/,
+    ],
+    [[{ role: "user", content: [null] }], /message 0: content\[0\] must be a part/],
+    [
+      [{ role: "user", content: [{ type: "text", text: 5 }] }],
+      /content\[0\] is a text part whose text is number 5/,
+    ],
+    [
+      [{ role: "user", content: "hi" }, { role: "model", content: 3 }],
+      /message 1: content must be/,
+    ],
+  ];
+  for (const [messages, pattern] of cases) {
+    throws(() => tok.applyChatTemplate(messages as never), pattern);
+    throws(() => tok.encodeChat(messages as never), pattern);
+  }
+  // Valid parts still render as before.
+  deepStrictEqual(
+    tok.applyChatTemplate([{ role: "user", content: [{ type: "text", text: "hi" }] }]),
+    tok.applyChatTemplate([{ role: "user", content: "hi" }]),
+  );
+});

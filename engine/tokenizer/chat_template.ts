@@ -2,6 +2,8 @@
 // (no dependency, works everywhere); any other template (a fine-tune's own) is rendered with
 // @huggingface/jinja, the ecosystem's Jinja implementation, imported only when needed.
 
+import { describeValue } from "../formats/quote.ts";
+
 /** A chat message; content is a string or a list of parts (text parts are used). */
 export interface ChatMessage {
   /** "system", "user", "assistant" (or "model"). */
@@ -143,6 +145,27 @@ export class ChatTemplate {
     for (const [i, m] of messages.entries()) {
       if (typeof m !== "object" || m === null || typeof m.role !== "string") {
         throw new TypeError(`message ${i} must be an object with a string role`);
+      }
+      const c = m.content as unknown;
+      if (typeof c === "string") continue;
+      if (!Array.isArray(c)) {
+        throw new TypeError(
+          `message ${i}: content must be a string or a list of parts, got ${describeValue(c)}`,
+        );
+      }
+      for (const [j, part] of c.entries()) {
+        if (typeof part !== "object" || part === null || typeof part.type !== "string") {
+          throw new TypeError(
+            `message ${i}: content[${j}] must be a part such as { type: "text", text }, got ${
+              describeValue(part)
+            }`,
+          );
+        }
+        if (part.type === "text" && typeof part.text !== "string") {
+          throw new TypeError(
+            `message ${i}: content[${j}] is a text part whose text is ${describeValue(part.text)}`,
+          );
+        }
       }
     }
     const add = options.addGenerationPrompt ?? false;

@@ -6,6 +6,7 @@
 // and one UTF-8 decode.
 
 import { GgufStrings } from "../formats/gguf.ts";
+import { shortJson } from "../formats/quote.ts";
 import { pairHash, type TokenizerData } from "./tokenizer.ts";
 
 type Json = Record<string, unknown>;
@@ -66,18 +67,34 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
   const rawMerges = model.merges as unknown[];
   if (!Array.isArray(rawMerges)) fail(where, "model.merges is not a list");
   const merges = new Int32Array(rawMerges.length * 3);
+  const own = (piece: string) => (Object.hasOwn(vocab, piece) ? vocab[piece] : undefined);
   rawMerges.forEach((m, r) => {
-    const [a, b] = typeof m === "string" ? m.split(" ") : m as string[];
-    const left = vocab[a], right = vocab[b], merged = vocab[a + b];
+    // A merge is "left right" or ["left", "right"]: two pieces, nothing else.
+    const pair = typeof m === "string" ? m.split(" ") : m;
+    if (
+      !Array.isArray(pair) || pair.length !== 2 ||
+      !pair.every((p) => typeof p === "string")
+    ) {
+      fail(where, `merge ${r} is ${shortJson(m)}; expected "left right" or ["left", "right"]`);
+    }
+    const [a, b] = pair as string[];
+    const left = own(a), right = own(b), merged = own(a + b);
     if (left === undefined || right === undefined || merged === undefined) {
-      fail(where, `merge ${r} (${JSON.stringify(m)}) uses a piece missing from the vocabulary`);
+      fail(where, `merge ${r} (${shortJson(m)}) uses a piece missing from the vocabulary`);
     }
     merges.set([left, right, merged], 3 * r);
   });
 
-  const added = ((json.added_tokens ?? []) as Json[]).map((a) => {
-    if (!Number.isInteger(a.id) || typeof a.content !== "string") {
-      fail(where, "malformed added_tokens entry");
+  const rawAdded = json.added_tokens ?? [];
+  if (!Array.isArray(rawAdded)) {
+    fail(where, `added_tokens is ${shortJson(rawAdded)}; expected a list`);
+  }
+  const added = (rawAdded as Json[]).map((a, i) => {
+    if (
+      typeof a !== "object" || a === null || !Number.isInteger(a.id) ||
+      typeof a.content !== "string"
+    ) {
+      fail(where, `added_tokens[${i}] is ${shortJson(a)}; expected { id, content, ... }`);
     }
     if (a.normalized === true || a.lstrip === true || a.rstrip === true || a.single_word === true) {
       fail(
