@@ -99,6 +99,7 @@ export class Gemma3Model {
     tokenizer?: Tokenizer,
     generationDefaults: GenerateOptions = {},
     noTokenizerReason = "its folder has no tokenizer.json",
+    source?: string,
   ) {
     this.#noTokenizerReason = noTokenizerReason;
     this.config = config;
@@ -122,6 +123,7 @@ export class Gemma3Model {
       },
       release: (s) => this.#sessions.delete(s),
       vocabulary: tokenizer,
+      source,
     };
   }
 
@@ -296,7 +298,16 @@ export async function loadModel(source: string, options: LoadOptions = {}): Prom
       defaults = await readGenerationConfig(joinLocation(source, "generation_config.json"));
     }
     const run = placeWeights(decision, rt, loaded.weights, loaded.allocations);
-    return new Gemma3Model(rt, loaded.config, run, maxChunk, tokenizer, defaults, noTokenizer);
+    return new Gemma3Model(
+      rt,
+      loaded.config,
+      run,
+      maxChunk,
+      tokenizer,
+      defaults,
+      noTokenizer,
+      source,
+    );
   } catch (e) {
     gpu?.dispose();
     rt.dispose(); // stop the worker pool; the memory goes with the runtime

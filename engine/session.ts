@@ -67,6 +67,8 @@ export interface SessionHost<A, W> extends ForwardContext<A, W> {
   release(session: Session): void;
   /** The tokenizer's vocabulary, for grammar-constrained generation (absent without one). */
   vocabulary?: Vocabulary;
+  /** Where the weights came from (a path or URL), for messages about them. */
+  source?: string;
 }
 
 /** One sequence: a KV cache, its position, evaluation and generation. */
@@ -157,6 +159,18 @@ export class Session {
     }
     return await this.#host.exclusive(async () => {
       const result = await this.#evaluate(newIds, want, out) as Float32Array;
+      // Weights that are damaged (or a format decoded wrongly) show up as NaN or infinity here;
+      // said now, with the file, rather than as a sampler's puzzle later.
+      for (let i = 0; i < result.length; i++) {
+        if (!Number.isFinite(result[i])) {
+          const row = Math.floor(i / config.vocabSize);
+          throw new Error(
+            `the model computed ${result[i]} (logit ${i % config.vocabSize}` +
+              `${want === "all" ? ` of token ${row}` : ""}): its weights give non-finite values; ` +
+              `${this.#host.source ?? "the model file"} may be damaged`,
+          );
+        }
+      }
       this.#lastLogits = result.subarray(result.length - config.vocabSize);
       return result;
     });

@@ -209,6 +209,10 @@ Deno.test("a GGUF whose block_count is implausible is refused before anything is
       ["gemma3.block_count", blocks],
       ["gemma3.attention.head_count", 4],
     ]);
+  throws(
+    () => configFromGguf(meta(18), 0, true, "x.gguf"),
+    /x\.gguf: token_embd\.weight has 0 rows: the model would have no vocabulary/,
+  );
   const noArchitecture = meta(18);
   noArchitecture.delete("general.architecture");
   throws(

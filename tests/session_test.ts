@@ -178,3 +178,25 @@ console.log(JSON.stringify(seenAt));
   const seenAt = JSON.parse(new TextDecoder().decode(out.stdout));
   deepStrictEqual(seenAt, [false, true, true, true], "the message arrived between tokens 1 and 2");
 });
+
+Deno.test("eval: damaged weights (a NaN in a norm) are an error naming the file, not NaN logits", async () => {
+  const { randomWeights, smallConfig, writeCheckpoint } = await import(
+    "./support/safetensors_writer.ts"
+  );
+  const config = smallConfig();
+  const tensors = randomWeights(config, 3, "F32");
+  tensors["model.norm.weight"].values[5] = NaN;
+  const dir = await writeCheckpoint(config, tensors);
+  const model = await loadModel(dir, { threads: 1 });
+  try {
+    const session = model.createSession();
+    await failsWith(
+      () => session.eval([2, 5, 7]),
+      /the model computed NaN \(logit \d+\): its weights give non-finite values/,
+      new RegExp(`${dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.* may be damaged`),
+    );
+    await failsWith(() => model.createSession().eval([2, 5], { logits: "all" }), /of token 0/);
+  } finally {
+    await model.dispose();
+  }
+});

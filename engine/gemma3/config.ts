@@ -295,6 +295,9 @@ export function configFromGguf(
   const fail = (msg: string): never => {
     throw new Error(`${where}: ${msg}`);
   };
+  if (!Number.isInteger(vocabSize) || vocabSize < 1) {
+    fail(`token_embd.weight has ${vocabSize} rows: the model would have no vocabulary`);
+  }
   const arch = meta.get("general.architecture");
   if (arch === undefined) {
     fail("metadata general.architecture is missing (a Gemma 3 file has gemma3)");
