@@ -351,3 +351,33 @@ Deno.test("chat messages with bad content are named", () => {
     tok.applyChatTemplate([{ role: "user", content: "hi" }]),
   );
 });
+
+Deno.test("a model's template: its errors say they are the model's template and where it is; a null tokenizer_config.json or null list entries are passed over", async () => {
+  const folder = await tempDir();
+  await Deno.copyFile(`${dir}tokenizer.json`, `${folder}/tokenizer.json`);
+  const write = (v: unknown) =>
+    Deno.writeTextFile(`${folder}/tokenizer_config.json`, JSON.stringify(v));
+  await write({ chat_template: "{{ raise_exception('no system role here') }}" });
+  const raising = await loadTokenizer(folder, { cache: false });
+  throws(
+    () => raising.applyChatTemplate([{ role: "user", content: "hi" }]),
+    /the model's chat template \(.*tokenizer_config\.json\) failed: .*no system role here/,
+  );
+  await write({ chat_template: "{% for %}" }); // does not compile: said when rendering
+  const broken = await loadTokenizer(folder, { cache: false });
+  throws(
+    () => broken.applyChatTemplate([{ role: "user", content: "hi" }]),
+    /the model's chat template \(.*tokenizer_config\.json\) failed/,
+  );
+  // null, and a list holding nulls: the Gemma template (none) or the valid entry.
+  await write(null);
+  ok((await loadTokenizer(folder, { cache: false })).chatTemplate.isGemma3);
+  await write({ chat_template: [null, { name: "default", template: "{{ bos_token }}X" }] });
+  deepStrictEqual(
+    (await loadTokenizer(folder, { cache: false })).applyChatTemplate([{
+      role: "user",
+      content: "a",
+    }]),
+    "<bos>X",
+  );
+});

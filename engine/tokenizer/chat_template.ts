@@ -109,11 +109,14 @@ export class ChatTemplate {
   /** Whether this is Gemma 3's official template (rendered without Jinja). */
   readonly isGemma3: boolean;
   readonly #jinja: Renderer | undefined;
+  /** Where the template came from, for errors (a model's template is the model's code). */
+  readonly #where: string;
 
-  private constructor(source: string, isGemma3: boolean, jinja?: Renderer) {
+  private constructor(source: string, isGemma3: boolean, jinja?: Renderer, where = "") {
     this.source = source;
     this.isGemma3 = isGemma3;
     this.#jinja = jinja;
+    this.#where = where;
   }
 
   /** Gemma 3's official template. */
@@ -121,16 +124,17 @@ export class ChatTemplate {
     return new ChatTemplate(GEMMA3_TEMPLATE, true);
   }
 
-  /** A template from its Jinja source; anything but Gemma 3's own is compiled with Jinja now. */
-  static async fromSource(source: string): Promise<ChatTemplate> {
+  /** A template from its Jinja source; anything but Gemma 3's own is compiled with Jinja now.
+   * `where` names its file in errors. */
+  static async fromSource(source: string, where = "the model's files"): Promise<ChatTemplate> {
     if (squash(source) === squash(GEMMA3_TEMPLATE)) return new ChatTemplate(source, true);
     try {
-      return new ChatTemplate(source, false, await compileJinja(source));
+      return new ChatTemplate(source, false, await compileJinja(source), where);
     } catch (e) {
       // Loading still succeeds (encode/decode need no template); rendering says why it cannot.
       return new ChatTemplate(source, false, () => {
         throw e;
-      });
+      }, where);
     }
   }
 
@@ -171,12 +175,19 @@ export class ChatTemplate {
     const add = options.addGenerationPrompt ?? false;
     const bos = options.bosToken ?? "<bos>";
     if (this.#jinja === undefined) return renderGemma3(messages, add, bos);
-    return this.#jinja({
-      messages,
-      add_generation_prompt: add,
-      bos_token: bos,
-      eos_token: options.eosToken ?? "<eos>",
-    });
+    try {
+      return this.#jinja({
+        messages,
+        add_generation_prompt: add,
+        bos_token: bos,
+        eos_token: options.eosToken ?? "<eos>",
+      });
+    } catch (e) {
+      // The template is the model's code: say so, and where it came from.
+      throw new Error(
+        `the model's chat template (${this.#where}) failed: ${(e as Error)?.message ?? e}`,
+      );
+    }
   }
 }
 

@@ -99,7 +99,9 @@ export async function tokenizerFromGguf(
   const template = meta.get("tokenizer.chat_template");
   return new Tokenizer(
     data,
-    typeof template === "string" ? await ChatTemplate.fromSource(template) : undefined,
+    typeof template === "string"
+      ? await ChatTemplate.fromSource(template, `tokenizer.chat_template in ${location}`)
+      : undefined,
   );
 }
 
@@ -127,7 +129,9 @@ export async function loadTokenizer(
     const template = (await ggufMetadata(source)).get("tokenizer.chat_template");
     return new Tokenizer(
       data,
-      typeof template === "string" ? await ChatTemplate.fromSource(template) : undefined,
+      typeof template === "string"
+        ? await ChatTemplate.fromSource(template, `tokenizer.chat_template in ${source}`)
+        : undefined,
     );
   }
   if (await isDirectory(source)) folder = source;
@@ -149,17 +153,26 @@ async function findChatTemplate(folder: string): Promise<ChatTemplate | undefine
   for (
     const [path, read] of [
       [jinja, async () => await readText(jinja)],
-      [config, async () => ((await readJson(config)) as { chat_template?: unknown }).chat_template],
+      [
+        config,
+        async () => ((await readJson(config)) as { chat_template?: unknown } | null)?.chat_template,
+      ],
     ] as const
   ) {
     if (!isUrl(path) && !(await fileInfo(path))) continue;
     try {
       const t = await read();
-      if (typeof t === "string") return await ChatTemplate.fromSource(t);
+      if (typeof t === "string") return await ChatTemplate.fromSource(t, path);
       if (Array.isArray(t)) {
-        // Named templates: [{ name, template }]; "default" is the chat one.
-        const d = t.find((x: { name?: string }) => x.name === "default") ?? t[0];
-        if (d && typeof d.template === "string") return await ChatTemplate.fromSource(d.template);
+        // Named templates: [{ name, template }]; "default" is the chat one (entries that are not
+        // such objects are passed over).
+        const named = t.filter((x): x is { name?: unknown; template: string } =>
+          typeof x === "object" && x !== null && typeof x.template === "string"
+        );
+        const d = named.find((x) => x.name === "default") ?? named[0];
+        if (d) {
+          return await ChatTemplate.fromSource(d.template, `${path} (chat_template "${d.name}")`);
+        }
       }
     } catch (e) {
       if (!isUrl(path)) throw e;
