@@ -262,14 +262,16 @@ Deno.test("encode and decode refuse bad arguments, naming the argument", () => {
   deepStrictEqual(tok.encode("Hello", { addBos: false }), tok.encode("Hello").slice(1));
 });
 
+/** The smallest Gemma-style tokenizer.json: BPE with byte fallback, " " → "▁", and <bos>. */
+const MINIMAL_TOKENIZER_JSON = {
+  normalizer: { type: "Replace", pattern: { String: " " }, content: "▁" },
+  model: { type: "BPE", byte_fallback: true, vocab: { a: 0, b: 1, ab: 2 }, merges: ["a b"] },
+  added_tokens: [{ id: 3, content: "<bos>", special: true }],
+};
+
 Deno.test("added tokens: ids past the vocabulary and the added tokens after it, or used twice, are errors (no table sized by them)", async () => {
   const folder = await tempDir();
-  // The smallest Gemma-style tokenizer.json: BPE with byte fallback, " " → "▁".
-  const base = {
-    normalizer: { type: "Replace", pattern: { String: " " }, content: "▁" },
-    model: { type: "BPE", byte_fallback: true, vocab: { a: 0, b: 1, ab: 2 }, merges: ["a b"] },
-    added_tokens: [{ id: 3, content: "<bos>", special: true }],
-  };
+  const base = MINIMAL_TOKENIZER_JSON;
   const write = (json: unknown) =>
     Deno.writeTextFile(`${folder}/tokenizer.json`, JSON.stringify(json));
   // Valid: one added token right after the vocabulary (as Gemma's <image_soft_token>).
@@ -297,11 +299,7 @@ Deno.test("added tokens: ids past the vocabulary and the added tokens after it, 
 
 Deno.test("malformed tokenizer.json merges and added_tokens are named, not TypeErrors", async () => {
   const folder = await tempDir();
-  const base = {
-    normalizer: { type: "Replace", pattern: { String: " " }, content: "▁" },
-    model: { type: "BPE", byte_fallback: true, vocab: { a: 0, b: 1, ab: 2 }, merges: ["a b"] },
-    added_tokens: [{ id: 3, content: "<bos>", special: true }],
-  };
+  const base = MINIMAL_TOKENIZER_JSON;
   const model = base.model;
   const cases: [unknown, RegExp][] = [
     [{ ...base, model: { ...model, merges: [null] } }, /merge 0 is null; expected "left right"/],
