@@ -379,3 +379,50 @@ Deno.test("a model's template: its errors say they are the model's template and 
     "<bos>X",
   );
 });
+
+Deno.test("a model's template runs within a budget: a huge range, a zero step and nested loops end in an error naming the template, never an abort or a hang", async () => {
+  const folder = await tempDir();
+  await Deno.copyFile(`${dir}tokenizer.json`, `${folder}/tokenizer.json`);
+  const withTemplate = async (template: string) => {
+    await Deno.writeTextFile(
+      `${folder}/tokenizer_config.json`,
+      JSON.stringify({ chat_template: template }),
+    );
+    return await loadTokenizer(folder, { cache: false });
+  };
+  const chat = [{ role: "user", content: "hi" }];
+  const cases: [string, RegExp][] = [
+    // 1.7 GB and V8's fatal out-of-memory abort without the cap.
+    [
+      "{% for i in range(100000000) %}x{% endfor %}",
+      /range\(\) made more than 1000000 items in one render \(100000000 in this call\)/,
+    ],
+    ["{% for i in range(0, 10, 0) %}x{% endfor %}", /range\(\) step must not be zero/],
+    // 10^12 iterations: ends when the ranges made pass the budget.
+    [
+      "{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}",
+      /range\(\) made more than 1000000 items in one render/,
+    ],
+    // Loops over the messages, each step evaluated: ends at the step budget (or the clock).
+    [
+      "{% for i in range(1000000) %}{% for m in messages %}{{ m.content }}{{ m.role }}{{ i }}{% endfor %}{% endfor %}",
+      /ran past (5000000 steps|2000 ms)/,
+    ],
+  ];
+  for (const [template, pattern] of cases) {
+    const t = await withTemplate(template);
+    throws(() => t.applyChatTemplate(chat), (e: Error) => {
+      ok(
+        /the model's chat template \(.*tokenizer_config\.json\) failed/.test(e.message),
+        e.message,
+      );
+      ok(pattern.test(e.message), e.message);
+      return true;
+    });
+  }
+  // Within the budget, as before: Jinja's globals (range, namespace-free loops, raise_exception).
+  const t = await withTemplate(
+    "{{ bos_token }}{% for m in messages %}{% for i in range(3) %}{{ i }}{% endfor %}{{ m.content }}{% endfor %}{% if false %}{{ raise_exception('no') }}{% endif %}",
+  );
+  deepStrictEqual(t.applyChatTemplate(chat), "<bos>012hi");
+});

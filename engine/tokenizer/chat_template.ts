@@ -191,10 +191,26 @@ export class ChatTemplate {
   }
 }
 
-async function compileJinja(source: string): Promise<Renderer> {
-  type JinjaModule = {
-    Template: new (s: string) => { render(ctx: Record<string, unknown>): string };
+/** What a model's own template may spend on one render: evaluation steps (a chat of a hundred
+ * messages takes tens of thousands), time, and items made by range() in all. A template is the
+ * model's code: `range(100000000)` would take 1.7 GB and end the process, nested loops would
+ * never end. */
+export const TEMPLATE_BUDGET = { steps: 5_000_000, ms: 2_000, rangeItems: 1_000_000 };
+
+// The parts of @huggingface/jinja used here (0.5.1): the parser (through Template), and the
+// interpreter and environment it renders with, so that a render can be given a budget.
+type JinjaValue = { value: unknown };
+type JinjaEnvironment = { set(name: string, value: unknown): unknown };
+type JinjaModule = {
+  Template: new (s: string) => { parsed: unknown; render(ctx: Record<string, unknown>): string };
+  Environment: new () => JinjaEnvironment;
+  Interpreter: new (env: JinjaEnvironment) => {
+    run(program: unknown): JinjaValue;
+    evaluate(statement: unknown, environment: unknown): JinjaValue;
   };
+};
+
+async function compileJinja(source: string): Promise<Renderer> {
   let mod: JinjaModule | undefined;
   // Deno resolves npm: specifiers; Bun and Node resolve the bare name from node_modules.
   for (const spec of ["npm:@huggingface/jinja@0.5.1", "@huggingface/jinja"]) {
@@ -210,5 +226,64 @@ async function compileJinja(source: string): Promise<Renderer> {
     );
   }
   const template = new mod.Template(source);
-  return (ctx) => template.render(ctx);
+  const globals = jinjaGlobals(mod);
+  const originalRange = globals.get("range") as (a: number, b?: number, c?: number) => number[];
+  // range() is where a loop's length comes from: the items it makes, over one whole render, are
+  // counted (a loop over a range makes no evaluation step when its body is empty).
+  const countedRange = (made: { items: number }) => (start: number, stop?: number, step = 1) => {
+    const [from, to] = stop === undefined ? [0, start] : [start, stop];
+    if (step === 0) throw new Error("range() step must not be zero");
+    const items = Math.max(0, Math.ceil((to - from) / step));
+    made.items += items;
+    if (!(made.items <= TEMPLATE_BUDGET.rangeItems)) {
+      throw new Error(
+        `range() made more than ${TEMPLATE_BUDGET.rangeItems} items in one render (${items} in this call)`,
+      );
+    }
+    return originalRange(from, to, step);
+  };
+  // Every evaluation counts a step; the clock is looked at every 4,096 of them.
+  class BudgetedInterpreter extends mod.Interpreter {
+    steps = 0;
+    deadline = performance.now() + TEMPLATE_BUDGET.ms;
+    override evaluate(statement: unknown, environment: unknown): JinjaValue {
+      if (++this.steps > TEMPLATE_BUDGET.steps) {
+        throw new Error(`it ran past ${TEMPLATE_BUDGET.steps} steps`);
+      }
+      if ((this.steps & 4095) === 0 && performance.now() > this.deadline) {
+        throw new Error(`it ran past ${TEMPLATE_BUDGET.ms} ms`);
+      }
+      return super.evaluate(statement, environment);
+    }
+  }
+  return (ctx) => {
+    const env = new mod!.Environment();
+    const made = { items: 0 };
+    for (const [name, value] of globals) {
+      env.set(name, name === "range" ? countedRange(made) : value);
+    }
+    for (const [name, value] of Object.entries(ctx)) env.set(name, value);
+    return new BudgetedInterpreter(env).run(template.parsed).value as string;
+  };
+}
+
+/**
+ * The globals a Template.render sets up (true, none, raise_exception, range, strftime_now, ...),
+ * read off one empty render: the library does not export the function that sets them, and this
+ * way they stay whatever its version defines.
+ */
+function jinjaGlobals(mod: JinjaModule): Map<string, unknown> {
+  const globals = new Map<string, unknown>();
+  const proto = mod.Environment.prototype as JinjaEnvironment;
+  const set = proto.set;
+  proto.set = function (this: JinjaEnvironment, name: string, value: unknown) {
+    globals.set(name, value);
+    return set.call(this, name, value);
+  };
+  try {
+    new mod.Template("").render({});
+  } finally {
+    proto.set = set;
+  }
+  return globals;
 }
