@@ -11,7 +11,7 @@ import {
   type GgufMetaEntry,
   type GgufTensorOut,
 } from "./formats/gguf.ts";
-import { createFileWriter, exists, joinLocation, readJson } from "./io.ts";
+import { createFileWriter, exists, isGgufLocation, joinLocation, readJson } from "./io.ts";
 import { openGgufCheckpoint } from "./loading/gguf.ts";
 import { openHfCheckpoint } from "./loading/hf.ts";
 import { resolveModelSource } from "./loading/source.ts";
@@ -145,7 +145,7 @@ async function tokenizerFor(
       value,
       ...types.get(key)!,
     }));
-  if (/\.gguf$/i.test(from)) {
+  if (isGgufLocation(from)) {
     if (!open.metadata || from !== open.where) {
       const other = await openGgufCheckpoint(from).catch((e) => {
         throw new Error(`tokenizer from ${from}: ${(e as Error).message}`);
