@@ -2,7 +2,7 @@
 // (tests/fixtures/tokenizer, from shared/tokenizer): exact ids and exact text, no tolerance.
 
 import { deepStrictEqual, ok, rejects, throws } from "node:assert/strict";
-import { loadTokenizer } from "../mod.ts";
+import { ChatTemplate, loadTokenizer } from "../mod.ts";
 import { gemmaTokenizerDir } from "./support/gemma_tokenizer.ts";
 import { FIXTURES } from "./support/helpers.ts";
 import { setEnvForModule, tempDir, tempFile } from "./support/temp.ts";
@@ -420,6 +420,32 @@ Deno.test("a model's template runs within a budget: a huge range, a zero step an
       return true;
     });
   }
+  // Jinja holds each message and part as values of ~10 KB while rendering: 100,000 parts took
+  // 1 GB and V8's fatal abort. Past 10,000 in all it is an error; Gemma's built-in renderer
+  // (the same chat through tokenizer.json's own folder without a template) still takes them.
+  const parts = Array.from({ length: 100_000 }, (_, i) => ({ type: "text", text: `p${i}` }));
+  const many = await withTemplate("{% for m in messages %}{{ m.content }}{% endfor %}");
+  throws(
+    () => many.applyChatTemplate([{ role: "user", content: parts }]),
+    /the model's chat template \(.*tokenizer_config\.json\) renders at most 10000 messages and content parts in all; this chat has 100001/,
+  );
+  throws(
+    () =>
+      many.applyChatTemplate(
+        Array.from(
+          { length: 10_001 },
+          (_, i) => ({ role: i % 2 ? "assistant" : "user", content: "m" }),
+        ),
+      ),
+    /renders at most 10000 messages and content parts in all; this chat has 10001/,
+  );
+  ok(
+    many.applyChatTemplate(Array.from({ length: 5_000 }, () => ({ role: "user", content: "m" })))
+      .length === 5_000,
+  );
+  ok(
+    ChatTemplate.gemma3().render([{ role: "user", content: parts }]).includes("p99999"),
+  );
   // Within the budget, as before: Jinja's globals (range, namespace-free loops, raise_exception).
   const t = await withTemplate(
     "{{ bos_token }}{% for m in messages %}{% for i in range(3) %}{{ i }}{% endfor %}{{ m.content }}{% endfor %}{% if false %}{{ raise_exception('no') }}{% endif %}",

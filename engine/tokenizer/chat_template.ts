@@ -175,6 +175,16 @@ export class ChatTemplate {
     const add = options.addGenerationPrompt ?? false;
     const bos = options.bosToken ?? "<bos>";
     if (this.#jinja === undefined) return renderGemma3(messages, add, bos);
+    // Jinja holds every message and part as its own values while it renders, about 10 KB each:
+    // 100,000 parts took 1 GB and V8's fatal abort. Gemma's built-in renderer has no such cost.
+    let items = messages.length;
+    for (const m of messages) if (Array.isArray(m.content)) items += m.content.length;
+    if (items > TEMPLATE_BUDGET.items) {
+      throw new Error(
+        `the model's chat template (${this.#where}) renders at most ${TEMPLATE_BUDGET.items} ` +
+          `messages and content parts in all; this chat has ${items}`,
+      );
+    }
     try {
       return this.#jinja({
         messages,
@@ -192,10 +202,16 @@ export class ChatTemplate {
 }
 
 /** What a model's own template may spend on one render: evaluation steps (a chat of a hundred
- * messages takes tens of thousands), time, and items made by range() in all. A template is the
- * model's code: `range(100000000)` would take 1.7 GB and end the process, nested loops would
- * never end. */
-export const TEMPLATE_BUDGET = { steps: 5_000_000, ms: 2_000, rangeItems: 1_000_000 };
+ * messages takes tens of thousands), time, items made by range() in all, and messages plus
+ * content parts given to it (Jinja holds each as values of about 10 KB: 10,000 take ~100 MB and
+ * under a second; a 32k-token context rarely holds more). A template is the model's code:
+ * `range(100000000)` would take 1.7 GB and end the process, nested loops would never end. */
+export const TEMPLATE_BUDGET = {
+  steps: 5_000_000,
+  ms: 2_000,
+  rangeItems: 1_000_000,
+  items: 10_000,
+};
 
 // The parts of @huggingface/jinja used here (0.5.1): the parser (through Template), and the
 // interpreter and environment it renders with, so that a render can be given a budget.
