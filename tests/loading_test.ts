@@ -30,7 +30,7 @@ Deno.test("missing, extra and mis-shaped tensors are named", async () => {
   dir = await writeCheckpoint(config, bad);
   await failsWith(
     () => loadModel(dir),
-    /q_proj\.weight has shape \[48,64\], the config needs \[64,48\]/,
+    /q_proj\.weight has shape \[48,64\], but .*config\.json \(.*hidden_size 48.*num_attention_heads 4.*head_dim 16\) needs \[64,48\]/,
   );
 });
 

@@ -13,10 +13,11 @@ export function shortJson(value: unknown, max = 80): string {
   let json: string | undefined;
   try {
     json = JSON.stringify(value);
-  } catch {
-    json = undefined;
+    if (json === undefined) json = String(value); // undefined, a function, a symbol
+  } catch (e) {
+    // A cycle, a bigint, nesting deeper than the stack.
+    return `(a value that cannot be shown: ${(e as Error).message})`;
   }
-  if (json === undefined) return String(value);
   return json.length > max ? `${json.slice(0, max)}… (${json.length} characters)` : json;
 }
 

@@ -125,7 +125,7 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<TensorE
         `tensor ${nameShort(name)}: data_offsets [${begin}, ${end}] hold ${
           end - begin
         } bytes, but ` +
-          `${t.dtype} ${JSON.stringify(shape)} needs ${want}`,
+          `${t.dtype} ${shortJson(shape)} needs ${want}`,
       );
     }
     if (end > dataSize) {

@@ -103,6 +103,19 @@ function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/** The config.json values that tensor shapes come from, as "key value" pairs for a message. */
+export function hfShapeFields(c: Gemma3Config): string {
+  return `vocab_size ${c.vocabSize}, hidden_size ${c.hiddenSize}, intermediate_size ${c.intermediateSize}, ` +
+    `num_attention_heads ${c.numHeads}, num_key_value_heads ${c.numKvHeads}, head_dim ${c.headDim}`;
+}
+
+/** The GGUF metadata values that tensor shapes come from, as "key value" pairs for a message. */
+export function ggufShapeFields(c: Gemma3Config): string {
+  return `gemma3.embedding_length ${c.hiddenSize}, gemma3.feed_forward_length ${c.intermediateSize}, ` +
+    `gemma3.attention.head_count ${c.numHeads}, gemma3.attention.head_count_kv ${c.numKvHeads}, ` +
+    `gemma3.attention.key_length ${c.headDim}`;
+}
+
 /**
  * Parses a Hugging Face config.json (already JSON-decoded) into a validated Gemma3Config.
  * `where` names the file in error messages.

@@ -3,7 +3,7 @@
 // quant.ts (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K); other ggml types are refused by name.
 
 import { nameShort } from "../formats/quote.ts";
-import { configFromGguf } from "../gemma3/config.ts";
+import { configFromGguf, ggufShapeFields } from "../gemma3/config.ts";
 import type { StoredDType } from "../formats/dtypes.ts";
 import { GGML_TYPES, type GgufFile, readGgufHeader } from "../formats/gguf.ts";
 import { isUrl, openSource } from "../io.ts";
@@ -81,6 +81,7 @@ export async function openGgufCheckpoint(
       found,
       sources: [source],
       where: location,
+      configWhere: `its metadata (${ggufShapeFields(config)})`,
       quirks: { normsStoreOnePlusW: true },
       metadata: file.metadata,
       metadataTypes: file.metadataTypes,

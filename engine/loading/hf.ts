@@ -3,9 +3,10 @@
 // the tensor-name map before any memory is committed; then each tensor is read straight into
 // WebAssembly memory (no intermediate full copy in JS), in file order.
 
-import { parseHfConfig } from "../gemma3/config.ts";
+import { hfShapeFields, parseHfConfig } from "../gemma3/config.ts";
 import { type ByteSource, exists, joinLocation, openSource, readJson } from "../io.ts";
 import { readSafetensorsHeader, type TensorEntry } from "../formats/safetensors.ts";
+import { nameShort, shortJson } from "../formats/quote.ts";
 import type { QuantPlan } from "../formats/quant.ts";
 import type { WasmRuntime } from "../backends/wasm/runtime.ts";
 import { canonicalTensorName } from "../gemma3/weights.ts";
@@ -36,8 +37,8 @@ async function weightFiles(
   for (const [tensor, file] of Object.entries(weightMap)) {
     if (typeof file !== "string" || !/^[\w.-]+\.safetensors$/.test(file)) {
       throw new Error(
-        `${indexPath}: tensor ${tensor} maps to ${
-          JSON.stringify(file)
+        `${indexPath}: tensor ${nameShort(tensor)} maps to ${
+          shortJson(file)
         }, not a .safetensors file name`,
       );
     }
@@ -86,7 +87,8 @@ export async function openHfCheckpoint(folder: string): Promise<OpenCheckpoint> 
       }
     }
     const where = files.length === 1 ? files[0] : `${folder} (${files.length} shards)`;
-    return { config, found, sources, where, quirks: {} };
+    const configWhere = `${configPath} (${hfShapeFields(config)})`;
+    return { config, found, sources, where, configWhere, quirks: {} };
   } catch (e) {
     for (const s of sources) await s.close().catch(() => {});
     throw e;

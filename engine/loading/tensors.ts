@@ -53,6 +53,8 @@ export interface OpenCheckpoint {
   sources: ByteSource[];
   /** Names the checkpoint in messages. */
   where: string;
+  /** Names the config in messages about shapes: its file, and the values the shapes come from. */
+  configWhere: string;
   quirks: FormatQuirks;
 }
 
@@ -71,6 +73,7 @@ export async function loadOpened(
       open.found,
       open.sources,
       open.where,
+      open.configWhere,
       allocations,
       onProgress,
       { ...open.quirks, quantize },
@@ -86,7 +89,7 @@ export async function loadOpened(
 /**
  * Checks `found` (canonical name → entry) against the config's tensor list and reads every tensor
  * into memory, in file order. Allocations are recorded in `allocations` (the caller frees them on
- * failure). `where` names the checkpoint in messages.
+ * failure). `where` names the checkpoint in messages, `configWhere` its config.
  */
 export async function loadTensors(
   rt: WasmRuntime,
@@ -94,6 +97,7 @@ export async function loadTensors(
   found: Map<string, TensorEntry>,
   sources: ByteSource[],
   where: string,
+  configWhere: string,
   allocations: number[],
   onProgress?: (p: LoadProgress) => void,
   quirks: FormatQuirks = {},
@@ -118,7 +122,8 @@ export async function loadTensors(
     const e = found.get(s.name)!;
     if (e.shape.join() !== s.shape.join()) {
       throw new Error(
-        `${e.source.name}: tensor ${e.name} has shape [${e.shape}], the config needs [${s.shape}]`,
+        `${e.source.name}: tensor ${e.name} has shape [${e.shape}], but ${configWhere} needs ` +
+          `[${s.shape}]`,
       );
     }
   }

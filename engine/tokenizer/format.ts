@@ -6,7 +6,7 @@
 // and one UTF-8 decode.
 
 import { GgufStrings } from "../formats/gguf.ts";
-import { shortJson } from "../formats/quote.ts";
+import { quoteShort, shortJson } from "../formats/quote.ts";
 import { pairHash, type TokenizerData } from "./tokenizer.ts";
 
 type Json = Record<string, unknown>;
@@ -21,7 +21,7 @@ function checkPipeline(t: Json, where: string): void {
     "' ' → '▁' normalizer, no pre-tokenizer split)";
   const model = t.model as Json | undefined;
   if (!model || model.type !== "BPE") {
-    fail(where, `model type ${JSON.stringify(model?.type)}; ${supported}`);
+    fail(where, `model type ${shortJson(model?.type)}; ${supported}`);
   }
   if (model.byte_fallback !== true) fail(where, `BPE without byte_fallback; ${supported}`);
   if (model.dropout !== null && model.dropout !== undefined && model.dropout !== 0) {
@@ -34,12 +34,12 @@ function checkPipeline(t: Json, where: string): void {
   const n = t.normalizer as Json | null;
   const isSpaceReplace = (x: Json | null) =>
     x?.type === "Replace" && (x.pattern as Json)?.String === " " && x.content === "▁";
-  if (!isSpaceReplace(n)) fail(where, `normalizer ${JSON.stringify(n).slice(0, 80)}; ${supported}`);
+  if (!isSpaceReplace(n)) fail(where, `normalizer ${shortJson(n)}; ${supported}`);
   const p = t.pre_tokenizer as Json | null;
   if (
     p !== null && p !== undefined && !(p.type === "Split" && (p.pattern as Json)?.String === " ")
   ) {
-    fail(where, `pre_tokenizer ${JSON.stringify(p).slice(0, 80)}; ${supported}`);
+    fail(where, `pre_tokenizer ${shortJson(p)}; ${supported}`);
   }
 }
 
@@ -57,9 +57,9 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
     if (!Number.isInteger(id) || id < 0 || id >= size || byId[id] !== undefined) {
       fail(
         where,
-        `vocabulary ids must be 0..${size - 1} without gaps (piece ${
-          JSON.stringify(piece)
-        } has ${id})`,
+        `vocabulary ids must be 0..${size - 1} without gaps (piece ${quoteShort(piece)} has ${
+          shortJson(id)
+        })`,
       );
     }
     byId[id] = piece;
@@ -100,7 +100,7 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
       fail(
         where,
         `added token ${
-          JSON.stringify(a.content)
+          quoteShort(a.content)
         }: normalized/lstrip/rstrip/single_word are not supported`,
       );
     }
@@ -111,7 +111,7 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
     joinPieces(byId),
     merges,
     added,
-    typeof unk === "string" && vocab[unk] !== undefined ? vocab[unk] : 0,
+    typeof unk === "string" ? own(unk) ?? 0 : 0,
   );
 }
 
@@ -274,7 +274,7 @@ export function fromGgufMetadata(meta: Map<string, unknown>, where: string): Tok
     fail(
       where,
       `tokenizer.ggml.model ${
-        JSON.stringify(model)
+        shortJson(model)
       } is not supported (Gemma's SentencePiece model, "llama", is)`,
     );
   }

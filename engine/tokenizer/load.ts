@@ -96,13 +96,32 @@ export async function tokenizerFromGguf(
   options: TokenizerLoadOptions = {},
 ): Promise<Tokenizer> {
   const data = await loadData(location, options.cache ?? true, meta);
+  return await ggufTokenizer(data, meta, location);
+}
+
+/** A GGUF's tokenizer from its data and its metadata's chat template, if it has one. */
+async function ggufTokenizer(
+  data: TokenizerData,
+  meta: Map<string, unknown>,
+  location: string,
+): Promise<Tokenizer> {
   const template = meta.get("tokenizer.chat_template");
-  return new Tokenizer(
+  return newTokenizer(
     data,
     typeof template === "string"
       ? await ChatTemplate.fromSource(template, `tokenizer.chat_template in ${location}`)
       : undefined,
+    location,
   );
+}
+
+/** `new Tokenizer`, whose checks (added tokens' ids) name the file they came from. */
+function newTokenizer(data: TokenizerData, template: ChatTemplate | undefined, where: string) {
+  try {
+    return new Tokenizer(data, template);
+  } catch (e) {
+    throw new Error(`${where}: ${(e as Error).message}`, { cause: e });
+  }
 }
 
 /**
@@ -126,13 +145,7 @@ export async function loadTokenizer(
   let folder: string | undefined;
   if (isGgufLocation(source)) {
     const data = await loadData(source, options.cache ?? true);
-    const template = (await ggufMetadata(source)).get("tokenizer.chat_template");
-    return new Tokenizer(
-      data,
-      typeof template === "string"
-        ? await ChatTemplate.fromSource(template, `tokenizer.chat_template in ${source}`)
-        : undefined,
-    );
+    return await ggufTokenizer(data, await ggufMetadata(source), source);
   }
   if (await isDirectory(source)) folder = source;
   else if (isUrl(source) && !/\.json$/i.test(new URL(source).pathname)) folder = source;
@@ -143,7 +156,7 @@ export async function loadTokenizer(
   }
   const data = await loadData(jsonPath, options.cache ?? true);
   const template = await findChatTemplate(folder);
-  return new Tokenizer(data, template);
+  return newTokenizer(data, template, jsonPath);
 }
 
 /** The folder's chat template, if it has one. */
