@@ -76,7 +76,7 @@ Deno.test("broken GGUF files are refused with the problem named", async () => {
     [(b) => (new DataView(b.buffer).setBigUint64(8, 1n << 50n, true), b), /implausible counts/],
     [
       (b, find) => ((b.set(new TextEncoder().encode("llama3"), find("gemma3")), b)),
-      /architecture "llama3" is not supported/,
+      /general.architecture "llama3" is not supported/,
     ],
     // token_embd.weight's type: name, then n_dims (4 bytes) and two u64 dims, then the type.
     [

@@ -283,7 +283,7 @@ Deno.test("added tokens: ids past the vocabulary and the added tokens after it, 
       loadTokenizer(folder, { cache: false }),
       (e: Error) =>
         e.message.startsWith(`${folder}/tokenizer.json: `) &&
-        /added token "<x>" has id .* outside the vocabulary/.test(e.message),
+        /added_tokens\[0\] \("<x>"\) has id .* outside the vocabulary/.test(e.message),
       String(id),
     );
   }
@@ -293,7 +293,9 @@ Deno.test("added tokens: ids past the vocabulary and the added tokens after it, 
   });
   await rejects(
     loadTokenizer(folder, { cache: false }),
-    (e: Error) => e.message === `${folder}/tokenizer.json: added token "<eos>": id 3 is used twice`,
+    (e: Error) =>
+      e.message ===
+        `${folder}/tokenizer.json: added_tokens[1] ("<eos>") has id 3, as added_tokens[0] has`,
   );
   // No <bos>: encode says so rather than putting -1 first.
   await write({ ...base, added_tokens: [] });
@@ -307,13 +309,22 @@ Deno.test("malformed tokenizer.json merges and added_tokens are named, not TypeE
   const base = MINIMAL_TOKENIZER_JSON;
   const model = base.model;
   const cases: [unknown, RegExp][] = [
-    [{ ...base, model: { ...model, merges: [null] } }, /merge 0 is null; expected "left right"/],
-    [{ ...base, model: { ...model, merges: [7] } }, /merge 0 is 7; expected/],
-    [{ ...base, model: { ...model, merges: ["a b ab"] } }, /merge 0 is "a b ab"; expected/],
-    [{ ...base, model: { ...model, merges: [["a", "b", "c"]] } }, /merge 0 is \["a","b","c"\]/],
+    [
+      { ...base, model: { ...model, merges: [null] } },
+      /model\.merges\[0\] is null; expected "left right"/,
+    ],
+    [{ ...base, model: { ...model, merges: [7] } }, /model\.merges\[0\] is 7; expected/],
+    [
+      { ...base, model: { ...model, merges: ["a b ab"] } },
+      /model\.merges\[0\] is "a b ab"; expected/,
+    ],
+    [
+      { ...base, model: { ...model, merges: [["a", "b", "c"]] } },
+      /model\.merges\[0\] is \["a","b","c"\]/,
+    ],
     [
       { ...base, model: { ...model, merges: ["toString b"] } },
-      /merge 0 .* missing from the vocabulary/,
+      /model\.merges\[0\] .* missing from the vocabulary/,
     ],
     [{ ...base, added_tokens: "<bos>" }, /added_tokens is "<bos>"; expected a list/],
     [{ ...base, added_tokens: [null] }, /added_tokens\[0\] is null; expected \{ id, content/],

@@ -127,7 +127,8 @@ export async function readGgufHeader(
       if (have >= source.size || have >= MAX_HEADER) {
         fail(
           have >= source.size
-            ? "the header runs past the end of the file (truncated?)"
+            ? `the header runs past the end of the file in ${e.field}, at byte ${e.at} ` +
+              "(truncated?)"
             : "header larger than 256 MiB",
         );
       }
@@ -144,7 +145,12 @@ export async function readGgufHeader(
   }
 }
 
-class NeedMore extends Error {}
+/** The bytes read so far end inside the header: `field` is what was being read, at byte `at`. */
+class NeedMore extends Error {
+  constructor(readonly field: string, readonly at: number) {
+    super(`need more bytes for ${field}`);
+  }
+}
 
 /**
  * A long array of strings (a vocabulary) as one string and where each item begins in it, in
@@ -217,24 +223,30 @@ export function parseGguf(
   const fail = (msg: string): never => {
     throw new Error(`${where}: ${msg}`);
   };
+  // Where the field being read began: errors in the header's structure say it (a lying length
+  // makes everything after it garbage, and the byte is what a hex dump needs).
+  let fieldStart = 0;
+  const failHere = (msg: string): never => fail(`${msg} (header byte ${fieldStart})`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let o = 0;
+  let reading = "the header";
   const need = (n: number) => {
-    if (o + n > bytes.length) throw new NeedMore();
+    if (o + n > bytes.length) throw new NeedMore(reading, fieldStart);
   };
-  const u32 = () => (need(4), o += 4, view.getUint32(o - 4, true));
+  const u32 = () => (fieldStart = o, need(4), o += 4, view.getUint32(o - 4, true));
   const u64 = (what: string): number => {
+    fieldStart = o;
     need(8);
     const lo = view.getUint32(o, true), hi = view.getUint32(o + 4, true);
     o += 8;
     // Read as two halves: a BigInt per value was most of the time spent on a vocabulary.
-    if (hi >= 0x200000) fail(`${what} ${view.getBigUint64(o - 8, true)} is too large`);
+    if (hi >= 0x200000) failHere(`${what} ${view.getBigUint64(o - 8, true)} is too large`);
     return hi * 0x100000000 + lo;
   };
   const dec = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
   const str = (what: string): string => {
     const n = u64(`length of ${what}`);
-    if (n > fileSize) fail(`${what} claims ${n} bytes, more than the file holds`);
+    if (n > fileSize) failHere(`${what} claims ${n} bytes, more than the file holds`);
     need(n);
     o += n;
     return dec.decode(bytes.subarray(o - n, o));
@@ -250,8 +262,8 @@ export function parseGguf(
     const cuts = new Uint32Array(n + 1), wellFormed = new Uint8Array(n);
     let total = 0, illFormed = 0;
     for (let i = 0; i < n; i++) {
-      const len = u64(`length of ${what}`);
-      if (len > fileSize) fail(`${what} claims ${len} bytes, more than the file holds`);
+      const len = u64(`length of ${what} ${i}`);
+      if (len > fileSize) failHere(`${what} ${i} claims ${len} bytes, more than the file holds`);
       need(len);
       starts[i] = o;
       ends[i] = o += len;
@@ -281,32 +293,36 @@ export function parseGguf(
   };
 
   need(8);
-  if (view.getUint32(0, true) !== 0x46554747) fail("not a GGUF file (bad magic)");
+  if (view.getUint32(0, true) !== 0x46554747) failHere("not a GGUF file (bad magic)");
   o = 4;
   const version = u32();
   if (version !== 2 && version !== 3) {
-    fail(`GGUF version ${version} is not supported (2 and 3 are)`);
+    failHere(`GGUF version ${version} is not supported (2 and 3 are)`);
   }
   const tensorCount = u64("tensor count");
   const kvCount = u64("metadata count");
   // Every entry takes at least 8 bytes: larger counts cannot be honest.
   if (tensorCount > fileSize / 8 || kvCount > fileSize / 8) {
-    fail(`implausible counts (${tensorCount} tensors, ${kvCount} metadata entries)`);
+    fail(
+      `implausible counts (${tensorCount} tensors at header byte 8, ${kvCount} metadata ` +
+        "entries at byte 16)",
+    );
   }
 
+  // `key` is escaped and cut (a lying key length makes it raw bytes).
   const value = (type: number, key: string): unknown => {
     if (type === STRING) return str(`value of ${key}`);
     if (type === ARRAY) {
       const itemType = u32();
       const n = u64(`array length of ${key}`);
-      if (n > fileSize) fail(`${key}: array of ${n} items is larger than the file`);
+      if (n > fileSize) failHere(`${key}: array of ${n} items is larger than the file`);
       const skip = lazyArrays && n > 1024;
       if (itemType === STRING) {
-        if (!skip) return strings(n, `an item of ${key}`);
+        if (!skip) return strings(n, `item of ${key}`);
         for (let i = 0; i < n; i++) {
-          const len = u64(`length of an item of ${key}`);
+          const len = u64(`length of item ${i} of ${key}`);
           if (len > fileSize) {
-            fail(`an item of ${key} claims ${len} bytes, more than the file holds`);
+            failHere(`item ${i} of ${key} claims ${len} bytes, more than the file holds`);
           }
           need(len);
           o += len;
@@ -314,7 +330,7 @@ export function parseGguf(
         return new GgufSkippedArray(itemType, n);
       }
       const s = SCALAR[itemType];
-      if (!s) fail(`${key}: unknown array item type ${itemType}`);
+      if (!s) failHere(`${key}: unknown array item type ${itemType}`);
       need(n * s[0]);
       if (skip) {
         o += n * s[0];
@@ -326,7 +342,7 @@ export function parseGguf(
       return out;
     }
     const s = SCALAR[type];
-    if (!s) return fail(`${key}: unknown value type ${type}`);
+    if (!s) return failHere(`${key}: unknown value type ${type}`);
     need(s[0]);
     o += s[0];
     return s[1](view, o - s[0]);
@@ -334,25 +350,29 @@ export function parseGguf(
   const metadata = new Map<string, unknown>();
   const metadataTypes = new Map<string, GgufValueType>();
   for (let i = 0; i < kvCount; i++) {
-    const key = str("metadata key");
+    reading = `metadata entry ${i}`;
+    const key = str(`key of metadata entry ${i}`);
+    const shown = nameShort(key);
+    reading = `metadata ${shown}`;
     const type = u32();
     if (type === ARRAY) {
       need(4);
       metadataTypes.set(key, { type, itemType: view.getUint32(o, true) });
     } else metadataTypes.set(key, { type });
-    metadata.set(key, value(type, key));
+    metadata.set(key, value(type, shown));
   }
 
   const infos: { name: string; dims: number[]; type: number; rel: number }[] = [];
   for (let i = 0; i < tensorCount; i++) {
-    const name = str("tensor name");
+    reading = `tensor ${i}'s entry`;
+    const name = str(`name of tensor ${i}`);
+    const shown = `tensor ${i} (${nameShort(name)})`;
+    reading = `${shown}'s entry`;
     const nDims = u32();
-    if (nDims < 1 || nDims > 4) {
-      fail(`tensor ${nameShort(name)} (header byte ${o}): ${nDims} dimensions`);
-    }
-    const dims = Array.from({ length: nDims }, () => u64(`dimension of ${name}`));
+    if (nDims < 1 || nDims > 4) failHere(`${shown}: ${nDims} dimensions`);
+    const dims = Array.from({ length: nDims }, () => u64(`dimension of ${shown}`));
     const type = u32();
-    const rel = u64(`offset of ${name}`);
+    const rel = u64(`offset of ${shown}`);
     infos.push({ name, dims, type, rel });
   }
   const align = Number(metadata.get("general.alignment") ?? 32);

@@ -103,15 +103,17 @@ function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** The config.json values that tensor shapes come from, as "key value" pairs for a message. */
+/** The config.json values that the tensor list and shapes come from, as "key value" pairs for a message. */
 export function hfShapeFields(c: Gemma3Config): string {
-  return `vocab_size ${c.vocabSize}, hidden_size ${c.hiddenSize}, intermediate_size ${c.intermediateSize}, ` +
+  return `num_hidden_layers ${c.numLayers}, vocab_size ${c.vocabSize}, hidden_size ${c.hiddenSize}, ` +
+    `intermediate_size ${c.intermediateSize}, ` +
     `num_attention_heads ${c.numHeads}, num_key_value_heads ${c.numKvHeads}, head_dim ${c.headDim}`;
 }
 
-/** The GGUF metadata values that tensor shapes come from, as "key value" pairs for a message. */
+/** The GGUF metadata values that the tensor list and shapes come from, as "key value" pairs for a message. */
 export function ggufShapeFields(c: Gemma3Config): string {
-  return `gemma3.embedding_length ${c.hiddenSize}, gemma3.feed_forward_length ${c.intermediateSize}, ` +
+  return `gemma3.block_count ${c.numLayers}, gemma3.embedding_length ${c.hiddenSize}, ` +
+    `gemma3.feed_forward_length ${c.intermediateSize}, ` +
     `gemma3.attention.head_count ${c.numHeads}, gemma3.attention.head_count_kv ${c.numKvHeads}, ` +
     `gemma3.attention.key_length ${c.headDim}`;
 }
@@ -315,7 +317,9 @@ export function configFromGguf(
   if (arch === undefined) {
     fail("metadata general.architecture is missing (a Gemma 3 file has gemma3)");
   }
-  if (arch !== "gemma3") fail(`architecture ${shortJson(arch)} is not supported (gemma3 is)`);
+  if (arch !== "gemma3") {
+    fail(`general.architecture ${shortJson(arch)} is not supported (gemma3 is)`);
+  }
   const num = (key: string, fallback?: number): number => {
     const v = meta.get(`gemma3.${key}`) ?? fallback;
     const n = typeof v === "bigint" ? Number(v) : v;
@@ -337,7 +341,10 @@ export function configFromGguf(
   const numHeads = int("attention.head_count");
   const numKvHeads = int("attention.head_count_kv", numHeads);
   if (numHeads % numKvHeads !== 0) {
-    fail(`head_count ${numHeads} is not a multiple of head_count_kv ${numKvHeads}`);
+    fail(
+      `gemma3.attention.head_count ${numHeads} is not a multiple of gemma3.attention.head_count_kv ` +
+        `${numKvHeads}`,
+    );
   }
   const headDim = int("attention.key_length", hiddenSize / numHeads);
   const pattern = meta.get("gemma3.attention.sliding_window_pattern");

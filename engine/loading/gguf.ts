@@ -15,7 +15,7 @@ import {
 } from "./tensors.ts";
 import type { WasmRuntime } from "../backends/wasm/runtime.ts";
 import type { TensorEntry } from "../formats/safetensors.ts";
-import { canonicalGgufName } from "../gemma3/weights.ts";
+import { canonicalGgufName, ggufName } from "../gemma3/weights.ts";
 import { QUANT, type QuantPlan } from "../formats/quant.ts";
 
 /** ggml types this engine reads, as its own element types. */
@@ -82,7 +82,7 @@ export async function openGgufCheckpoint(
       sources: [source],
       where: location,
       configWhere: `its metadata (${ggufShapeFields(config)})`,
-      quirks: { normsStoreOnePlusW: true },
+      quirks: { normsStoreOnePlusW: true, storedName: ggufName },
       metadata: file.metadata,
       metadataTypes: file.metadataTypes,
     };

@@ -43,6 +43,8 @@ export interface FormatQuirks {
   normsStoreOnePlusW?: boolean;
   /** Quantize float matrices while loading (those whose rows fill whole blocks; see formatFor). */
   quantize?: QuantPlan;
+  /** A tensor's name as the format stores it, for messages (GGUF: blk.0.attn_q.weight). */
+  storedName?: (canonical: string) => string;
 }
 
 /** A checkpoint opened but not read: its config and each tensor's place, by canonical name. */
@@ -104,9 +106,13 @@ export async function loadTensors(
 ): Promise<LoadedCheckpoint> {
   // Exactly the tensors the config needs, with the right shapes.
   const specs = tensorSpecs(config);
-  const missing = specs.filter((s) => !found.has(s.name)).map((s) => s.name);
+  const stored = quirks.storedName ?? ((name: string) => name);
+  const missing = specs.filter((s) => !found.has(s.name)).map((s) => stored(s.name));
   if (missing.length) {
-    throw new Error(`${where}: missing tensor${missing.length > 1 ? "s" : ""} ${list(missing)}`);
+    throw new Error(
+      `${where}: missing tensor${missing.length > 1 ? "s" : ""} ${list(missing)}, which ` +
+        `${configWhere} needs`,
+    );
   }
   const needed = new Set(specs.map((s) => s.name));
   const extra = [...found.keys()].filter((n) => !needed.has(n));

@@ -75,12 +75,15 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
       !Array.isArray(pair) || pair.length !== 2 ||
       !pair.every((p) => typeof p === "string")
     ) {
-      fail(where, `merge ${r} is ${shortJson(m)}; expected "left right" or ["left", "right"]`);
+      fail(
+        where,
+        `model.merges[${r}] is ${shortJson(m)}; expected "left right" or ["left", "right"]`,
+      );
     }
     const [a, b] = pair as string[];
     const left = own(a), right = own(b), merged = own(a + b);
     if (left === undefined || right === undefined || merged === undefined) {
-      fail(where, `merge ${r} (${shortJson(m)}) uses a piece missing from the vocabulary`);
+      fail(where, `model.merges[${r}] (${shortJson(m)}) uses a piece missing from the vocabulary`);
     }
     merges.set([left, right, merged], 3 * r);
   });
@@ -89,6 +92,7 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
   if (!Array.isArray(rawAdded)) {
     fail(where, `added_tokens is ${shortJson(rawAdded)}; expected a list`);
   }
+  const idUsedBy = new Map<number, number>();
   const added = (rawAdded as Json[]).map((a, i) => {
     if (
       typeof a !== "object" || a === null || !Number.isInteger(a.id) ||
@@ -104,7 +108,24 @@ export function fromTokenizerJson(t: unknown, where = "tokenizer.json"): Tokeniz
         }: normalized/lstrip/rstrip/single_word are not supported`,
       );
     }
-    return { id: a.id as number, content: a.content as string, special: a.special === true };
+    // The Tokenizer checks these too; here the message can say which entry of the file.
+    const id = a.id as number;
+    if (id < 0 || id >= size + rawAdded.length) {
+      fail(
+        where,
+        `added_tokens[${i}] (${quoteShort(a.content as string)}) has id ${id}, outside the ` +
+          `vocabulary and the added tokens after it (0 to ${size + rawAdded.length - 1})`,
+      );
+    }
+    if (idUsedBy.has(id)) {
+      fail(
+        where,
+        `added_tokens[${i}] (${quoteShort(a.content as string)}) has id ${id}, as ` +
+          `added_tokens[${idUsedBy.get(id)}] has`,
+      );
+    }
+    idUsedBy.set(id, i);
+    return { id, content: a.content as string, special: a.special === true };
   });
   const unk = model.unk_token;
   return buildData(
