@@ -381,7 +381,16 @@ Deno.test("a model's template: its errors say they are the model's template and 
   const broken = await loadTokenizer(folder, { cache: false });
   throws(
     () => broken.applyChatTemplate([{ role: "user", content: "hi" }]),
-    /the model's chat template \(.*tokenizer_config\.json\) failed/,
+    /the model's chat template \(.*tokenizer_config\.json\) failed: its source is not valid Jinja/,
+  );
+  // Cut short inside an expression: the Jinja parser's own TypeError is not what the caller sees.
+  await write({ chat_template: "{%- if (message['role']" });
+  const cut = await loadTokenizer(folder, { cache: false });
+  throws(
+    () => cut.applyChatTemplate([{ role: "user", content: "hi" }]),
+    (e: Error) =>
+      /the model's chat template \(.*tokenizer_config\.json\) failed: its source is not valid Jinja \(the parser ran past its end/
+        .test(e.message),
   );
   // null, and a list holding nulls: the Gemma template (none) or the valid entry.
   await write(null);

@@ -109,9 +109,12 @@ export async function loadTensors(
   const stored = quirks.storedName ?? ((name: string) => name);
   const missing = specs.filter((s) => !found.has(s.name)).map((s) => stored(s.name));
   if (missing.length) {
+    const hint = !config.tieWordEmbeddings && !found.has("lm_head.weight")
+      ? " (tie_word_embeddings is false: a separate output matrix)"
+      : "";
     throw new Error(
       `${where}: missing tensor${missing.length > 1 ? "s" : ""} ${list(missing)}, which ` +
-        `${configWhere} needs`,
+        `${configWhere} needs${hint}`,
     );
   }
   const needed = new Set(specs.map((s) => s.name));

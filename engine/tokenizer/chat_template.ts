@@ -132,8 +132,14 @@ export class ChatTemplate {
       return new ChatTemplate(source, false, await compileJinja(source), where);
     } catch (e) {
       // Loading still succeeds (encode/decode need no template); rendering says why it cannot.
+      // @huggingface/jinja's parser reads past its last token on a template cut short, and
+      // fails with a TypeError that says nothing about the template.
+      const why = e instanceof TypeError
+        ? "its source is not valid Jinja (the parser ran past its end: is it cut short?)"
+        : `its source is not valid Jinja: ${(e as Error)?.message ?? e}`;
+      const error = new Error(why, { cause: e });
       return new ChatTemplate(source, false, () => {
-        throw e;
+        throw error;
       }, where);
     }
   }
@@ -196,6 +202,7 @@ export class ChatTemplate {
       // The template is the model's code: say so, and where it came from.
       throw new Error(
         `the model's chat template (${this.#where}) failed: ${(e as Error)?.message ?? e}`,
+        { cause: e },
       );
     }
   }

@@ -23,14 +23,16 @@ function checkPipeline(t: Json, where: string): void {
   if (!model || model.type !== "BPE") {
     fail(where, `model type ${shortJson(model?.type)}; ${supported}`);
   }
-  if (model.byte_fallback !== true) fail(where, `BPE without byte_fallback; ${supported}`);
+  if (model.byte_fallback !== true) {
+    fail(where, `model.byte_fallback is ${shortJson(model.byte_fallback)}; ${supported}`);
+  }
   if (model.dropout !== null && model.dropout !== undefined && model.dropout !== 0) {
-    fail(where, "BPE dropout is not supported");
+    fail(where, `model.dropout is ${shortJson(model.dropout)}; BPE dropout is not supported`);
   }
-  if (model.continuing_subword_prefix || model.end_of_word_suffix) {
-    fail(where, `subword prefixes/suffixes; ${supported}`);
+  for (const key of ["continuing_subword_prefix", "end_of_word_suffix"]) {
+    if (model[key]) fail(where, `model.${key} is ${shortJson(model[key])}; ${supported}`);
   }
-  if (model.ignore_merges === true) fail(where, `ignore_merges; ${supported}`);
+  if (model.ignore_merges === true) fail(where, `model.ignore_merges is true; ${supported}`);
   const n = t.normalizer as Json | null;
   const isSpaceReplace = (x: Json | null) =>
     x?.type === "Replace" && (x.pattern as Json)?.String === " " && x.content === "▁";
