@@ -11,7 +11,14 @@ import {
   type GgufMetaEntry,
   type GgufTensorOut,
 } from "./formats/gguf.ts";
-import { createFileWriter, exists, isGgufLocation, joinLocation, readJson } from "./io.ts";
+import {
+  createFileWriter,
+  exists,
+  isGgufLocation,
+  joinLocation,
+  readJson,
+  TOKENIZER_JSON_VALUES,
+} from "./io.ts";
 import { openGgufCheckpoint } from "./loading/gguf.ts";
 import { openHfCheckpoint } from "./loading/hf.ts";
 import { resolveModelSource } from "./loading/source.ts";
@@ -165,7 +172,7 @@ async function tokenizerFor(
       `${from}: no tokenizer.json (a GGUF file needs the tokenizer: llama.cpp cannot run without it; pass one with the tokenizer option)`,
     );
   }
-  const data = fromTokenizerJson(await readJson(json), json);
+  const data = fromTokenizerJson(await readJson(json, TOKENIZER_JSON_VALUES), json);
   if (data.pieceOffsets.length - 1 !== config.vocabSize) {
     throw new Error(
       `${json}: ${

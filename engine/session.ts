@@ -15,7 +15,7 @@ import {
   type SamplingOptions,
   type TokenLogprob,
 } from "./sampling.ts";
-import { yieldToEventLoop } from "./io.ts";
+import { isGgufLocation, yieldToEventLoop } from "./io.ts";
 import { compileConstraint, type ConstraintOptions } from "./grammar/constraint.ts";
 import { GrammarMatcher, tokenTrie, type Vocabulary } from "./grammar/matcher.ts";
 
@@ -164,10 +164,18 @@ export class Session {
       for (let i = 0; i < result.length; i++) {
         if (!Number.isFinite(result[i])) {
           const row = Math.floor(i / config.vocabSize);
+          // A config value can do it too (query_pre_attn_scalar 1e-300 scales scores to
+          // infinity); a folder's config is config.json, a GGUF's is in the file.
+          const source = this.#host.source;
+          const files = source === undefined
+            ? "the model's files"
+            : isGgufLocation(source)
+            ? source
+            : `${source} (its weights, or config.json)`;
           throw new Error(
             `the model computed ${result[i]} (logit ${i % config.vocabSize}` +
-              `${want === "all" ? ` of token ${row}` : ""}): its weights give non-finite values; ` +
-              `${this.#host.source ?? "the model file"} may be damaged`,
+              `${want === "all" ? ` of token ${row}` : ""}): its weights or its config give ` +
+              `non-finite values; ${files} may be damaged`,
           );
         }
       }

@@ -198,6 +198,14 @@ Deno.test("unsupported or broken configs", async () => {
   const dir = await writeCheckpoint(smallConfig(), tensors);
   await Deno.writeTextFile(`${dir}/config.json`, "{ not json");
   await failsWith(() => loadModel(dir), /config\.json/, /not valid JSON/);
+  // Millions of tiny values are refused before JSON.parse (64 MB of them took 8 s and 1.9 GB).
+  // `{"x":[` holds 3 values, each "[]," two more: the 1,048,577th is the comma of unit 524,286,
+  // at 6 + 3 × 524,286 + 2.
+  await Deno.writeTextFile(`${dir}/config.json`, `{"x":[${"[],".repeat(2_000_000)}[]]}`);
+  await failsWith(
+    () => loadModel(dir),
+    /config\.json: holds more than 1048576 JSON values \(the one past the limit is at position 1572866\)/,
+  );
 });
 
 Deno.test("a GGUF whose block_count is implausible is refused before anything is sized by it", async () => {

@@ -6,6 +6,7 @@ import { deepStrictEqual, ok, rejects, throws } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { FIXTURES, maxAbsDiff } from "./support/helpers.ts";
 import { tempDir, tempFile } from "./support/temp.ts";
+import { shortJson } from "../engine/formats/quote.ts";
 
 const gguf = `${FIXTURES}tiny-a/model.gguf`;
 const golden = JSON.parse(await Deno.readTextFile(`${FIXTURES}tiny-a/golden.json`));
@@ -286,4 +287,17 @@ Deno.test("GGUF string arrays: decoded together, each item as TextDecoder decode
   const parsed = parseGguf(file, file.length, "test").metadata.get("tokenizer.ggml.tokens");
   // A long array is one string and offsets (GgufStrings), iterable as the items.
   deepStrictEqual([...(parsed as Iterable<string>)], items.map((b) => lenient.decode(b)));
+});
+
+Deno.test("values in messages: a 64-bit GGUF integer shows as a bigint, a cycle or a huge value does not throw", () => {
+  deepStrictEqual(shortJson(5n), "5n");
+  deepStrictEqual(shortJson({ a: 2n ** 64n }), '{"a":"18446744073709551616n"}');
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  deepStrictEqual(shortJson(cycle), "(a value with a cycle)");
+  let deep: unknown[] = [];
+  for (let i = 0; i < 1_000_000; i++) deep = [deep];
+  deepStrictEqual(shortJson(deep), "(a value nested too deeply to show)");
+  deepStrictEqual(shortJson("x".repeat(1000)), `"${"x".repeat(79)}… (1002 characters)`);
+  deepStrictEqual(shortJson(undefined), "undefined");
 });

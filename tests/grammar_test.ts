@@ -2,7 +2,13 @@
 // against independent judges (ajv for schemas, JSON.parse), and token masks against brute force.
 
 import { deepStrictEqual, ok, throws } from "node:assert/strict";
-import { Grammar, GrammarError, jsonSchemaToGbnf, loadTokenizer } from "../mod.ts";
+import {
+  compileConstraint,
+  Grammar,
+  GrammarError,
+  jsonSchemaToGbnf,
+  loadTokenizer,
+} from "../mod.ts";
 import { DEAD } from "../engine/grammar/automaton.ts";
 import { GrammarMatcher, TokenTrie, type Vocabulary } from "../engine/grammar/matcher.ts";
 import { Random } from "../engine/sampling.ts";
@@ -77,6 +83,48 @@ Deno.test("gbnf: mistakes are errors that say where, never a grammar that loops"
   // Rules that match nothing in a loop are fine (they add nothing), and repetition counts work.
   const g = new Grammar('root ::= ("" | "a"?)* "b"{2,3}');
   ok(g.matches("aabb") && g.matches("bbb") && !g.matches("b") && !g.matches("bbbb"));
+});
+
+Deno.test("nesting: groups, patterns and schemas deeper than 100 levels are GrammarErrors, never V8's stack overflow", () => {
+  // A request body of 1 MiB nests 100,000 deep; before the limit these were "Maximum call stack
+  // size exceeded" (a RangeError with no word about the grammar or the schema).
+  const compile = (c: { grammar?: string; jsonSchema?: unknown }) => () => compileConstraint(c);
+  const isGrammarError = (pattern: RegExp) => (e: Error) =>
+    e instanceof GrammarError && pattern.test(e.message);
+  throws(
+    compile({ grammar: `root ::= ${"(".repeat(100_000)}"a"${")".repeat(100_000)}` }),
+    isGrammarError(/line 1, column 110: groups nest deeper than 100 levels/),
+  );
+  throws(
+    compile({ jsonSchema: { type: "string", pattern: `${"(".repeat(5000)}a${")".repeat(5000)}` } }),
+    isGrammarError(/#\/pattern: pattern "\({80}"… \(10001 characters\) at 101: groups nest deeper/),
+  );
+  let deep: unknown = { type: "string" };
+  for (let i = 0; i < 20_000; i++) deep = { type: "array", items: deep };
+  throws(compile({ jsonSchema: deep }), isGrammarError(/schemas nest deeper than 100 levels/));
+  const defs: Record<string, unknown> = {};
+  for (let i = 0; i < 5000; i++) {
+    defs[`d${i}`] = i === 4999
+      ? { type: "string" }
+      : { type: "array", items: { $ref: `#/$defs/d${i + 1}` } };
+  }
+  throws(
+    compile({ jsonSchema: { $defs: defs, $ref: "#/$defs/d0" } }),
+    isGrammarError(/schemas nest deeper than 100 levels/),
+  );
+  // A chain of rules, each naming the next: not nesting in the text, but the compiler follows it.
+  const chain = ["root ::= r0"];
+  for (let i = 0; i < 30_000; i++) chain.push(`r${i} ::= ${i === 29_999 ? '"a"' : `r${i + 1}`}`);
+  throws(compile({ grammar: chain.join("\n") }), isGrammarError(/the grammar nests too deeply/));
+  // At the limit, and recursion through $ref (a tree), still compile.
+  let ok100 = '"a"';
+  for (let i = 0; i < 99; i++) ok100 = `(${ok100})`;
+  ok(compileConstraint({ grammar: `root ::= ${ok100}` }));
+  const tree = {
+    type: "object",
+    properties: { name: { type: "string" }, children: { type: "array", items: { $ref: "#" } } },
+  };
+  ok(compileConstraint({ jsonSchema: tree }));
 });
 
 Deno.test("gbnf: characters are matched as UTF-8, whatever their length", () => {

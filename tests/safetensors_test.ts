@@ -97,6 +97,22 @@ Deno.test("hostile headers: Object's keys as dtypes, invalid UTF-8, long names, 
       return true;
     },
   );
+  // Millions of tiny values (4M empty arrays in 8 MB): refused before JSON.parse, which took 8 s
+  // and most of a 1 GiB heap on 64 MB of them. A string inside one ("[,[,") is not counted.
+  const long = await loadModel(
+    await withHeader((h) => {
+      h.__metadata__ = { note: '[,\\"'.repeat(1_000_000) };
+    }),
+  );
+  await long.dispose();
+  await failsWith(
+    () =>
+      withHeader((h) => {
+        h.__metadata__ = { a: Array.from({ length: 2_000_000 }, () => []) as unknown as string };
+      }).then(loadModel),
+    /model\.safetensors/,
+    /header: holds more than 1048576 JSON values \(the one past the limit is at position \d+\)/,
+  );
   // Empty tensors overlap nothing: two at one offset are not reported as overlapping (the
   // extra names are then refused as not part of the model, which is the real problem).
   await failsWith(

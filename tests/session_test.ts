@@ -192,11 +192,25 @@ Deno.test("eval: damaged weights (a NaN in a norm) are an error naming the file,
     const session = model.createSession();
     await failsWith(
       () => session.eval([2, 5, 7]),
-      /the model computed NaN \(logit \d+\): its weights give non-finite values/,
+      /the model computed NaN \(logit \d+\): its weights or its config give non-finite values/,
       new RegExp(`${dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.* may be damaged`),
     );
     await failsWith(() => model.createSession().eval([2, 5], { logits: "all" }), /of token 0/);
   } finally {
     await model.dispose();
+  }
+  // A config value can do it as well: query_pre_attn_scalar 1e-300 scales scores to infinity.
+  const scaled = await writeCheckpoint(
+    smallConfig({ query_pre_attn_scalar: 1e-300 }),
+    randomWeights(config, 3, "F32"),
+  );
+  const model2 = await loadModel(scaled, { threads: 1 });
+  try {
+    await failsWith(
+      () => model2.createSession().eval([2, 5, 7]),
+      /its weights or its config give non-finite values; .* \(its weights, or config\.json\) may be damaged/,
+    );
+  } finally {
+    await model2.dispose();
   }
 });

@@ -11,12 +11,15 @@ export function quoteShort(text: string, max = 80): string {
 /** A value as JSON, cut to `max` characters (a 1 MB config value is not echoed whole). */
 export function shortJson(value: unknown, max = 80): string {
   let json: string | undefined;
+  if (typeof value === "bigint") return `${value}n`; // a GGUF integer read as 64 bits
   try {
-    json = JSON.stringify(value);
+    json = JSON.stringify(value, (_, v) => typeof v === "bigint" ? `${v}n` : v);
     if (json === undefined) json = String(value); // undefined, a function, a symbol
   } catch (e) {
-    // A cycle, a bigint, nesting deeper than the stack.
-    return `(a value that cannot be shown: ${(e as Error).message})`;
+    // Nesting deeper than the stack (a JSON file can hold 100,000 brackets), or a cycle.
+    return e instanceof RangeError
+      ? "(a value nested too deeply to show)"
+      : "(a value with a cycle)";
   }
   return json.length > max ? `${json.slice(0, max)}… (${json.length} characters)` : json;
 }

@@ -42,7 +42,19 @@ export function compileConstraint(options: ConstraintOptions): Grammar | undefin
   let g = cache.get(key);
   cache.delete(key); // put back below as the most recently used
   if (!g || g.cacheSize.states > MAX_STATES) {
-    g = new Grammar(grammar ?? jsonSchemaToGbnf(jsonSchema));
+    try {
+      g = new Grammar(grammar ?? jsonSchemaToGbnf(jsonSchema));
+    } catch (e) {
+      // The parsers refuse deep nesting (MAX_NESTING); a chain of rules, each naming the next,
+      // can still recurse as deep as it is long. Said as what it is, not as V8's RangeError.
+      if (e instanceof RangeError && /call stack/i.test(e.message)) {
+        throw new GrammarError(
+          `the ${grammar !== undefined ? "grammar" : "JSON Schema"} nests too deeply to compile ` +
+            "(rules or references that each lead to the next, thousands deep)",
+        );
+      }
+      throw e;
+    }
   }
   cache.set(key, g);
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);

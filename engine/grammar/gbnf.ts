@@ -31,6 +31,12 @@ export class GrammarError extends Error {
 /** Repetition counts above this are refused: each count becomes its own grammar state. */
 export const MAX_REPEAT = 10_000;
 
+/** Groups nested deeper than this are refused, in a grammar, a JSON Schema or a pattern: the
+ * parsers and the compiler recurse once per level, and a request body of 1 MiB could nest
+ * 100,000 deep (V8's stack ends at a few thousand). No real grammar or schema comes near it
+ * (OpenAI's structured outputs allow 10 levels of objects). */
+export const MAX_NESTING = 100;
+
 /** Parses GBNF text into rules. Throws GrammarError naming the line and column of a mistake. */
 export function parseGbnf(text: string): Rules {
   if (typeof text !== "string") throw new TypeError("a grammar must be GBNF text (a string)");
@@ -71,6 +77,7 @@ export function refs(e: Expr, out = new Set<string>()): Set<string> {
 
 class Parser {
   pos = 0;
+  #depth = 0;
   constructor(readonly src: string) {}
 
   done(): boolean {
@@ -81,7 +88,7 @@ class Parser {
     const before = this.src.slice(0, at);
     const line = before.split("\n").length;
     const col = at - before.lastIndexOf("\n");
-    const near = JSON.stringify(this.src.slice(at, at + 20));
+    const near = JSON.stringify(this.src.slice(at, at + 20)); // short: JSON.stringify is fine
     throw new GrammarError(`grammar line ${line}, column ${col}: ${message} (at ${near})`);
   }
 
@@ -171,7 +178,11 @@ class Parser {
       this.pos++;
       this.skip(true);
       if (this.eat(")")) return { kind: "seq", items: [] };
+      if (++this.#depth > MAX_NESTING) {
+        this.fail(`groups nest deeper than ${MAX_NESTING} levels`, this.pos - 1);
+      }
       const inner = this.alternatives(true);
+      this.#depth--;
       this.skip(true);
       if (!this.eat(")")) this.fail("expected )");
       return inner;

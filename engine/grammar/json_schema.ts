@@ -6,7 +6,8 @@
 // Whitespace between tokens is bounded (one optional newline and up to 20 spaces or tabs), so a
 // model cannot loop on spaces.
 
-import { GrammarError } from "./gbnf.ts";
+import { GrammarError, MAX_NESTING } from "./gbnf.ts";
+import { shortJson } from "../formats/quote.ts";
 import { regexToGbnf } from "./regex.ts";
 
 /** Keywords that only describe (ignored); everything else must be understood. */
@@ -103,6 +104,7 @@ class SchemaCompiler {
   readonly #base = new Set<string>();
   readonly #refs = new Map<string, string>();
   readonly #root: unknown;
+  #depth = 0;
 
   constructor(root: unknown) {
     this.#root = root;
@@ -140,10 +142,21 @@ class SchemaCompiler {
 
   /** A GBNF expression for the JSON values `s` accepts. */
   #visit(s: unknown, path: string, hint: string): string {
+    if (++this.#depth > MAX_NESTING) {
+      this.#fail(shortPath(path), `schemas nest deeper than ${MAX_NESTING} levels`);
+    }
+    try {
+      return this.#visitSchema(s, path, hint);
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  #visitSchema(s: unknown, path: string, hint: string): string {
     if (s === true) return this.#use("value");
     if (s === false) this.#fail(path, "the schema false matches nothing");
     if (s === null || typeof s !== "object" || Array.isArray(s)) {
-      this.#fail(path, `a schema must be an object or a boolean, got ${JSON.stringify(s)}`);
+      this.#fail(path, `a schema must be an object or a boolean, got ${shortJson(s)}`);
     }
     const schema = s as Schema;
     const keys = Object.keys(schema).filter((k) => !ANNOTATIONS.has(k));
@@ -215,7 +228,7 @@ class SchemaCompiler {
       if (typeof x !== "string" || !TYPES.includes(x)) {
         this.#fail(
           `${path}/type`,
-          `unknown type ${JSON.stringify(x)} (types: ${TYPES.join(", ")})`,
+          `unknown type ${shortJson(x)} (types: ${TYPES.join(", ")})`,
         );
       }
     }
@@ -349,7 +362,7 @@ class SchemaCompiler {
       if (typeof f !== "string" || !JSON_SCHEMA_FORMATS.includes(f)) {
         this.#fail(
           `${path}/format`,
-          `the format ${JSON.stringify(f)} is not supported (supported: ${
+          `the format ${shortJson(f)} is not supported (supported: ${
             JSON_SCHEMA_FORMATS.join(", ")
           })`,
         );
@@ -379,7 +392,7 @@ class SchemaCompiler {
     if (typeof ref !== "string" || !ref.startsWith("#")) {
       this.#fail(
         `${path}/$ref`,
-        `only references inside the schema ("#/...") are supported, got ${JSON.stringify(ref)}`,
+        `only references inside the schema ("#/...") are supported, got ${shortJson(ref)}`,
       );
     }
     const known = this.#refs.get(ref);
@@ -406,6 +419,11 @@ class SchemaCompiler {
 }
 
 /** x{min,max} spelled in GBNF. */
+/** A JSON pointer cut to its first and last parts when it is long (100 levels deep). */
+function shortPath(path: string): string {
+  return path.length > 120 ? `${path.slice(0, 40)}/…/${path.slice(-60)}` : path;
+}
+
 function repeat(x: string, min: number, max: number): string {
   if (max === 0) return "";
   if (min === 0 && max === Infinity) return `(${x})*`;

@@ -5,7 +5,8 @@
 // [a-z] [^...], groups ( ) (?: ) (?<name> ), alternation |, quantifiers * + ? {n} {n,} {n,m}
 // (lazy ones too), and ^ $ at the ends. Back-references, lookaround and \b are errors.
 
-import { GrammarError } from "./gbnf.ts";
+import { GrammarError, MAX_NESTING } from "./gbnf.ts";
+import { quoteShort, shortJson } from "../formats/quote.ts";
 import { complement, normalize, type Ranges, subtract } from "./code_points.ts";
 
 const DIGIT: Ranges = [[0x30, 0x39]];
@@ -28,16 +29,17 @@ const NOT_NEWLINE: Ranges = complement([[0x0a, 0x0a], [0x0d, 0x0d], [0x2028, 0x2
 export function regexToGbnf(pattern: string): string {
   const p = new RegexParser(pattern);
   const out = p.alternation();
-  if (p.pos < pattern.length) p.fail(`unexpected ${JSON.stringify(pattern[p.pos])}`);
+  if (p.pos < pattern.length) p.fail(`unexpected ${shortJson(pattern[p.pos])}`);
   return out || '""';
 }
 
 class RegexParser {
   pos = 0;
+  #depth = 0;
   constructor(readonly src: string) {}
 
   fail(message: string): never {
-    throw new GrammarError(`pattern ${JSON.stringify(this.src)} at ${this.pos}: ${message}`);
+    throw new GrammarError(`pattern ${quoteShort(this.src)} at ${this.pos}: ${message}`);
   }
 
   alternation(): string {
@@ -82,7 +84,9 @@ class RegexParser {
       } else if (s[this.pos] === "?") {
         this.fail("lookaround and other (?...) groups are not supported");
       }
+      if (++this.#depth > MAX_NESTING) this.fail(`groups nest deeper than ${MAX_NESTING} levels`);
       const inner = this.alternation();
+      this.#depth--;
       if (s[this.pos] !== ")") this.fail("expected )");
       this.pos++;
       return `(${inner || '""'})`;

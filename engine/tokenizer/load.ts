@@ -16,6 +16,7 @@ import {
   readText,
   realPath,
   sha256Hex,
+  TOKENIZER_JSON_VALUES,
   writeFileAtomic,
 } from "../io.ts";
 import { ChatTemplate } from "./chat_template.ts";
@@ -67,7 +68,7 @@ async function loadData(
         : await ggufMetadata(jsonPath),
       jsonPath,
     )
-    : fromTokenizerJson(await readJson(jsonPath), jsonPath);
+    : fromTokenizerJson(await readJson(jsonPath, TOKENIZER_JSON_VALUES), jsonPath);
   if (folder && cachePath) {
     await writeFileAtomic(cachePath, toCompact(data)).catch(() => {});
     // Entries are keyed by file path, size and time, so every new or rewritten model file adds

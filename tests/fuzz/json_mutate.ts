@@ -31,7 +31,11 @@ export function edgeJson(r: Random, near?: Json): Json {
       return `\u0000deep:${r.size(100_000)}\u0000`;
     case 6:
       // A long list of copies of what was there (or of nulls), up to ~64 MB of JSON.
-      return Array.from({ length: copies(r.size(200_000), near ?? null) }, () => near ?? null);
+      // Copies, not one object many times: a later mutation inside one must not grow them all.
+      return Array.from(
+        { length: copies(r.size(200_000), near ?? null) },
+        () => near !== null && typeof near === "object" ? structuredClone(near) : near ?? null,
+      );
     case 7:
       return {};
     default:
