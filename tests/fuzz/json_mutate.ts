@@ -30,7 +30,7 @@ export function edgeJson(r: Random, near?: Json): Json {
       // (a nested value this deep would overflow JSON.stringify and structuredClone).
       return `\u0000deep:${r.size(100_000)}\u0000`;
     case 6:
-      // A long list of copies of what was there (or of nulls), up to ~64 MB of JSON.
+      // A long list of copies of what was there (or of nulls), up to ~16 MB of JSON.
       // Copies, not one object many times: a later mutation inside one must not grow them all.
       return Array.from(
         { length: copies(r.size(200_000), near ?? null) },
@@ -43,15 +43,16 @@ export function edgeJson(r: Random, near?: Json): Json {
   }
 }
 
-/** Copies of `item` to make, at most `wanted`, so that they come to at most ~64 MB of JSON text
- * (copies of a whole vocabulary would pass V8's longest string and test the fuzzer, not the
- * engine). */
+/** Copies of `item` to make, at most `wanted`, so that they come to at most ~16 MB of JSON text
+ * (copies of a whole vocabulary would pass V8's longest string, and 64 MB of small arrays took
+ * the fuzzer's own 1 GiB heap: a test of the fuzzer, not the engine, which refuses JSON of more
+ * than a million values long before that size). */
 function copies(wanted: number, item: Json): number {
   const json = JSON.stringify(item) ?? "null";
   // A deep-nesting marker is short here but becomes 2 × depth brackets in jsonText.
   let bytes = json.length + 1;
   for (const [, depth] of json.matchAll(DEEP_JSON)) bytes += 2 * Number(depth);
-  return Math.min(wanted, Math.floor(64e6 / bytes));
+  return Math.min(wanted, Math.floor(16e6 / bytes));
 }
 
 /**
@@ -139,19 +140,26 @@ export function jsonText(doc: Json): string {
   );
 }
 
-/** A JS value with the deep-nesting markers made real (built without recursion). */
-export function deepen(doc: Json): unknown {
+/** A JS value with the deep-nesting markers made real (built without recursion). One nesting is
+ * made per depth and shared by every marker of that depth: 200,000 copies of a marker 100,000
+ * deep would be 2e10 arrays (as text, the copies were sized to fit). */
+export function deepen(doc: Json, made = new Map<number, unknown[]>()): unknown {
   const deep = typeof doc === "string" ? DEEP.exec(doc) : null;
   if (deep) {
-    let v: unknown[] = [];
-    for (let d = Number(deep[1]); d > 1; d--) v = [v];
+    const depth = Number(deep[1]);
+    let v = made.get(depth);
+    if (!v) {
+      v = [];
+      for (let d = depth; d > 1; d--) v = [v];
+      made.set(depth, v);
+    }
     return v;
   }
-  if (Array.isArray(doc)) return doc.map(deepen);
+  if (Array.isArray(doc)) return doc.map((x) => deepen(x, made));
   if (doc !== null && typeof doc === "object") {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(doc)) {
-      Object.defineProperty(out, k, { value: deepen(v), enumerable: true, writable: true });
+      Object.defineProperty(out, k, { value: deepen(v, made), enumerable: true, writable: true });
     }
     return out;
   }
