@@ -6,53 +6,35 @@
 
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { FIXTURES } from "./support/helpers.ts";
+import { startCliServer } from "./support/cli_serve.ts";
 
 const tinyGguf = `${FIXTURES}tiny-a/model.gguf`;
 const encoder = new TextEncoder();
 const chat = { messages: [{ role: "user", content: "hello" }], max_tokens: 5, temperature: 0 };
 
-/** `cli.ts serve` on a free port, with its URL, port and resident memory. */
+/** `cli.ts serve` on a free port, with its resident memory. */
 async function startServer() {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../cli.ts", import.meta.url).pathname,
-      "serve",
-      "--model",
-      tinyGguf,
-      "--port",
-      "0",
-      "--threads",
-      "1",
-      "--parallel",
-      "2",
-      "--context-length",
-      "256",
-      "-q",
-    ],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const url = /listening on (http:\/\/\S+)/.exec((await lines.read()).value ?? "")?.[1];
-  ok(url, "the server prints its URL");
-  const stop = async () => {
-    child.kill("SIGKILL");
-    await child.status;
-    lines.releaseLock();
-    await child.stdout.cancel().catch(() => {});
-  };
+  const server = await startCliServer([
+    "--model",
+    tinyGguf,
+    "--threads",
+    "1",
+    "--parallel",
+    "2",
+    "--context-length",
+    "256",
+    "-q",
+  ]);
   /** Resident memory in MiB (Linux), or undefined where /proc is not there. */
   const rssMiB = () => {
     try {
-      const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
+      const status = Deno.readTextFileSync(`/proc/${server.child.pid}/status`);
       return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
     } catch {
       return undefined;
     }
   };
-  return { url, port: Number(new URL(url).port), stop, rssMiB };
+  return { ...server, rssMiB };
 }
 
 type Server = Awaited<ReturnType<typeof startServer>>;
@@ -257,6 +239,6 @@ Deno.test("server: hostile requests get clear errors, /health answers throughout
       );
     }
   } finally {
-    await s.stop();
+    await s.stop("SIGKILL");
   }
 });

@@ -8,6 +8,7 @@ import OpenAI from "openai"; // test-only: npm openai 7.55.0 (deno.json)
 import { createHandler, type HandlerOptions, loadModel } from "../mod.ts";
 import { FIXTURES, logSoftmax } from "./support/helpers.ts";
 import { validator } from "./support/json_schemas.ts";
+import { startCliServer } from "./support/cli_serve.ts";
 
 const tinyGguf = `${FIXTURES}tiny-a/model.gguf`;
 const model = await loadModel(tinyGguf, { threads: 1 });
@@ -438,29 +439,11 @@ Deno.test("server: over a socket, each SSE event leaves when its token is ready"
 });
 
 Deno.test("cli.ts serve: prints the URL when ready, serves, and exits cleanly on Ctrl-C", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../cli.ts", import.meta.url).pathname,
-      "serve",
-      "--model",
-      tinyGguf,
-      "--port",
-      "0",
-      "--threads",
-      "1",
-      "--context-length",
-      "256",
-      "-q",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const { value } = await lines.read();
-  const url = /listening on (http:\/\/\S+)/.exec(value ?? "")?.[1];
-  ok(url, `the first line names the URL: ${JSON.stringify(value)}`);
+  const server = await startCliServer(
+    ["--model", tinyGguf, "--threads", "1", "--context-length", "256", "-q"],
+    "piped",
+  );
+  const url = server.url;
   deepStrictEqual(await (await fetch(`${url}/health`)).json(), { status: "ok" });
   const r = await (await fetch(`${url}/v1/chat/completions`, {
     method: "POST",
@@ -486,11 +469,7 @@ Deno.test("cli.ts serve: prints the URL when ready, serves, and exits cleanly on
   deepStrictEqual(new Uint8Array(await part.arrayBuffer()), whole.slice(4, 12));
   deepStrictEqual((await fetch(`${url}/../deno.json`)).status, 404);
   deepStrictEqual((await fetch(`${url}/models/other.gguf`)).status, 404);
-  child.kill("SIGINT");
-  const status = await child.status;
-  lines.releaseLock();
-  await child.stdout.cancel().catch(() => {});
-  const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
+  const { status, stderr } = await server.stop("SIGINT");
   deepStrictEqual(status.code, 0, stderr);
 });
 

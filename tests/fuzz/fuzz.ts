@@ -166,11 +166,11 @@ const hasPrlimit = await (async () => {
   }
 })();
 
-/** How a child that died was ended: out of memory (V8's own message, or the data limit), or a
- * crash. */
+/** How a child that died was ended: out of memory (V8's own message, the data limit, or the
+ * kernel's OOM killer, whose SIGKILL nobody else sends it), or a crash. */
 function deathOf(status: Deno.CommandStatus, stderr: string): Outcome {
   const memory = /out of memory|heap limit|Allocation failed|Cannot allocate|memory allocation/i;
-  return memory.test(stderr) ? "memory" : "crash";
+  return memory.test(stderr) || status.signal === "SIGKILL" ? "memory" : "crash";
 }
 
 /** Runs the cases and returns every result, in order of kind then index. */

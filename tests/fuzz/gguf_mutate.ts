@@ -4,7 +4,7 @@
 // back; the writer notes where each count, length, type and offset lies, so that one of them
 // can then be made to lie about the rest.
 
-import { EDGE_INTEGERS, edgeString, Random } from "./random.ts";
+import { EDGE_INTEGERS, edgeString, type Random } from "./random.ts";
 
 type Scalar = number | bigint | boolean | string;
 /** A metadata value: a scalar, or an array of one element type. */

@@ -3,7 +3,7 @@
 // it the way a careless writer or an attacker would. The label says where, for the check that an
 // error names the field.
 
-import { edgeNumber, edgeString, Random } from "./random.ts";
+import { edgeNumber, edgeString, type Random } from "./random.ts";
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -129,6 +129,7 @@ function mutateOnce(root: { v: Json }, r: Random, focus: readonly string[]): Mut
 }
 
 /** The marker for a deep nesting, as a string in a document and as JSON text. */
+// deno-lint-ignore no-control-regex -- the marker is delimited by NULs, which JSON never holds raw
 const DEEP = /^\u0000deep:(\d+)\u0000$/;
 const DEEP_JSON = /"\\u0000deep:(\d+)\\u0000"/g;
 
