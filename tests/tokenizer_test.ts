@@ -156,7 +156,7 @@ Deno.test("loading errors name the file", async () => {
     `${folder}/tokenizer.json`,
     JSON.stringify({ model: { type: "Unigram" } }),
   );
-  await rejects(() => loadTokenizer(folder), /model type "Unigram".*Gemma-style/);
+  await rejects(() => loadTokenizer(folder), /model\.type is "Unigram".*Gemma-style/);
 });
 
 Deno.test("a corrupt cache entry is rebuilt, not used", async () => {

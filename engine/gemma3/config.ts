@@ -206,10 +206,12 @@ export function parseHfConfig(json: unknown, where = "config.json"): Gemma3Confi
     });
   } else {
     // Older configs give a period instead: every pattern-th layer is global.
-    const raw = text.sliding_window_pattern ?? text._sliding_window_pattern ??
-      HF_DEFAULTS.sliding_window_pattern;
+    const key = text.sliding_window_pattern !== undefined
+      ? "sliding_window_pattern"
+      : "_sliding_window_pattern";
+    const raw = text[key] ?? HF_DEFAULTS.sliding_window_pattern;
     if (typeof raw !== "number" || !Number.isInteger(raw) || raw < 1) {
-      return fail(`sliding_window_pattern must be a positive integer, got ${shortJson(raw)}`);
+      return fail(`${key} must be a positive integer, got ${shortJson(raw)}`);
     }
     layerTypes = Array.from(
       { length: numLayers },

@@ -21,7 +21,7 @@ function checkPipeline(t: Json, where: string): void {
     "' ' → '▁' normalizer, no pre-tokenizer split)";
   const model = t.model as Json | undefined;
   if (!model || model.type !== "BPE") {
-    fail(where, `model type ${shortJson(model?.type)}; ${supported}`);
+    fail(where, `model.type is ${shortJson(model?.type)}; ${supported}`);
   }
   if (model.byte_fallback !== true) {
     fail(where, `model.byte_fallback is ${shortJson(model.byte_fallback)}; ${supported}`);

@@ -20,6 +20,7 @@ import {
   writeFileAtomic,
 } from "../io.ts";
 import { ChatTemplate } from "./chat_template.ts";
+import { shortJson } from "../formats/quote.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { downloadModel, isRepoId } from "../loading/hub.ts";
 import { fromCompact, fromGgufMetadata, fromTokenizerJson, toCompact } from "./format.ts";
@@ -176,7 +177,8 @@ async function findChatTemplate(folder: string): Promise<ChatTemplate | undefine
     if (!isUrl(path) && !(await fileInfo(path))) continue;
     try {
       const t = await read();
-      if (typeof t === "string") return await ChatTemplate.fromSource(t, path);
+      const where = path === config ? `chat_template in ${config}` : path;
+      if (typeof t === "string") return await ChatTemplate.fromSource(t, where);
       if (Array.isArray(t)) {
         // Named templates: [{ name, template }]; "default" is the chat one (entries that are not
         // such objects are passed over).
@@ -185,7 +187,10 @@ async function findChatTemplate(folder: string): Promise<ChatTemplate | undefine
         );
         const d = named.find((x) => x.name === "default") ?? named[0];
         if (d) {
-          return await ChatTemplate.fromSource(d.template, `${path} (chat_template "${d.name}")`);
+          return await ChatTemplate.fromSource(
+            d.template,
+            `chat_template ${shortJson(d.name)} in ${path}`,
+          );
         }
       }
     } catch (e) {

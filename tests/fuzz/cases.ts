@@ -141,6 +141,8 @@ function judge(e: unknown, labels: string[], file?: string): CaseReport {
   const named = (x: string) =>
     x !== "" && (e.message.includes(x) || e.message.includes(JSON.stringify(x).slice(1, -1)));
   const namesField = labels.some((l) => named(l) || named(l.replace(/^.* of (key )?/, ""))) ||
+    // A file cut short has no field to name: saying it is cut short, or too short, is the point.
+    (labels.includes("(truncated)") && /truncated|too short|past the end/.test(e.message)) ||
     /\b(offset|byte|position|line|column|at) \d/.test(e.message) ||
     /not valid JSON|is not JSON|invalid JSON|Unexpected|UTF-8/i.test(e.message);
   return namesFile
@@ -185,9 +187,12 @@ function damagedJson(doc: Json, r: Random, labels: string[]): Uint8Array {
 }
 
 function labelsOf(mutations: Mutation[]): string[] {
-  // The last two keys: the field and what holds it (a tensor's name, "pre_tokenizer"); keys
-  // higher up ("model") would be named by many an unrelated message.
-  return mutations.flatMap((m) => m.keys.slice(-2));
+  // Every key on the path (the field, what holds it: a tensor's name, "pre_tokenizer") but
+  // tokenizer.json's "model" above the field, which many an unrelated message names
+  // ("model.merges[3]").
+  return mutations.flatMap((m) =>
+    m.keys.filter((k, i) => k !== "model" || i === m.keys.length - 1)
+  );
 }
 
 /** Texts the tokenizer kind encodes. */

@@ -249,6 +249,26 @@ function mutateArray(r: Random, a: { elementType: number; items: Value[] }): voi
   }
 }
 
+/** Removes a random item of `list`, repeats it, or renames it; the label names it (and, renamed,
+ * its new name too, which is what a message about it can say). */
+function removeRepeatOrRename<T>(
+  r: Random,
+  list: T[],
+  labels: string[],
+  how: { name: (x: T) => string; copy: (x: T) => T; rename: (x: T) => void },
+): void {
+  const i = r.int(list.length);
+  const item = list[i];
+  labels.push(how.name(item));
+  const what = r.int(3);
+  if (what === 0) list.splice(i, 1);
+  else if (what === 1) list.push(how.copy(item));
+  else {
+    how.rename(item);
+    labels.push(how.name(item));
+  }
+}
+
 /** The fixture's parts with 1-3 structural changes, written back, then perhaps a field made to
  * lie or the bytes cut. Returns the file and a label naming what was changed. */
 export function mutateGguf(base: GgufParts, r: Random): { bytes: Uint8Array; labels: string[] } {
@@ -270,13 +290,11 @@ export function mutateGguf(base: GgufParts, r: Random): { bytes: Uint8Array; lab
       labels.push(e.key);
     } else if (op === 4 && g.entries.length) {
       // A key removed, repeated or renamed.
-      const i = r.int(g.entries.length);
-      const e = g.entries[i];
-      labels.push(e.key);
-      const how = r.int(3);
-      if (how === 0) g.entries.splice(i, 1);
-      else if (how === 1) g.entries.push({ ...e, value: cloneValue(e.value) });
-      else e.key = r.chance(0.5) ? edgeString(r).slice(0, 1 << 16) : `${e.key}\u0000`;
+      removeRepeatOrRename(r, g.entries, labels, {
+        name: (e) => e.key,
+        copy: (e) => ({ ...e, value: cloneValue(e.value) }),
+        rename: (e) => e.key = r.chance(0.5) ? edgeString(r).slice(0, 1 << 16) : `${e.key}\u0000`,
+      });
     } else if (op <= 7 && g.tensors.length) {
       // A tensor record: a dimension, the type, the offset.
       const t = r.pick(g.tensors);
@@ -292,13 +310,12 @@ export function mutateGguf(base: GgufParts, r: Random): { bytes: Uint8Array; lab
       else t.offset = r.pick([0n, 1n, 7n, 2n ** 32n, 2n ** 63n, t.offset + 32n, t.offset - 32n]);
     } else if (op === 8 && g.tensors.length) {
       // A tensor removed, repeated, or renamed (to another's name, or to something odd).
-      const i = r.int(g.tensors.length);
-      const t = g.tensors[i];
-      labels.push(t.name);
-      const how = r.int(3);
-      if (how === 0) g.tensors.splice(i, 1);
-      else if (how === 1) g.tensors.push({ ...t, dims: [...t.dims] });
-      else t.name = r.chance(0.5) ? r.pick(g.tensors).name : edgeString(r).slice(0, 1 << 16);
+      removeRepeatOrRename(r, g.tensors, labels, {
+        name: (t) => t.name,
+        copy: (t) => ({ ...t, dims: [...t.dims] }),
+        rename: (t) =>
+          t.name = r.chance(0.5) ? r.pick(g.tensors).name : edgeString(r).slice(0, 1 << 16),
+      });
     } else if (op === 9) {
       g.version = r.pick([0, 1, 2, 4, 2 ** 31]);
       labels.push("version");
