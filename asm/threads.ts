@@ -8,9 +8,17 @@
 // each other closely (a decoded token is ~150 of them), and a futex wait (memory.atomic.wait32)
 // stops idle threads from burning a core.
 //
-// Each thread gets a fixed slice (rows of a matrix, heads of attention) that depends only on the
-// thread count, and every row or head is computed exactly as the single-threaded kernel does, so
-// the output is bit-identical for any number of threads.
+// The work of an op (rows of a matrix, heads of attention, tokens, blocks) is cut into chunks that
+// threads claim one at a time, whoever is running: on cores shared with other processes a thread
+// that is not scheduled leaves its chunks to the others, where fixed halves made everyone wait
+// for it (2 threads fell to a third of 1 thread's speed beside one busy process). Chunks are
+// multiples of the kernels' row groups, and every row or head is computed exactly as the
+// single-threaded kernel does, so the output is bit-identical for any number of threads and any
+// claiming order.
+//
+// A claim is one 64-bit compare-and-swap on (generation, next chunk): a thread that wakes late,
+// after its op is over, finds another generation there and claims nothing, so the caller waits
+// for the chunks to be completed, not for every thread to have looked.
 
 export * from "./kernels";
 import { attention, geglu, matmulBF16, matmulF32, matmulQuant, quantizeBlocksQ8, rmsNorm, ropeInPlace, streamRead } from "./kernels";
@@ -18,7 +26,12 @@ import { attention, geglu, matmulBF16, matmulF32, matmulQuant, quantizeBlocksQ8,
 // Control block layout (byte offsets).
 const GENERATION = 0; // bumped by the caller for each op
 const OP = 4;
-const DONE = 8; // workers that finished the current op
+const DONE = 8; // workers that saw OP_EXIT
+const CLAIM = 16; // i64: the op's generation (high 32 bits) and its next unclaimed chunk
+const COMPLETED = 24; // chunks of the current op completed
+const CHUNKS = 28; // chunks of the current op
+const ITEMS = 32; // items (rows, heads, ...) of the current op
+const CHUNK = 36; // items per chunk
 const ARGS = 64; // 8-byte argument slots
 const RESULTS = 256; // 8-byte per-thread results (streamRead)
 
@@ -37,6 +50,11 @@ const OP_QUANTIZE: i32 = 9;
  * a decoded token come tens of µs apart; with a shorter spin (20,000) a worker that finished its
  * share early often fell asleep, and the 60-70 µs futex wake made a 256-row product 4x slower. */
 const SPIN: i32 = 200000;
+
+/** Loads of the completed count before the caller, its own chunks done, sleeps on it (~10 µs).
+ * With every chunk claimed the rest are running, so the wait is short unless a thread holding
+ * one is not: then the caller's spinning would keep a core that thread may be waiting for. */
+const CALLER_SPIN: i32 = 20000;
 
 let ctrl: usize = 0;
 let threads: i32 = 1;
@@ -57,59 +75,54 @@ export function threadsInit(control: usize, n: i32, canWait: i32): void {
   store<T>(ctrl + ARGS + (<usize>i << 3), v);
 }
 
-/** This thread's share [lo, hi) of n items, in multiples of `align` (the last thread takes the rest). */
-@inline function shareLo(n: i32, t: i32, align: i32): i32 {
-  const per = ((n + threads * align - 1) / (threads * align)) * align;
-  const lo = per * t;
-  return lo < n ? lo : n;
-}
-@inline function shareHi(n: i32, t: i32, align: i32): i32 {
-  return shareLo(n, t + 1, align);
-}
+/** Chunks per thread an op is cut into: enough that a thread descheduled mid-op holds back
+ * little (an eighth of its share), few enough that claiming stays rare. */
+const CHUNKS_PER_THREAD: i32 = 8;
 
-function runOp(op: i32, t: i32): void {
-  if (op == OP_MATMUL_F32 || op == OP_MATMUL_BF16) {
-    const rows = arg<i32>(3);
-    // Multiples of eight: a share starts at a group of interleaved rows.
-    const lo = shareLo(rows, t, 8), hi = shareHi(rows, t, 8);
-    if (lo >= hi) return;
-    if (op == OP_MATMUL_F32) matmulF32(arg<usize>(0), arg<usize>(1), arg<usize>(2), rows, arg<i32>(4), arg<i32>(5), lo, hi, arg<i32>(6));
-    else matmulBF16(arg<usize>(0), arg<usize>(1), arg<usize>(2), rows, arg<i32>(4), arg<i32>(5), lo, hi, arg<i32>(6));
+/** Runs items [lo, hi) of `op` on thread t (its scratch and result slot are its own). */
+function runRange(op: i32, t: i32, lo: i32, hi: i32): void {
+  if (op == OP_MATMUL_F32) {
+    matmulF32(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<i32>(3), arg<i32>(4), arg<i32>(5), lo, hi, arg<i32>(6));
+  } else if (op == OP_MATMUL_BF16) {
+    matmulBF16(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<i32>(3), arg<i32>(4), arg<i32>(5), lo, hi, arg<i32>(6));
   } else if (op == OP_ATTENTION) {
-    const heads = arg<i32>(9);
-    const lo = shareLo(heads, t, 1), hi = shareHi(heads, t, 1);
-    if (lo >= hi) return;
     // Each thread has its own score scratch.
     const scores = arg<usize>(6) + <usize>t * arg<usize>(15);
     attention(
       arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<usize>(5), scores,
-      arg<i32>(7), arg<i32>(8), heads, arg<i32>(10), arg<i32>(11), arg<i32>(12), arg<i32>(13), arg<f32>(14), lo, hi,
+      arg<i32>(7), arg<i32>(8), arg<i32>(9), arg<i32>(10), arg<i32>(11), arg<i32>(12), arg<i32>(13), arg<f32>(14), lo, hi,
     );
   } else if (op == OP_MATMUL_QUANT) {
-    const rows = arg<i32>(5);
-    const lo = shareLo(rows, t, 4), hi = shareHi(rows, t, 4);
-    if (lo < hi) matmulQuant(arg<i32>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), rows, arg<i32>(6), arg<i32>(7), lo, hi, arg<i32>(8));
+    matmulQuant(arg<i32>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<i32>(5), arg<i32>(6), arg<i32>(7), lo, hi, arg<i32>(8));
   } else if (op == OP_GEGLU) {
-    const n = arg<i32>(3);
-    geglu(arg<usize>(0), arg<usize>(1), arg<usize>(2), shareLo(n, t, 4), shareHi(n, t, 4));
+    geglu(arg<usize>(0), arg<usize>(1), arg<usize>(2), lo, hi);
   } else if (op == OP_ROPE) {
-    const tokens = arg<i32>(1);
-    ropeInPlace(arg<usize>(0), shareLo(tokens, t, 1), shareHi(tokens, t, 1), arg<i32>(2), arg<i32>(3), arg<i32>(4), arg<f64>(5), arg<f64>(6));
+    ropeInPlace(arg<usize>(0), lo, hi, arg<i32>(2), arg<i32>(3), arg<i32>(4), arg<f64>(5), arg<f64>(6));
   } else if (op == OP_RMSNORM) {
-    const rows = arg<i32>(3), n = arg<i32>(4);
-    const lo = shareLo(rows, t, 1), hi = shareHi(rows, t, 1);
-    if (lo < hi) {
-      const off = (<usize>lo * <usize>n) << 2;
-      rmsNorm(arg<usize>(0) + off, arg<usize>(1), arg<usize>(2) + off, hi - lo, n, arg<f32>(5));
-    }
+    const n = arg<i32>(4);
+    const off = (<usize>lo * <usize>n) << 2;
+    rmsNorm(arg<usize>(0) + off, arg<usize>(1), arg<usize>(2) + off, hi - lo, n, arg<f32>(5));
   } else if (op == OP_QUANTIZE) {
-    const blocks = arg<i32>(4);
-    const lo = shareLo(blocks, t, 1), hi = shareHi(blocks, t, 1);
-    if (lo < hi) quantizeBlocksQ8(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), lo, hi);
+    quantizeBlocksQ8(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), lo, hi);
   } else if (op == OP_STREAM) {
-    const bytes = arg<i32>(1);
-    const lo = shareLo(bytes >> 6, t, 1) << 6, hi = shareHi(bytes >> 6, t, 1) << 6;
-    store<f32>(ctrl + RESULTS + (<usize>t << 3), streamRead(arg<usize>(0), <usize>lo, <usize>hi));
+    const slot = ctrl + RESULTS + (<usize>t << 3);
+    store<f32>(slot, load<f32>(slot) + streamRead(arg<usize>(0), <usize>lo << 6, <usize>hi << 6));
+  }
+}
+
+/** Claims and runs chunks of the op of generation `gen` until none is left (or the op is over). */
+function runChunks(op: i32, t: i32, gen: i32): void {
+  const chunks = atomic.load<i32>(ctrl + CHUNKS);
+  const items = atomic.load<i32>(ctrl + ITEMS), chunk = atomic.load<i32>(ctrl + CHUNK);
+  for (;;) {
+    const claim = atomic.load<i64>(ctrl + CLAIM);
+    if (<i32>(claim >>> 32) != gen) return; // the op is over: what was read above may be the next op's
+    const c = <i32>claim;
+    if (c >= chunks) return;
+    if (atomic.cmpxchg<i64>(ctrl + CLAIM, claim, claim + 1) != claim) continue;
+    const lo = c * chunk, end = lo + chunk;
+    runRange(op, t, lo, end < items ? end : items);
+    if (atomic.add<i32>(ctrl + COMPLETED, 1) + 1 == chunks) atomic.notify(ctrl + COMPLETED, 1);
   }
 }
 
@@ -117,22 +130,38 @@ function runOp(op: i32, t: i32): void {
  * Runs `op` on every thread and returns when all are done: 0, or -1 if the workers did not finish
  * within `timeoutMs` (a worker died): the caller then stops using threads.
  */
-function dispatch(op: i32, timeoutMs: i32): i32 {
-  atomic.store<i32>(ctrl + DONE, 0);
+function dispatch(op: i32, items: i32, align: i32, timeoutMs: i32): i32 {
+  // Chunks of at least `align` items (a kernel's row group, so a row's group and its bits do not
+  // depend on the chunking), CHUNKS_PER_THREAD per thread.
+  const per = (items + threads * CHUNKS_PER_THREAD - 1) / (threads * CHUNKS_PER_THREAD);
+  const chunk = max(align, ((per + align - 1) / align) * align);
+  const chunks = (items + chunk - 1) / chunk;
+  const gen = atomic.load<i32>(ctrl + GENERATION) + 1;
   atomic.store<i32>(ctrl + OP, op);
-  atomic.add<i32>(ctrl + GENERATION, 1);
+  atomic.store<i32>(ctrl + ITEMS, items);
+  atomic.store<i32>(ctrl + CHUNK, chunk);
+  atomic.store<i32>(ctrl + CHUNKS, chunks);
+  atomic.store<i32>(ctrl + COMPLETED, 0);
+  atomic.store<i64>(ctrl + CLAIM, <i64>gen << 32);
+  atomic.store<i32>(ctrl + GENERATION, gen);
   atomic.notify(ctrl + GENERATION, threads - 1);
-  runOp(op, 0);
+  runChunks(op, 0, gen);
+  return waitFor(ctrl + COMPLETED, chunks, timeoutMs, CALLER_SPIN);
+}
+
+/** Waits until the counter at `at` reaches `target`: 0, or -1 after `timeoutMs` (a worker died
+ * holding a chunk, or never saw OP_EXIT). */
+function waitFor(at: usize, target: i32, timeoutMs: i32, spin: i32 = SPIN): i32 {
   let spins = 0;
   let waitedMs: i64 = 0;
   for (;;) {
-    const done = atomic.load<i32>(ctrl + DONE);
-    if (done >= threads - 1) return 0;
-    if (++spins < SPIN) continue;
+    const done = atomic.load<i32>(at);
+    if (done >= target) return 0;
+    if (++spins < spin) continue;
     spins = 0;
     if (callerCanWait) {
-      // 10 ms slices: a finished worker notifies, so this returns as soon as the op is done.
-      memory.atomic.wait32(ctrl + DONE, done, 10_000_000);
+      // 10 ms slices: the thread that reaches the target notifies, so this returns at once.
+      memory.atomic.wait32(at, done, 10_000_000);
       waitedMs += 10;
     } else waitedMs += 1; // a browser's main thread may only spin: count spin rounds instead
     if (waitedMs > <i64>timeoutMs) return -1;
@@ -140,7 +169,7 @@ function dispatch(op: i32, timeoutMs: i32): i32 {
   return 0; // not reached
 }
 
-/** A worker's life: wait for an op, do this thread's share, report, repeat until OP_EXIT. */
+/** A worker's life: wait for an op, claim and run its chunks, repeat until OP_EXIT. */
 export function workerLoop(control: usize, index: i32, n: i32, generation: i32): void {
   ctrl = control;
   threads = n;
@@ -156,29 +185,32 @@ export function workerLoop(control: usize, index: i32, n: i32, generation: i32):
       gen = atomic.load<i32>(ctrl + GENERATION);
     }
     seen = gen;
-    const op = atomic.load<i32>(ctrl + OP);
-    if (op != OP_EXIT) runOp(op, index);
-    if (atomic.add<i32>(ctrl + DONE, 1) + 1 == threads - 1) atomic.notify(ctrl + DONE, 1);
-    if (op == OP_EXIT) return;
+    if (workerOp(index, gen) == OP_EXIT) return;
   }
+}
+
+/** The op of generation `gen` on worker `index`: its chunks, or for OP_EXIT a report that this
+ * worker has seen it. Returns the op. */
+function workerOp(index: i32, gen: i32): i32 {
+  const op = atomic.load<i32>(ctrl + OP);
+  if (op != OP_EXIT) runChunks(op, index, gen);
+  else if (atomic.add<i32>(ctrl + DONE, 1) + 1 == threads - 1) atomic.notify(ctrl + DONE, 1);
+  return op;
 }
 
 /**
  * One op of a worker whose waiting loop runs in JavaScript (used on Node 20, whose baseline wasm
- * compiler mis-runs workerLoop's wait loop): runs this thread's share of the current op, reports
- * it done, and returns the op (OP_EXIT = 0 means stop).
+ * compiler mis-runs workerLoop's wait loop): claims and runs chunks of the op of generation `gen`
+ * (the one it saw), and returns the op (OP_EXIT = 0 means stop).
  */
-export function workerStep(control: usize, index: i32, n: i32): i32 {
+export function workerStep(control: usize, index: i32, n: i32, gen: i32): i32 {
   ctrl = control;
   threads = n;
   // The caller may have grown the shared memory since the last op. Node 20's V8 does not pass the
   // new size on to a worker that was blocked meanwhile (it traps out of bounds) until that worker
   // asks for the memory size itself; growing by 0 pages does.
   memory.grow(0);
-  const op = atomic.load<i32>(ctrl + OP);
-  if (op != OP_EXIT) runOp(op, index);
-  if (atomic.add<i32>(ctrl + DONE, 1) + 1 == threads - 1) atomic.notify(ctrl + DONE, 1);
-  return op;
+  return workerOp(index, gen);
 }
 
 /** matmulF32/BF16 over all rows, split across the threads. Returns 0, or -1 on a timeout. */
@@ -190,7 +222,8 @@ export function parMatmul(bf16: i32, w: usize, x: usize, y: usize, rows: i32, co
   setArg<i32>(4, cols);
   setArg<i32>(5, tokens);
   setArg<i32>(6, interleaved);
-  return dispatch(bf16 ? OP_MATMUL_BF16 : OP_MATMUL_F32, timeoutMs);
+  // Multiples of eight: a chunk starts at a group of interleaved rows.
+  return dispatch(bf16 ? OP_MATMUL_BF16 : OP_MATMUL_F32, rows, 8, timeoutMs);
 }
 
 /** attention over all heads, split across the threads; `scoresStride` bytes of scratch each. */
@@ -215,7 +248,7 @@ export function parAttention(
   setArg<i32>(13, window);
   setArg<f32>(14, scale);
   setArg<usize>(15, scoresStride);
-  return dispatch(OP_ATTENTION, timeoutMs);
+  return dispatch(OP_ATTENTION, heads, 1, timeoutMs);
 }
 
 /** matmulQuant over all rows (x already quantized), split across the threads. */
@@ -229,7 +262,7 @@ export function parMatmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usiz
   setArg<i32>(6, cols);
   setArg<i32>(7, tokens);
   setArg<i32>(8, interleaved);
-  return dispatch(OP_MATMUL_QUANT, timeoutMs);
+  return dispatch(OP_MATMUL_QUANT, rows, 4, timeoutMs);
 }
 
 /** geglu over n elements, split across the threads. */
@@ -238,7 +271,7 @@ export function parGeglu(gate: usize, up: usize, out: usize, n: i32, timeoutMs: 
   setArg<usize>(1, up);
   setArg<usize>(2, out);
   setArg<i32>(3, n);
-  return dispatch(OP_GEGLU, timeoutMs);
+  return dispatch(OP_GEGLU, n, 4, timeoutMs);
 }
 
 /** ropeInPlace over all tokens, split across the threads by token. */
@@ -250,7 +283,7 @@ export function parRope(x: usize, tokens: i32, heads: i32, headDim: i32, startPo
   setArg<i32>(4, startPos);
   setArg<f64>(5, base);
   setArg<f64>(6, factor);
-  return dispatch(OP_ROPE, timeoutMs);
+  return dispatch(OP_ROPE, tokens, 1, timeoutMs);
 }
 
 /** rmsNorm over all rows, split across the threads by row. */
@@ -261,7 +294,7 @@ export function parRmsNorm(x: usize, w: usize, out: usize, rows: i32, n: i32, ep
   setArg<i32>(3, rows);
   setArg<i32>(4, n);
   setArg<f32>(5, eps);
-  return dispatch(OP_RMSNORM, timeoutMs);
+  return dispatch(OP_RMSNORM, rows, 1, timeoutMs);
 }
 
 /** quantizeRowsQ8 over all blocks, split across the threads. */
@@ -272,20 +305,25 @@ export function parQuantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, s
   setArg<usize>(2, sx);
   setArg<usize>(3, sx + (<usize>blocks << 2));
   setArg<i32>(4, blocks);
-  return dispatch(OP_QUANTIZE, timeoutMs);
+  return dispatch(OP_QUANTIZE, blocks, 1, timeoutMs);
 }
 
 /** Reads `bytes` at p with every thread (a bandwidth probe); returns the sum of their sums. */
 export function parStreamRead(p: usize, bytes: i32, timeoutMs: i32): f32 {
   setArg<usize>(0, p);
   setArg<i32>(1, bytes);
-  if (dispatch(OP_STREAM, timeoutMs) != 0) return <f32>NaN;
+  for (let t = 0; t < threads; t++) store<f32>(ctrl + RESULTS + (<usize>t << 3), 0);
+  if (dispatch(OP_STREAM, bytes >> 6, 1, timeoutMs) != 0) return <f32>NaN;
   let s: f32 = 0;
   for (let t = 0; t < threads; t++) s += load<f32>(ctrl + RESULTS + (<usize>t << 3));
   return s;
 }
 
-/** Stops every worker (they return from workerLoop). */
+/** Stops every worker (they return from workerLoop): 0, or -1 if not all saw it in time. */
 export function threadsExit(timeoutMs: i32): i32 {
-  return dispatch(OP_EXIT, timeoutMs);
+  atomic.store<i32>(ctrl + DONE, 0);
+  atomic.store<i32>(ctrl + OP, OP_EXIT);
+  atomic.add<i32>(ctrl + GENERATION, 1);
+  atomic.notify(ctrl + GENERATION, threads - 1);
+  return waitFor(ctrl + DONE, threads - 1, timeoutMs);
 }

@@ -18,6 +18,7 @@
  */
 
 import process from "node:process";
+import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
@@ -35,6 +36,7 @@ const { values } = parseArgs({
     prompt: { type: "string", default: "16" },
     prefill: { type: "string", default: "512" },
     nocache: { type: "string", default: "16" },
+    busy: { type: "string", default: "0" },
     webgpu: { type: "boolean", default: false },
     "webgpu-decode": { type: "string", default: "4" },
     "webgpu-prefill": { type: "string", default: "16" },
@@ -60,11 +62,25 @@ per weight format and thread count, beside the stream-read bandwidth of the same
                        such as lavapipe is far slower than the CPU; its rows say so)
   --nocache 16         tokens generated without a KV cache (the whole sequence re-run for each,
                        as the seed's "regular" mode does; 0 to skip)
+  --busy 0             busy-loop processes running beside the whole bench (cores shared with
+                       other work, as on a server, a CI runner or a browser tab: with 1, 2
+                       threads should not be slower than 1)
   --json               one JSON line instead of the table
   --save               also write bench/results/<date>-decode-<runtime>.{md,json}`);
   process.exit(0);
 }
 takeBenchLock();
+// Competing work: busy loops in their own processes, stopped when the bench exits.
+const busy = Number(values.busy);
+const busyLoops = Array.from(
+  { length: busy },
+  () => {
+    const p = spawn("sh", ["-c", "while :; do :; done"], { stdio: "ignore" });
+    p.unref(); // the bench ends when its own work does
+    return p;
+  },
+);
+process.on("exit", () => busyLoops.forEach((p) => p.kill("SIGKILL")));
 const formats = (values.formats as string).split(",");
 for (const f of formats) {
   if (!["bf16", "f32", "q8_0", "q4_0"].includes(f)) {
@@ -323,7 +339,9 @@ const gpuTable = gpuRows.length === 0 ? [] : [
   ),
 ];
 const table = [
-  `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen} (no cache: ${noCacheLen} tokens, the whole sequence re-run for each), prefill ${prefillLen}`,
+  `Gemma 3 270M (random weights), ${runtime}, medians of ${rounds} interleaved rounds; decode ${decodeLen} tokens after ${promptLen} (no cache: ${noCacheLen} tokens, the whole sequence re-run for each), prefill ${prefillLen}${
+    busy ? `; beside ${busy} busy-loop process${busy > 1 ? "es" : ""}` : ""
+  }`,
   "",
   "| format | threads | decode tok/s (KV cache) | decode tok/s (no cache) | prefill tok/s | prefill vs 1T | in-cache product vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -348,6 +366,7 @@ const result = {
   command: `${runtime} bench/decode.ts ${process.argv.slice(2).join(" ")}`.trim(),
   machine,
   rounds,
+  busyProcesses: busy,
   decodeTokens: decodeLen,
   promptTokens: promptLen,
   prefillTokens: prefillLen,

@@ -154,14 +154,14 @@ export interface ThreadKernels extends Kernels {
   /** Sets up the calling thread: the control block address and the number of threads (itself
    * included). `canWait` is 0 where the calling thread may not block (a browser's main thread). */
   threadsInit(control: number, n: number, canWait: number): void;
-  /** A worker's life: wait for an op, do this thread's share, report, repeat until OP_EXIT. */
+  /** A worker's life: wait for an op, claim and run its chunks, repeat until OP_EXIT. */
   workerLoop(control: number, index: number, n: number, generation: number): void;
   /**
    * One op of a worker whose waiting loop runs in JavaScript (used on Node 20, whose baseline wasm
-   * compiler mis-runs workerLoop's wait loop): runs this thread's share of the current op, reports
-   * it done, and returns the op (OP_EXIT = 0 means stop).
+   * compiler mis-runs workerLoop's wait loop): claims and runs chunks of the op of generation `gen`
+   * (the one it saw), and returns the op (OP_EXIT = 0 means stop).
    */
-  workerStep(control: number, index: number, n: number): number;
+  workerStep(control: number, index: number, n: number, gen: number): number;
   /** matmulF32/BF16 over all rows, split across the threads. Returns 0, or -1 on a timeout. */
   parMatmul(
     bf16: number,
@@ -241,6 +241,6 @@ export interface ThreadKernels extends Kernels {
   ): number;
   /** Reads `bytes` at p with every thread (a bandwidth probe); returns the sum of their sums. */
   parStreamRead(p: number, bytes: number, timeoutMs: number): number;
-  /** Stops every worker (they return from workerLoop). */
+  /** Stops every worker (they return from workerLoop): 0, or -1 if not all saw it in time. */
   threadsExit(timeoutMs: number): number;
 }

@@ -82,7 +82,7 @@ const NODE_LOOP = `
         }
       }
       seen = Atomics.load(generation, 0);
-      if (instance.exports.workerStep(init.ctrl, init.index, init.threads) === 0) break;
+      if (instance.exports.workerStep(init.ctrl, init.index, init.threads, seen) === 0) break;
     }`;
 
 interface Handle {
