@@ -5,13 +5,14 @@
 //
 // Besides Deno's own table, it prints GB/s and GFLOP/s per kernel next to the read bandwidth one
 // thread reaches with the streaming-read kernel (the ceiling for a product that reads each weight
-// once).
+// once), and as a share of the WebAssembly peak of one core (bench/peak.ts).
 
 import { f32ToF16 } from "../engine/formats/dtypes.ts";
 import { QUANT } from "../engine/formats/quant.ts";
 import type { QuantType } from "../engine/formats/dtypes.ts";
 import { WasmRuntime } from "../engine/backends/wasm/runtime.ts";
 import { machineInfo } from "./harness.ts";
+import { wasmPeaks } from "./peak.ts";
 
 const rt = await WasmRuntime.create({ threads: 1 });
 const k = rt.kernels;
@@ -149,14 +150,33 @@ const rows = cases.map((c) => {
   return { name: c.name, ms, gbps: c.bytes / 1e6 / ms, gflops: c.flops / 1e6 / ms };
 });
 const ceiling = rows.find((r) => r.name.startsWith("streamRead"))!.gbps;
+// The WebAssembly peak of one core (bench/peak.ts), for the build the runtime chose (relaxed
+// SIMD where the engine has it): block-format products against the int8 dot product, the rest
+// against the f32 multiply-add.
+const peaks = await wasmPeaks();
+const peak = (name: string) => peaks.find((p) => p.name === name)?.rate;
+const relaxed = peak("f32x4.relaxed_madd") !== undefined;
+const floatPeak = peak(relaxed ? "f32x4.relaxed_madd" : "f32x4 mul + add")!;
+const intPeak = peak(relaxed ? "i32x4.relaxed_dot_i8x16_i7x16_add_s" : "i32x4.dot_i16x8_s")!;
+const shareOfPeak = (r: typeof rows[number]) => {
+  if (r.gflops === 0) return "—";
+  const quant = /^matvec q/.test(r.name);
+  return `${(100 * r.gflops / (quant ? intPeak : floatPeak)).toFixed(1)}% of ${
+    quant ? "int8 dot" : "f32 madd"
+  }`;
+};
 const table = [
-  "| kernel (1 thread) | ms | GB/s read | GFLOP/s | share of read bandwidth |",
-  "|---|---|---|---|---|",
+  "| kernel (1 thread) | ms | GB/s read | GFLOP/s | share of read bandwidth | share of WASM peak |",
+  "|---|---|---|---|---|---|",
   ...rows.map((r) =>
     `| ${r.name} | ${r.ms.toFixed(2)} | ${r.gbps.toFixed(1)} | ${r.gflops.toFixed(1)} | ${
       Math.round((100 * r.gbps) / ceiling)
-    }% |`
+    }% | ${shareOfPeak(r)} |`
   ),
+  "",
+  `WASM peak of one core (bench/peak.ts, registers only): ${
+    peaks.map((p) => `${p.name} ${p.rate?.toFixed(1) ?? "—"} ${p.unit}`).join(", ")
+  }.`,
 ];
 console.log(`\n${table.join("\n")}\n`);
 if (Deno.args.includes("--save")) {
