@@ -11,7 +11,7 @@
 // The work of an op (rows of a matrix, heads of attention, tokens, blocks) is cut into chunks that
 // threads claim one at a time, whoever is running: on cores shared with other processes a thread
 // that is not scheduled leaves its chunks to the others, where fixed halves made everyone wait
-// for it (2 threads fell to a third of 1 thread's speed beside one busy process). Chunks are
+// for it (2 threads ran at 0.73x of 1 thread beside one busy process; bench/decode.ts --busy 1). Chunks are
 // multiples of the kernels' row groups, and every row or head is computed exactly as the
 // single-threaded kernel does, so the output is bit-identical for any number of threads and any
 // claiming order.
@@ -127,8 +127,9 @@ function runChunks(op: i32, t: i32, gen: i32): void {
 }
 
 /**
- * Runs `op` on every thread and returns when all are done: 0, or -1 if the workers did not finish
- * within `timeoutMs` (a worker died): the caller then stops using threads.
+ * Runs `op` over `items` on every thread that is running and returns when all its chunks are
+ * done: 0, or -1 if they were not within `timeoutMs` (a worker died holding one): the caller
+ * then stops using threads.
  */
 function dispatch(op: i32, items: i32, align: i32, timeoutMs: i32): i32 {
   // Chunks of at least `align` items (a kernel's row group, so a row's group and its bits do not

@@ -88,7 +88,7 @@ class Parser {
     const before = this.src.slice(0, at);
     const line = before.split("\n").length;
     const col = at - before.lastIndexOf("\n");
-    const near = JSON.stringify(this.src.slice(at, at + 20)); // short: JSON.stringify is fine
+    const near = JSON.stringify(this.src.slice(at, at + 20));
     throw new GrammarError(`grammar line ${line}, column ${col}: ${message} (at ${near})`);
   }
 

@@ -418,12 +418,12 @@ class SchemaCompiler {
   }
 }
 
-/** x{min,max} spelled in GBNF. */
 /** A JSON pointer cut to its first and last parts when it is long (100 levels deep). */
 function shortPath(path: string): string {
   return path.length > 120 ? `${path.slice(0, 40)}/…/${path.slice(-60)}` : path;
 }
 
+/** x{min,max} spelled in GBNF. */
 function repeat(x: string, min: number, max: number): string {
   if (max === 0) return "";
   if (min === 0 && max === Infinity) return `(${x})*`;
