@@ -93,7 +93,9 @@ function runRange(op: i32, t: i32, lo: i32, hi: i32): void {
       arg<i32>(7), arg<i32>(8), arg<i32>(9), arg<i32>(10), arg<i32>(11), arg<i32>(12), arg<i32>(13), arg<f32>(14), lo, hi,
     );
   } else if (op == OP_MATMUL_QUANT) {
-    matmulQuant(arg<i32>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<i32>(5), arg<i32>(6), arg<i32>(7), lo, hi, arg<i32>(8));
+    // Each thread has its own packing scratch.
+    const packed = arg<usize>(9) == 0 ? 0 : arg<usize>(9) + <usize>t * arg<usize>(10);
+    matmulQuant(arg<i32>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<i32>(5), arg<i32>(6), arg<i32>(7), lo, hi, arg<i32>(8), packed);
   } else if (op == OP_GEGLU) {
     geglu(arg<usize>(0), arg<usize>(1), arg<usize>(2), lo, hi);
   } else if (op == OP_ROPE) {
@@ -103,7 +105,7 @@ function runRange(op: i32, t: i32, lo: i32, hi: i32): void {
     const off = (<usize>lo * <usize>n) << 2;
     rmsNorm(arg<usize>(0) + off, arg<usize>(1), arg<usize>(2) + off, hi - lo, n, arg<f32>(5));
   } else if (op == OP_QUANTIZE) {
-    quantizeBlocksQ8(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), lo, hi);
+    quantizeBlocksQ8(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), lo, hi);
   } else if (op == OP_STREAM) {
     const slot = ctrl + RESULTS + (<usize>t << 3);
     store<f32>(slot, load<f32>(slot) + streamRead(arg<usize>(0), <usize>lo << 6, <usize>hi << 6));
@@ -252,8 +254,9 @@ export function parAttention(
   return dispatch(OP_ATTENTION, heads, 1, timeoutMs);
 }
 
-/** matmulQuant over all rows (x already quantized), split across the threads. */
-export function parMatmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, interleaved: i32, timeoutMs: i32): i32 {
+/** matmulQuant over all rows (x already quantized), split across the threads; thread t packs into
+ * packed + t · packedStride (packed 0: no packing). */
+export function parMatmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, interleaved: i32, packed: usize, packedStride: usize, timeoutMs: i32): i32 {
   setArg<i32>(0, fmt);
   setArg<usize>(1, w);
   setArg<usize>(2, qx);
@@ -263,6 +266,8 @@ export function parMatmulQuant(fmt: i32, w: usize, qx: usize, sx: usize, y: usiz
   setArg<i32>(6, cols);
   setArg<i32>(7, tokens);
   setArg<i32>(8, interleaved);
+  setArg<usize>(9, packed);
+  setArg<usize>(10, packedStride);
   return dispatch(OP_MATMUL_QUANT, rows, 4, timeoutMs);
 }
 
@@ -305,7 +310,7 @@ export function parQuantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, s
   setArg<usize>(1, qx);
   setArg<usize>(2, sx);
   setArg<usize>(3, sx + (<usize>blocks << 2));
-  setArg<i32>(4, blocks);
+  setArg<usize>(4, sx + (<usize>blocks << 3));
   return dispatch(OP_QUANTIZE, blocks, 1, timeoutMs);
 }
 

@@ -54,7 +54,7 @@ const cases: Case[] = [];
 
 const x = rt.alloc(COLS * 4 * 512), y = rt.alloc(ROWS * 4);
 rt.f32(x, COLS * 512).fill(0.5);
-const qx = rt.alloc(COLS * 512), sx = rt.alloc((COLS * 512 / 32) * 8);
+const qx = rt.alloc(COLS * 512), sx = rt.alloc((COLS * 512 / 32) * 16);
 k.quantizeRowsQ8(x, 1, COLS, qx, sx);
 for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as const) {
   const bytes = format === "f32"
@@ -73,7 +73,7 @@ for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as 
     : format === "bf16"
     ? () => k.matmulBF16(w, x, y, ROWS, COLS, 1, 0, ROWS, 1)
     : () =>
-      k.matmulQuant(QUANT[format].kernelFormat, w, qx, sx, y, rowsHere, cols, 1, 0, rowsHere, 1);
+      k.matmulQuant(QUANT[format].kernelFormat, w, qx, sx, y, rowsHere, cols, 1, 0, rowsHere, 1, 0);
   cases.push({ name: `matvec ${format} ${rowsHere}×${cols}`, bytes, flops: 2 * ROWS * COLS, run });
 }
 

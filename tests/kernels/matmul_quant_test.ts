@@ -17,8 +17,8 @@ for (const simd of ["plain", "relaxed"] as const) {
     for (const type of FORMATS) {
       const fmt = QUANT[type];
       const shapes = fmt.blockElems === 256
-        ? [[1, 256, 1], [5, 512, 3]]
-        : [[1, 32, 1], [7, 64, 3], [33, 320, 2], [8, 64, 5]];
+        ? [[1, 256, 1], [5, 512, 3], [3, 512, 6]]
+        : [[1, 32, 1], [7, 64, 3], [33, 320, 2], [8, 64, 5], [13, 128, 9]];
       for (const [rows, cols, tokens] of shapes) {
         const wq = randomBlocks(type, rows * cols / fmt.blockElems, rows + cols);
         const x = randn(rng(rows * cols), tokens * cols, 2);
@@ -26,8 +26,10 @@ for (const simd of ["plain", "relaxed"] as const) {
         const wPtr = rt.alloc(wq.length),
           xPtr = rt.alloc(x.length * 4),
           qx = rt.alloc(x.length),
-          sx = rt.alloc(blocks * 8);
+          sx = rt.alloc(blocks * 16);
         const y = rt.alloc(tokens * rows * 4);
+        // Scratch for packing a group of rows: prompt chunks of 4 or more tokens pack them.
+        const packed = rt.alloc(k.packedBytes(cols));
         rt.u8(wPtr, wq.length).set(wq);
         if (type === "q8_0" && rows * cols >= 2048) {
           // Random bytes: these blocks hold weights of −128, which the kernels take as they are.
@@ -38,16 +40,19 @@ for (const simd of ["plain", "relaxed"] as const) {
         const xq = new Int8Array(rt.memory.buffer.slice(qx, qx + x.length));
         const xs = rt.f32(sx, blocks).slice();
         const sums = rt.i32(sx + blocks * 4, blocks).slice();
+        const halfSums = rt.i32(sx + blocks * 8, 2 * blocks).slice();
         // The activation quantizer: d = max|x|/127, each value within half a step, sums exact.
         for (let b = 0; b < blocks; b++) {
           const amax = Math.max(...x.subarray(b * 32, b * 32 + 32).map(Math.abs));
           ok(Math.abs(xs[b] - amax / 127) <= amax / 127 * 2 * U32);
-          let sum = 0;
+          let sum = 0, firstHalf = 0;
           for (let i = b * 32; i < b * 32 + 32; i++) {
             ok(Math.abs(xq[i] * xs[b] - x[i]) <= xs[b] * (0.5 + 1e-6));
             sum += xq[i];
+            if (i < b * 32 + 16) firstHalf += xq[i];
           }
           deepStrictEqual(sums[b], sum);
+          deepStrictEqual([halfSums[2 * b], halfSums[2 * b + 1]], [firstHalf, sum - firstHalf]);
         }
         const { w, magnitude } = ggmlDecode(type, wq, rows * cols);
         const want = new Float64Array(tokens * rows), tol = new Float64Array(tokens * rows);
@@ -67,14 +72,15 @@ for (const simd of ["plain", "relaxed"] as const) {
           }
         }
         const what = `${type} ${rows}x${cols}x${tokens}`;
-        k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, rows, 0);
+        k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, rows, 0, packed);
         const inOrder = rt.f32(y, tokens * rows).slice();
         assertWithin(inOrder, want, tol, what);
-        // Each token alone (as decode runs) gives the same bits as in the batch (token pairs).
+        // Each token alone (as decode runs, never packed) gives the same bits as in the batch
+        // (token pairs, or packed groups of rows).
         for (let t = 0; t < tokens; t++) {
-          const qx1 = rt.alloc(cols), sx1 = rt.alloc(cols / 32 * 8), y1 = rt.alloc(rows * 4);
+          const qx1 = rt.alloc(cols), sx1 = rt.alloc(cols / 32 * 16), y1 = rt.alloc(rows * 4);
           k.quantizeRowsQ8(xPtr + t * cols * 4, 1, cols, qx1, sx1);
-          k.matmulQuant(fmt.kernelFormat, wPtr, qx1, sx1, y1, rows, cols, 1, 0, rows, 0);
+          k.matmulQuant(fmt.kernelFormat, wPtr, qx1, sx1, y1, rows, cols, 1, 0, rows, 0, 0);
           const alone = rt.f32(y1, rows);
           if (alone.some((v, r) => !Object.is(v, inOrder[t * rows + r]))) {
             throw new Error(`${what}: token ${t} alone differs from the batch`);
@@ -90,8 +96,8 @@ for (const simd of ["plain", "relaxed"] as const) {
           rt.free(scratch);
           for (const cut of [rows, 4, 2].filter((c) => c <= rows)) {
             rt.f32(y, tokens * rows).fill(NaN);
-            k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, cut, 1);
-            k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, cut, rows, 1);
+            k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, 0, cut, 1, packed);
+            k.matmulQuant(fmt.kernelFormat, wPtr, qx, sx, y, rows, cols, tokens, cut, rows, 1, 0);
             const got = rt.f32(y, tokens * rows);
             if (cut % 4 === 0 && got.some((v, i) => !Object.is(v, inOrder[i]))) {
               throw new Error(`${what}: interleaved, split at ${cut}, changed bits`);
@@ -99,7 +105,7 @@ for (const simd of ["plain", "relaxed"] as const) {
             assertWithin(got, want, tol, `${what} interleaved, split at ${cut}`);
           }
         }
-        for (const p of [wPtr, xPtr, qx, sx, y]) rt.free(p);
+        for (const p of [wPtr, xPtr, qx, sx, y, packed]) rt.free(p);
       }
     }
   });

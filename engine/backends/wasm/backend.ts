@@ -69,12 +69,17 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
   constructor(readonly rt: WasmRuntime) {}
 
   /** Quantized activations for products with block-quantized weights: int8 values, then per
-   * 32-block an f32 scale, then per 32-block the i32 sum of the int8 values. */
+   * 32-block an f32 scale, then per 32-block the i32 sum of the int8 values, then per 32-block
+   * the i32 sums of its two halves (asm quantizeRowsQ8); after them each thread's scratch for
+   * packing a group of weight rows (asm packedBytes). */
   #q8: { ptr: number; bytes: number } | null = null;
 
-  /** x quantized to int8 blocks (grown as needed); returns [qx, sx]. */
-  #quantizeActivations(x: Ptr, tokens: number, cols: number): [number, number] {
-    const need = Math.ceil((tokens * cols) / 16) * 16 + (tokens * cols / 32) * 8;
+  /** x quantized to int8 blocks (grown as needed); returns [qx, sx, packing scratch, its bytes
+   * per thread]. */
+  #quantizeActivations(x: Ptr, tokens: number, cols: number): [number, number, number, number] {
+    const qBytes = Math.ceil((tokens * cols) / 16) * 16 + (tokens * cols / 32) * 16;
+    const packedStride = this.rt.kernels.packedBytes(cols);
+    const need = qBytes + packedStride * this.rt.threadInfo.threads;
     if (!this.#q8 || this.#q8.bytes < need) {
       if (this.#q8) this.rt.free(this.#q8.ptr);
       this.#q8 = { ptr: this.rt.alloc(need), bytes: need };
@@ -85,7 +90,7 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       (par) => par.parQuantizeRowsQ8(x, tokens, cols, qx, sx, OP_TIMEOUT_MS),
       (k) => k.quantizeRowsQ8(x, tokens, cols, qx, sx),
     );
-    return [qx, sx];
+    return [qx, sx, qx + qBytes, packedStride];
   }
 
   /**
@@ -143,12 +148,12 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     const interleaved = w.interleaved ? 1 : 0;
     if (isQuant(w.dtype)) {
       const fmt = QUANT[w.dtype].kernelFormat;
-      const [qx, sx] = this.#quantizeActivations(x, tokens, w.cols);
+      const [qx, sx, packed, packedStride] = this.#quantizeActivations(x, tokens, w.cols);
       const args = [fmt, w.ptr, qx, sx, out, w.rows, w.cols, tokens] as const;
       this.#run(
         Infinity,
-        (par) => par.parMatmulQuant(...args, interleaved, OP_TIMEOUT_MS),
-        (k) => k.matmulQuant(...args, 0, w.rows, interleaved),
+        (par) => par.parMatmulQuant(...args, interleaved, packed, packedStride, OP_TIMEOUT_MS),
+        (k) => k.matmulQuant(...args, 0, w.rows, interleaved, packed),
       );
       return;
     }

@@ -57,19 +57,32 @@ export interface Kernels {
     interleaved: number,
   ): void;
   /** Quantizes `tokens` rows of `cols` f32 (cols a multiple of 32) to int8 qx, with per 32-block an
-   * f32 scale in sx (d = max|x| / 127, q = round(x / d)) and the i32 sum of its q in sx + 4·blocks
-   * (the K-quants' minimums and the relaxed Q4_0 offset need it). */
+   * f32 scale in sx (d = max|x| / 127, q = round(x / d)), the i32 sum of its q in sx + 4·blocks (the
+   * K-quants' minimums and the relaxed Q4_0 offset need it) and the i32 sums of its two halves in
+   * sx + 8·blocks (the relaxed Q6_K's offset, per 16-weight sub-block). */
   quantizeRowsQ8(x: number, tokens: number, cols: number, qx: number, sx: number): void;
   /** Blocks [b0, b1) of quantizeRowsQ8 (the blocks of all rows, in order): scales to sx, sums to
-   * sums. Threads split the blocks. */
-  quantizeBlocksQ8(x: number, qx: number, sx: number, sums: number, b0: number, b1: number): void;
+   * sums, half sums to sums16. Threads split the blocks. */
+  quantizeBlocksQ8(
+    x: number,
+    qx: number,
+    sx: number,
+    sums: number,
+    sums16: number,
+    b0: number,
+    b1: number,
+  ): void;
   /** Rewrites a `rows` × `cols` matrix of a 32-block format at w, stored row after row, with its
    * groups of four rows interleaved block by block, in place; `scratch` holds four rows. Q5_0's
    * fifth bits also move to the engine's order (permuteQ5_0Bits), in every block. */
   interleaveBlockRows(fmt: number, w: number, rows: number, cols: number, scratch: number): void;
+  /** Scratch bytes a thread needs for packing a group of `cols` columns (and 16 more: see
+   * fourRowsPacked). */
+  packedBytes(cols: number): number;
   /** Rows [r0, r1) of y = x · Wᵀ for block-quantized weights of format `fmt`, x given quantized
    * (quantizeRowsQ8); `interleaved` 1: a 32-block format stored as interleaveBlockRows leaves it
-   * (K-quants are always in order). */
+   * (K-quants are always in order); `packed`: a thread's scratch of packedBytes(cols) for prompt
+   * chunks of 32-block formats, or 0. */
   matmulQuant(
     fmt: number,
     w: number,
@@ -82,6 +95,7 @@ export interface Kernels {
     r0: number,
     r1: number,
     interleaved: number,
+    packed: number,
   ): void;
   /** Gathers rows of a `rows`-row block-quantized table (ids are i32; `interleaved` as for
    * matmulQuant), dequantizes them and scales them. */
@@ -194,7 +208,8 @@ export interface ThreadKernels extends Kernels {
     scoresStride: number,
     timeoutMs: number,
   ): number;
-  /** matmulQuant over all rows (x already quantized), split across the threads. */
+  /** matmulQuant over all rows (x already quantized), split across the threads; thread t packs into
+   * packed + t · packedStride (packed 0: no packing). */
   parMatmulQuant(
     fmt: number,
     w: number,
@@ -205,6 +220,8 @@ export interface ThreadKernels extends Kernels {
     cols: number,
     tokens: number,
     interleaved: number,
+    packed: number,
+    packedStride: number,
     timeoutMs: number,
   ): number;
   /** geglu over n elements, split across the threads. */
