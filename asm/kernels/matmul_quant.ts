@@ -24,11 +24,19 @@ const FMT_Q6_K: i32 = 4;
 
 const QX_BLOCK: i32 = 32;
 
-/** IEEE half → f32, exact for every finite half: the half's bits moved into an f32's place are
- * the same number times 2^-112 (subnormals included), so one multiply by 2^112 fixes the scale.
- * (Infinities and NaNs come out as large finite values; scales are never either.) */
+/** IEEE half → f32, exact for every finite half, in integer steps: a normal half's bits move
+ * into an f32's place with the exponent rebased (+112); a subnormal one is its mantissa (an
+ * integer below 1024) times 2^-24. (Infinities and NaNs come out as large finite values; scales
+ * are never either.) The earlier conversion moved the bits and multiplied by 2^112, which for a
+ * subnormal half multiplies a subnormal f32: x86 takes a microcode assist of ~100 cycles for it
+ * (WebAssembly keeps subnormals). In the real Gemma 3 270M Q4_K_M file 99.9% of the Q6_K
+ * super-blocks' scales are subnormal halves: its Q6_K products ran 2.4× slower than on random
+ * scales. */
 @inline function halfToF32(h: u32): f32 {
-  return reinterpret<f32>(((h & 0x7fff) << 13) | ((h & 0x8000) << 16)) * <f32>5.192296858534828e33;
+  const sign = (h & 0x8000) << 16;
+  const normal = reinterpret<f32>((((h & 0x7fff) << 13) + 0x38000000) | sign);
+  const subnormal = reinterpret<f32>(reinterpret<u32>(<f32>(h & 0x3ff) * <f32>5.9604644775390625e-8) | sign);
+  return select<f32>(normal, subnormal, (h & 0x7c00) != 0);
 }
 
 /** Quantizes `tokens` rows of `cols` f32 (cols a multiple of 32) to int8 qx, with per 32-block an
@@ -227,10 +235,13 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
   return i32x4.add(v128.shuffle<i32>(t01, t23, 0, 1, 4, 5), v128.shuffle<i32>(t01, t23, 2, 3, 6, 7));
 }
 
-/** IEEE halves (in the low 16 bits of each i32 lane) → f32 lanes, as halfToF32: shifted up
- * and arithmetically back down, the sign lands in bit 31 (its copies in bits 30–28 are masked
- * off) and exponent and mantissa in their f32 places. `mask` and `scale` are the constants
- * 0x8fffe000 and 2^112, passed in to keep them out of loops (see keptSplat8). */
+/** IEEE halves (in the low 16 bits of each i32 lane) → f32 lanes, exact as halfToF32: shifted
+ * up and arithmetically back down, the sign lands in bit 31 (its copies in bits 30–28 are masked
+ * off) and exponent and mantissa in their f32 places, then one multiply by 2^112. `mask` and
+ * `scale` are the constants 0x8fffe000 and 2^112, passed in to keep them out of loops (see
+ * keptSplat8). A subnormal half makes that multiply slow (see halfToF32); the 32-block formats'
+ * scales (max |w| / 127, / 16, / 8) are not subnormal in the real files seen (none of 2.3 M in
+ * the Gemma 3 270M Q4_K_M), and this runs per block in decode, where four ops more would cost. */
 @inline function halvesToF32(h: v128, mask: v128, scale: v128): v128 {
   return f32x4.mul(v128.and(i32x4.shr_s(i32x4.shl(h, 16), 3), mask), scale);
 }

@@ -8,7 +8,9 @@ import { rng } from "./helpers.ts";
 export const FORMATS = Object.keys(QUANT) as QuantType[];
 
 /** `blocks` random blocks of a format: random bytes everywhere (every bit of every field is
- * exercised), then each f16 scale replaced by a random moderate half so values stay finite. */
+ * exercised), then each f16 scale replaced by a random moderate half so values stay finite; in
+ * every third block a subnormal half (below 2^-14: the real Q6_K files hold mostly these, and
+ * the kernels convert them apart). */
 export function randomBlocks(type: QuantType, blocks: number, seed: number): Uint8Array {
   const fmt = QUANT[type];
   const r = rng(seed);
@@ -17,7 +19,8 @@ export function randomBlocks(type: QuantType, blocks: number, seed: number): Uin
   const halves = { q8_0: [0], q4_0: [0], q5_0: [0], q4_k: [0, 2], q6_k: [208] }[type];
   for (let b = 0; b < blocks; b++) {
     for (const at of halves) {
-      v.setUint16(b * fmt.blockBytes + at, f32ToF16((r() - 0.3) * 0.01), true);
+      const scale = b % 3 === 2 ? (r() - 0.3) * 8e-5 : (r() - 0.3) * 0.01;
+      v.setUint16(b * fmt.blockBytes + at, f32ToF16(scale), true);
     }
   }
   return bytes;
