@@ -1,7 +1,8 @@
 // The one place that pins llama.cpp for comparisons: npm node-llama-cpp 3.21.1 with its prebuilt
 // Linux x64 binaries (its install script is skipped; the binaries load with build: "never", see
-// ../shared/NOTES.md). Used by bench/llamacpp.ts and by the tests (tests/support/llamacpp.ts);
-// never imported by the engine.
+// ../shared/NOTES.md), and the same release's source built for this CPU (ensureNativeLlamaBench,
+// bench only). Used by bench/llamacpp.ts and by the tests (tests/support/llamacpp.ts); never
+// imported by the engine.
 
 import process from "node:process";
 import { execFileSync } from "node:child_process";
@@ -22,4 +23,48 @@ export function ensureLlamaCppIn(dir: string, quiet = false): void {
     "--no-audit",
     "--no-fund",
   ], { cwd: dir, stdio: quiet ? "pipe" : "inherit" });
+}
+
+/** The options llama.cpp is built with for this machine. `-march=native` (GGML_NATIVE) with the
+ * AMX instructions left out: the Firecracker VMs this project runs on advertise AMX in CPUID but
+ * do not grant the tile state, and a native build's AMX kernels die there with an illegal
+ * instruction on their first product (WebAssembly has no matrix unit either). */
+const NATIVE_CMAKE = [
+  "-G",
+  "Ninja",
+  "-DGGML_NATIVE=ON",
+  "-DLLAMA_CURL=OFF",
+  "-DCMAKE_BUILD_TYPE=Release",
+  "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+  "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+];
+
+/** llama-bench built for this CPU from the llama.cpp source node-llama-cpp ships (its
+ * gitRelease.bundle, in the install at `nodeLlamaDir`), once, into `dir` (cmake and a C++
+ * compiler needed; ~10-15 min on 2 cores, the compiler's progress shown); returns its path. */
+export function ensureNativeLlamaBench(nodeLlamaDir: string, dir: string): string {
+  const bin = `${dir}/src/build/bin/llama-bench`;
+  if (existsSync(bin)) return bin;
+  ensureLlamaCppIn(nodeLlamaDir);
+  const bundle = `${nodeLlamaDir}/node_modules/node-llama-cpp/llama/gitRelease.bundle`;
+  for (const tool of ["git", "cmake", "ninja", "c++"]) {
+    try {
+      execFileSync(tool, ["--version"], { stdio: "ignore" });
+    } catch {
+      throw new Error(
+        `building llama.cpp natively needs ${tool} (apt install git cmake ninja-build g++); or run with --llama prebuilt`,
+      );
+    }
+  }
+  mkdirSync(dir, { recursive: true });
+  process.stderr.write(
+    `building llama.cpp's llama-bench for this CPU into ${dir} (once, ~15 min)...\n`,
+  );
+  if (!existsSync(`${dir}/src/.git`)) execFileSync("git", ["clone", "-q", bundle, `${dir}/src`]);
+  execFileSync("cmake", ["-B", "build", ...NATIVE_CMAKE], { cwd: `${dir}/src`, stdio: "inherit" });
+  execFileSync("cmake", ["--build", "build", "-j", "2", "--target", "llama-bench"], {
+    cwd: `${dir}/src`,
+    stdio: "inherit",
+  });
+  return bin;
 }

@@ -1,7 +1,7 @@
 // One llama.cpp measurement in a fresh Node process (node-llama-cpp 3.21.1, bench-only): prints
 // JSON with time to first token from process start, decode and prefill tokens/s, peak RSS and the
 // CPU backend llama.cpp picked. Usage: node llamacpp_one.mjs <lib dir> '<json request>'
-//   request: { model, threads, prompt: number[], decode, prefill: number[] }
+//   request: { model, threads, prompt: number[], decode, prefill: number[], context? }
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
@@ -14,7 +14,7 @@ const { getLlama } = await import(
 const llama = await getLlama({ build: "never", gpu: false, logLevel: "error" });
 const model = await llama.loadModel({ modelPath: req.model });
 const context = await model.createContext({
-  contextSize: 1024,
+  contextSize: req.context ?? 1024,
   threads: req.threads,
   batchSize: 512,
 });
