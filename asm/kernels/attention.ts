@@ -1,7 +1,7 @@
 // Causal attention over a KV cache (with ring buffers for sliding-window layers), and appending a
 // chunk's keys and values to the cache.
 
-import { hsum, madd } from "./shared";
+import { expNonPositive, hsum, madd } from "./shared";
 
 // ---------------------------------------------------------------------------------------------
 // Causal attention with a KV cache, for a chunk of `tokens` new tokens at startPos.
@@ -20,7 +20,7 @@ import { hsum, madd } from "./shared";
 // Token p sees keys lo..p with lo = p - window + 1 (sliding) or 0 (window = 0: full attention).
 // Query head h reads KV head h / (heads / kvHeads) (grouped-query attention). Scores are scaled
 // by `scale` (query_pre_attn_scalar^-0.5 for Gemma 3) and soft-maxed in f32.
-// `scores` is scratch of at least (lastPos + 1) floats, bounded by the visible span.
+// `scores` is scratch of at least the visible span's floats, rounded up to a multiple of 4.
 // ---------------------------------------------------------------------------------------------
 
 @inline function dot(a: usize, b: usize, n: i32): f32 {
@@ -160,12 +160,19 @@ export function attention(
       const inCache = n <= VALUES_IN_CACHE;
       let maxScore = scoreKeys(qh, kCache + firstSlot + kvOff, 0, cached, true, inCache, kvBytes, kRingEnd, ringBytes, headDim, scale, scores, <f32>-Infinity);
       maxScore = scoreKeys(qh, k + firstFresh + kvOff, cached, n, false, inCache, kvBytes, 0, 0, headDim, scale, scores, maxScore);
-      let sum: f32 = 0;
-      for (let j = 0; j < n; j++) {
-        const p = Mathf.exp(load<f32>(scores + (<usize>j << 2)) - maxScore);
-        store<f32>(scores + (<usize>j << 2), p);
-        sum += p;
+      // Softmax weights, four at a time (expNonPositive; the last ones padded with -Infinity,
+      // whose weight is 0, into the scratch's spare floats) and summed in four lanes.
+      const maxv = f32x4.splat(maxScore);
+      const n4 = (n + 3) & ~3;
+      for (let j = n; j < n4; j++) store<f32>(scores + (<usize>j << 2), -Infinity);
+      let sums = f32x4.splat(0);
+      for (let j = 0; j < n4; j += 4) {
+        const at = scores + (<usize>j << 2);
+        const p = expNonPositive(f32x4.sub(v128.load(at), maxv), tokens >>> 31);
+        v128.store(at, p);
+        sums = f32x4.add(sums, p);
       }
+      const sum = hsum(sums);
       const inv: f32 = <f32>1.0 / sum;
       for (let j = 0; j < n; j++) store<f32>(scores + (<usize>j << 2), load<f32>(scores + (<usize>j << 2)) * inv);
       // out = Σ_j p_j · v_j. Up to VALUES_IN_CACHE positions, 32 output elements at a time are

@@ -45,3 +45,31 @@
 @inline export function keptSplat8(v: i32, zero: i32): v128 {
   return i8x16.splat(<i8>(v | zero));
 }
+
+/** f32x4.splat(v) that the engine cannot see as a constant (keptSplat8's trick; `zero` is 0 at
+ * run time). */
+@inline export function keptSplatF32(v: f32, zero: i32): v128 {
+  return f32x4.splat(reinterpret<f32>(reinterpret<i32>(v) | zero));
+}
+
+/** e^x for x ≤ 0, four lanes: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 in two parts, so r is
+ * exact), e^r by Cephes' degree-7 polynomial for expf (relative error below 2^-23 on that
+ * interval), times 2^n built in the exponent field. Where e^x would be subnormal (x below
+ * ln 2^-126 ≈ −87.34) the result is 0: a subnormal weight would add under 2^-126 of a value to a
+ * sum whose largest weight is 1, and every multiply by it takes x86's ~100-cycle assist.
+ * `zero` is 0 at run time (keptSplatF32). */
+@inline export function expNonPositive(x: v128, zero: i32): v128 {
+  const magic = keptSplatF32(12582912.0, zero); // 1.5 · 2^23: adding it rounds to an integer
+  const t = f32x4.add(f32x4.mul(x, keptSplatF32(1.44269504088896341, zero)), magic);
+  const n = f32x4.sub(t, magic);
+  const r = f32x4.sub(f32x4.sub(x, f32x4.mul(n, keptSplatF32(0.693359375, zero))), f32x4.mul(n, keptSplatF32(-2.12194440e-4, zero)));
+  let p = keptSplatF32(1.9875691500e-4, zero);
+  p = madd(p, r, keptSplatF32(1.3981999507e-3, zero));
+  p = madd(p, r, keptSplatF32(8.3334519073e-3, zero));
+  p = madd(p, r, keptSplatF32(4.1665795894e-2, zero));
+  p = madd(p, r, keptSplatF32(1.6666665459e-1, zero));
+  p = madd(p, r, keptSplatF32(5.0000001201e-1, zero));
+  const er = f32x4.add(madd(f32x4.mul(p, r), r, r), keptSplatF32(1.0, zero));
+  const pow2n = i32x4.shl(i32x4.add(i32x4.sub(t, magic), i32x4.splat(127 | zero)), 23);
+  return v128.and(f32x4.mul(er, pow2n), f32x4.ge(x, keptSplatF32(-87.3365447505531, zero)));
+}

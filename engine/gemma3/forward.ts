@@ -60,7 +60,8 @@ export interface ForwardContext<A, W> {
 /** The KV cache of one sequence: one LayerCache per layer, plus attention-score scratch. */
 export interface KvCache<A> {
   layers: LayerCache<A>[];
-  /** Attention-score scratch, `scoresFloats` per thread: the longest span a query can see. */
+  /** Attention-score scratch, `scoresFloats` per thread: the longest span a query can see,
+   * rounded up to a multiple of 4. */
   scores: A;
   scoresFloats: number;
   /** Bytes held by keys and values. */
@@ -122,7 +123,8 @@ export function allocKvCache<A, W>(
     layers.push({ keys: b.alloc(capacity * kvDim), values: b.alloc(capacity * kvDim), capacity });
     bytes += 2 * capacity * kvDim * 4;
   }
-  const maxCapacity = Math.max(...layers.map((l) => l.capacity));
+  // Rounded up to whole f32x4 vectors: the softmax pads a query's last scores to four.
+  const maxCapacity = Math.ceil(Math.max(...layers.map((l) => l.capacity)) / 4) * 4;
   const rings = layers.map((l) => l.capacity).filter((c) => c < contextLength);
   return {
     layers,

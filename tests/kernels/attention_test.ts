@@ -28,7 +28,7 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
     const scale = qScalar ** -0.5;
     const kvDim = kvHeads * headDim, qDim = heads * headDim;
     const kCache = rt.alloc(capacity * kvDim * 4), vCache = rt.alloc(capacity * kvDim * 4);
-    const scores = rt.alloc(capacity * 4);
+    const scores = rt.alloc(Math.ceil(capacity / 4) * 16); // whole vectors (see attention)
     const allK: Float32Array[] = [], allV: Float32Array[] = [];
     let pos = 0;
     for (const T of chunks) {
