@@ -461,10 +461,10 @@ function permuteQ5_0Bits(qh: u32): u32 {
   return out;
 }
 
-// Prompt chunks of Q4_0 and Q5_0: the four rows of a group are unpacked once into `packed` (a
-// thread's scratch of packedBytes, in L1) and then multiplied with every token of the chunk,
-// instead of unpacking each block again for every pair of tokens (the nibbles and fifth bits
-// cost more than the products). A packed block is the four rows' scales as f32, then their
+// Prompt chunks of Q5_0 (and of Q4_0 in the plain build): the four rows of a group are unpacked
+// once into `packed` (a thread's scratch of packedBytes, in L1) and then multiplied with every
+// token of the chunk, instead of unpacking each block again for every pair of tokens (the
+// nibbles and fifth bits cost more than the products). A packed block is the four rows' scales as f32, then their
 // weights:
 // - relaxed build: 7-bit weights (0..15 or 0..31), four consecutive weights of each of the four
 //   rows per vector (k-quads). One i32x4.relaxed_dot_i8x16_i7x16_add_s with four activations
@@ -474,9 +474,17 @@ function permuteQ5_0Bits(qh: u32): u32 {
 //   order, four rows' sums gathered by transposeSum as fourRowsBlock32 does.
 // Per token the integer sums are exact and the float steps are fourRowsBlock32's, so the bits are
 // the same as a token alone gets. Measured on 2048 × 640 weights and 64 tokens, one thread:
-// relaxed Q5_0 22 → 30 GMAC/s, Q4_0 unchanged (31); plain Q5_0 10 → 20, Q4_0 11 → 20. Q8_0 is not
-// packed: its weights need no unpacking, and packed (as int16, or as two 7-bit nibble planes in
-// the relaxed build) it ran 5–15% slower than its token pairs.
+// relaxed Q5_0 22 → 30 GMAC/s, Q4_0 unchanged (31); plain Q5_0 10 → 20, Q4_0 11 → 20 (which
+// formats are packed: `packs`). Q8_0 is not packed: its weights need no unpacking, and packed (as
+// int16, or as two 7-bit nibble planes in the relaxed build) it ran 5–15% slower than its pairs.
+
+/** Whether prompt chunks of format `fmt` are packed: Q5_0, and Q4_0 in the plain build. Measured
+ * in the 270M's prefill (512 tokens, chunks of 64), the relaxed build's Q4_0 ran 8-15% slower
+ * packed (its token pairs unpack nibbles with one and or shift each), though a lone 2048 × 640
+ * product ran the same. */
+@inline function packs(fmt: i32): bool {
+  return fmt == FMT_Q5_0 || (fmt == FMT_Q4_0 && !ASC_FEATURE_RELAXED_SIMD);
+}
 
 /** Fewest tokens for which a group is packed (with fewer, unpacking per pair costs less). */
 const PACK_MIN_TOKENS: i32 = 4;
@@ -639,7 +647,7 @@ export function packedBytes(cols: i32): i32 {
   // A group of interleaved rows starts where its first row would in order. (Two loops, not one
   // with an if: wasm-opt folds the two arms' identical code into one loop that tests the layout
   // at every block.)
-  const pack = packed != 0 && tokens >= PACK_MIN_TOKENS && fmt != FMT_Q8_0;
+  const pack = packed != 0 && tokens >= PACK_MIN_TOKENS && packs(fmt);
   for (; r + 4 <= r1 && r < grouped; r += 4) {
     if (pack) {
       packFourRows(fmt, w, cols, r, true, packed);
