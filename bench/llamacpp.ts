@@ -22,7 +22,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { ensureRandomGguf } from "./random_model.ts";
-import { ensureLlamaCppIn, ensureNativeLlamaBench } from "./peers/llamacpp_install.ts";
+import { ensureLlamaCppIn, ensureNativeLlamaTool } from "./peers/llamacpp_install.ts";
 import { modelArgument } from "./real_model.ts";
 import { basename } from "node:path";
 import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
@@ -96,7 +96,7 @@ for (const b of builds) {
 }
 ensureLlamaCppIn(llamaDir);
 const nativeBench = builds.includes("native")
-  ? ensureNativeLlamaBench(llamaDir, `${cache}llama-native`)
+  ? ensureNativeLlamaTool(llamaDir, `${cache}llama-native`, "llama-bench")
   : undefined;
 const engines = ["ours", ...builds] as Engine[];
 

@@ -6,18 +6,19 @@
  *   deno run -A bench/serve.ts [--model real|<file.gguf>] [--clients 1,2,4,8] [--threads 2]
  *                              [--rounds 3] [--save] [--no-llama]
  *
- * llama-server is built once from the llama.cpp source that node-llama-cpp 3.21.1 ships (its
- * git bundle; cmake, about ten minutes on 2 cores, or far more while other work runs) into
- * bench/.cache/llama-server/. Ours runs as `cli.ts serve` in a fresh process. The engines take
+ * llama-server is built once for this CPU from the llama.cpp source that node-llama-cpp 3.21.1
+ * ships (its git bundle; cmake, about ten minutes on 2 cores, or far more while other work runs)
+ * into bench/.cache/llama-native/, beside bench/llamacpp.ts's llama-bench (-march=native without
+ * AMX: bench/peers/llamacpp_install.ts says why). Ours runs as `cli.ts serve` in a fresh process. The engines take
  * turns at each level (ours, llama-server, ours, ...), and every request's prompt is new to both
  * (no prompt cache hit on either side).
  */
 import process from "node:process";
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { modelArgument } from "./real_model.ts";
-import { ensureLlamaCppIn } from "./peers/llamacpp_install.ts";
+import { ensureNativeLlamaTool } from "./peers/llamacpp_install.ts";
 import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
 
 const { values } = parseArgs({
@@ -55,29 +56,10 @@ takeBenchLock();
 
 const model = await modelArgument(values.model!);
 
-/** Builds llama-server from node-llama-cpp's llama.cpp source, once. */
+/** llama-server built for this CPU from node-llama-cpp's llama.cpp source, once (the same build
+ * as bench/llamacpp.ts's llama-bench: bench/peers/llamacpp_install.ts). */
 function ensureLlamaServer(): string {
-  const dir = `${cache}llama-server/`;
-  const bin = `${dir}src/build/bin/llama-server`;
-  if (existsSync(bin)) return bin;
-  ensureLlamaCppIn(`${cache}llama`);
-  const bundle = `${cache}llama/node_modules/node-llama-cpp/llama/gitRelease.bundle`;
-  mkdirSync(dir, { recursive: true });
-  if (!existsSync(`${dir}src`)) execFileSync("git", ["clone", "-q", bundle, `${dir}src`]);
-  process.stderr.write("building llama-server once (cmake; about ten minutes on 2 cores)...\n");
-  const run = (args: string[]) =>
-    execFileSync("cmake", args, { cwd: `${dir}src`, stdio: ["ignore", "ignore", "inherit"] });
-  run([
-    "-B",
-    "build",
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DLLAMA_CURL=OFF",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_SERVER=ON",
-  ]);
-  run(["--build", "build", "--target", "llama-server", "-j", String(threads)]);
-  return bin;
+  return ensureNativeLlamaTool(`${cache}llama`, `${cache}llama-native`, "llama-server");
 }
 
 /** Starts a server process and waits until /health says ok. */

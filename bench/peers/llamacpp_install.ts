@@ -1,7 +1,7 @@
 // The one place that pins llama.cpp for comparisons: npm node-llama-cpp 3.21.1 with its prebuilt
 // Linux x64 binaries (its install script is skipped; the binaries load with build: "never", see
-// ../shared/NOTES.md), and the same release's source built for this CPU (ensureNativeLlamaBench,
-// bench only). Used by bench/llamacpp.ts and by the tests (tests/support/llamacpp.ts); never
+// ../shared/NOTES.md), and the same release's source built for this CPU (ensureNativeLlamaTool:
+// llama-bench and llama-server, bench only). Used by bench/llamacpp.ts and by the tests (tests/support/llamacpp.ts); never
 // imported by the engine.
 
 import process from "node:process";
@@ -39,30 +39,35 @@ const NATIVE_CMAKE = [
   "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
 ];
 
-/** llama-bench built for this CPU from the llama.cpp source node-llama-cpp ships (its
- * gitRelease.bundle, in the install at `nodeLlamaDir`), once, into `dir` (cmake and a C++
- * compiler needed; ~10-15 min on 2 cores, the compiler's progress shown); returns its path. */
-export function ensureNativeLlamaBench(nodeLlamaDir: string, dir: string): string {
-  const bin = `${dir}/src/build/bin/llama-bench`;
+/** A llama.cpp tool (llama-bench, llama-server) built for this CPU from the llama.cpp source
+ * node-llama-cpp ships (its gitRelease.bundle, in the install at `nodeLlamaDir`), once, into
+ * `dir` (one source tree and build for every tool; cmake, ninja and a C++ compiler needed; ~10-15
+ * min on 2 cores, the compiler's progress shown); returns its path. */
+export function ensureNativeLlamaTool(
+  nodeLlamaDir: string,
+  dir: string,
+  tool: "llama-bench" | "llama-server",
+): string {
+  const bin = `${dir}/src/build/bin/${tool}`;
   if (existsSync(bin)) return bin;
   ensureLlamaCppIn(nodeLlamaDir);
   const bundle = `${nodeLlamaDir}/node_modules/node-llama-cpp/llama/gitRelease.bundle`;
-  for (const tool of ["git", "cmake", "ninja", "c++"]) {
+  for (const t of ["git", "cmake", "ninja", "c++"]) {
     try {
-      execFileSync(tool, ["--version"], { stdio: "ignore" });
+      execFileSync(t, ["--version"], { stdio: "ignore" });
     } catch {
       throw new Error(
-        `building llama.cpp natively needs ${tool} (apt install git cmake ninja-build g++); or run with --llama prebuilt`,
+        `building llama.cpp's ${tool} needs ${t} (apt install git cmake ninja-build g++)`,
       );
     }
   }
   mkdirSync(dir, { recursive: true });
   process.stderr.write(
-    `building llama.cpp's llama-bench for this CPU into ${dir} (once, ~15 min)...\n`,
+    `building llama.cpp's ${tool} for this CPU into ${dir} (once, ~15 min)...\n`,
   );
   if (!existsSync(`${dir}/src/.git`)) execFileSync("git", ["clone", "-q", bundle, `${dir}/src`]);
   execFileSync("cmake", ["-B", "build", ...NATIVE_CMAKE], { cwd: `${dir}/src`, stdio: "inherit" });
-  execFileSync("cmake", ["--build", "build", "-j", "2", "--target", "llama-bench"], {
+  execFileSync("cmake", ["--build", "build", "-j", "2", "--target", tool], {
     cwd: `${dir}/src`,
     stdio: "inherit",
   });
