@@ -1,7 +1,7 @@
 // Products with f32 and bf16 weight matrices, the row layout decode reads them in fastest, and
 // the embedding gather from an f32 or bf16 table. (asm/kernels.ts states the conventions.)
 
-import { hsum, madd, rowStart, chunkStride, copySmall } from "./shared";
+import { hsum, madd, rowStart, chunkStride, copySmall, keepTouches } from "./shared";
 
 // ---------------------------------------------------------------------------------------------
 // Matrix products: y[t][r] = sum_c W[r][c] * x[t][c]
@@ -116,11 +116,6 @@ import { hsum, madd, rowStart, chunkStride, copySmall } from "./shared";
  * the group itself (already in cache; never past the matrix). */
 @inline function touchAhead(w0: usize, groupBytes: usize, hasNext: bool): usize {
   return hasNext ? w0 + groupBytes : w0;
-}
-
-/** Uses the touched bytes' sum (never negative) so that the loads are not optimised away. */
-@inline function keepTouches(touched: i32): void {
-  if (touched < 0) unreachable();
 }
 
 // Interleaved rows. Decode reads eight rows side by side, and stored row after row those are

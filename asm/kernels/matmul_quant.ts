@@ -2,7 +2,7 @@
 // interleaved layout, quantizing activations to int8 blocks, and the embedding gather from a
 // block-quantized table.
 
-import { hsum, madd, chunkStride, copySmall, keptSplat8 } from "./shared";
+import { hsum, madd, chunkStride, copySmall, keepTouches, keptSplat8 } from "./shared";
 
 // ---------------------------------------------------------------------------------------------
 // Block-quantized weights (ggml's layouts; engine/formats/quant.ts spells out every byte). A
@@ -286,7 +286,7 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
   const rowStep: usize = interleaved ? <usize>(bytes - 2) : rowBytes;
   const blockStep: usize = interleaved ? <usize>(bytes << 2) : <usize>bytes;
   const lastByte = w + <usize>rows * rowBytes - 1;
-  let touched: u32 = 0;
+  let touched: i32 = 0;
   let t = 0;
   // A prompt's tokens in pairs: each block's weights are loaded, unpacked and scaled once for
   // both. Every lane is the same number as the one-token loop below gives it.
@@ -358,13 +358,13 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
       acc = madd(f32x4.convert_i32x4_s(dots), scale, acc);
       if (interleaved) {
         const ahead = wb + TOUCH_AHEAD, ahead2 = ahead + 64;
-        touched += load<u8>(ahead < lastByte ? ahead : lastByte);
-        if (blockStep > 64) touched += load<u8>(ahead2 < lastByte ? ahead2 : lastByte);
+        touched |= <i32>load<u8>(ahead < lastByte ? ahead : lastByte);
+        if (blockStep > 64) touched |= <i32>load<u8>(ahead2 < lastByte ? ahead2 : lastByte);
       }
     }
     v128.store(y + ((<usize>t * <usize>rows + <usize>r) << 2), acc);
   }
-  if (interleaved) touchedSink += touched;
+  keepTouches(touched);
 }
 
 /** How far ahead of the block it reads decode touches an interleaved matrix (fourRowsBlock32).
@@ -372,10 +372,10 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
  * too few cache misses in flight for the memory's latency: the 262,144 × 640 Q8_0 output head
  * streamed at 4.6-4.8 GB/s where a read-only loop reaches 15. One byte loaded 4 KB ahead per
  * 64 bytes read starts those misses early: the head 37 -> 28.6 ms (Q8_0; Q4_0 28 -> 18.8) on one
- * thread; 2 KB ahead was too close (32 ms), 8 and 16 KB the same as 4. */
+ * thread; 2 KB ahead was too close (32 ms), 8 and 16 KB the same as 4. K-quant rows (in order,
+ * one stream too) touch the same way: 65,536 × 2048 Q4_K 15.5-18.3 -> 13.3-13.8 ms, Q6_K
+ * 20.4-21.2 -> 18.3-19.3. (Interleaved f32 and bf16 rows, tried the same way, did not gain.) */
 const TOUCH_AHEAD: usize = 4096;
-/** Where the touched bytes are summed, so that their loads are kept. */
-let touchedSink: u32 = 0;
 
 /** One row of y = x · Wᵀ for a 32-block format, every token (rows outside whole groups of four
  * in the range): its blocks' weights are read from `wr` (blockRowWeights), their scales from
@@ -746,10 +746,12 @@ export function packedBytes(cols: i32): i32 {
  * holds sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles); the eight sub-blocks' sums are
  * gathered four to a vector and scaled there, beside the scales and minimums unpacked four at a
  * time (q4kPacked). */
-@inline function q4kRow(wr: usize, superBlocks: i32, xq0: usize, xq1: usize, xs0: usize, xs1: usize, xsum0: usize, xsum1: usize, y0: usize, y1: usize, low4: v128, two: bool): void {
+@inline function q4kRow(wr: usize, superBlocks: i32, xq0: usize, xq1: usize, xs0: usize, xs1: usize, xsum0: usize, xsum1: usize, y0: usize, y1: usize, low4: v128, two: bool, lastByte: usize): void {
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  let touched: i32 = 0;
   for (let sb = 0; sb < superBlocks; sb++) {
     const wb = wr + <usize>sb * 144;
+    if (!two) touched |= touchAhead3(wb, lastByte);
     const d = f32x4.splat(halfToF32(load<u16>(wb))), dmin = f32x4.splat(halfToF32(load<u16>(wb, 2)));
     const p0 = load<u32>(wb, 4), p1 = load<u32>(wb, 8), p2 = load<u32>(wb, 12);
     const dScLo = f32x4.mul(d, f32x4.convert_i32x4_u(bytesToLanes(q4kPacked(p0, p1, p2, 0))));
@@ -778,6 +780,16 @@ export function packedBytes(cols: i32): i32 {
   }
   store<f32>(y0, hsum(acc0));
   if (two) store<f32>(y1, hsum(acc1));
+  keepTouches(touched);
+}
+
+/** Touches the three cache lines TOUCH_AHEAD bytes past a super-block at wb (no further than
+ * lastByte): decode's K-quant rows are one stream too (see TOUCH_AHEAD). */
+@inline function touchAhead3(wb: usize, lastByte: usize): i32 {
+  const a = wb + TOUCH_AHEAD;
+  const a0 = a < lastByte ? a : lastByte, a1 = a + 64 < lastByte ? a + 64 : lastByte;
+  const a2 = a + 128 < lastByte ? a + 128 : lastByte;
+  return <i32>load<u8>(a0) | <i32>load<u8>(a1) | <i32>load<u8>(a2);
 }
 
 /** Lane i = the sum of lanes 2i, 2i + 1 of the pair (a, b), a's lanes first. */
@@ -822,10 +834,12 @@ export function packedBytes(cols: i32): i32 {
  * sums xs16; result to y0) or, with `two`, · two tokens. The sixteen sub-blocks' integer sums are
  * gathered four to a vector and scaled there: the 16 int8 scales widened in one go, each
  * activation scale repeated for its two sub-blocks. */
-@inline function q6kRow(wr: usize, superBlocks: i32, xq0: usize, xq1: usize, xs0: usize, xs1: usize, xh0: usize, xh1: usize, y0: usize, y1: usize, low4: v128, off: v128, hmask: v128, two: bool): void {
+@inline function q6kRow(wr: usize, superBlocks: i32, xq0: usize, xq1: usize, xs0: usize, xs1: usize, xh0: usize, xh1: usize, y0: usize, y1: usize, low4: v128, off: v128, hmask: v128, two: bool, lastByte: usize): void {
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  let touched: i32 = 0;
   for (let sb = 0; sb < superBlocks; sb++) {
     const wb = wr + <usize>sb * 210;
+    if (!two) touched |= touchAhead3(wb, lastByte);
     const d = f32x4.splat(halfToF32(load<u16>(wb, 208)));
     const sc = v128.load(wb, 192);
     const sc16lo = i16x8.extend_low_i8x16_s(sc), sc16hi = i16x8.extend_high_i8x16_s(sc);
@@ -866,6 +880,7 @@ export function packedBytes(cols: i32): i32 {
   }
   store<f32>(y0, hsum(acc0));
   if (two) store<f32>(y1, hsum(acc1));
+  keepTouches(touched);
 }
 
 /** Rows [r0, r1) of y = x · Wᵀ for a 256-block format (Q4_K, Q6_K), one row at a time, the
@@ -879,6 +894,7 @@ export function packedBytes(cols: i32): i32 {
   const blocks = cols / QX_BLOCK;
   const sums = sx + (<usize>(tokens * blocks) << 2), halfSums = sx + (<usize>(tokens * blocks) << 3);
   const xStep = <usize>cols, sStep = <usize>blocks << 2, hStep = <usize>blocks << 3;
+  const lastByte = w + <usize>rows * rowBytes - 1;
   for (let r = r0; r < r1; r++) {
     const wr = w + <usize>r * rowBytes;
     let t = 0;
@@ -886,20 +902,20 @@ export function packedBytes(cols: i32): i32 {
       const xq = qx + <usize>t * xStep, xs = sx + <usize>t * sStep, yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
       if (fmt == FMT_Q4_K) {
         const xsum = sums + <usize>t * sStep;
-        q4kRow(wr, superBlocks, xq, xq + xStep, xs, xs + sStep, xsum, xsum + sStep, yt, yt + (<usize>rows << 2), low4, true);
+        q4kRow(wr, superBlocks, xq, xq + xStep, xs, xs + sStep, xsum, xsum + sStep, yt, yt + (<usize>rows << 2), low4, true, lastByte);
       } else {
         const xh = halfSums + <usize>t * hStep;
-        q6kRow(wr, superBlocks, xq, xq + xStep, xs, xs + sStep, xh, xh + hStep, yt, yt + (<usize>rows << 2), low4, off32, high2, true);
+        q6kRow(wr, superBlocks, xq, xq + xStep, xs, xs + sStep, xh, xh + hStep, yt, yt + (<usize>rows << 2), low4, off32, high2, true, lastByte);
       }
     }
     for (; t < tokens; t++) {
       const xq = qx + <usize>t * xStep, xs = sx + <usize>t * sStep, yt = y + ((<usize>t * <usize>rows + <usize>r) << 2);
       if (fmt == FMT_Q4_K) {
         const xsum = sums + <usize>t * sStep;
-        q4kRow(wr, superBlocks, xq, xq, xs, xs, xsum, xsum, yt, yt, low4, false);
+        q4kRow(wr, superBlocks, xq, xq, xs, xs, xsum, xsum, yt, yt, low4, false, lastByte);
       } else {
         const xh = halfSums + <usize>t * hStep;
-        q6kRow(wr, superBlocks, xq, xq, xs, xs, xh, xh, yt, yt, low4, off32, high2, false);
+        q6kRow(wr, superBlocks, xq, xq, xs, xs, xh, xh, yt, yt, low4, off32, high2, false, lastByte);
       }
     }
   }

@@ -73,3 +73,9 @@
   const pow2n = i32x4.shl(i32x4.add(i32x4.sub(t, magic), i32x4.splat(127 | zero)), 23);
   return v128.and(f32x4.mul(er, pow2n), f32x4.ge(x, keptSplatF32(-87.3365447505531, zero)));
 }
+
+/** Uses touched bytes (a sum or an OR of them: never negative), so that loads made only to start
+ * cache misses early are not optimised away. */
+@inline export function keepTouches(touched: i32): void {
+  if (touched < 0) unreachable();
+}
