@@ -7,7 +7,7 @@ import { exportGguf, loadModel } from "../mod.ts";
 import { llamaCppGreedy, llamaCppTokenize } from "./support/llamacpp.ts";
 import { random270mGguf } from "./support/random_270m.ts";
 import { FIXTURES, logSoftmax } from "./support/helpers.ts";
-import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
+import { kQuantConfig, randomWeights, writeCheckpoint } from "./support/safetensors_writer.ts";
 import { tempDir, tempFile } from "./support/temp.ts";
 
 const STEPS = 16;
@@ -158,14 +158,7 @@ for (const type of ["q8_0", "q4_0", "q5_0"] as const) {
 }
 
 Deno.test("K-quants (rows of 256) as GGUF: llama.cpp and this engine agree", async () => {
-  const config = smallConfig({
-    vocab_size: 512,
-    hidden_size: 256,
-    intermediate_size: 512,
-    num_attention_heads: 2,
-    num_key_value_heads: 1,
-    head_dim: 128,
-    query_pre_attn_scalar: 128,
+  const config = kQuantConfig({
     sliding_window: 8,
     num_hidden_layers: 6,
     max_position_embeddings: 1024,

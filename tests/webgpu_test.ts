@@ -15,7 +15,7 @@ import { exportGguf, loadModel } from "../mod.ts";
 import { ggmlDecode } from "./support/ggml_blocks.ts";
 import { refAttention, refGeglu, refRmsNorm, refRope } from "./support/ops_reference.ts";
 import { assertWithin, FIXTURES, maxAbsDiff, randn, rng, U32 } from "./support/helpers.ts";
-import { randomWeights, smallConfig, writeCheckpoint } from "./support/safetensors_writer.ts";
+import { kQuantConfig, randomWeights, writeCheckpoint } from "./support/safetensors_writer.ts";
 import { tempDir } from "./support/temp.ts";
 
 const found = await webGpuAdapter();
@@ -267,15 +267,7 @@ Deno.test("WebGPU on quantized GGUF files against WASM on their exact f32 decodi
   // The same weights on both sides (the f32 file is the blocks decoded), f32 activations on both:
   // only summation order differs, so the float32 standard of the golden (1e-4) applies.
   const dir = await tempDir();
-  const config = smallConfig({
-    vocab_size: 512,
-    hidden_size: 256,
-    intermediate_size: 512,
-    num_attention_heads: 2,
-    num_key_value_heads: 1,
-    head_dim: 128,
-    query_pre_attn_scalar: 128,
-  });
+  const config = kQuantConfig();
   const kModel = await writeCheckpoint(config, randomWeights(config, 3));
   const cases: [string, "q8_0" | "q4_0" | "q5_0" | "q4_k" | "q6_k", string][] = [
     [`${FIXTURES}tiny-a/model.gguf`, "q8_0", "q8_0"],

@@ -121,6 +121,21 @@ export function smallConfig(overrides: Record<string, unknown> = {}): Record<str
   };
 }
 
+/** smallConfig with rows of 256 (hidden 256, heads of 128): the smallest shape the K-quants
+ * (Q4_K, Q6_K: 256-weight super-blocks) can store. */
+export function kQuantConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return smallConfig({
+    vocab_size: 512,
+    hidden_size: 256,
+    intermediate_size: 512,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    head_dim: 128,
+    query_pre_attn_scalar: 128,
+    ...overrides,
+  });
+}
+
 /** Random weights for a config (HF names, `dtype` storage), as in shared/fixtures/README.md. */
 export function randomWeights(
   config: Record<string, number | boolean | unknown>,
