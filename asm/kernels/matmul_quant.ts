@@ -267,8 +267,8 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
 /** Four rows from r of y = x · Wᵀ for a 32-block format, every token: each block's four integer
  * sums are gathered into one vector, scaled by the four rows' scales at once and accumulated
  * lane = row. `interleaved` (a constant at each call): the four rows are a group stored block by
- * block (see interleaveBlockRows), else rows in order. A lone token (decode) touches the
- * interleaved matrix TOUCH_AHEAD bytes ahead of what it reads. */
+ * block (see interleaveBlockRows), else rows in order. A token outside pairs (decode's) touches
+ * the interleaved matrix TOUCH_AHEAD bytes ahead of what it reads. */
 @inline function fourRowsBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32, interleaved: bool): void {
   const low4 = keptSplat8(15, tokens >>> 31);
   const offset = keptSplat8(fmt == FMT_Q4_0 ? 8 : 16, tokens >>> 31);
@@ -483,8 +483,8 @@ function permuteQ5_0Bits(qh: u32): u32 {
 // Prompt chunks of Q5_0 (and of Q4_0 in the plain build): the four rows of a group are unpacked
 // once into `packed` (a thread's scratch of packedBytes, in L1) and then multiplied with every
 // token of the chunk, instead of unpacking each block again for every pair of tokens (the
-// nibbles and fifth bits cost more than the products). A packed block is the four rows' scales as f32, then their
-// weights:
+// nibbles and fifth bits cost more than the products). A packed block is the four rows' scales
+// as f32, then their weights:
 // - relaxed build: 7-bit weights (0..15 or 0..31), four consecutive weights of each of the four
 //   rows per vector (k-quads). One i32x4.relaxed_dot_i8x16_i7x16_add_s with four activations
 //   broadcast adds 16 products into lanes that are the four rows: no horizontal sums. The offset
