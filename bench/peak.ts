@@ -12,12 +12,14 @@
  * - i32x4.relaxed_dot_i8x16_i7x16_add_s: the relaxed build's (16 multiply-adds and the
  *   accumulate, 32 ops, per instruction).
  *
- * Each loop keeps 8 independent accumulators, enough to cover the instructions' latency on the
- * cores this project runs on, and every product takes its accumulator as an operand: a product
- * of two loop constants is computed once per iteration, not once per accumulator (V8 merges the
- * identical expressions; the first version of this probe measured mostly its adds, and reported
- * 173 and 196 GOP/s for the two int8 products where they run at about a third of that). The module is assembled here from text with binaryen (the build's
- * own dependency), so the engine carries none of it.
+ * Each loop keeps 8 independent accumulators, and every product takes its accumulator as an
+ * operand: a product of two loop constants is computed once per iteration, not once per
+ * accumulator (V8 merges the identical expressions; the first version of this probe timed mostly
+ * the adds, and reported 173 GOP/s for dot_i16x8_s where it runs at 67 here). With the
+ * accumulator as an operand the int8 probes are bound by latency as much as by throughput (8
+ * chains of 5-6 cycles on a core that issues two a cycle): read them as what a kernel with 8
+ * independent sums gets. The module is assembled here from text with binaryen (the build's own
+ * dependency), so the engine carries none of it.
  *
  * @module
  */
