@@ -387,7 +387,7 @@ const WINDOWS = 4;
 // Perplexity, compared as the greedy runs are. On the quantized file each engine rounds
 // activations its own way, and llama.cpp's way depends on the CPU (its kernels are picked at run
 // time: 16.24 on a Zen 4, 16.30 on a Sapphire Rapids with AMX, for the same file, where ours is
-// 16.11 on both): a fixed distance between the two on the file is a test of the machine. So:
+// 16.1 on both): a fixed distance between the two on the file is a test of the machine. So:
 // - on the file's exact F32 decoding, where neither rounds activations, the two must agree
 //   within F32_TOL per token (the arithmetic; the same bound as the greedy runs' F32 check), so
 //   their perplexities within e^F32_TOL;
