@@ -256,8 +256,8 @@ const table = [
   ...(modelFile ? [] : [
     "Formats: q4_0 = Q4_0 layers, Q8_0 head (what llama-quantize makes); q4_0+q4_0 = head in Q4_0 too.",
   ]),
-  "llama.cpp picks its CPU kernels itself (features below). The native build leaves AMX out: this VM advertises it",
-  "but grants no tile state (a native build with it dies on its first product); WASM has no matrix unit either.",
+  "llama.cpp picks its CPU kernels itself (features below). The native build leaves AMX out: built with it, it died",
+  "here with an illegal instruction in ggml's AMX kernels on its first product; WASM has no matrix unit either.",
   "llama-bench's decode starts from an empty context; ours and the prebuilt one decode after the 16-token prompt.",
 ];
 const machine = machineInfo();

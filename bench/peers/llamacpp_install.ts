@@ -26,9 +26,10 @@ export function ensureLlamaCppIn(dir: string, quiet = false): void {
 }
 
 /** The options llama.cpp is built with for this machine. `-march=native` (GGML_NATIVE) with the
- * AMX instructions left out: the Firecracker VMs this project runs on advertise AMX in CPUID but
- * do not grant the tile state, and a native build's AMX kernels die there with an illegal
- * instruction on their first product (WebAssembly has no matrix unit either). */
+ * AMX instructions left out: on the Sapphire Rapids VMs this project runs on, a native build's AMX
+ * kernels died with an illegal instruction on their first product (gdb: inside
+ * ggml::cpu::amx::tensor_traits::compute_forward), though node-llama-cpp's prebuilt binaries
+ * report AMX_INT8 there and run; WebAssembly has no matrix unit either. */
 const NATIVE_CMAKE = [
   "-G",
   "Ninja",
