@@ -22,6 +22,7 @@
 
 export * from "./kernels";
 import { attention, geglu, matmulBF16, matmulF32, matmulQuant, quantizeBlocksQ8, rmsNorm, ropeInPlace, streamRead } from "./kernels";
+import { activationHalfSums, activationSums } from "./kernels/shared";
 
 // Control block layout (byte offsets).
 const GENERATION = 0; // bumped by the caller for each op
@@ -309,8 +310,8 @@ export function parQuantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, s
   setArg<usize>(0, x);
   setArg<usize>(1, qx);
   setArg<usize>(2, sx);
-  setArg<usize>(3, sx + (<usize>blocks << 2));
-  setArg<usize>(4, sx + (<usize>blocks << 3));
+  setArg<usize>(3, activationSums(sx, blocks));
+  setArg<usize>(4, activationHalfSums(sx, blocks));
   return dispatch(OP_QUANTIZE, blocks, 1, timeoutMs);
 }
 

@@ -2,7 +2,7 @@
 // interleaved layout, quantizing activations to int8 blocks, and the embedding gather from a
 // block-quantized table.
 
-import { hsum, madd, chunkStride, copySmall, keepTouches, keptSplat8 } from "./shared";
+import { activationHalfSums, activationSums, hsum, madd, chunkStride, copySmall, keepTouches, keptSplat8 } from "./shared";
 
 // ---------------------------------------------------------------------------------------------
 // Block-quantized weights (ggml's layouts; engine/formats/quant.ts spells out every byte). A
@@ -45,7 +45,7 @@ const QX_BLOCK: i32 = 32;
  * sx + 8·blocks (the relaxed Q6_K's offset, per 16-weight sub-block). */
 export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: usize): void {
   const blocks = tokens * (cols / QX_BLOCK);
-  quantizeBlocksQ8(x, qx, sx, sx + (<usize>blocks << 2), sx + (<usize>blocks << 3), 0, blocks);
+  quantizeBlocksQ8(x, qx, sx, activationSums(sx, blocks), activationHalfSums(sx, blocks), 0, blocks);
 }
 
 /** Blocks [b0, b1) of quantizeRowsQ8 (the blocks of all rows, in order): scales to sx, sums to
@@ -278,7 +278,7 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
   const blocks = cols / QX_BLOCK;
   const bytes = blockBytes32(fmt);
   const rowBytes = <usize>blocks * bytes;
-  const sums = sx + (<usize>(tokens * blocks) << 2);
+  const sums = activationSums(sx, tokens * blocks);
   const w0 = w + <usize>r * rowBytes;
   // Where row 0's weights of block 0 are read (its quants 2 bytes on, as in a block in order),
   // from one row's block to the next row's, and from one block of a row to its next.
@@ -385,7 +385,7 @@ const TOUCH_AHEAD: usize = 4096;
   const offset = keptSplat8(fmt == FMT_Q4_0 ? 8 : 16, tokens >>> 31);
   const q5a = q5Constant(0, permuted, tokens >>> 31), q5b = q5Constant(1, permuted, tokens >>> 31);
   const blocks = cols / QX_BLOCK;
-  const sums = sx + (<usize>(tokens * blocks) << 2);
+  const sums = activationSums(sx, tokens * blocks);
   for (let t = 0; t < tokens; t++) {
     const xq = qx + <usize>t * <usize>cols;
     const xs = sx + ((<usize>t * <usize>blocks) << 2);
@@ -606,7 +606,7 @@ export function packedBytes(cols: i32): i32 {
 @inline function fourRowsPacked(fmt: i32, packed: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32, pairOut: usize): void {
   const zero = i32x4.splat(tokens >>> 31);
   const blocks = cols / QX_BLOCK;
-  const sums = sx + (<usize>(tokens * blocks) << 2);
+  const sums = activationSums(sx, tokens * blocks);
   const pb = packedBlockBytes();
   let t = 0;
   if (ASC_FEATURE_RELAXED_SIMD) {
@@ -892,7 +892,7 @@ export function packedBytes(cols: i32): i32 {
   const bytes: usize = fmt == FMT_Q4_K ? 144 : 210;
   const rowBytes = <usize>superBlocks * bytes;
   const blocks = cols / QX_BLOCK;
-  const sums = sx + (<usize>(tokens * blocks) << 2), halfSums = sx + (<usize>(tokens * blocks) << 3);
+  const sums = activationSums(sx, tokens * blocks), halfSums = activationHalfSums(sx, tokens * blocks);
   const xStep = <usize>cols, sStep = <usize>blocks << 2, hStep = <usize>blocks << 3;
   const lastByte = w + <usize>rows * rowBytes - 1;
   for (let r = r0; r < r1; r++) {

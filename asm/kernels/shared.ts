@@ -1,5 +1,6 @@
 // Helpers more than one kernel family inlines: horizontal sums, multiply-add (fused in the relaxed
-// build), splatted constants kept out of loops, and the addressing of interleaved row groups.
+// build), splatted constants kept out of loops, the addressing of interleaved row groups, e^x,
+// touching ahead, and the layout of quantized activations (also used by asm/threads.ts).
 
 @inline export function hsum(v: v128): f32 {
   return f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) +
@@ -78,4 +79,15 @@
  * cache misses early are not optimised away. */
 @inline export function keepTouches(touched: i32): void {
   if (touched < 0) unreachable();
+}
+
+/** Where quantizeRowsQ8 (matmul_quant.ts) puts the sums of `blocks` activation blocks: after
+ * their scales at sx. Its callers and asm/threads.ts share this layout. */
+@inline export function activationSums(sx: usize, blocks: i32): usize {
+  return sx + (<usize>blocks << 2);
+}
+
+/** Where quantizeRowsQ8 puts the blocks' half sums: after their sums. */
+@inline export function activationHalfSums(sx: usize, blocks: i32): usize {
+  return sx + (<usize>blocks << 3);
 }
