@@ -20,6 +20,7 @@
 export { Gemma3Model, loadModel } from "./engine/model.ts";
 export type { ChatOptions, LoadOptions, SessionOptions } from "./engine/model.ts";
 export type { LoadProgress } from "./engine/loading/tensors.ts";
+export type { DecodeBatchStats } from "./engine/decode_batcher.ts";
 export { BACKEND_CHOICES } from "./engine/backends/select.ts";
 export type { BackendChoice, BackendName } from "./engine/backends/select.ts";
 export { LOAD_QUANT_TYPES } from "./engine/formats/quant.ts";

@@ -3,7 +3,8 @@
  * thread count, beside the memory bandwidth the same threads reach with a streaming read.
  *
  *   deno run -A bench/decode.ts [--formats f32,bf16] [--threads 1,2] [--rounds 3]
- *                               [--decode 128] [--prompt 16] [--prefill 512] [--json]
+ *                               [--decode 128] [--prompt 16] [--prefill 512] [--sessions 4]
+ *                               [--json]
  *   bun bench/decode.ts ...
  *
  * The checkpoint is generated once from the real 270M config (hidden 640, 18 layers, 4 heads,
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     prefill: { type: "string", default: "512" },
     nocache: { type: "string", default: "16" },
     busy: { type: "string", default: "0" },
+    sessions: { type: "string", default: "4" },
     webgpu: { type: "boolean", default: false },
     "webgpu-decode": { type: "string", default: "4" },
     "webgpu-prefill": { type: "string", default: "16" },
@@ -62,6 +64,9 @@ per weight format and thread count, beside the stream-read bandwidth of the same
                        such as lavapipe is far slower than the CPU; its rows say so)
   --nocache 16         tokens generated without a KV cache (the whole sequence re-run for each,
                        as the seed's "regular" mode does; 0 to skip)
+  --sessions 4         also decode --decode tokens in this many sessions at once (batched: one
+                       pass over the weights per step for all), aggregate tok/s and the ratio
+                       to one session (0 to skip)
   --busy 0             busy-loop processes running beside the whole bench (cores shared with
                        other work, as on a server, a CI runner or a browser tab: with 1, 2
                        threads should not be slower than 1)
@@ -93,7 +98,8 @@ const rounds = Number(values.rounds);
 const promptLen = Number(values.prompt),
   decodeLen = Number(values.decode),
   prefillLen = Number(values.prefill),
-  noCacheLen = Number(values.nocache);
+  noCacheLen = Number(values.nocache),
+  batchSessions = Number(values.sessions);
 const ids = (n: number, seed: number) =>
   Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % 262144);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -138,8 +144,29 @@ async function speed(format: string, threads: number) {
     noCache = noCacheLen / ((performance.now() - t3) / 1000);
   }
   const weightBytes = model.memoryBytes - s.kvBytes;
+  s.dispose();
+  // Several sessions decoding at once, each after its own prompt: their steps go through the
+  // model in batches (engine/decode_batcher.ts). Aggregate tokens/s over all of them.
+  let batched = 0, meanBatch = 0;
+  if (batchSessions > 0) {
+    const sessions = Array.from(
+      { length: batchSessions },
+      () => model.createSession({ contextLength: promptLen + decodeLen + 1 }),
+    );
+    for (const [i, x] of sessions.entries()) await x.eval(ids(promptLen, 10 + i));
+    const before = model.decodeBatchStats;
+    const t4 = performance.now();
+    const counts = await Promise.all(sessions.map(async (x) => {
+      let k = 0;
+      for await (const _ of x.generate([], { maxTokens: decodeLen, stopTokens: [] })) k++;
+      return k;
+    }));
+    batched = counts.reduce((a, b) => a + b, 0) / ((performance.now() - t4) / 1000);
+    const after = model.decodeBatchStats;
+    meanBatch = (after.steps - before.steps) / (after.batches - before.batches);
+  }
   await model.dispose();
-  return { decode, prefill, noCache, weightBytes };
+  return { decode, prefill, noCache, weightBytes, batched, meanBatch };
 }
 
 /** Streaming-read bandwidth (GB/s) of `threads` threads over 1 GiB, and the cost of an empty op. */
@@ -204,7 +231,14 @@ for (const f of new Set(formats.map((f) => (f === "q8_0" || f === "q4_0" ? "bf16
 
 const samples = new Map<
   string,
-  { decode: number[]; prefill: number[]; noCache: number[]; weightBytes: number }
+  {
+    decode: number[];
+    prefill: number[];
+    noCache: number[];
+    batched: number[];
+    meanBatch: number[];
+    weightBytes: number;
+  }
 >();
 // The machine's own ceilings, sampled in every round beside the model runs: ratios are taken
 // within a round (the machine's speed drifts between rounds) and their medians reported.
@@ -225,9 +259,17 @@ for (let r = 0; r < rounds; r++) {
     for (const t of threadCounts) {
       const key = `${f}/${t}`;
       const m = await speed(f, t);
-      const e = samples.get(key) ??
-        { decode: [], prefill: [], noCache: [], weightBytes: m.weightBytes };
+      const e = samples.get(key) ?? {
+        decode: [],
+        prefill: [],
+        noCache: [],
+        batched: [],
+        meanBatch: [],
+        weightBytes: m.weightBytes,
+      };
       e.decode.push(m.decode);
+      e.batched.push(m.batched);
+      e.meanBatch.push(m.meanBatch);
       e.noCache.push(m.noCache);
       e.prefill.push(m.prefill);
       samples.set(key, e);
@@ -254,6 +296,10 @@ for (const f of formats) {
       threads: t,
       decodeTokensPerSecond: +decode.toFixed(2),
       noCacheTokensPerSecond: +median(e.noCache).toFixed(2),
+      batchedSessions: batchSessions,
+      batchedDecodeTokensPerSecond: +median(e.batched).toFixed(2),
+      batchedVsOneSession: +medianRatio(e.batched, e.decode).toFixed(2),
+      meanBatchSize: +median(e.meanBatch).toFixed(2),
       prefillTokensPerSecond: +prefill.toFixed(1),
       decodeReadGBps: +median(readsPerRound).toFixed(1),
       streamReadGBps: +gbPerSecond.toFixed(1),
@@ -343,19 +389,21 @@ const table = [
     busy ? `; beside ${busy} busy-loop process${busy > 1 ? "es" : ""}` : ""
   }`,
   "",
-  "| format | threads | decode tok/s (KV cache) | decode tok/s (no cache) | prefill tok/s | prefill vs 1T | in-cache product vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  `| format | threads | decode tok/s (KV cache) | decode tok/s (no cache) | ${batchSessions} sessions batched: tok/s, all | vs 1 session | prefill tok/s | prefill vs 1T | in-cache product vs 1T | decode reads GB/s | stream read GB/s | decode / bandwidth | sync µs/op | sync share of decode |`,
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ...rows.map((r) =>
     `| ${r.format} | ${r.threads} | ${r.decodeTokensPerSecond} | ${
       noCacheLen > 0 ? r.noCacheTokensPerSecond : "—"
-    } | ${r.prefillTokensPerSecond} | ${r.prefillSpeedupVs1Thread ?? "—"}× | ${
-      r.computeSpeedupVs1Thread ?? "—"
-    }× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
+    } | ${
+      batchSessions > 0 ? `${r.batchedDecodeTokensPerSecond} (batches of ${r.meanBatchSize})` : "—"
+    } | ${batchSessions > 0 ? `${r.batchedVsOneSession}×` : "—"} | ${r.prefillTokensPerSecond} | ${
+      r.prefillSpeedupVs1Thread ?? "—"
+    }× | ${r.computeSpeedupVs1Thread ?? "—"}× | ${r.decodeReadGBps} | ${r.streamReadGBps} | ${
       Math.round(r.decodeShareOfBandwidth * 100)
     }% | ${r.syncMicrosPerOp} | ${(r.syncShareOfDecode * 100).toFixed(1)}% |`
   ),
   "",
-  "Ratios (vs 1T, decode / bandwidth) are medians of per-round ratios: each round measures the",
+  "Ratios (vs 1 session, vs 1T, decode / bandwidth) are medians of per-round ratios: each round measures the",
   "stream-read bandwidth and an in-cache f32 product (128×640 weights, 32 tokens; the ceiling of",
   "prefill's scaling) beside the model runs.",
   ...gpuTable,

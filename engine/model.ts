@@ -4,6 +4,7 @@
 
 import type { Gemma3Config } from "./gemma3/config.ts";
 import { type Activations, allocActivations, freeActivations } from "./gemma3/forward.ts";
+import { DecodeBatcher, type DecodeBatchStats } from "./decode_batcher.ts";
 import { exists, joinLocation, readJson } from "./io.ts";
 import { LOAD_QUANT_TYPES, type LoadQuantType, quantPlan } from "./formats/quant.ts";
 import { loadHfFolder } from "./loading/hf.ts";
@@ -48,7 +49,8 @@ export interface LoadOptions {
   headWeights?: LoadQuantType;
   /** Called as files download (models by name) and as weight data is read. */
   onProgress?: (progress: LoadProgress) => void;
-  /** Tokens evaluated per forward call when a prompt is long (default 64). */
+  /** Tokens evaluated per forward call when a prompt is long (default 64); also the most
+   * sessions decoded together in one batched step. */
   maxChunk?: number;
   /** Threads, this one included (default: navigator.hardwareConcurrency). Needs
    * SharedArrayBuffer and workers; without them the model runs on one thread, with the same
@@ -80,6 +82,7 @@ export class Gemma3Model {
   readonly backendReason: string;
   readonly #rt: WasmRuntime;
   readonly #host: SessionHost<unknown, unknown>;
+  readonly #batcher: DecodeBatcher<unknown, unknown>;
   readonly #release: () => void;
   readonly #sessions = new Set<Session>();
   #queue: Promise<unknown> = Promise.resolve();
@@ -111,16 +114,22 @@ export class Gemma3Model {
     this.#release = run.release;
     const backend = run.backend;
     const activations: Activations<unknown> = allocActivations(backend, config, maxChunk);
+    const forwardContext = { backend, config, weights: run.weights, activations };
+    const exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
+      const run = this.#queue.then(fn);
+      this.#queue = run.catch(() => {});
+      return run;
+    };
+    const batcher = new DecodeBatcher(
+      forwardContext,
+      exclusive,
+      backend.batchesSequences ? maxChunk : 1,
+    );
+    this.#batcher = batcher;
     this.#host = {
-      backend,
-      config,
-      weights: run.weights,
-      activations,
-      exclusive: <T>(fn: () => Promise<T>): Promise<T> => {
-        const run = this.#queue.then(fn);
-        this.#queue = run.catch(() => {});
-        return run;
-      },
+      ...forwardContext,
+      exclusive,
+      decode: (step) => batcher.step(step),
       release: (s) => this.#sessions.delete(s),
       vocabulary: tokenizer,
       source,
@@ -185,6 +194,13 @@ export class Gemma3Model {
   /** Why fewer threads run than were asked for (undefined when all run). */
   get threadsFallbackReason(): string | undefined {
     return this.#rt.threadInfo.fallbackReason;
+  }
+
+  /** Decode steps so far and the batches they ran in: sessions decoding at the same time (a
+   * server's slots, concurrent `generate` calls) share one pass over the weights per token, up to
+   * `maxChunk` sessions a batch, each with the results it would get alone. */
+  get decodeBatchStats(): DecodeBatchStats {
+    return { ...this.#batcher.stats };
   }
 
   /** Bytes of WebAssembly memory in use (weights, caches, activations; with the WebGPU backend

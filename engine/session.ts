@@ -2,11 +2,13 @@
 
 import {
   allocKvCache,
+  type DecodeStep,
   forward,
   type ForwardContext,
   forwardTopK,
   freeKvCache,
   type KvCache,
+  type TopK,
 } from "./gemma3/forward.ts";
 import {
   checkTopLogprobs,
@@ -63,6 +65,8 @@ export interface GenerationEnd {
 export interface SessionHost<A, W> extends ForwardContext<A, W> {
   /** Runs `fn` when no other evaluation of the model is running (they share activations). */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** One decode step, run in a batch with other sessions' steps (engine/decode_batcher.ts). */
+  decode(step: DecodeStep<unknown>): Promise<Float32Array | TopK>;
   /** Called by dispose(). */
   release(session: Session): void;
   /** The tokenizer's vocabulary, for grammar-constrained generation (absent without one). */
@@ -80,6 +84,8 @@ export class Session {
   /** Tokens yielded by generate() but not run through the model yet (they will be, first). */
   #pending: number[] = [];
   #lastLogits: Float32Array | null = null;
+  /** The end of this session's last call: its calls run one after another. */
+  #turn: Promise<unknown> = Promise.resolve();
 
   /** The most tokens this session's context can hold. */
   readonly contextLength: number;
@@ -111,6 +117,14 @@ export class Session {
   #live(): KvCache<unknown> {
     if (!this.#cache) throw new Error("this session has been disposed");
     return this.#cache;
+  }
+
+  /** Runs `fn` after this session's earlier calls have finished (a call reads the position the
+   * one before it leaves). */
+  #inTurn<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#turn.then(fn);
+    this.#turn = run.catch(() => {});
+    return run;
   }
 
   #checkIds(ids: ArrayLike<number>): Int32Array {
@@ -157,7 +171,7 @@ export class Session {
         throw new RangeError(`out must be a Float32Array of ${need} floats`);
       }
     }
-    return await this.#host.exclusive(async () => {
+    return await this.#inTurn(async () => {
       const result = await this.#evaluate(newIds, want, out) as Float32Array;
       // Weights that are damaged (or a format decoded wrongly) show up as NaN or infinity here;
       // said now, with the file, rather than as a sampler's puzzle later.
@@ -186,24 +200,51 @@ export class Session {
 
   /**
    * Runs pending tokens and then newIds through the model, chunk by chunk, and returns the
-   * logits asked for, or with { topK } the k best candidates (k = 1: the argmax), found by the backend.
+   * logits asked for, or with { topK } the k best candidates (k = 1: the argmax), found by the
+   * backend. A single token (a decode step) goes in a batch with other sessions' steps.
    */
   async #evaluate(
     newIds: Int32Array,
     want: "last" | "all" | { topK: number },
     out?: Float32Array,
-  ): Promise<Float32Array | { ids: number[]; values: number[] }> {
+  ): Promise<Float32Array | TopK> {
     const cache = this.#live();
     const host = this.#host;
-    const { config, activations } = host;
     // Generated tokens not yet evaluated go first; their logits are not returned.
     const pending = this.#pending.length;
     const all = new Int32Array(pending + newIds.length);
     all.set(this.#pending);
     all.set(newIds, pending);
-    let start = this.#tokens.length - pending;
+    const start = this.#tokens.length - pending;
+    const result = all.length === 1 && want !== "all"
+      ? await host.decode({
+        cache,
+        id: all[0],
+        position: start,
+        out,
+        topK: typeof want === "object" ? want.topK : undefined,
+      })
+      : await host.exclusive(() => this.#evaluateChunks(cache, all, start, pending, want, out));
+    this.#pending = [];
+    this.#tokens.push(...newIds);
+    this.#lastLogits = null;
+    return result;
+  }
+
+  /** #evaluate's tokens `all` from position `start`, chunk by chunk, in one turn at the model;
+   * the first `pending` are generated tokens whose logits are not returned. */
+  async #evaluateChunks(
+    cache: KvCache<unknown>,
+    all: Int32Array,
+    start: number,
+    pending: number,
+    want: "last" | "all" | { topK: number },
+    out?: Float32Array,
+  ): Promise<Float32Array | TopK> {
+    const host = this.#host;
+    const { config, activations } = host;
     const rows: Float32Array[] = [];
-    let best: { ids: number[]; values: number[] } | null = null;
+    let best: TopK | null = null;
     for (let i = 0; i < all.length; i += activations.maxTokens) {
       // A long prompt is many chunks: let the event loop run between them.
       if (i > 0) await yieldToEventLoop();
@@ -223,9 +264,6 @@ export class Session {
       }
       start += chunk.length;
     }
-    this.#pending = [];
-    this.#tokens.push(...newIds);
-    this.#lastLogits = null;
     if (best) return best;
     let result = rows.length === 1 ? rows[0] : concat(rows);
     if (out && result !== out) {
@@ -239,10 +277,7 @@ export class Session {
    * the backend found (k = 1: greedy). */
   async #evalOnBackend(ids: ArrayLike<number>, sampler: Sampler, k: number): Promise<number> {
     const newIds = this.#checkIds(ids);
-    const best = await this.#host.exclusive(() => this.#evaluate(newIds, { topK: k })) as {
-      ids: number[];
-      values: number[];
-    };
+    const best = await this.#inTurn(() => this.#evaluate(newIds, { topK: k })) as TopK;
     return k === 1 ? best.ids[0] : sampler.sampleCandidates(best.ids, best.values);
   }
 

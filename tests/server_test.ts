@@ -30,6 +30,15 @@ function handlerWith(options: HandlerOptions = {}) {
   return { handler, call };
 }
 
+/** A value of the handler's /metrics (a metric without labels). */
+async function metric(
+  call: (path: string) => Promise<Response>,
+  name: string,
+): Promise<number> {
+  const text = await (await call("/metrics")).text();
+  return Number(text.match(new RegExp(`^gemma3_${name} (\\S+)$`, "m"))![1]);
+}
+
 const chatBody = (extra: Record<string, unknown> = {}) => ({
   messages: [{ role: "user", content: "hello" }],
   max_tokens: 20,
@@ -163,10 +172,21 @@ Deno.test("server: 16 concurrent requests each get what they get alone (seeded s
   for (const b of bodies) {
     alone.push((await (await call("/v1/completions", b)).json()).choices[0].text);
   }
+  const counter = (name: string) => metric(call, name);
+  const [steps, batches] = [
+    await counter("decode_steps_total"),
+    await counter("decode_batches_total"),
+  ];
   const together = await Promise.all(
     bodies.map(async (b) => (await (await call("/v1/completions", b)).json()).choices[0].text),
   );
   deepStrictEqual(together, alone);
+  // The four slots decode at once: their steps share passes over the weights (batched decoding,
+  // same bits as alone, as checked above). Alone, each step was a pass of its own.
+  const newSteps = await counter("decode_steps_total") - steps;
+  const newBatches = await counter("decode_batches_total") - batches;
+  ok(newSteps >= 16 * 10, `${newSteps} decode steps`);
+  ok(newBatches < newSteps / 2, `${newSteps} decode steps took ${newBatches} batches`);
 });
 
 Deno.test("server: bad input gets OpenAI-shaped errors that name the field", async () => {
@@ -262,16 +282,12 @@ Deno.test("server: a full queue gives 503 with Retry-After; an abandoned stream 
   deepStrictEqual(refused.status, 503);
   deepStrictEqual(refused.headers.get("retry-after"), "1");
   await refused.body?.cancel();
-  const metric = async (name: string) =>
-    Number(
-      (await (await call("/metrics")).text()).match(new RegExp(`^gemma3_${name} (\\S+)$`, "m"))![1],
-    );
-  deepStrictEqual(await metric("slots_busy"), 1);
-  deepStrictEqual(await metric("queue_depth"), 1);
+  deepStrictEqual(await metric(call, "slots_busy"), 1);
+  deepStrictEqual(await metric(call, "queue_depth"), 1);
   await reader.cancel(); // the client goes away mid-stream
   deepStrictEqual((await queued).status, 200, "the queued request got the slot");
-  deepStrictEqual(await metric("slots_busy"), 0);
-  const generated = await metric("generated_tokens_total");
+  deepStrictEqual(await metric(call, "slots_busy"), 0);
+  const generated = await metric(call, "generated_tokens_total");
   ok(
     generated < 100 + 2 + 10,
     `the abandoned stream stopped early (${generated} tokens generated in all)`,

@@ -12,6 +12,9 @@ export interface LayerCache<A> {
 
 /** The kernels of a Gemma 3 forward pass. Shapes are in elements; buffers hold f32 rows. */
 export interface Backend<A, W> {
+  /** Whether rope and attention take buffers at an offset (from `offset`), so that the tokens of
+   * several sequences can share one forward call (forwardBatch). */
+  readonly batchesSequences: boolean;
   /** An f32 buffer of `floats` elements, zero-filled. */
   alloc(floats: number): A;
   /** Scratch of `floats` elements for each thread the backend runs ops on. */

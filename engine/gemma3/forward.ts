@@ -164,17 +164,38 @@ export async function forwardTopK<A, W>(
   ids: Int32Array,
   startPos: number,
   k: number,
-): Promise<{ ids: number[]; values: number[] }> {
-  const { backend: b, config: c, activations: act } = ctx;
+): Promise<TopK> {
   await forward(ctx, cache, ids, startPos, "none");
   head(ctx, ids.length - 1, 1);
-  if (k === 1 && b.argmax) return { ids: [await b.argmax(act.logits, c.vocabSize)], values: [] };
+  return await backendTopK(ctx, 0, k);
+}
+
+/** The k best of the logits in row `row` of activations.logits, found by the backend. */
+async function backendTopK<A, W>(ctx: ForwardContext<A, W>, row: number, k: number): Promise<TopK> {
+  const { backend: b, config: c, activations: act } = ctx;
+  const logits = b.offset(act.logits, row * c.vocabSize);
+  if (k === 1 && b.argmax) return { ids: [await b.argmax(logits, c.vocabSize)], values: [] };
   if (!b.topK) throw new Error("this backend has no top-k");
-  return await b.topK(act.logits, c.vocabSize, k);
+  return await b.topK(logits, c.vocabSize, k);
+}
+
+/** Candidate tokens, best first, with their logits (empty for an argmax). */
+export interface TopK {
+  ids: number[];
+  values: number[];
 }
 
 /** What a forward call returns: no logits, the last position's, or every position's. */
 export type LogitsWanted = "none" | "last" | "all";
+
+/** The part of a forward call that belongs to one sequence: its cache, and its tokens' place in
+ * the call's rows (first, count) and in the sequence (startPos..). */
+interface Segment<A> {
+  cache: KvCache<A>;
+  first: number;
+  tokens: number;
+  startPos: number;
+}
 
 /**
  * Runs the model on `ids` (at most activations.maxTokens of them) at positions startPos.., appending to
@@ -188,9 +209,86 @@ export async function forward<A, W>(
   want: LogitsWanted,
   out?: Float32Array,
 ): Promise<Float32Array> {
+  const { backend: b, config: c, activations: act } = ctx;
+  const T = ids.length;
+  layers(ctx, ids, [{ cache, first: 0, tokens: T, startPos }]);
+
+  if (want === "none") return new Float32Array(0);
+  const first = want === "last" ? T - 1 : 0;
+  const logits = out ?? new Float32Array((T - first) * c.vocabSize);
+  for (let t = first; t < T; t += act.logitRows) {
+    const rows = Math.min(act.logitRows, T - t);
+    head(ctx, t, rows);
+    await b.read(
+      act.logits,
+      logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize),
+    );
+  }
+  return logits;
+}
+
+/** One sequence's next token in a batched decode step: where its logits go (`out`, [vocab]), or
+ * `topK` candidates found by the backend instead. */
+export interface DecodeStep<A> {
+  cache: KvCache<A>;
+  id: number;
+  position: number;
+  out?: Float32Array;
+  topK?: number;
+}
+
+/**
+ * One decode step for several sequences at once (at most activations.maxTokens): token i of the
+ * chunk is steps[i].id at steps[i].position of its own cache. The matrix products see all the
+ * tokens as one chunk, so each weight is read from memory once for all of them; rotary embedding
+ * and attention run per sequence. A chunk's rows are computed exactly as each token alone (the
+ * products' batch invariance), so every sequence gets the same bits as decoding by itself.
+ * Returns each step's logits (in its `out`, or a new array) or candidates.
+ */
+export async function forwardBatch<A, W>(
+  ctx: ForwardContext<A, W>,
+  steps: DecodeStep<A>[],
+): Promise<(Float32Array | TopK)[]> {
+  const { backend: b, config: c, activations: act } = ctx;
+  const B = steps.length;
+  if (new Set(steps.map((s) => s.cache)).size !== B) {
+    throw new Error("a batched decode step has two tokens of one sequence");
+  }
+  const ids = Int32Array.from(steps, (s) => s.id);
+  layers(
+    ctx,
+    ids,
+    steps.map((s, i) => ({ cache: s.cache, first: i, tokens: 1, startPos: s.position })),
+  );
+
+  const results: (Float32Array | TopK)[] = [];
+  for (let t = 0; t < B; t += act.logitRows) {
+    const rows = Math.min(act.logitRows, B - t);
+    head(ctx, t, rows);
+    for (let r = 0; r < rows; r++) {
+      const step = steps[t + r];
+      if (step.topK !== undefined) results.push(await backendTopK(ctx, r, step.topK));
+      else {
+        const logits = step.out ?? new Float32Array(c.vocabSize);
+        await b.read(b.offset(act.logits, r * c.vocabSize), logits);
+        results.push(logits);
+      }
+    }
+  }
+  return results;
+}
+
+/**
+ * The embedding and every layer, for a chunk of `ids` made of one or more sequences' segments
+ * (in row order): matrix products, norms and the feed-forward run over all rows at once; rotary
+ * embedding and attention per segment, at its positions and with its cache. Leaves the residual
+ * stream in activations.x.
+ */
+function layers<A, W>(ctx: ForwardContext<A, W>, ids: Int32Array, segments: Segment<A>[]): void {
   const { backend: b, config: c, weights: w, activations: act } = ctx;
   const T = ids.length;
   const { hiddenSize: H, numHeads, numKvHeads, headDim, rmsNormEps: eps } = c;
+  const qDim = numHeads * headDim, kvDim = numKvHeads * headDim;
   const attnShape = {
     heads: numHeads,
     kvHeads: numKvHeads,
@@ -214,14 +312,18 @@ export async function forward<A, W>(
     // Gemma 3 normalises each query and key head (replacing Gemma 2's logit soft-capping).
     b.rmsNorm(act.q, lw.qNorm, act.q, T * numHeads, eps);
     b.rmsNorm(act.k, lw.kNorm, act.k, T * numKvHeads, eps);
-    // Local layers rotate with a 10k base; global layers with 1M (and linear scaling if set).
-    b.rope(act.q, T, numHeads, headDim, startPos, ropeBase, ropeFactor);
-    b.rope(act.k, T, numKvHeads, headDim, startPos, ropeBase, ropeFactor);
-    b.attention(act.q, act.k, act.v, cache.layers[l], act.attn, cache.scores, T, startPos, {
-      ...attnShape,
-      window,
-      scratchFloats: cache.scoresFloats,
-    });
+    for (const { cache, first, tokens, startPos } of segments) {
+      const q = b.offset(act.q, first * qDim), k = b.offset(act.k, first * kvDim);
+      // Local layers rotate with a 10k base; global layers with 1M (and linear scaling if set).
+      b.rope(q, tokens, numHeads, headDim, startPos, ropeBase, ropeFactor);
+      b.rope(k, tokens, numKvHeads, headDim, startPos, ropeBase, ropeFactor);
+      const v = b.offset(act.v, first * kvDim), attn = b.offset(act.attn, first * qDim);
+      b.attention(q, k, v, cache.layers[l], attn, cache.scores, tokens, startPos, {
+        ...attnShape,
+        window,
+        scratchFloats: cache.scoresFloats,
+      });
+    }
     b.matmul(lw.oProj, act.attn, act.o, T);
     b.rmsNorm(act.o, lw.postAttentionNorm, act.o, T, eps);
     b.add(act.x, act.o, T * H);
@@ -235,17 +337,4 @@ export async function forward<A, W>(
     b.rmsNorm(act.o, lw.postFeedforwardNorm, act.o, T, eps);
     b.add(act.x, act.o, T * H);
   }
-
-  if (want === "none") return new Float32Array(0);
-  const first = want === "last" ? T - 1 : 0;
-  const logits = out ?? new Float32Array((T - first) * c.vocabSize);
-  for (let t = first; t < T; t += act.logitRows) {
-    const rows = Math.min(act.logitRows, T - t);
-    head(ctx, t, rows);
-    await b.read(
-      act.logits,
-      logits.subarray((t - first) * c.vocabSize, (t - first + rows) * c.vocabSize),
-    );
-  }
-  return logits;
 }

@@ -9,6 +9,7 @@
 // which Bun and Node do not resolve). Nine fixed routes do not need more than a table.
 
 import type { Gemma3Model } from "../model.ts";
+import type { DecodeBatchStats } from "../decode_batcher.ts";
 import { generateText, type TextGenerationEnd, type TextLogprob } from "../generate_text.ts";
 import { ApiError, type CompletionParams, parseCompletion } from "./openai.ts";
 import { QueueFullError, type Slot, SlotPool } from "./slots.ts";
@@ -127,7 +128,7 @@ export function createHandler(
     },
     "GET /metrics": () =>
       Promise.resolve(
-        new Response(metrics.text(ready?.pool), {
+        new Response(metrics.text(ready?.pool, ready?.model.decodeBatchStats), {
           headers: { "content-type": "text/plain; version=0.0.4" },
         }),
       ),
@@ -453,7 +454,7 @@ class Metrics {
     this.generateSeconds += r.generateMs / 1000;
   }
 
-  text(pool?: SlotPool): string {
+  text(pool?: SlotPool, batches?: DecodeBatchStats): string {
     const lines: string[] = [];
     const metric = (name: string, type: string, help: string, values: [string, number][]) => {
       lines.push(`# HELP gemma3_${name} ${help}`, `# TYPE gemma3_${name} ${type}`);
@@ -491,6 +492,16 @@ class Metrics {
         "",
         this.generateSeconds > 0 ? this.generatedTokens / this.generateSeconds : 0,
       ]],
+    );
+    metric("decode_steps_total", "counter", "Decode steps (one token of one slot)", [[
+      "",
+      batches?.steps ?? 0,
+    ]]);
+    metric(
+      "decode_batches_total",
+      "counter",
+      "Passes over the weights those steps took (slots decoding at once share one)",
+      [["", batches?.batches ?? 0]],
     );
     metric("slots_total", "gauge", "Slots (sessions serving requests)", [[
       "",

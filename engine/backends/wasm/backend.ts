@@ -62,6 +62,8 @@ export function interleaveWeights(
 /** Implements the forward pass's ops with the WebAssembly kernels. Matrix products and attention
  * go to the worker pool when there is one; the small per-vector ops stay on the calling thread. */
 export class WasmBackend implements Backend<Ptr, WasmWeight> {
+  /** Pointers: any offset. */
+  readonly batchesSequences = true;
   /** Element-wise ops smaller than this run on the calling thread: handing them to the pool costs
    * more than it saves (decode's vectors are a few thousand floats). Tests lower it. */
   static parallelMinFloats = 1 << 14;

@@ -60,6 +60,8 @@ export async function webGpuAdapter(): Promise<
 }
 
 export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
+  /** Its attention shader reads its buffers from the start. */
+  readonly batchesSequences = false;
   readonly device: GPUDevice;
   /** Largest storage binding, in bytes (weights are split to fit it). */
   readonly maxBinding: number;
