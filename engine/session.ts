@@ -18,6 +18,7 @@ import {
   type TokenLogprob,
 } from "./sampling.ts";
 import { isGgufLocation, yieldToEventLoop } from "./io.ts";
+import { NonFiniteLogitsError } from "./gemma3/backend.ts";
 import { compileConstraint, type ConstraintOptions } from "./grammar/constraint.ts";
 import { GrammarMatcher, tokenTrie, type Vocabulary } from "./grammar/matcher.ts";
 
@@ -178,24 +179,31 @@ export class Session {
       for (let i = 0; i < result.length; i++) {
         if (!Number.isFinite(result[i])) {
           const row = Math.floor(i / config.vocabSize);
-          // A config value can do it too (query_pre_attn_scalar 1e-300 scales scores to
-          // infinity); a folder's config is config.json, a GGUF's is in the file.
-          const source = this.#host.source;
-          const files = source === undefined
-            ? "the model's files"
-            : isGgufLocation(source)
-            ? source
-            : `${source} (its weights, or config.json)`;
-          throw new Error(
-            `the model computed ${result[i]} (logit ${i % config.vocabSize}` +
-              `${want === "all" ? ` of token ${row}` : ""}): its weights or its config give ` +
-              `non-finite values; ${files} may be damaged`,
+          throw this.#nonFinite(
+            `${result[i]} (logit ${i % config.vocabSize}` +
+              `${want === "all" ? ` of token ${row}` : ""})`,
           );
         }
       }
       this.#lastLogits = result.subarray(result.length - config.vocabSize);
       return result;
     });
+  }
+
+  /** The error for logits that are not finite (`what`: which value and where). */
+  #nonFinite(what: string): Error {
+    // A config value can do it too (query_pre_attn_scalar 1e-300 scales scores to infinity); a
+    // folder's config is config.json, a GGUF's is in the file.
+    const source = this.#host.source;
+    const files = source === undefined
+      ? "the model's files"
+      : isGgufLocation(source)
+      ? source
+      : `${source} (its weights, or config.json)`;
+    return new Error(
+      `the model computed ${what}: its weights or its config give non-finite values; ` +
+        `${files} may be damaged`,
+    );
   }
 
   /**
@@ -277,7 +285,9 @@ export class Session {
    * the backend found (k = 1: greedy). */
   async #evalOnBackend(ids: ArrayLike<number>, sampler: Sampler, k: number): Promise<number> {
     const newIds = this.#checkIds(ids);
-    const best = await this.#inTurn(() => this.#evaluate(newIds, { topK: k })) as TopK;
+    const best = await this.#inTurn(() => this.#evaluate(newIds, { topK: k })).catch((e) => {
+      throw e instanceof NonFiniteLogitsError ? this.#nonFinite("logits that are not numbers") : e;
+    }) as TopK;
     return k === 1 ? best.ids[0] : sampler.sampleCandidates(best.ids, best.values);
   }
 

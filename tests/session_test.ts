@@ -196,6 +196,14 @@ Deno.test("eval: damaged weights (a NaN in a norm) are an error naming the file,
       new RegExp(`${dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.* may be damaged`),
     );
     await failsWith(() => model.createSession().eval([2, 5], { logits: "all" }), /of token 0/);
+    // Greedy decoding finds its token on the backend, without the logits: the same error.
+    await failsWith(
+      async () => {
+        for await (const _ of model.createSession().generate([2, 5, 7], { temperature: 0 }));
+      },
+      /the model computed logits that are not numbers: its weights or its config give non-finite/,
+      new RegExp(`${dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.* may be damaged`),
+    );
   } finally {
     await model.dispose();
   }

@@ -1,5 +1,6 @@
-// The per-vector ops between the products: RMSNorm, RoPE, the GeGLU gate, the residual add, and a
-// streaming read that measures the bandwidth the products compete for.
+// The per-vector ops between the products: RMSNorm, RoPE, the GeGLU gate, the residual add, the
+// greedy token (argmax of the logits), and a streaming read that measures the bandwidth the
+// products compete for.
 
 import { hsum } from "./shared";
 
@@ -100,6 +101,40 @@ export function addInPlace(x: usize, y: usize, n: i32): void {
     const off = <usize>i << 2;
     store<f32>(x + off, load<f32>(x + off) + load<f32>(y + off));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The greedy token: where the logits are, so that greedy decoding reads back one id, not the
+// logits (262,144 floats for Gemma 3, a megabyte copied and scanned in JS per token).
+// ---------------------------------------------------------------------------------------------
+
+/** The index of the largest of n f32 values at p (the lowest index on ties; -0 and +0 tie), or
+ * -1 when a value is not finite (NaN or ±infinity: logits of a broken model). Two passes of four
+ * lanes: the maximum (and whether v − v is NaN anywhere, which finite values never give), then the
+ * first index holding it. */
+export function argmaxF32(p: usize, n: i32): i32 {
+  let best = f32x4.splat(-Infinity), bad = f32x4.splat(0);
+  const vecN = n & ~3;
+  for (let i = 0; i < vecN; i += 4) {
+    const v = v128.load(p + (<usize>i << 2));
+    best = f32x4.max(best, v);
+    bad = f32x4.add(bad, f32x4.sub(v, v));
+  }
+  let m = max(max(f32x4.extract_lane(best, 0), f32x4.extract_lane(best, 1)), max(f32x4.extract_lane(best, 2), f32x4.extract_lane(best, 3)));
+  let b = hsum(bad);
+  for (let i = vecN; i < n; i++) {
+    const v = load<f32>(p + (<usize>i << 2));
+    m = max(m, v);
+    b += v - v;
+  }
+  if (b != b || m != m) return -1;
+  const target = f32x4.splat(m);
+  let i = 0;
+  for (; i < vecN; i += 4) {
+    if (v128.any_true(f32x4.eq(v128.load(p + (<usize>i << 2)), target))) break;
+  }
+  for (; i < n; i++) if (load<f32>(p + (<usize>i << 2)) == m) return i;
+  return -1;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -68,10 +68,20 @@ export interface Backend<A, W> {
   /** x += y. */
   add(x: A, y: A, n: number): void;
   /** Optional: the index of the largest of n values (the lowest on ties), computed where the
-   * backend runs, so that greedy decoding reads back one id instead of the logits. Throws if a
-   * value is NaN. */
+   * backend runs, so that greedy decoding reads back one id instead of the logits. Throws
+   * NonFiniteLogitsError if a value is NaN (or, where the backend can tell, infinite). */
   argmax?(values: A, n: number): Promise<number>;
   /** Optional: the k largest of n values, best first (lowest index first on ties), with their
    * values, computed where the backend runs (for top-k sampling without reading the logits). */
   topK?(values: A, n: number, k: number): Promise<{ ids: number[]; values: number[] }>;
+}
+
+/** Logits that are not numbers (NaN, or infinite): damaged weights, or a config value that
+ * overflows. Thrown by backends that look at the logits themselves (argmax, topK); the session
+ * says which model files are at fault. */
+export class NonFiniteLogitsError extends Error {
+  constructor() {
+    super("the model computed logits that are not finite numbers");
+    this.name = "NonFiniteLogitsError";
+  }
 }

@@ -77,3 +77,35 @@ Deno.test("addInPlace adds elementwise", () => {
     assertWithin(read(xp, n), want, want.map((v) => U32 * Math.abs(v)), `n=${n}`);
   }
 });
+
+// argmaxF32 (greedy decoding on the backend): the index of the largest value, the lowest on
+// ties, or -1 when a value is not finite; exact, so compared with a plain loop over the values.
+Deno.test("argmaxF32: the first largest value, at every length and position; -1 for NaN or infinity", () => {
+  const expected = (v: Float32Array): number => {
+    if (v.some((x) => !Number.isFinite(x))) return -1;
+    let best = 0;
+    for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+    return best;
+  };
+  const rand = rng(77);
+  for (let n = 1; n <= 37; n++) {
+    for (let trial = 0; trial < 6; trial++) {
+      const v = Float32Array.from(randn(rand, n, 2));
+      // Ties: the maximum copied to a later (trial 1) or an earlier (trial 2) place; -0 and +0
+      // as the largest values (trial 3); a non-finite value anywhere (trials 4, 5).
+      const at = Math.floor(rand() * n), other = Math.floor(rand() * n);
+      if (trial === 1 || trial === 2) v[Math.max(at, other)] = v[Math.min(at, other)] = 9;
+      if (trial === 3) {
+        v.fill(-1);
+        v[at] = -0;
+        v[other] = 0;
+      }
+      if (trial === 4) v[at] = NaN;
+      if (trial === 5) v[at] = at % 2 ? Infinity : -Infinity;
+      const got = k.argmaxF32(put(v), n);
+      if (got !== expected(v)) {
+        throw new Error(`n ${n}, trial ${trial}: ${got}, expected ${expected(v)} in ${v}`);
+      }
+    }
+  }
+});

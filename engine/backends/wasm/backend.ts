@@ -1,6 +1,6 @@
 // The WASM SIMD backend: each op is one call into asm/kernels.ts over pointers.
 
-import type { Backend, LayerCache } from "../../gemma3/backend.ts";
+import { type Backend, type LayerCache, NonFiniteLogitsError } from "../../gemma3/backend.ts";
 import type { DType } from "../../formats/dtypes.ts";
 import { isQuant, QUANT, weightBytes } from "../../formats/quant.ts";
 import type { Kernels, ThreadKernels } from "./kernels.ts";
@@ -125,6 +125,12 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
   }
   writeTokens(dst: Ptr, ids: Int32Array): void {
     this.rt.i32(dst, ids.length).set(ids);
+  }
+  /** The greedy token, found in place (asm argmaxF32): one id comes back, not the logits. */
+  argmax(values: Ptr, n: number): Promise<number> {
+    const id = this.rt.kernels.argmaxF32(values, n);
+    if (id < 0) return Promise.reject(new NonFiniteLogitsError());
+    return Promise.resolve(id);
   }
   read(src: Ptr, dst: Float32Array): Promise<void> {
     dst.set(this.rt.f32(src, dst.length));

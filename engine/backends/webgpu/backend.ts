@@ -6,7 +6,7 @@
 // a decoded token is one submission and one read-back of the logits. Each op's parameters go
 // into a 256-byte slot of one uniform buffer, written once per submission.
 
-import type { Backend, LayerCache } from "../../gemma3/backend.ts";
+import { type Backend, type LayerCache, NonFiniteLogitsError } from "../../gemma3/backend.ts";
 import type { DType } from "../../formats/dtypes.ts";
 import { isQuant, quantBytes } from "../../formats/quant.ts";
 import {
@@ -417,7 +417,7 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
     const out = new Float32Array(1);
     await this.read(this.#argmaxOut, out);
     const id = new Int32Array(out.buffer)[0];
-    if (id < 0) throw new Error("the model produced NaN logits");
+    if (id < 0) throw new NonFiniteLogitsError();
     return id;
   }
   #argmaxOut: GpuBuf | null = null;
@@ -440,7 +440,7 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
       ids.push(ints[2 * i]);
       vals.push(raw[2 * i + 1]);
     }
-    if (vals.some((v) => Number.isNaN(v))) throw new Error("the model produced NaN logits");
+    if (vals.some((v) => Number.isNaN(v))) throw new NonFiniteLogitsError();
     return { ids, values: vals };
   }
 
