@@ -230,8 +230,16 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
 
 /** Lane r of the result = the sum of the four lanes of v_r: four rows' block sums in one vector. */
 @inline function transposeSum(v0: v128, v1: v128, v2: v128, v3: v128): v128 {
-  const t01 = i32x4.add(v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), v128.shuffle<i32>(v0, v1, 2, 6, 3, 7));
-  const t23 = i32x4.add(v128.shuffle<i32>(v2, v3, 0, 4, 1, 5), v128.shuffle<i32>(v2, v3, 2, 6, 3, 7));
+  return transposeJoin(transposeHalf(v0, v1), transposeHalf(v2, v3));
+}
+
+/** transposeSum's first step for two of its vectors: lanes (v0: 0+2, 1+3; v1: 0+2, 1+3). */
+@inline function transposeHalf(v0: v128, v1: v128): v128 {
+  return i32x4.add(v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), v128.shuffle<i32>(v0, v1, 2, 6, 3, 7));
+}
+
+/** transposeSum's last step, from transposeHalf of rows 0, 1 (t01) and of rows 2, 3 (t23). */
+@inline function transposeJoin(t01: v128, t23: v128): v128 {
   return i32x4.add(v128.shuffle<i32>(t01, t23, 0, 1, 4, 5), v128.shuffle<i32>(t01, t23, 2, 3, 6, 7));
 }
 
@@ -269,7 +277,7 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
  * lane = row. `interleaved` (a constant at each call): the four rows are a group stored block by
  * block (see interleaveBlockRows), else rows in order. A token outside pairs (decode's) touches
  * the interleaved matrix TOUCH_AHEAD bytes ahead of what it reads. */
-@inline function fourRowsBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32, interleaved: bool): void {
+@inline function fourRowsBlock32(fmt: i32, w: usize, qx: usize, sx: usize, y: usize, rows: i32, cols: i32, tokens: i32, r: i32, interleaved: bool, wide: usize): void {
   const low4 = keptSplat8(15, tokens >>> 31);
   const offset = keptSplat8(fmt == FMT_Q4_0 ? 8 : 16, tokens >>> 31);
   const q5a = q5Constant(0, interleaved, tokens >>> 31), q5b = q5Constant(1, interleaved, tokens >>> 31);
@@ -293,6 +301,10 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
   // tokens compute (pairs read a group from memory in the first pair's pass and compute the
   // second's from cache with the memory idle: a batch of 4 took 1.7x one token's time on the
   // 262,144 x 640 head, not 1.2x).
+  if (fmt == FMT_Q8_0 && wide != 0) {
+    touched |= q8FourTokens(q0, rowStep, blockStep, interleaved, wide, sx, y, rows, cols, r, halfMask, halfScale, lastByte);
+    t = 4;
+  }
   if (tokens < FEW_TOKENS) {
     for (; t + 4 <= tokens; t += 4) {
       const xq0 = qx + <usize>t * <usize>cols, xs0 = sx + ((<usize>t * <usize>blocks) << 2);
@@ -401,8 +413,68 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
 }
 
 /** Chunks of fewer tokens than this (decode batches) go four tokens at a time through
- * fourRowsBlock32; longer ones (prompts) in pairs. */
+ * fourRowsBlock32 (so at most one quad: see q8FourTokens); longer ones (prompts) in pairs. */
 const FEW_TOKENS: i32 = 8;
+
+/** Tokens 0–3 of a short chunk times a Q8_0 group (fourRowsBlock32's first quad), from the
+ * tokens' activations widened to i16 once per product into `wide` (widenActivations; token j's at
+ * wide + 2·cols·j): each row's weights are widened once per block for the four tokens instead of
+ * once per token. Widening (pmovsx) runs on one x86 port, and with 16 of them per token and
+ * block the quads ran at 18 GMAC/s in cache. The integer sums are exact and the float steps are
+ * groupBlockStep's, so the bits are a lone token's. Returns the touched bytes (touchAhead2). */
+@inline function q8FourTokens(q0: usize, rowStep: usize, blockStep: usize, interleaved: bool, wide: usize, sx: usize, y: usize, rows: i32, cols: i32, r: i32, halfMask: v128, halfScale: v128, lastByte: usize): i32 {
+  const blocks = cols / QX_BLOCK;
+  const xsStep = <usize>blocks << 2, wStep = <usize>cols << 1;
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0), acc2 = f32x4.splat(0), acc3 = f32x4.splat(0);
+  let touched: i32 = 0;
+  for (let b = 0; b < blocks; b++) {
+    const wb = q0 + <usize>b * blockStep;
+    const dw = groupScales(interleaved, wb, rowStep, halfMask, halfScale);
+    const xw = wide + (<usize>b << 6); // 32 i16 per block
+    // Rows 0 and 1, each token's first transpose step; then rows 2 and 3, and the last step.
+    let a0 = v128.load8x8_s(wb, 2), a1 = v128.load8x8_s(wb, 10), a2 = v128.load8x8_s(wb, 18), a3 = v128.load8x8_s(wb, 26);
+    let b0 = v128.load8x8_s(wb + rowStep, 2), b1 = v128.load8x8_s(wb + rowStep, 10), b2 = v128.load8x8_s(wb + rowStep, 18), b3 = v128.load8x8_s(wb + rowStep, 26);
+    const h0 = transposeHalf(wideDot(a0, a1, a2, a3, xw), wideDot(b0, b1, b2, b3, xw));
+    const h1 = transposeHalf(wideDot(a0, a1, a2, a3, xw + wStep), wideDot(b0, b1, b2, b3, xw + wStep));
+    const h2 = transposeHalf(wideDot(a0, a1, a2, a3, xw + 2 * wStep), wideDot(b0, b1, b2, b3, xw + 2 * wStep));
+    const h3 = transposeHalf(wideDot(a0, a1, a2, a3, xw + 3 * wStep), wideDot(b0, b1, b2, b3, xw + 3 * wStep));
+    const r2 = wb + 2 * rowStep, r3 = wb + 3 * rowStep;
+    a0 = v128.load8x8_s(r2, 2); a1 = v128.load8x8_s(r2, 10); a2 = v128.load8x8_s(r2, 18); a3 = v128.load8x8_s(r2, 26);
+    b0 = v128.load8x8_s(r3, 2); b1 = v128.load8x8_s(r3, 10); b2 = v128.load8x8_s(r3, 18); b3 = v128.load8x8_s(r3, 26);
+    const xs = sx + (<usize>b << 2);
+    const d0 = transposeJoin(h0, transposeHalf(wideDot(a0, a1, a2, a3, xw), wideDot(b0, b1, b2, b3, xw)));
+    acc0 = madd(f32x4.convert_i32x4_s(d0), f32x4.mul(dw, v128.load32_splat(xs)), acc0);
+    const d1 = transposeJoin(h1, transposeHalf(wideDot(a0, a1, a2, a3, xw + wStep), wideDot(b0, b1, b2, b3, xw + wStep)));
+    acc1 = madd(f32x4.convert_i32x4_s(d1), f32x4.mul(dw, v128.load32_splat(xs + xsStep)), acc1);
+    const d2 = transposeJoin(h2, transposeHalf(wideDot(a0, a1, a2, a3, xw + 2 * wStep), wideDot(b0, b1, b2, b3, xw + 2 * wStep)));
+    acc2 = madd(f32x4.convert_i32x4_s(d2), f32x4.mul(dw, v128.load32_splat(xs + 2 * xsStep)), acc2);
+    const d3 = transposeJoin(h3, transposeHalf(wideDot(a0, a1, a2, a3, xw + 3 * wStep), wideDot(b0, b1, b2, b3, xw + 3 * wStep)));
+    acc3 = madd(f32x4.convert_i32x4_s(d3), f32x4.mul(dw, v128.load32_splat(xs + 3 * xsStep)), acc3);
+    if (interleaved) touched |= touchAhead2(wb, blockStep, lastByte);
+  }
+  const yt = y + (<usize>r << 2), yStep = <usize>rows << 2;
+  v128.store(yt, acc0);
+  v128.store(yt + yStep, acc1);
+  v128.store(yt + 2 * yStep, acc2);
+  v128.store(yt + 3 * yStep, acc3);
+  return touched;
+}
+
+/** Σ of a block's 32 products of int16 weights w0–w3 (elements 0–7, ..., 24–31) with the
+ * block's activations as int16 at xp, as i32x4 lanes. */
+@inline function wideDot(w0: v128, w1: v128, w2: v128, w3: v128, xp: usize): v128 {
+  const s01 = i32x4.add(i32x4.dot_i16x8_s(w0, v128.load(xp)), i32x4.dot_i16x8_s(w1, v128.load(xp, 16)));
+  return i32x4.add(s01, i32x4.add(i32x4.dot_i16x8_s(w2, v128.load(xp, 32)), i32x4.dot_i16x8_s(w3, v128.load(xp, 48))));
+}
+
+/** The first n int8 activations at qx as int16 at dst (n a multiple of 16). */
+@inline function widenActivations(qx: usize, n: i32, dst: usize): void {
+  for (let i = 0; i < n; i += 16) {
+    const v = v128.load(qx + <usize>i);
+    v128.store(dst + (<usize>i << 1), i16x8.extend_low_i8x16_s(v));
+    v128.store(dst + (<usize>i << 1), i16x8.extend_high_i8x16_s(v), 16);
+  }
+}
 
 /** Touches the interleaved group's one or two cache lines TOUCH_AHEAD bytes past the block at wb
  * (blockStep bytes: four rows' blocks), no further than lastByte. */
@@ -559,10 +631,10 @@ const PACK_MIN_TOKENS: i32 = 4;
   return ASC_FEATURE_RELAXED_SIMD ? 16 + 4 * 32 : 16 + 4 * 64;
 }
 
-/** Scratch bytes a thread needs for packing a group of `cols` columns (and 16 more: see
- * fourRowsPacked). */
+/** Scratch bytes a thread needs for packing a group of `cols` columns, or for four tokens'
+ * activations as int16 (q8FourTokens), and 16 more (see fourRowsPacked). */
 export function packedBytes(cols: i32): i32 {
-  return (cols / QX_BLOCK) * <i32>packedBlockBytes() + 16;
+  return max((cols / QX_BLOCK) * <i32>packedBlockBytes(), cols << 3) + 16;
 }
 
 /** Stores the 32 weights lo (elements 0–15), hi (16–31) of row i as k-quads: quad j (elements
@@ -713,17 +785,20 @@ export function packedBytes(cols: i32): i32 {
   // with an if: wasm-opt folds the two arms' identical code into one loop that tests the layout
   // at every block.)
   const pack = packed != 0 && tokens >= PACK_MIN_TOKENS && packs(fmt);
+  // A short Q8_0 chunk's first four tokens, widened once for all of this thread's groups.
+  const wide = fmt == FMT_Q8_0 && packed != 0 && tokens >= 4 && tokens < FEW_TOKENS ? packed : 0;
+  if (wide != 0) widenActivations(qx, cols << 2, wide);
   for (; r + 4 <= r1 && r < grouped; r += 4) {
     if (pack) {
       packFourRows(fmt, w, cols, r, true, packed);
       fourRowsPacked(fmt, packed, qx, sx, y, rows, cols, tokens, r, packed + <usize>(packedBytes(cols) - 16));
-    } else fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, true);
+    } else fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, true, wide);
   }
   for (; r + 4 <= r1; r += 4) {
     if (pack) {
       packFourRows(fmt, w, cols, r, false, packed);
       fourRowsPacked(fmt, packed, qx, sx, y, rows, cols, tokens, r, packed + <usize>(packedBytes(cols) - 16));
-    } else fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, false);
+    } else fourRowsBlock32(fmt, w, qx, sx, y, rows, cols, tokens, r, false, wide);
   }
   for (; r < r1; r++) {
     const wr = blockRowWeights(w, r, rowBytes, bytes, grouped), sr = blockRowScales(w, r, rowBytes, grouped);

@@ -76,8 +76,8 @@ export interface Kernels {
    * groups of four rows interleaved block by block, in place; `scratch` holds four rows. Q5_0's
    * fifth bits also move to the engine's order (permuteQ5_0Bits), in every block. */
   interleaveBlockRows(fmt: number, w: number, rows: number, cols: number, scratch: number): void;
-  /** Scratch bytes a thread needs for packing a group of `cols` columns (and 16 more: see
-   * fourRowsPacked). */
+  /** Scratch bytes a thread needs for packing a group of `cols` columns, or for four tokens'
+   * activations as int16 (q8FourTokens), and 16 more (see fourRowsPacked). */
   packedBytes(cols: number): number;
   /** Rows [r0, r1) of y = x · Wᵀ for block-quantized weights of format `fmt`, x given quantized
    * (quantizeRowsQ8); `interleaved` 1: a 32-block format stored as interleaveBlockRows leaves it
