@@ -623,8 +623,10 @@ function permuteQ5_0Bits(qh: u32): u32 {
   return fmt == FMT_Q5_0 || (fmt == FMT_Q4_0 && !ASC_FEATURE_RELAXED_SIMD);
 }
 
-/** Fewest tokens for which a group is packed (with fewer, unpacking per pair costs less). */
-const PACK_MIN_TOKENS: i32 = 4;
+/** Fewest tokens for which a group is packed: shorter chunks (decode batches) go in quads (see
+ * fourRowsBlock32), where packing a group for four tokens cost more than it saved (the real
+ * file's Q5_0 2048 x 640, 4 tokens, 2 threads: 0.31 ms packed, 0.13 in quads). */
+const PACK_MIN_TOKENS: i32 = FEW_TOKENS;
 
 /** Bytes of one packed block (four scales, four rows' weights). */
 @inline function packedBlockBytes(): usize {
