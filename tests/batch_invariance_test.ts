@@ -7,7 +7,7 @@
 import { ok } from "node:assert/strict";
 import { exportGguf, loadModel } from "../mod.ts";
 import { FIXTURES } from "./support/helpers.ts";
-import { kQuantConfig, randomWeights, writeCheckpoint } from "./support/safetensors_writer.ts";
+import { kQuantGgufs } from "./support/safetensors_writer.ts";
 import { tempDir } from "./support/temp.ts";
 
 /** Every position's logits of `prompt`, evaluated in pieces of `chunk` tokens. */
@@ -59,15 +59,5 @@ for (const type of ["f32", "bf16", "q8_0", "q4_0", "q5_0"] as const) {
 }
 
 Deno.test("q4_k and q6_k (rows of 256): the same bits alone, at once, in chunks, on 1 or 2 threads", async () => {
-  const config = kQuantConfig({ sliding_window: 8 });
-  const dir = await writeCheckpoint(config, randomWeights(config, 11));
-  for (const type of ["q4_k", "q6_k"] as const) {
-    const path = `${dir}/${type}.gguf`;
-    await exportGguf(dir, path, {
-      type,
-      headType: type,
-      tokenizer: `${FIXTURES}tiny-a/model.gguf`,
-    });
-    await assertInvariant(path, type, 512);
-  }
+  for (const { type, path } of await kQuantGgufs(11)) await assertInvariant(path, type, 512);
 });

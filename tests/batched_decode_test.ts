@@ -6,7 +6,7 @@
 import { deepEqual, ok } from "node:assert/strict";
 import { exportGguf, type Gemma3Model, loadModel } from "../mod.ts";
 import { FIXTURES } from "./support/helpers.ts";
-import { kQuantConfig, randomWeights, writeCheckpoint } from "./support/safetensors_writer.ts";
+import { kQuantGgufs } from "./support/safetensors_writer.ts";
 import { tempDir } from "./support/temp.ts";
 
 const VOCAB = 512;
@@ -95,17 +95,7 @@ for (const type of ["f32", "bf16", "q8_0", "q4_0", "q5_0"] as const) {
 }
 
 Deno.test("q4_k and q6_k: four sessions decoded in batches get what they get alone", async () => {
-  const config = kQuantConfig({ sliding_window: 8 });
-  const dir = await writeCheckpoint(config, randomWeights(config, 12));
-  for (const type of ["q4_k", "q6_k"] as const) {
-    const path = `${dir}/${type}.gguf`;
-    await exportGguf(dir, path, {
-      type,
-      headType: type,
-      tokenizer: `${FIXTURES}tiny-a/model.gguf`,
-    });
-    await assertBatchedEqualsAlone(path, type);
-  }
+  for (const { type, path } of await kQuantGgufs(12)) await assertBatchedEqualsAlone(path, type);
 });
 
 Deno.test("concurrent evals of one session run in order; of several sessions, in one batch", async () => {

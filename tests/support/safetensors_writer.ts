@@ -2,6 +2,7 @@
 // hand-made broken files. Independent of the engine's reader.
 
 import { f32ToBF16 } from "../../engine/formats/dtypes.ts";
+import { exportGguf } from "../../engine/export_gguf.ts";
 import { FIXTURES, randn, rng } from "./helpers.ts";
 import { tempDir } from "./temp.ts";
 
@@ -134,6 +135,27 @@ export function kQuantConfig(overrides: Record<string, unknown> = {}): Record<st
     query_pre_attn_scalar: 128,
     ...overrides,
   });
+}
+
+/** A random model with rows of 256 (kQuantConfig, sliding window 8, weights from `seed`) as Q4_K
+ * and Q6_K GGUF files (head too; tiny-a's tokenizer): the K-quant formats, which tiny-a's 64-wide
+ * rows cannot hold. */
+export async function kQuantGgufs(
+  seed: number,
+): Promise<{ type: "q4_k" | "q6_k"; path: string }[]> {
+  const config = kQuantConfig({ sliding_window: 8 });
+  const dir = await writeCheckpoint(config, randomWeights(config, seed));
+  const files = [];
+  for (const type of ["q4_k", "q6_k"] as const) {
+    const path = `${dir}/${type}.gguf`;
+    await exportGguf(dir, path, {
+      type,
+      headType: type,
+      tokenizer: `${FIXTURES}tiny-a/model.gguf`,
+    });
+    files.push({ type, path });
+  }
+  return files;
 }
 
 /** Random weights for a config (HF names, `dtype` storage), as in shared/fixtures/README.md. */
