@@ -8,7 +8,7 @@
 // each other closely (a decoded token is ~150 of them), and a futex wait (memory.atomic.wait32)
 // stops idle threads from burning a core.
 //
-// The work of an op (rows of a matrix, heads of attention, tokens, blocks) is cut into chunks that
+// The work of an op (rows of a matrix, tokens and heads of attention, blocks) is cut into chunks that
 // threads claim one at a time, whoever is running: on cores shared with other processes a thread
 // that is not scheduled leaves its chunks to the others, where fixed halves made everyone wait
 // for it (2 threads ran at 0.73x of 1 thread beside one busy process; bench/decode.ts --busy 1). Chunks are
@@ -87,10 +87,10 @@ function runRange(op: i32, t: i32, lo: i32, hi: i32): void {
   } else if (op == OP_MATMUL_BF16) {
     matmulBF16(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<i32>(3), arg<i32>(4), arg<i32>(5), lo, hi, arg<i32>(6));
   } else if (op == OP_ATTENTION) {
-    // Each thread has its own score scratch.
-    const scores = arg<usize>(6) + <usize>t * arg<usize>(15);
+    // Each thread has its own scratch.
+    const scratch = arg<usize>(6) + <usize>t * arg<usize>(15);
     attention(
-      arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<usize>(5), scores,
+      arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<usize>(5), scratch,
       arg<i32>(7), arg<i32>(8), arg<i32>(9), arg<i32>(10), arg<i32>(11), arg<i32>(12), arg<i32>(13), arg<f32>(14), lo, hi,
     );
   } else if (op == OP_MATMUL_QUANT) {
@@ -230,11 +230,12 @@ export function parMatmul(bf16: i32, w: usize, x: usize, y: usize, rows: i32, co
   return dispatch(bf16 ? OP_MATMUL_BF16 : OP_MATMUL_F32, rows, 8, timeoutMs);
 }
 
-/** attention over all heads, split across the threads; `scoresStride` bytes of scratch each. */
+/** attention over every token and head, split across the threads; `scratchStride` bytes of
+ * scratch each. */
 export function parAttention(
-  q: usize, k: usize, v: usize, kCache: usize, vCache: usize, out: usize, scores: usize,
+  q: usize, k: usize, v: usize, kCache: usize, vCache: usize, out: usize, scratch: usize,
   tokens: i32, startPos: i32, heads: i32, kvHeads: i32, headDim: i32,
-  capacity: i32, window: i32, scale: f32, scoresStride: usize, timeoutMs: i32,
+  capacity: i32, window: i32, scale: f32, scratchStride: usize, timeoutMs: i32,
 ): i32 {
   setArg<usize>(0, q);
   setArg<usize>(1, k);
@@ -242,7 +243,7 @@ export function parAttention(
   setArg<usize>(3, kCache);
   setArg<usize>(4, vCache);
   setArg<usize>(5, out);
-  setArg<usize>(6, scores);
+  setArg<usize>(6, scratch);
   setArg<i32>(7, tokens);
   setArg<i32>(8, startPos);
   setArg<i32>(9, heads);
@@ -251,8 +252,13 @@ export function parAttention(
   setArg<i32>(12, capacity);
   setArg<i32>(13, window);
   setArg<f32>(14, scale);
-  setArg<usize>(15, scoresStride);
-  return dispatch(OP_ATTENTION, heads, 1, timeoutMs);
+  setArg<usize>(15, scratchStride);
+  // Items are (token, head) pairs. Chunks of whole KV-head groups let a token's heads share one
+  // pass over the keys; with fewer groups than threads (one token: a decode step), chunks of a
+  // thread's share of a group's heads.
+  const group = heads / kvHeads;
+  const align = tokens * kvHeads >= threads ? group : max(1, group / threads);
+  return dispatch(OP_ATTENTION, tokens * heads, align, timeoutMs);
 }
 
 /** matmulQuant over all rows (x already quantized), split across the threads; thread t packs into

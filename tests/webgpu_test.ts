@@ -196,7 +196,7 @@ Deno.test("WGSL attention: sliding window, grouped KV heads, a ring that wraps, 
       tol.fill(bound, th * headDim, (th + 1) * headDim);
     }
     const qb = upload(q), kb = upload(k), vb = upload(v), out = gpu.alloc(T * qDim);
-    gpu.attention(qb, kb, vb, cache, out, out, T, pos, { heads, kvHeads, headDim, window, scale });
+    gpu.attention(qb, kb, vb, cache, out, T, pos, { heads, kvHeads, headDim, window, scale });
     assertWithin(await download(out, T * qDim), ref.want, tol, `chunk at ${pos}`);
     for (const b of [qb, kb, vb, out]) gpu.free(b);
     pos += T;

@@ -17,8 +17,6 @@ export interface Backend<A, W> {
   readonly batchesSequences: boolean;
   /** An f32 buffer of `floats` elements, zero-filled. */
   alloc(floats: number): A;
-  /** Scratch of `floats` elements for each thread the backend runs ops on. */
-  allocScratch(floats: number): A;
   /** Releases a buffer from `alloc`. */
   free(buffer: A): void;
   /** The same buffer starting `floats` elements later. */
@@ -51,7 +49,6 @@ export interface Backend<A, W> {
     v: A,
     cache: LayerCache<A>,
     out: A,
-    scratch: A,
     tokens: number,
     startPos: number,
     shape: {
@@ -60,7 +57,6 @@ export interface Backend<A, W> {
       headDim: number;
       window: number;
       scale: number;
-      scratchFloats: number;
     },
   ): void;
   /** out = geluTanh(gate) * up. */

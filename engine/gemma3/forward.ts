@@ -57,13 +57,9 @@ export interface ForwardContext<A, W> {
   activations: Activations<A>;
 }
 
-/** The KV cache of one sequence: one LayerCache per layer, plus attention-score scratch. */
+/** The KV cache of one sequence: one LayerCache per layer. */
 export interface KvCache<A> {
   layers: LayerCache<A>[];
-  /** Attention-score scratch, `scoresFloats` per thread: the longest span a query can see,
-   * rounded up to a multiple of 4. */
-  scores: A;
-  scoresFloats: number;
   /** Bytes held by keys and values. */
   bytes: number;
   /** The smallest ring buffer (slots of a sliding layer); Infinity when no layer wraps. */
@@ -123,13 +119,9 @@ export function allocKvCache<A, W>(
     layers.push({ keys: b.alloc(capacity * kvDim), values: b.alloc(capacity * kvDim), capacity });
     bytes += 2 * capacity * kvDim * 4;
   }
-  // Rounded up to whole f32x4 vectors: the softmax pads a query's last scores to four.
-  const maxCapacity = Math.ceil(Math.max(...layers.map((l) => l.capacity)) / 4) * 4;
   const rings = layers.map((l) => l.capacity).filter((c) => c < contextLength);
   return {
     layers,
-    scores: b.allocScratch(maxCapacity),
-    scoresFloats: maxCapacity,
     bytes,
     ringSlots: rings.length ? Math.min(...rings) : Infinity,
   };
@@ -141,7 +133,6 @@ export function freeKvCache<A, W>(b: Backend<A, W>, cache: KvCache<A>): void {
     b.free(l.keys);
     b.free(l.values);
   }
-  b.free(cache.scores);
 }
 
 /** Final norm and the output head (the embedding table, when tied) for `rows` positions from t,
@@ -318,11 +309,7 @@ function layers<A, W>(ctx: ForwardContext<A, W>, ids: Int32Array, segments: Segm
       b.rope(q, tokens, numHeads, headDim, startPos, ropeBase, ropeFactor);
       b.rope(k, tokens, numKvHeads, headDim, startPos, ropeBase, ropeFactor);
       const v = b.offset(act.v, first * kvDim), attn = b.offset(act.attn, first * qDim);
-      b.attention(q, k, v, cache.layers[l], attn, cache.scores, tokens, startPos, {
-        ...attnShape,
-        window,
-        scratchFloats: cache.scoresFloats,
-      });
+      b.attention(q, k, v, cache.layers[l], attn, tokens, startPos, { ...attnShape, window });
     }
     b.matmul(lw.oProj, act.attn, act.o, T);
     b.rmsNorm(act.o, lw.postAttentionNorm, act.o, T, eps);

@@ -6,12 +6,14 @@
 import { k, put, read, rt } from "../support/kernel_memory.ts";
 import { assertWithin, randn, rng, U32 } from "../support/helpers.ts";
 import { refAttention } from "../support/ops_reference.ts";
+import assert from "node:assert/strict";
 
 // Attention against a float64 reference that keeps the whole history (no ring buffer). The
 // kernel is fed in chunks (some longer than the ring) so its ring wraps several times, and over
 // spans long enough for each of its loops (asm/kernels/attention.ts). Error bound: each score errs by at
 // most (d+2)·u·scale·Σ|q·k|; a score error δ changes a softmax weight by a relative ~2δ, and the
-// weighted sum of n values adds (n+2)·u; all times max|v|.
+// weighted sum of n values adds (n+2)·u; all times max|v|. (The online softmax's rescaling adds
+// one rounding per tile of 64 positions to the sum and to each output: within the 8·u spare.)
 const attentionCases: [number, number, number, number, number, number[], number][] = [
   [4, 1, 32, 8, 8, [1, 3, 7, 1, 12, 2], 32],
   [4, 2, 6, 5, 5, [4, 4, 4, 4, 9, 2], 20],
@@ -19,7 +21,10 @@ const attentionCases: [number, number, number, number, number, number[], number]
   [8, 4, 13, 0, 20, [1, 1, 1, 5], 7],
   // Spans of 64 positions over a wrapping ring; 32-, 4- and 1-wide slices of each head.
   [4, 1, 37, 100, 100, [70, 90, 3, 150, 1], 37],
-  // More positions than VALUES_IN_CACHE (2048): keys one by one, values row by row.
+  // Four query heads per KV head, two KV heads: the four-head pass, with 8-, 4- and 1-wide
+  // slices of each head.
+  [8, 2, 13, 40, 40, [3, 1, 50, 7], 13],
+  // Thousands of positions: 33 tiles of keys, the running maximum rescaling the output.
   [2, 1, 8, 0, 2100, [2060, 2], 8],
 ];
 for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of attentionCases) {
@@ -28,7 +33,7 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
     const scale = qScalar ** -0.5;
     const kvDim = kvHeads * headDim, qDim = heads * headDim;
     const kCache = rt.alloc(capacity * kvDim * 4), vCache = rt.alloc(capacity * kvDim * 4);
-    const scores = rt.alloc(Math.ceil(capacity / 4) * 16); // whole vectors (see attention)
+    const scratch = rt.alloc(k.attentionScratchBytes());
     const allK: Float32Array[] = [], allV: Float32Array[] = [];
     let pos = 0;
     for (const T of chunks) {
@@ -47,9 +52,10 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
         tol.fill(bound, th * headDim, (th + 1) * headDim);
       }
       const ptrs = [put(q), put(kk), put(v), rt.alloc(T * qDim * 4)];
-      // Heads in two ranges, as threads split them; then the chunk joins the cache.
-      const split = heads >> 1;
-      for (const [h0, h1] of [[0, split], [split, heads]]) {
+      // The chunk's (token, head) items in ranges, as threads split them (a range may start or
+      // end inside a token's heads); then the chunk joins the cache.
+      const items = T * heads, split = Math.floor(items / 3) + 1;
+      for (const [i0, i1] of [[0, split], [split, items]]) {
         k.attention(
           ptrs[0],
           ptrs[1],
@@ -57,7 +63,7 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
           kCache,
           vCache,
           ptrs[3],
-          scores,
+          scratch,
           T,
           pos,
           heads,
@@ -66,8 +72,8 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
           capacity,
           window,
           scale,
-          h0,
-          h1,
+          i0,
+          i1,
         );
       }
       k.appendKv(ptrs[1], ptrs[2], kCache, vCache, T, pos, kvDim, capacity);
@@ -75,5 +81,103 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
       ptrs.forEach((p) => rt.free(p));
       pos += T;
     }
+  });
+}
+
+// Same bits whatever the chunking and the split across threads: a sequence's queries attended
+// one token at a time and one head at a time (every head alone), and in chunks of other lengths
+// with all items at once or in uneven ranges (four heads of a KV head together where a range
+// holds them), must agree bit for bit at every position. The window (70) and the chunks are not
+// multiples of the key tiles, the ring wraps, and headDim 37 has 32-, 8-, 4- and 1-wide slices.
+const invarianceCases: [number, number, number, number, number][] = [
+  [4, 1, 37, 70, 70],
+  [8, 2, 16, 0, 300],
+];
+for (const [heads, kvHeads, headDim, window, capacity] of invarianceCases) {
+  Deno.test(`attention ${heads}/${kvHeads} heads, window ${window || "full"}: the same bits in any chunk and any split of items`, () => {
+    const rand = rng(7 + heads + headDim);
+    const n = 260, kvDim = kvHeads * headDim, qDim = heads * headDim;
+    const q = randn(rand, n * qDim, 1.5),
+      kk = randn(rand, n * kvDim, 1.5),
+      v = randn(rand, n * kvDim);
+    const scratch = rt.alloc(k.attentionScratchBytes());
+    const run = (chunks: number[], ranges: (items: number) => [number, number][]) => {
+      const kCache = rt.alloc(capacity * kvDim * 4), vCache = rt.alloc(capacity * kvDim * 4);
+      const out = new Float32Array(n * qDim);
+      let pos = 0;
+      for (const T of chunks) {
+        const ptrs = [
+          put(q.subarray(pos * qDim, (pos + T) * qDim)),
+          put(kk.subarray(pos * kvDim, (pos + T) * kvDim)),
+          put(v.subarray(pos * kvDim, (pos + T) * kvDim)),
+          rt.alloc(T * qDim * 4),
+        ];
+        for (const [i0, i1] of ranges(T * heads)) {
+          k.attention(
+            ptrs[0],
+            ptrs[1],
+            ptrs[2],
+            kCache,
+            vCache,
+            ptrs[3],
+            scratch,
+            T,
+            pos,
+            heads,
+            kvHeads,
+            headDim,
+            capacity,
+            window,
+            headDim ** -0.5,
+            i0,
+            i1,
+          );
+        }
+        k.appendKv(ptrs[1], ptrs[2], kCache, vCache, T, pos, kvDim, capacity);
+        out.set(read(ptrs[3], T * qDim), pos * qDim);
+        ptrs.forEach((p) => rt.free(p));
+        pos += T;
+      }
+      rt.free(kCache);
+      rt.free(vCache);
+      return out;
+    };
+    const eachAlone = (items: number) =>
+      Array.from({ length: items }, (_, i) => [i, i + 1] as [number, number]);
+    const all = (items: number): [number, number][] => [[0, items]];
+    const uneven = (items: number): [number, number][] => {
+      const a = Math.floor(items / 3) + 1, b = Math.floor((2 * items) / 3) + 2;
+      return [[0, a], [a, Math.min(b, items)], [Math.min(b, items), items]];
+    };
+    const alone = run(Array(n).fill(1), eachAlone);
+    const variants: [string, Float32Array][] = [
+      ["chunks 100, 1, 159, all items at once", run([100, 1, 159], all)],
+      ["chunks 37, 64, 159, uneven ranges", run([37, 64, 159], uneven)],
+      ["one chunk of 260, uneven ranges", run([n], uneven)],
+    ];
+    for (const [name, got] of variants) {
+      const bitsGot = new Uint32Array(got.buffer), bitsAlone = new Uint32Array(alone.buffer);
+      const first = bitsGot.findIndex((b, i) => b !== bitsAlone[i]);
+      assert.equal(
+        first,
+        -1,
+        `${name}: position ${Math.floor(first / qDim)} differs from the token evaluated alone`,
+      );
+    }
+    // And the values are attention's (not, say, all zeros equal everywhere).
+    const ref = refAttention(
+      q,
+      Array.from({ length: n }, (_, t) => kk.slice(t * kvDim, (t + 1) * kvDim)),
+      Array.from({ length: n }, (_, t) => v.slice(t * kvDim, (t + 1) * kvDim)),
+      0,
+      n,
+      { heads, kvHeads, headDim, window, scale: headDim ** -0.5 },
+    );
+    let worst = 0;
+    for (let i = 0; i < ref.want.length; i++) {
+      worst = Math.max(worst, Math.abs(ref.want[i] - alone[i]));
+    }
+    assert(worst < 1e-4, `largest error against float64 ${worst}`);
+    rt.free(scratch);
   });
 }

@@ -76,6 +76,18 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
    * packing a group of weight rows (asm packedBytes). */
   #q8: { ptr: number; bytes: number } | null = null;
 
+  /** Attention's per-thread scratch (a tile's scores and row addresses: under 1 KB, for any
+   * context), allocated on first use: [address, bytes per thread]. */
+  #attention: [number, number] | null = null;
+  #attentionScratch(): [number, number] {
+    if (!this.#attention) {
+      // Each thread's slice on its own cache lines.
+      const stride = Math.ceil(this.rt.kernels.attentionScratchBytes() / 64) * 64;
+      this.#attention = [this.rt.alloc(stride * this.rt.threadInfo.threads), stride];
+    }
+    return this.#attention;
+  }
+
   /** x quantized to int8 blocks (grown as needed); returns [qx, sx, packing scratch, its bytes
    * per thread]. */
   #quantizeActivations(x: Ptr, tokens: number, cols: number): [number, number, number, number] {
@@ -113,9 +125,6 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
 
   alloc(floats: number): Ptr {
     return this.rt.alloc(floats * 4);
-  }
-  allocScratch(floats: number): Ptr {
-    return this.rt.alloc(floats * 4 * this.rt.threadInfo.threads);
   }
   free(buffer: Ptr): void {
     this.rt.free(buffer);
@@ -194,7 +203,6 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     v: Ptr,
     cache: LayerCache<Ptr>,
     out: Ptr,
-    scratch: Ptr,
     tokens: number,
     startPos: number,
     s: {
@@ -203,9 +211,9 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       headDim: number;
       window: number;
       scale: number;
-      scratchFloats: number;
     },
   ): void {
+    const [scratch, stride] = this.#attentionScratch();
     const args = [
       q,
       k,
@@ -223,12 +231,12 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
       s.window,
       s.scale,
     ] as const;
-    // With the pool, each thread gets its own slice of the score scratch (see allocScratch); on
-    // one thread, the kernel takes a range of heads (all of them).
+    // With the pool, each thread gets its own slice of the scratch; on one thread, the kernel
+    // takes a range of (token, head) items: all of them.
     this.#run(
       Infinity,
-      (par) => par.parAttention(...args, s.scratchFloats * 4, OP_TIMEOUT_MS),
-      (kernels) => kernels.attention(...args, 0, s.heads),
+      (par) => par.parAttention(...args, stride, OP_TIMEOUT_MS),
+      (kernels) => kernels.attention(...args, 0, tokens * s.heads),
     );
     this.rt.kernels.appendKv(
       k,

@@ -110,7 +110,11 @@ export interface Kernels {
     out: number,
     interleaved: number,
   ): void;
-  /** Attention of query heads [h0, h1) of every token of the chunk; the cache is only read. */
+  /** Bytes of scratch `attention` needs per thread (the same for any model or context). */
+  attentionScratchBytes(): number;
+  /** Attention of items [i0, i1) of the chunk, item t · heads + h being query head h of token t
+   * (threads split a chunk's items any way: each head's output is computed the same). The cache is
+   * only read. `scratch`: attentionScratchBytes() bytes, the calling thread's own. */
   attention(
     q: number,
     k: number,
@@ -118,7 +122,7 @@ export interface Kernels {
     kCache: number,
     vCache: number,
     out: number,
-    scores: number,
+    scratch: number,
     tokens: number,
     startPos: number,
     heads: number,
@@ -127,8 +131,8 @@ export interface Kernels {
     capacity: number,
     window: number,
     scale: number,
-    h0: number,
-    h1: number,
+    i0: number,
+    i1: number,
   ): void;
   /** Writes the chunk's keys and values into the cache, in order (later positions win a slot). */
   appendKv(
@@ -193,7 +197,8 @@ export interface ThreadKernels extends Kernels {
     interleaved: number,
     timeoutMs: number,
   ): number;
-  /** attention over all heads, split across the threads; `scoresStride` bytes of scratch each. */
+  /** attention over every token and head, split across the threads; `scratchStride` bytes of
+   * scratch each. */
   parAttention(
     q: number,
     k: number,
@@ -201,7 +206,7 @@ export interface ThreadKernels extends Kernels {
     kCache: number,
     vCache: number,
     out: number,
-    scores: number,
+    scratch: number,
     tokens: number,
     startPos: number,
     heads: number,
@@ -210,7 +215,7 @@ export interface ThreadKernels extends Kernels {
     capacity: number,
     window: number,
     scale: number,
-    scoresStride: number,
+    scratchStride: number,
     timeoutMs: number,
   ): number;
   /** matmulQuant over all rows (x already quantized), split across the threads; thread t packs into

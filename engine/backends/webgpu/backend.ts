@@ -127,9 +127,6 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     return { buf: this.device.createBuffer({ size, usage }), off: 0 };
   }
-  allocScratch(floats: number): GpuBuf {
-    return this.alloc(floats);
-  }
   free(b: GpuBuf): void {
     if (b.off === 0) b.buf.destroy();
   }
@@ -340,7 +337,6 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
     v: GpuBuf,
     cache: LayerCache<GpuBuf>,
     out: GpuBuf,
-    _scratch: GpuBuf,
     tokens: number,
     startPos: number,
     s: { heads: number; kvHeads: number; headDim: number; window: number; scale: number },
