@@ -134,8 +134,7 @@ for (const positions of [512, 4096]) {
   rt.f32(kc, positions * headDim).fill(0.01);
   rt.f32(vc, positions * headDim).fill(0.02);
   const q = rt.alloc(heads * headDim * 4), kk = rt.alloc(headDim * 4), vv = rt.alloc(headDim * 4);
-  // Score scratch in whole vectors (asm/kernels/attention.ts).
-  const out = rt.alloc(heads * headDim * 4), scores = rt.alloc(Math.ceil((positions + 1) / 4) * 16);
+  const out = rt.alloc(heads * headDim * 4), scores = rt.alloc(k.attentionScratchBytes());
   rt.f32(q, heads * headDim).fill(0.1);
   const run = () =>
     k.attention(
@@ -162,6 +161,46 @@ for (const positions of [512, 4096]) {
     bytes: 2 * positions * headDim * 4,
     flops: 4 * heads * positions * headDim,
     run,
+  });
+}
+
+// Attention for a prompt chunk: 256 tokens after 1,792 cached positions (full attention), each
+// query over 1,792-2,047 keys: a 2,048-token prompt's last chunk in a global layer.
+{
+  const cached = 1792, T = 256, kvBytes = headDim * 4;
+  const kc = rt.alloc((cached + T) * kvBytes), vc = rt.alloc((cached + T) * kvBytes);
+  rt.f32(kc, cached * headDim).fill(0.01);
+  rt.f32(vc, cached * headDim).fill(0.02);
+  const q = rt.alloc(T * heads * kvBytes), kk = rt.alloc(T * kvBytes), vv = rt.alloc(T * kvBytes);
+  rt.f32(q, T * heads * headDim).fill(0.1);
+  rt.f32(kk, T * headDim).fill(0.01);
+  rt.f32(vv, T * headDim).fill(0.02);
+  const out = rt.alloc(T * heads * kvBytes), scratch = rt.alloc(k.attentionScratchBytes());
+  const keys = T * cached + (T * (T + 1)) / 2;
+  cases.push({
+    name: `attention ${T} tokens after ${cached} positions`,
+    bytes: 2 * (cached + T) * kvBytes,
+    flops: 4 * heads * keys * headDim,
+    run: () =>
+      k.attention(
+        q,
+        kk,
+        vv,
+        kc,
+        vc,
+        out,
+        scratch,
+        T,
+        cached,
+        heads,
+        1,
+        headDim,
+        cached + T,
+        0,
+        1 / 16,
+        0,
+        T * heads,
+      ),
   });
 }
 
