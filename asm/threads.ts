@@ -21,7 +21,7 @@
 // for the chunks to be completed, not for every thread to have looked.
 
 export * from "./kernels";
-import { attention, geglu, matmulBF16, matmulF32, matmulQuant, quantizeBlocksQ8, rmsNorm, ropeInPlace, streamRead } from "./kernels";
+import { attention, geglu, matmulBF16, matmulF32, matmulQuant, quantizeBlocksQ8, rmsNorm, ropeApply, streamRead } from "./kernels";
 import { activationHalfSums, activationSums } from "./kernels/shared";
 
 // Control block layout (byte offsets).
@@ -100,7 +100,7 @@ function runRange(op: i32, t: i32, lo: i32, hi: i32): void {
   } else if (op == OP_GEGLU) {
     geglu(arg<usize>(0), arg<usize>(1), arg<usize>(2), lo, hi);
   } else if (op == OP_ROPE) {
-    ropeInPlace(arg<usize>(0), lo, hi, arg<i32>(2), arg<i32>(3), arg<i32>(4), arg<f64>(5), arg<f64>(6));
+    ropeApply(arg<usize>(0), arg<usize>(1), lo, hi, arg<i32>(3), arg<i32>(4));
   } else if (op == OP_RMSNORM) {
     const n = arg<i32>(4);
     const off = (<usize>lo * <usize>n) << 2;
@@ -287,15 +287,13 @@ export function parGeglu(gate: usize, up: usize, out: usize, n: i32, timeoutMs: 
   return dispatch(OP_GEGLU, n, 4, timeoutMs);
 }
 
-/** ropeInPlace over all tokens, split across the threads by token. */
-export function parRope(x: usize, tokens: i32, heads: i32, headDim: i32, startPos: i32, base: f64, factor: f64, timeoutMs: i32): i32 {
+/** ropeApply over all tokens, split across the threads by token. */
+export function parRope(x: usize, table: usize, tokens: i32, heads: i32, headDim: i32, timeoutMs: i32): i32 {
   setArg<usize>(0, x);
-  setArg<i32>(1, tokens);
-  setArg<i32>(2, heads);
-  setArg<i32>(3, headDim);
-  setArg<i32>(4, startPos);
-  setArg<f64>(5, base);
-  setArg<f64>(6, factor);
+  setArg<usize>(1, table);
+  setArg<i32>(2, tokens);
+  setArg<i32>(3, heads);
+  setArg<i32>(4, headDim);
   return dispatch(OP_ROPE, tokens, 1, timeoutMs);
 }
 

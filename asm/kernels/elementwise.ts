@@ -37,22 +37,36 @@ export function rmsNorm(x: usize, w: usize, out: usize, rows: i32, n: i32, eps: 
 // is paired with element i + headDim/2, and the pair is rotated by pos * base^(-2i/headDim).
 // Linear RoPE scaling (larger Gemma 3 models, full-attention layers only) divides the position
 // by `factor`. Angles and their sine/cosine are computed in f64 so that long positions do not
-// lose phase; each (token, frequency) pair is computed once and applied to every head.
+// lose phase; each (token, frequency) pair is computed once (ropeTable) and applied to every head.
 // ---------------------------------------------------------------------------------------------
 
-/** Rotates `heads` heads of tokens [t0, t1) in place; token t sits at startPos + t. */
-export function ropeInPlace(x: usize, t0: i32, t1: i32, heads: i32, headDim: i32, startPos: i32, base: f64, factor: f64): void {
+/** The rotation of tokens [t0, t1) (token t at startPos + t): table[t][i] = (cos, sin) of
+ * (startPos + t) / factor · base^(-2i/headDim) as f32, for i < headDim / 2. A table depends only
+ * on its arguments, so the engine computes it once for q and k and for every layer of one base. */
+export function ropeTable(table: usize, t0: i32, t1: i32, headDim: i32, startPos: i32, base: f64, factor: f64): void {
+  const half = headDim >> 1;
+  for (let i = 0; i < half; i++) {
+    const invFreq = Math.pow(base, -(<f64>(2 * i)) / <f64>headDim);
+    for (let t = t0; t < t1; t++) {
+      const angle = (<f64>(startPos + t) / factor) * invFreq;
+      const at = table + ((<usize>t * <usize>half + <usize>i) << 3);
+      store<f32>(at, <f32>Math.cos(angle));
+      store<f32>(at, <f32>Math.sin(angle), 4);
+    }
+  }
+}
+
+/** Rotates `heads` heads of tokens [t0, t1) in place by a ropeTable of the chunk's tokens. */
+export function ropeApply(x: usize, table: usize, t0: i32, t1: i32, heads: i32, headDim: i32): void {
   const half = headDim >> 1;
   const tokenBytes = (<usize>heads * <usize>headDim) << 2;
   const headBytes = <usize>headDim << 2;
   for (let t = t0; t < t1; t++) {
-    const pos = <f64>(startPos + t) / factor;
     const xt = x + <usize>t * tokenBytes;
+    const row = table + ((<usize>t * <usize>half) << 3);
     for (let i = 0; i < half; i++) {
-      const invFreq = Math.pow(base, -(<f64>(2 * i)) / <f64>headDim);
-      const angle = pos * invFreq;
-      const c = <f32>Math.cos(angle);
-      const s = <f32>Math.sin(angle);
+      const c = load<f32>(row + (<usize>i << 3));
+      const s = load<f32>(row + (<usize>i << 3), 4);
       for (let h = 0; h < heads; h++) {
         const p1 = xt + <usize>h * headBytes + (<usize>i << 2);
         const p2 = p1 + (<usize>half << 2);
@@ -64,7 +78,6 @@ export function ropeInPlace(x: usize, t0: i32, t1: i32, heads: i32, headDim: i32
     }
   }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Feed-forward gate: GeGLU with the tanh approximation of GELU (gelu_pytorch_tanh):

@@ -36,15 +36,19 @@ for (
     [5, 3, 10, 31000, 1e6, 1],
   ]
 ) {
-  Deno.test(`ropeInPlace ${tokens}x${heads}x${headDim} from ${startPos}, base ${base}, factor ${factor}`, () => {
+  Deno.test(`ropeTable + ropeApply ${tokens}x${heads}x${headDim} from ${startPos}, base ${base}, factor ${factor}`, () => {
     const rand = rng(headDim + startPos);
     const x = randn(rand, tokens * heads * headDim);
     const { want, tol } = refRope(x, tokens, heads, headDim, startPos, base, factor, U32);
     const ptr = put(x);
-    // Tokens in two ranges, as threads split them.
+    // Tokens in two ranges, as threads split them (the table's too).
     const cut = tokens >> 1;
-    k.ropeInPlace(ptr, 0, cut, heads, headDim, startPos, base, factor);
-    k.ropeInPlace(ptr, cut, tokens, heads, headDim, startPos, base, factor);
+    const table = rt.alloc(tokens * headDim * 4);
+    k.ropeTable(table, cut, tokens, headDim, startPos, base, factor);
+    k.ropeTable(table, 0, cut, headDim, startPos, base, factor);
+    k.ropeApply(ptr, table, 0, cut, heads, headDim);
+    k.ropeApply(ptr, table, cut, tokens, heads, headDim);
+    rt.free(table);
     assertWithin(read(ptr, x.length), want, tol, "x");
   });
 }

@@ -147,17 +147,20 @@ export interface Kernels {
   ): void;
   /** out[r] = x[r] * rsqrt(mean(x[r]²) + eps) * (1 + w) for each of `rows` vectors of length n. */
   rmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number): void;
-  /** Rotates `heads` heads of tokens [t0, t1) in place; token t sits at startPos + t. */
-  ropeInPlace(
-    x: number,
+  /** The rotation of tokens [t0, t1) (token t at startPos + t): table[t][i] = (cos, sin) of
+   * (startPos + t) / factor · base^(-2i/headDim) as f32, for i < headDim / 2. A table depends only
+   * on its arguments, so the engine computes it once for q and k and for every layer of one base. */
+  ropeTable(
+    table: number,
     t0: number,
     t1: number,
-    heads: number,
     headDim: number,
     startPos: number,
     base: number,
     factor: number,
   ): void;
+  /** Rotates `heads` heads of tokens [t0, t1) in place by a ropeTable of the chunk's tokens. */
+  ropeApply(x: number, table: number, t0: number, t1: number, heads: number, headDim: number): void;
   /** out[i] = geluTanh(gate[i]) * up[i] for i in [i0, i1); out may equal gate or up. */
   geglu(gate: number, up: number, out: number, i0: number, i1: number): void;
   /** x[i] += y[i] for n floats. */
@@ -236,15 +239,13 @@ export interface ThreadKernels extends Kernels {
   ): number;
   /** geglu over n elements, split across the threads. */
   parGeglu(gate: number, up: number, out: number, n: number, timeoutMs: number): number;
-  /** ropeInPlace over all tokens, split across the threads by token. */
+  /** ropeApply over all tokens, split across the threads by token. */
   parRope(
     x: number,
+    table: number,
     tokens: number,
     heads: number,
     headDim: number,
-    startPos: number,
-    base: number,
-    factor: number,
     timeoutMs: number,
   ): number;
   /** rmsNorm over all rows, split across the threads by row. */
