@@ -22,7 +22,7 @@
 
 export * from "./kernels";
 import { attention, geglu, matmulBF16, matmulF32, matmulQuant, quantizeBlocksQ8, rmsNorm, ropeApply, streamRead } from "./kernels";
-import { activationHalfSums, activationSums } from "./kernels/shared";
+import { activationHalfSums, activationSums, activationWide } from "./kernels/shared";
 
 // Control block layout (byte offsets).
 const GENERATION = 0; // bumped by the caller for each op
@@ -106,7 +106,7 @@ function runRange(op: i32, t: i32, lo: i32, hi: i32): void {
     const off = (<usize>lo * <usize>n) << 2;
     rmsNorm(arg<usize>(0) + off, arg<usize>(1), arg<usize>(2) + off, hi - lo, n, arg<f32>(5));
   } else if (op == OP_QUANTIZE) {
-    quantizeBlocksQ8(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), lo, hi);
+    quantizeBlocksQ8(arg<usize>(0), arg<usize>(1), arg<usize>(2), arg<usize>(3), arg<usize>(4), arg<usize>(5), arg<i32>(6), lo, hi);
   } else if (op == OP_STREAM) {
     const slot = ctrl + RESULTS + (<usize>t << 3);
     store<f32>(slot, load<f32>(slot) + streamRead(arg<usize>(0), <usize>lo << 6, <usize>hi << 6));
@@ -316,6 +316,9 @@ export function parQuantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, s
   setArg<usize>(2, sx);
   setArg<usize>(3, activationSums(sx, blocks));
   setArg<usize>(4, activationHalfSums(sx, blocks));
+  const wide = activationWide(sx, tokens, blocks);
+  setArg<usize>(5, wide);
+  setArg<i32>(6, wide != 0 ? 4 * (cols / 32) : 0);
   return dispatch(OP_QUANTIZE, blocks, 1, timeoutMs);
 }
 

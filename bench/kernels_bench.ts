@@ -57,7 +57,7 @@ const cases: Case[] = [];
 
 const x = rt.alloc(COLS * 4 * 512), y = rt.alloc(ROWS * 4);
 rt.f32(x, COLS * 512).fill(0.5);
-const qx = rt.alloc(COLS * 512), sx = rt.alloc((COLS * 512 / 32) * 16);
+const qx = rt.alloc(COLS * 512), sx = rt.alloc(k.activationScalesBytes(512, COLS));
 k.quantizeRowsQ8(x, 1, COLS, qx, sx);
 for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as const) {
   const bytes = format === "f32"
@@ -87,7 +87,7 @@ for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as 
 const CHUNK = 64;
 const xc = rt.alloc(CHUNK * 2048 * 4), yc = rt.alloc(CHUNK * 2048 * 4);
 rt.f32(xc, CHUNK * 2048).fill(0.25);
-const qxc = rt.alloc(CHUNK * 2048), sxc = rt.alloc((CHUNK * 2048 / 32) * 16);
+const qxc = rt.alloc(CHUNK * 2048), sxc = rt.alloc(k.activationScalesBytes(CHUNK, 2048));
 const packed = rt.alloc(k.packedBytes(2048));
 for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as const) {
   const kQuant = format === "q4_k" || format === "q6_k";

@@ -2,7 +2,7 @@
 // interleaved layout, quantizing activations to int8 blocks, and the embedding gather from a
 // block-quantized table.
 
-import { activationHalfSums, activationSums, hsum, madd, chunkStride, copySmall, keepTouches, keptSplat8 } from "./shared";
+import { activationHalfSums, activationSums, activationWide, hsum, WIDE_MAX_TOKENS, madd, chunkStride, copySmall, keepTouches, keptSplat8 } from "./shared";
 
 // ---------------------------------------------------------------------------------------------
 // Block-quantized weights (ggml's layouts; engine/formats/quant.ts spells out every byte). A
@@ -42,15 +42,25 @@ const QX_BLOCK: i32 = 32;
 /** Quantizes `tokens` rows of `cols` f32 (cols a multiple of 32) to int8 qx, with per 32-block an
  * f32 scale in sx (d = max|x| / 127, q = round(x / d)), the i32 sum of its q in sx + 4·blocks (the
  * K-quants' minimums and the relaxed Q4_0 offset need it) and the i32 sums of its two halves in
- * sx + 8·blocks (the relaxed Q6_K's offset, per 16-weight sub-block). */
+ * sx + 8·blocks (the relaxed Q6_K's offset, per 16-weight sub-block); for a decode batch of 4-7
+ * tokens, the first four tokens' q as int16 after them (activationWide). sx holds
+ * activationScalesBytes(tokens, cols). */
 export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: usize): void {
   const blocks = tokens * (cols / QX_BLOCK);
-  quantizeBlocksQ8(x, qx, sx, activationSums(sx, blocks), activationHalfSums(sx, blocks), 0, blocks);
+  const wide = activationWide(sx, tokens, blocks);
+  quantizeBlocksQ8(x, qx, sx, activationSums(sx, blocks), activationHalfSums(sx, blocks), wide, wide != 0 ? 4 * (cols / QX_BLOCK) : 0, 0, blocks);
+}
+
+/** Bytes quantizeRowsQ8 writes at sx. */
+export function activationScalesBytes(tokens: i32, cols: i32): i32 {
+  const blocks = tokens * (cols / QX_BLOCK);
+  return (blocks << 4) + (activationWide(16, tokens, blocks) != 0 ? 4 * cols * 2 : 0);
 }
 
 /** Blocks [b0, b1) of quantizeRowsQ8 (the blocks of all rows, in order): scales to sx, sums to
- * sums, half sums to sums16. Threads split the blocks. */
-export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, sums16: usize, b0: i32, b1: i32): void {
+ * sums, half sums to sums16, and blocks under wideBlocks widened to int16 at wide. Threads split
+ * the blocks. */
+export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, sums16: usize, wide: usize, wideBlocks: i32, b0: i32, b1: i32): void {
   for (let b = b0; b < b1; b++) {
     const src = x + (<usize>b << 7);
     let amax: f32 = 0;
@@ -71,6 +81,14 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
     store<i32>(sums + (<usize>b << 2), sum);
     store<i32>(sums16 + (<usize>b << 3), firstHalf);
     store<i32>(sums16 + (<usize>b << 3), sum - firstHalf, 4);
+    if (b < wideBlocks) {
+      const q = qx + (<usize>b << 5), to = wide + (<usize>b << 6);
+      const lo = v128.load(q), hi = v128.load(q, 16);
+      v128.store(to, i16x8.extend_low_i8x16_s(lo));
+      v128.store(to, i16x8.extend_high_i8x16_s(lo), 16);
+      v128.store(to, i16x8.extend_low_i8x16_s(hi), 32);
+      v128.store(to, i16x8.extend_high_i8x16_s(hi), 48);
+    }
   }
 }
 
@@ -413,12 +431,13 @@ export function quantizeBlocksQ8(x: usize, qx: usize, sx: usize, sums: usize, su
 }
 
 /** Chunks of fewer tokens than this (decode batches) go four tokens at a time through
- * fourRowsBlock32 (so at most one quad: see q8FourTokens); longer ones (prompts) in pairs. */
-const FEW_TOKENS: i32 = 8;
+ * fourRowsBlock32 (so at most one quad: see q8FourTokens); longer ones (prompts) in pairs. The
+ * quantizer widens the activations of exactly these chunks (activationWide). */
+const FEW_TOKENS: i32 = WIDE_MAX_TOKENS;
 
 /** Tokens 0–3 of a short chunk times a Q8_0 group (fourRowsBlock32's first quad), from the
- * tokens' activations widened to i16 once per product into `wide` (widenActivations; token j's at
- * wide + 2·cols·j): each row's weights are widened once per block for the four tokens instead of
+ * tokens' activations widened to i16 once per product by the quantizer (activationWide; token j's
+ * at wide + 2·cols·j): each row's weights are widened once per block for the four tokens instead of
  * once per token. Widening (pmovsx) runs on one x86 port, and with 16 of them per token and
  * block the quads ran at 18 GMAC/s in cache. The integer sums are exact and the float steps are
  * groupBlockStep's, so the bits are a lone token's. Returns the touched bytes (touchAhead2). */
@@ -465,15 +484,6 @@ const FEW_TOKENS: i32 = 8;
 @inline function wideDot(w0: v128, w1: v128, w2: v128, w3: v128, xp: usize): v128 {
   const s01 = i32x4.add(i32x4.dot_i16x8_s(w0, v128.load(xp)), i32x4.dot_i16x8_s(w1, v128.load(xp, 16)));
   return i32x4.add(s01, i32x4.add(i32x4.dot_i16x8_s(w2, v128.load(xp, 32)), i32x4.dot_i16x8_s(w3, v128.load(xp, 48))));
-}
-
-/** The first n int8 activations at qx as int16 at dst (n a multiple of 16). */
-@inline function widenActivations(qx: usize, n: i32, dst: usize): void {
-  for (let i = 0; i < n; i += 16) {
-    const v = v128.load(qx + <usize>i);
-    v128.store(dst + (<usize>i << 1), i16x8.extend_low_i8x16_s(v));
-    v128.store(dst + (<usize>i << 1), i16x8.extend_high_i8x16_s(v), 16);
-  }
 }
 
 /** Touches the interleaved group's one or two cache lines TOUCH_AHEAD bytes past the block at wb
@@ -633,10 +643,10 @@ const PACK_MIN_TOKENS: i32 = FEW_TOKENS;
   return ASC_FEATURE_RELAXED_SIMD ? 16 + 4 * 32 : 16 + 4 * 64;
 }
 
-/** Scratch bytes a thread needs for packing a group of `cols` columns, or for four tokens'
- * activations as int16 (q8FourTokens), and 16 more (see fourRowsPacked). */
+/** Scratch bytes a thread needs for packing a group of `cols` columns, and 16 more (see
+ * fourRowsPacked). */
 export function packedBytes(cols: i32): i32 {
-  return max((cols / QX_BLOCK) * <i32>packedBlockBytes(), cols << 3) + 16;
+  return (cols / QX_BLOCK) * <i32>packedBlockBytes() + 16;
 }
 
 /** Stores the 32 weights lo (elements 0–15), hi (16–31) of row i as k-quads: quad j (elements
@@ -787,9 +797,8 @@ export function packedBytes(cols: i32): i32 {
   // with an if: wasm-opt folds the two arms' identical code into one loop that tests the layout
   // at every block.)
   const pack = packed != 0 && tokens >= PACK_MIN_TOKENS && packs(fmt);
-  // A short Q8_0 chunk's first four tokens, widened once for all of this thread's groups.
-  const wide = fmt == FMT_Q8_0 && packed != 0 && tokens >= 4 && tokens < FEW_TOKENS ? packed : 0;
-  if (wide != 0) widenActivations(qx, cols << 2, wide);
+  // A short Q8_0 chunk's first four tokens as int16 (widened by the quantizer, once a product).
+  const wide = fmt == FMT_Q8_0 ? activationWide(sx, tokens, tokens * (cols / QX_BLOCK)) : 0;
   for (; r + 4 <= r1 && r < grouped; r += 4) {
     if (pack) {
       packFourRows(fmt, w, cols, r, true, packed);

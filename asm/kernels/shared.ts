@@ -91,3 +91,14 @@
 @inline export function activationHalfSums(sx: usize, blocks: i32): usize {
   return sx + (<usize>blocks << 3);
 }
+
+/** Chunks of WIDE_MIN_TOKENS to WIDE_MAX_TOKENS - 1 tokens (a decode batch) also get their first
+ * four tokens' int8 activations widened to int16 (the Q8_0 four-token products use them). */
+export const WIDE_MIN_TOKENS: i32 = 4;
+export const WIDE_MAX_TOKENS: i32 = 8;
+
+/** Where quantizeRowsQ8 puts the first four tokens' activations as int16 (chunks of
+ * WIDE_MIN_TOKENS to WIDE_MAX_TOKENS - 1 tokens), after the half sums; 0 for other chunks. */
+@inline export function activationWide(sx: usize, tokens: i32, blocks: i32): usize {
+  return tokens >= WIDE_MIN_TOKENS && tokens < WIDE_MAX_TOKENS ? sx + (<usize>blocks << 4) : 0;
+}

@@ -26,7 +26,7 @@ for (const simd of ["plain", "relaxed"] as const) {
         const wPtr = rt.alloc(wq.length),
           xPtr = rt.alloc(x.length * 4),
           qx = rt.alloc(x.length),
-          sx = rt.alloc(blocks * 16);
+          sx = rt.alloc(k.activationScalesBytes(tokens, cols));
         const y = rt.alloc(tokens * rows * 4);
         // Scratch for packing a group of rows: prompt chunks of 4 or more tokens pack them.
         const packed = rt.alloc(k.packedBytes(cols));
@@ -78,7 +78,9 @@ for (const simd of ["plain", "relaxed"] as const) {
         // Each token alone (as decode runs, never packed) gives the same bits as in the batch
         // (token pairs, or packed groups of rows).
         for (let t = 0; t < tokens; t++) {
-          const qx1 = rt.alloc(cols), sx1 = rt.alloc(cols / 32 * 16), y1 = rt.alloc(rows * 4);
+          const qx1 = rt.alloc(cols),
+            sx1 = rt.alloc(k.activationScalesBytes(1, cols)),
+            y1 = rt.alloc(rows * 4);
           k.quantizeRowsQ8(xPtr + t * cols * 4, 1, cols, qx1, sx1);
           k.matmulQuant(fmt.kernelFormat, wPtr, qx1, sx1, y1, rows, cols, 1, 0, rows, 0, 0);
           const alone = rt.f32(y1, rows);

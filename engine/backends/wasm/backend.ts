@@ -75,8 +75,9 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
 
   /** Quantized activations for products with block-quantized weights: int8 values, then per
    * 32-block an f32 scale, then per 32-block the i32 sum of the int8 values, then per 32-block
-   * the i32 sums of its two halves (asm quantizeRowsQ8); after them each thread's scratch for
-   * packing a group of weight rows (asm packedBytes). */
+   * the i32 sums of its two halves, and for a decode batch of 4-7 tokens the first four as int16
+   * (asm quantizeRowsQ8, activationScalesBytes); after them each thread's scratch for packing a
+   * group of weight rows (asm packedBytes). */
   #q8: { ptr: number; bytes: number } | null = null;
 
   /** Attention's per-thread scratch (a tile's scores and row addresses: under 1 KB, for any
@@ -94,7 +95,8 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
   /** x quantized to int8 blocks (grown as needed); returns [qx, sx, packing scratch, its bytes
    * per thread]. */
   #quantizeActivations(x: Ptr, tokens: number, cols: number): [number, number, number, number] {
-    const qBytes = Math.ceil((tokens * cols) / 16) * 16 + (tokens * cols / 32) * 16;
+    const qBytes = Math.ceil((tokens * cols) / 16) * 16 +
+      this.rt.kernels.activationScalesBytes(tokens, cols);
     const packedStride = this.rt.kernels.packedBytes(cols);
     const need = qBytes + packedStride * this.rt.threadInfo.threads;
     if (!this.#q8 || this.#q8.bytes < need) {

@@ -59,16 +59,23 @@ export interface Kernels {
   /** Quantizes `tokens` rows of `cols` f32 (cols a multiple of 32) to int8 qx, with per 32-block an
    * f32 scale in sx (d = max|x| / 127, q = round(x / d)), the i32 sum of its q in sx + 4·blocks (the
    * K-quants' minimums and the relaxed Q4_0 offset need it) and the i32 sums of its two halves in
-   * sx + 8·blocks (the relaxed Q6_K's offset, per 16-weight sub-block). */
+   * sx + 8·blocks (the relaxed Q6_K's offset, per 16-weight sub-block); for a decode batch of 4-7
+   * tokens, the first four tokens' q as int16 after them (activationWide). sx holds
+   * activationScalesBytes(tokens, cols). */
   quantizeRowsQ8(x: number, tokens: number, cols: number, qx: number, sx: number): void;
+  /** Bytes quantizeRowsQ8 writes at sx. */
+  activationScalesBytes(tokens: number, cols: number): number;
   /** Blocks [b0, b1) of quantizeRowsQ8 (the blocks of all rows, in order): scales to sx, sums to
-   * sums, half sums to sums16. Threads split the blocks. */
+   * sums, half sums to sums16, and blocks under wideBlocks widened to int16 at wide. Threads split
+   * the blocks. */
   quantizeBlocksQ8(
     x: number,
     qx: number,
     sx: number,
     sums: number,
     sums16: number,
+    wide: number,
+    wideBlocks: number,
     b0: number,
     b1: number,
   ): void;
@@ -76,8 +83,8 @@ export interface Kernels {
    * groups of four rows interleaved block by block, in place; `scratch` holds four rows. Q5_0's
    * fifth bits also move to the engine's order (permuteQ5_0Bits), in every block. */
   interleaveBlockRows(fmt: number, w: number, rows: number, cols: number, scratch: number): void;
-  /** Scratch bytes a thread needs for packing a group of `cols` columns, or for four tokens'
-   * activations as int16 (q8FourTokens), and 16 more (see fourRowsPacked). */
+  /** Scratch bytes a thread needs for packing a group of `cols` columns, and 16 more (see
+   * fourRowsPacked). */
   packedBytes(cols: number): number;
   /** Rows [r0, r1) of y = x · Wᵀ for block-quantized weights of format `fmt`, x given quantized
    * (quantizeRowsQ8); `interleaved` 1: a 32-block format stored as interleaveBlockRows leaves it
