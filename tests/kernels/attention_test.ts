@@ -8,6 +8,73 @@ import { assertWithin, randn, rng, U32 } from "../support/helpers.ts";
 import { refAttention } from "../support/ops_reference.ts";
 import assert from "node:assert/strict";
 
+/** One layer's attention state in kernel memory: shape, KV cache and scratch. */
+interface Layer {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  window: number;
+  capacity: number;
+  scale: number;
+  kCache: number;
+  vCache: number;
+  scratch: number;
+}
+
+function allocLayer(shape: Omit<Layer, "kCache" | "vCache" | "scratch">): Layer {
+  const bytes = shape.capacity * shape.kvHeads * shape.headDim * 4;
+  return {
+    ...shape,
+    kCache: rt.alloc(bytes),
+    vCache: rt.alloc(bytes),
+    scratch: rt.alloc(k.attentionScratchBytes()),
+  };
+}
+
+function freeLayer(l: Layer): void {
+  for (const p of [l.kCache, l.vCache, l.scratch]) rt.free(p);
+}
+
+/** Attends a chunk of T tokens at pos (their q, k, v rows) with its (token, head) items in
+ * `ranges`, as threads split them (a range may start or end inside a token's heads); then the
+ * chunk joins the cache. Returns the chunk's outputs. */
+function attendChunk(
+  l: Layer,
+  q: Float32Array,
+  kk: Float32Array,
+  v: Float32Array,
+  T: number,
+  pos: number,
+  ranges: [number, number][],
+): Float32Array {
+  const ptrs = [put(q), put(kk), put(v), rt.alloc(T * l.heads * l.headDim * 4)];
+  for (const [i0, i1] of ranges) {
+    k.attention(
+      ptrs[0],
+      ptrs[1],
+      ptrs[2],
+      l.kCache,
+      l.vCache,
+      ptrs[3],
+      l.scratch,
+      T,
+      pos,
+      l.heads,
+      l.kvHeads,
+      l.headDim,
+      l.capacity,
+      l.window,
+      l.scale,
+      i0,
+      i1,
+    );
+  }
+  k.appendKv(ptrs[1], ptrs[2], l.kCache, l.vCache, T, pos, l.kvHeads * l.headDim, l.capacity);
+  const out = read(ptrs[3], T * l.heads * l.headDim);
+  ptrs.forEach((p) => rt.free(p));
+  return out;
+}
+
 // Attention against a float64 reference that keeps the whole history (no ring buffer). The
 // kernel is fed in chunks (some longer than the ring) so its ring wraps several times, and over
 // spans long enough for each of its loops (asm/kernels/attention.ts). Error bound: each score errs by at
@@ -32,8 +99,7 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
     const rand = rng(heads * 100 + headDim + window);
     const scale = qScalar ** -0.5;
     const kvDim = kvHeads * headDim, qDim = heads * headDim;
-    const kCache = rt.alloc(capacity * kvDim * 4), vCache = rt.alloc(capacity * kvDim * 4);
-    const scratch = rt.alloc(k.attentionScratchBytes());
+    const layer = allocLayer({ heads, kvHeads, headDim, window, capacity, scale });
     const allK: Float32Array[] = [], allV: Float32Array[] = [];
     let pos = 0;
     for (const T of chunks) {
@@ -51,36 +117,12 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
           ref.vMax[th];
         tol.fill(bound, th * headDim, (th + 1) * headDim);
       }
-      const ptrs = [put(q), put(kk), put(v), rt.alloc(T * qDim * 4)];
-      // The chunk's (token, head) items in ranges, as threads split them (a range may start or
-      // end inside a token's heads); then the chunk joins the cache.
       const items = T * heads, split = Math.floor(items / 3) + 1;
-      for (const [i0, i1] of [[0, split], [split, items]]) {
-        k.attention(
-          ptrs[0],
-          ptrs[1],
-          ptrs[2],
-          kCache,
-          vCache,
-          ptrs[3],
-          scratch,
-          T,
-          pos,
-          heads,
-          kvHeads,
-          headDim,
-          capacity,
-          window,
-          scale,
-          i0,
-          i1,
-        );
-      }
-      k.appendKv(ptrs[1], ptrs[2], kCache, vCache, T, pos, kvDim, capacity);
-      assertWithin(read(ptrs[3], T * qDim), ref.want, tol, `chunk at ${pos}`);
-      ptrs.forEach((p) => rt.free(p));
+      const got = attendChunk(layer, q, kk, v, T, pos, [[0, split], [split, items]]);
+      assertWithin(got, ref.want, tol, `chunk at ${pos}`);
       pos += T;
     }
+    freeLayer(layer);
   });
 }
 
@@ -100,46 +142,34 @@ for (const [heads, kvHeads, headDim, window, capacity] of invarianceCases) {
     const q = randn(rand, n * qDim, 1.5),
       kk = randn(rand, n * kvDim, 1.5),
       v = randn(rand, n * kvDim);
-    const scratch = rt.alloc(k.attentionScratchBytes());
     const run = (chunks: number[], ranges: (items: number) => [number, number][]) => {
-      const kCache = rt.alloc(capacity * kvDim * 4), vCache = rt.alloc(capacity * kvDim * 4);
+      const layer = allocLayer({
+        heads,
+        kvHeads,
+        headDim,
+        window,
+        capacity,
+        scale: headDim ** -0.5,
+      });
       const out = new Float32Array(n * qDim);
       let pos = 0;
       for (const T of chunks) {
-        const ptrs = [
-          put(q.subarray(pos * qDim, (pos + T) * qDim)),
-          put(kk.subarray(pos * kvDim, (pos + T) * kvDim)),
-          put(v.subarray(pos * kvDim, (pos + T) * kvDim)),
-          rt.alloc(T * qDim * 4),
-        ];
-        for (const [i0, i1] of ranges(T * heads)) {
-          k.attention(
-            ptrs[0],
-            ptrs[1],
-            ptrs[2],
-            kCache,
-            vCache,
-            ptrs[3],
-            scratch,
+        const rows = (x: Float32Array, width: number) => x.subarray(pos * width, (pos + T) * width);
+        out.set(
+          attendChunk(
+            layer,
+            rows(q, qDim),
+            rows(kk, kvDim),
+            rows(v, kvDim),
             T,
             pos,
-            heads,
-            kvHeads,
-            headDim,
-            capacity,
-            window,
-            headDim ** -0.5,
-            i0,
-            i1,
-          );
-        }
-        k.appendKv(ptrs[1], ptrs[2], kCache, vCache, T, pos, kvDim, capacity);
-        out.set(read(ptrs[3], T * qDim), pos * qDim);
-        ptrs.forEach((p) => rt.free(p));
+            ranges(T * heads),
+          ),
+          pos * qDim,
+        );
         pos += T;
       }
-      rt.free(kCache);
-      rt.free(vCache);
+      freeLayer(layer);
       return out;
     };
     const eachAlone = (items: number) =>
@@ -178,6 +208,5 @@ for (const [heads, kvHeads, headDim, window, capacity] of invarianceCases) {
       worst = Math.max(worst, Math.abs(ref.want[i] - alone[i]));
     }
     assert(worst < 1e-4, `largest error against float64 ${worst}`);
-    rt.free(scratch);
   });
 }
