@@ -134,6 +134,8 @@ for (const [heads, kvHeads, headDim, window, capacity, chunks, qScalar] of atten
 const invarianceCases: [number, number, number, number, number][] = [
   [4, 1, 37, 70, 70],
   [8, 2, 16, 0, 300],
+  // Two query heads per KV head (the larger Gemma 3 models).
+  [6, 3, 23, 50, 50],
 ];
 for (const [heads, kvHeads, headDim, window, capacity] of invarianceCases) {
   Deno.test(`attention ${heads}/${kvHeads} heads, window ${window || "full"}: the same bits in any chunk and any split of items`, () => {
