@@ -22,7 +22,7 @@
 
 export * from "./kernels";
 import { attention, geglu, matmulBF16, matmulF32, matmulQuant, quantizeBlocksQ8, rmsNorm, ropeApply, streamRead } from "./kernels";
-import { activationHalfSums, activationSums, activationWide } from "./kernels/shared";
+import { activationHalfSums, activationSums, activationWide, activationWideBlocks } from "./kernels/shared";
 
 // Control block layout (byte offsets).
 const GENERATION = 0; // bumped by the caller for each op
@@ -316,9 +316,8 @@ export function parQuantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, s
   setArg<usize>(2, sx);
   setArg<usize>(3, activationSums(sx, blocks));
   setArg<usize>(4, activationHalfSums(sx, blocks));
-  const wide = activationWide(sx, tokens, blocks);
-  setArg<usize>(5, wide);
-  setArg<i32>(6, wide != 0 ? 4 * (cols / 32) : 0);
+  setArg<usize>(5, activationWide(sx, tokens, cols, blocks));
+  setArg<i32>(6, activationWideBlocks(tokens, cols));
   return dispatch(OP_QUANTIZE, blocks, 1, timeoutMs);
 }
 

@@ -2,7 +2,7 @@
 // interleaved layout, quantizing activations to int8 blocks, and the embedding gather from a
 // block-quantized table.
 
-import { activationHalfSums, activationSums, activationWide, hsum, WIDE_MAX_TOKENS, madd, chunkStride, copySmall, keepTouches, keptSplat8 } from "./shared";
+import { activationHalfSums, activationSums, activationWide, activationWideBlocks, hsum, WIDE_MAX_TOKENS, madd, chunkStride, copySmall, keepTouches, keptSplat8 } from "./shared";
 
 // ---------------------------------------------------------------------------------------------
 // Block-quantized weights (ggml's layouts; engine/formats/quant.ts spells out every byte). A
@@ -47,14 +47,14 @@ const QX_BLOCK: i32 = 32;
  * activationScalesBytes(tokens, cols). */
 export function quantizeRowsQ8(x: usize, tokens: i32, cols: i32, qx: usize, sx: usize): void {
   const blocks = tokens * (cols / QX_BLOCK);
-  const wide = activationWide(sx, tokens, blocks);
-  quantizeBlocksQ8(x, qx, sx, activationSums(sx, blocks), activationHalfSums(sx, blocks), wide, wide != 0 ? 4 * (cols / QX_BLOCK) : 0, 0, blocks);
+  const wide = activationWide(sx, tokens, cols, blocks);
+  quantizeBlocksQ8(x, qx, sx, activationSums(sx, blocks), activationHalfSums(sx, blocks), wide, activationWideBlocks(tokens, cols), 0, blocks);
 }
 
 /** Bytes quantizeRowsQ8 writes at sx. */
 export function activationScalesBytes(tokens: i32, cols: i32): i32 {
   const blocks = tokens * (cols / QX_BLOCK);
-  return (blocks << 4) + (activationWide(16, tokens, blocks) != 0 ? 4 * cols * 2 : 0);
+  return (blocks << 4) + (activationWideBlocks(tokens, cols) << 6);
 }
 
 /** Blocks [b0, b1) of quantizeRowsQ8 (the blocks of all rows, in order): scales to sx, sums to
@@ -798,7 +798,7 @@ export function packedBytes(cols: i32): i32 {
   // at every block.)
   const pack = packed != 0 && tokens >= PACK_MIN_TOKENS && packs(fmt);
   // A short Q8_0 chunk's first four tokens as int16 (widened by the quantizer, once a product).
-  const wide = fmt == FMT_Q8_0 ? activationWide(sx, tokens, tokens * (cols / QX_BLOCK)) : 0;
+  const wide = fmt == FMT_Q8_0 ? activationWide(sx, tokens, cols, tokens * (cols / QX_BLOCK)) : 0;
   for (; r + 4 <= r1 && r < grouped; r += 4) {
     if (pack) {
       packFourRows(fmt, w, cols, r, true, packed);

@@ -92,13 +92,19 @@
   return sx + (<usize>blocks << 3);
 }
 
-/** Chunks of WIDE_MIN_TOKENS to WIDE_MAX_TOKENS - 1 tokens (a decode batch) also get their first
- * four tokens' int8 activations widened to int16 (the Q8_0 four-token products use them). */
-export const WIDE_MIN_TOKENS: i32 = 4;
+/** Chunks of WIDE_TOKENS to WIDE_MAX_TOKENS - 1 tokens (a decode batch) also get their first
+ * WIDE_TOKENS tokens' int8 activations widened to int16 (the Q8_0 four-token products use them). */
+export const WIDE_TOKENS: i32 = 4;
 export const WIDE_MAX_TOKENS: i32 = 8;
 
-/** Where quantizeRowsQ8 puts the first four tokens' activations as int16 (chunks of
- * WIDE_MIN_TOKENS to WIDE_MAX_TOKENS - 1 tokens), after the half sums; 0 for other chunks. */
-@inline export function activationWide(sx: usize, tokens: i32, blocks: i32): usize {
-  return tokens >= WIDE_MIN_TOKENS && tokens < WIDE_MAX_TOKENS ? sx + (<usize>blocks << 4) : 0;
+/** The 32-blocks quantizeRowsQ8 widens to int16 for a chunk of `tokens` rows of `cols`: the first
+ * WIDE_TOKENS tokens' of a decode batch, none for other chunks. */
+@inline export function activationWideBlocks(tokens: i32, cols: i32): i32 {
+  return tokens >= WIDE_TOKENS && tokens < WIDE_MAX_TOKENS ? WIDE_TOKENS * (cols >> 5) : 0;
+}
+
+/** Where quantizeRowsQ8 puts the widened activations (activationWideBlocks; 64 bytes a block),
+ * after the half sums of the chunk's `blocks`; 0 where the chunk has none. */
+@inline export function activationWide(sx: usize, tokens: i32, cols: i32, blocks: i32): usize {
+  return activationWideBlocks(tokens, cols) != 0 ? sx + (<usize>blocks << 4) : 0;
 }
