@@ -59,8 +59,9 @@ export function interleaveWeights(
   return out;
 }
 
-/** Rotation tables kept by a WasmBackend (see #ropeTable). */
-const ROPE_TABLES = 16;
+/** Bytes of rotation tables a WasmBackend keeps (see #ropeTable): 16 prompt chunks of 64 tokens
+ * of the 270M (64 KB each), or a thousand decode steps' (1 KB). */
+const ROPE_TABLE_BYTES = 1 << 20;
 
 /** Implements the forward pass's ops with the WebAssembly kernels. Matrix products and attention
  * go to the worker pool when there is one; the small per-vector ops stay on the calling thread. */
@@ -207,23 +208,27 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
   /** Rotation tables (asm ropeTable) of the last few chunks, by their arguments: q and k of a
    * chunk, and every layer of the same base, rotate by the same angles, whose cos and sin (f64
    * pow, cos, sin for each token and frequency) then cost once per chunk and base instead of
-   * twice per layer. The oldest goes when there are more than ROPE_TABLES (a decode batch of B
-   * sequences uses 2B per step: two bases). */
-  #ropeTables = new Map<string, Ptr>();
+   * twice per layer. The oldest go while they hold more than ROPE_TABLE_BYTES (a decode batch of
+   * B sequences uses 2B small ones per step: two bases). */
+  #ropeTables = new Map<string, { ptr: Ptr; bytes: number }>();
+  #ropeTableBytes = 0;
   #ropeTable(tokens: number, headDim: number, startPos: number, base: number, factor: number): Ptr {
     const key = `${tokens} ${headDim} ${startPos} ${base} ${factor}`;
     let table = this.#ropeTables.get(key);
     if (table === undefined) {
-      if (this.#ropeTables.size >= ROPE_TABLES) {
-        const [oldest, ptr] = this.#ropeTables.entries().next().value!;
-        this.#ropeTables.delete(oldest);
-        this.rt.free(ptr);
+      const bytes = tokens * headDim * 4;
+      for (const [oldKey, old] of this.#ropeTables) {
+        if (this.#ropeTableBytes + bytes <= ROPE_TABLE_BYTES) break;
+        this.#ropeTables.delete(oldKey);
+        this.rt.free(old.ptr);
+        this.#ropeTableBytes -= old.bytes;
       }
-      table = this.rt.alloc(tokens * headDim * 4);
-      this.rt.kernels.ropeTable(table, 0, tokens, headDim, startPos, base, factor);
+      table = { ptr: this.rt.alloc(bytes), bytes };
+      this.rt.kernels.ropeTable(table.ptr, 0, tokens, headDim, startPos, base, factor);
       this.#ropeTables.set(key, table);
+      this.#ropeTableBytes += bytes;
     }
-    return table;
+    return table.ptr;
   }
   attention(
     q: Ptr,
