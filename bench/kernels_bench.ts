@@ -127,47 +127,11 @@ for (const format of ["f32", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"] as 
   });
 }
 
-// Attention for one decoded token: 4 query heads over 1 KV head of 256, as in the 270M.
-const heads = 4, headDim = 256;
-for (const positions of [512, 4096]) {
-  const kc = rt.alloc(positions * headDim * 4), vc = rt.alloc(positions * headDim * 4);
-  rt.f32(kc, positions * headDim).fill(0.01);
-  rt.f32(vc, positions * headDim).fill(0.02);
-  const q = rt.alloc(heads * headDim * 4), kk = rt.alloc(headDim * 4), vv = rt.alloc(headDim * 4);
-  const out = rt.alloc(heads * headDim * 4), scores = rt.alloc(k.attentionScratchBytes());
-  rt.f32(q, heads * headDim).fill(0.1);
-  const run = () =>
-    k.attention(
-      q,
-      kk,
-      vv,
-      kc,
-      vc,
-      out,
-      scores,
-      1,
-      positions,
-      heads,
-      1,
-      headDim,
-      positions + 1,
-      0,
-      1 / 16,
-      0,
-      heads,
-    );
-  cases.push({
-    name: `attention 1 token over ${positions} positions`,
-    bytes: 2 * positions * headDim * 4,
-    flops: 4 * heads * positions * headDim,
-    run,
-  });
-}
-
-// Attention for a prompt chunk: 256 tokens after 1,792 cached positions (full attention), each
-// query over 1,792-2,047 keys: a 2,048-token prompt's last chunk in a global layer.
-{
-  const cached = 1792, T = 256, kvBytes = headDim * 4;
+// Attention of T new tokens after `cached` positions (full attention): 4 query heads over 1 KV
+// head of 256, as in the 270M. One decoded token, and a 2,048-token prompt's last chunk of 256 in
+// a global layer (each query over 1,792-2,047 keys).
+const heads = 4, headDim = 256, kvBytes = headDim * 4;
+function attentionCase(name: string, cached: number, T: number): void {
   const kc = rt.alloc((cached + T) * kvBytes), vc = rt.alloc((cached + T) * kvBytes);
   rt.f32(kc, cached * headDim).fill(0.01);
   rt.f32(vc, cached * headDim).fill(0.02);
@@ -178,7 +142,7 @@ for (const positions of [512, 4096]) {
   const out = rt.alloc(T * heads * kvBytes), scratch = rt.alloc(k.attentionScratchBytes());
   const keys = T * cached + (T * (T + 1)) / 2;
   cases.push({
-    name: `attention ${T} tokens after ${cached} positions`,
+    name,
     bytes: 2 * (cached + T) * kvBytes,
     flops: 4 * heads * keys * headDim,
     run: () =>
@@ -203,6 +167,10 @@ for (const positions of [512, 4096]) {
       ),
   });
 }
+for (const positions of [512, 4096]) {
+  attentionCase(`attention 1 token over ${positions} positions`, positions, 1);
+}
+attentionCase("attention 256 tokens after 1792 positions", 1792, 256);
 
 // RMSNorm over a 512-token prefill batch of width 640.
 const nx = rt.alloc(512 * COLS * 4), nw = rt.alloc(COLS * 4), nout = rt.alloc(512 * COLS * 4);
