@@ -36,6 +36,8 @@ export type {
   GenerationEnd,
 } from "./engine/session.ts";
 export type { SamplingOptions, TokenLogprob } from "./engine/sampling.ts";
+export { lookupSettings, MAX_DRAFT } from "./engine/prompt_lookup.ts";
+export type { LookupOptions, SpeculativeOptions } from "./engine/prompt_lookup.ts";
 export { StopStrings } from "./engine/stop_strings.ts";
 export { generateText } from "./engine/generate_text.ts";
 export type {

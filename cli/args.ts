@@ -14,6 +14,8 @@ import {
   loadModel,
   type LoadProgress,
   type LoadQuantType,
+  lookupSettings,
+  type SpeculativeOptions,
 } from "../mod.ts";
 
 export const VERSION = "0.1.0";
@@ -44,6 +46,9 @@ export const SAMPLING_HELP = `Sampling (defaults: the model's generation_config.
       --seed <n>                Random seed, for reproducible sampling
       --stop <text>             End the answer where this text appears (it is not printed);
                                 repeat for several
+      --lookup <n,k>            Prompt-lookup decoding: draft up to k tokens (1-16) from where
+                                the last n tokens appeared earlier, checked in one pass; the
+                                same answer, sooner when it copies the prompt (e.g. 3,8)
 
 Constrained output (the answer always parses):
       --json-schema <file|json> The answer is JSON valid against this JSON Schema (a file, or
@@ -79,6 +84,7 @@ export const samplingOptions = {
   "repetition-penalty": { type: "string" },
   seed: { type: "string" },
   stop: { type: "string", multiple: true },
+  lookup: { type: "string" },
   "json-schema": { type: "string" },
   grammar: { type: "string" },
 } as const;
@@ -126,6 +132,7 @@ export function sampling(
     minP: parseNumber(values["min-p"] as string, "--min-p"),
     repetitionPenalty: parseNumber(values["repetition-penalty"] as string, "--repetition-penalty"),
     seed: parseNumber(values.seed as string, "--seed", true),
+    speculative: lookupFlag(values.lookup as string | undefined),
     ...constraint(values),
   };
   const out: GenerateOptions = { ...defaults };
@@ -133,6 +140,24 @@ export function sampling(
     if (v !== undefined) (out as Record<string, unknown>)[k] = v;
   }
   return out;
+}
+
+/** --lookup n,k: prompt-lookup decoding's settings, checked. */
+export function lookupFlag(value: string | undefined): SpeculativeOptions | undefined {
+  if (value === undefined) return undefined;
+  const m = /^\s*(\d+)\s*,\s*(\d+)\s*$/.exec(value);
+  if (!m) {
+    throw new UsageError(
+      `--lookup needs n,k (n-gram length, tokens drafted), e.g. 3,8; got "${value}"`,
+    );
+  }
+  const speculative = { lookup: { n: Number(m[1]), k: Number(m[2]) } };
+  try {
+    lookupSettings(speculative);
+  } catch (e) {
+    throw new UsageError(`--lookup: ${(e as Error).message.replace("speculative.lookup.", "")}`);
+  }
+  return speculative;
 }
 
 /** --json-schema (a file or inline JSON) and --grammar (a file), read and checked. */

@@ -7,6 +7,7 @@ import { createHandler } from "../mod.ts";
 import { pageHandler } from "./web_page.ts";
 import {
   contextLength,
+  lookupFlag,
   MODEL_HELP,
   modelOptions,
   openModel,
@@ -35,6 +36,9 @@ Server:
       --api-key <key>           Require "Authorization: Bearer <key>" (or set GEMMA_API_KEY)
       --cors-origin <origin>    Allow browser pages from this origin ("*" for any)
       --name <id>               The model's id in /v1/models (default gemma-3)
+      --lookup <n,k>            Prompt-lookup decoding for requests that do not set
+                                "speculative" (e.g. 3,8: up to 8 tokens drafted after a match
+                                of 3); the same answers, sooner where they copy the prompt
       --context-length is per slot here (default 4096).
 
 ${MODEL_HELP}
@@ -81,6 +85,7 @@ export async function serve(args: string[]): Promise<void> {
       "api-key": { type: "string" },
       "cors-origin": { type: "string" },
       name: { type: "string" },
+      lookup: { type: "string" },
       quiet: { type: "boolean", short: "q" },
       help: { type: "boolean", short: "h" },
     },
@@ -95,6 +100,7 @@ export async function serve(args: string[]): Promise<void> {
     apiKey: values["api-key"] ?? process.env.GEMMA_API_KEY,
     corsOrigin: values["cors-origin"],
     modelName: values.name,
+    speculative: lookupFlag(values.lookup),
     contextLength: contextLength(values),
   };
   const model = await openModel(values, !!values.quiet);

@@ -2,11 +2,12 @@
 // of the prompt, evaluate the rest, then stream decoded text, holding back what could still
 // become a stop string; each token's log-probabilities travel with the text its token starts in.
 
-import type { FinishReason, GenerateOptions, Session } from "./session.ts";
+import type { FinishReason, GenerateOptions, GenerationEnd, Session } from "./session.ts";
 import { checkTopLogprobs, logprobsOf, type TokenLogprob, validateSampling } from "./sampling.ts";
 import { compileConstraint } from "./grammar/constraint.ts";
 import type { Tokenizer } from "./tokenizer/tokenizer.ts";
 import { StopStrings } from "./stop_strings.ts";
+import { lookupSettings } from "./prompt_lookup.ts";
 
 /** Options of text generation: generate's, plus stop strings and cancellation. */
 export interface TextGenerationOptions extends GenerateOptions {
@@ -53,6 +54,8 @@ export interface TextGenerationEnd {
   promptMs: number;
   /** Time generating, in ms. */
   generateMs: number;
+  /** With `speculative`: what the drafts did (GenerationEnd.speculative). */
+  speculative?: GenerationEnd["speculative"];
   /** With `logprobs`: every token whose text was yielded. */
   logprobs?: TextLogprob[];
   /** Where each of those tokens' text starts in the answer (UTF-16 offsets). */
@@ -76,6 +79,7 @@ export async function* generateText(
   checkTopLogprobs(options.logprobs);
   validateSampling(options);
   compileConstraint(options);
+  lookupSettings(options.speculative);
   const kept = session.reusePrefix(prompt);
   // Reported as cached: what is not computed again. A sliding-window layer's ring may have
   // overwritten keys the kept tokens need; then truncate has them evaluated again.
@@ -100,15 +104,16 @@ export async function* generateText(
   const offsets: number[] = [];
   const sent: TextLogprob[] = [];
   let decoded = 0, emitted = 0;
+  // A token's logits come before it is yielded (with speculative decoding, several tokens'
+  // before the first of them is): its text offset is taken when it is yielded.
   const onLogits = top === undefined ? options.onLogits : (logits: Float32Array, id: number) => {
     lps.push(logprobsOf(logits, id, top));
-    offsets.push(decoded);
     options.onLogits?.(logits, id);
   };
   const piece = (text: string): TextPiece => {
     emitted += text.length;
     const from = sent.length;
-    while (sent.length < lps.length && offsets[sent.length] < emitted) {
+    while (sent.length < offsets.length && offsets[sent.length] < emitted) {
       sent.push(textLogprob(lps[sent.length]));
     }
     return { text, logprobs: sent.slice(from), offsets: offsets.slice(from, sent.length) };
@@ -116,10 +121,12 @@ export async function* generateText(
   const tokens = session.generate([], { ...options, logprobs: undefined, onLogits });
   let n = 0;
   let finishReason: FinishReason | "abort" | undefined;
+  let speculative: GenerationEnd["speculative"];
   const t1 = performance.now();
   for (let step = await tokens.next();; step = await tokens.next()) {
     if (step.done) {
       finishReason = step.value.finishReason;
+      speculative = step.value.speculative;
       break;
     }
     n++;
@@ -127,6 +134,7 @@ export async function* generateText(
       finishReason = "abort";
       break;
     }
+    if (top !== undefined) offsets.push(decoded);
     const text = decoder.push(step.value);
     decoded += text.length;
     const p = piece(stops.push(text));
@@ -136,6 +144,9 @@ export async function* generateText(
       break;
     }
   }
+  // Stopped early: the session's generator ends too (tokens it decided but did not yield yet,
+  // with speculative decoding, leave the context).
+  if (finishReason === "stop" || finishReason === "abort") await tokens.return(undefined as never);
   if (finishReason !== "stop" && finishReason !== "abort") {
     const p = piece(stops.push(decoder.flush()) + stops.flush());
     if (p.text || p.logprobs.length) yield p;
@@ -147,6 +158,7 @@ export async function* generateText(
     completionTokens: n,
     promptMs,
     generateMs: performance.now() - t1,
+    ...speculative && { speculative },
   };
   if (top !== undefined) {
     end.logprobs = sent;

@@ -2,9 +2,11 @@
 
 import {
   allocKvCache,
+  cacheHoldsPrefix,
   type DecodeStep,
   forward,
   type ForwardContext,
+  forwardRows,
   forwardTopK,
   freeKvCache,
   type KvCache,
@@ -21,6 +23,7 @@ import { isGgufLocation, yieldToEventLoop } from "./io.ts";
 import { NonFiniteLogitsError } from "./gemma3/backend.ts";
 import { compileConstraint, type ConstraintOptions } from "./grammar/constraint.ts";
 import { GrammarMatcher, tokenTrie, type Vocabulary } from "./grammar/matcher.ts";
+import { draftFromContext, lookupSettings, type SpeculativeOptions } from "./prompt_lookup.ts";
 
 /** Options of `Session.eval`. */
 export interface EvalOptions {
@@ -44,6 +47,11 @@ export interface GenerateOptions extends SamplingOptions, ConstraintOptions {
   /** Report each generated token's log-probability and this many most likely alternatives
    * (0 to 20) in the result (`GenerationEnd.logprobs`). */
   logprobs?: number;
+  /** Speculative decoding: `{ lookup: { n, k } }` drafts up to k tokens from where the last n
+   * tokens appeared earlier in the context (prompt lookup) and verifies them in one pass. The
+   * tokens are exactly those without it; only the speed differs (faster where the answer copies
+   * the prompt). */
+  speculative?: SpeculativeOptions;
 }
 
 /** Why generation ended: "end_of_turn": a stop token came (<end_of_turn>, <eos>, or one of
@@ -59,6 +67,9 @@ export interface GenerationEnd {
   tokens: number;
   /** With `logprobs`: one entry per generated token. */
   logprobs?: TokenLogprob[];
+  /** With `speculative`: tokens drafted, drafted tokens the model agreed with (each saved a
+   * forward pass), and passes that verified a draft. */
+  speculative?: { drafted: number; accepted: number; passes: number };
 }
 
 /** What a session needs from its model (the forward pass's context and a turn at it); shared by
@@ -85,6 +96,10 @@ export class Session {
   /** Tokens yielded by generate() but not run through the model yet (they will be, first). */
   #pending: number[] = [];
   #lastLogits: Float32Array | null = null;
+  /** Positions 0..#written-1 have been written to the cache since it was last empty (some may
+   * be past the context: a draft's tokens the model did not agree with, a truncated answer);
+   * what the sliding layers' rings have overwritten follows from it (cacheHoldsPrefix). */
+  #written = 0;
   /** The end of this session's last call: its calls run one after another. */
   #turn: Promise<unknown> = Promise.resolve();
 
@@ -174,20 +189,23 @@ export class Session {
     }
     return await this.#inTurn(async () => {
       const result = await this.#evaluate(newIds, want, out) as Float32Array;
-      // Weights that are damaged (or a format decoded wrongly) show up as NaN or infinity here;
-      // said now, with the file, rather than as a sampler's puzzle later.
-      for (let i = 0; i < result.length; i++) {
-        if (!Number.isFinite(result[i])) {
-          const row = Math.floor(i / config.vocabSize);
-          throw this.#nonFinite(
-            `${result[i]} (logit ${i % config.vocabSize}` +
-              `${want === "all" ? ` of token ${row}` : ""})`,
-          );
-        }
-      }
+      this.#checkFinite(result, want === "all");
       this.#lastLogits = result.subarray(result.length - config.vocabSize);
       return result;
     });
+  }
+
+  /** Weights that are damaged (or a format decoded wrongly) show up as NaN or infinity in the
+   * logits: said at once, with the file, rather than as a sampler's puzzle later. */
+  #checkFinite(logits: Float32Array, rows = false): void {
+    const vocab = this.#host.config.vocabSize;
+    for (let i = 0; i < logits.length; i++) {
+      if (!Number.isFinite(logits[i])) {
+        throw this.#nonFinite(
+          `${logits[i]} (logit ${i % vocab}${rows ? ` of token ${Math.floor(i / vocab)}` : ""})`,
+        );
+      }
+    }
   }
 
   /** The error for logits that are not finite (`what`: which value and where). */
@@ -224,6 +242,7 @@ export class Session {
     all.set(this.#pending);
     all.set(newIds, pending);
     const start = this.#tokens.length - pending;
+    this.#written = Math.max(this.#written, start + all.length);
     const result = all.length === 1 && want !== "all"
       ? await host.decode({
         cache,
@@ -301,6 +320,11 @@ export class Session {
    * the refused tokens masked out and a token drawn again, from the rest (the same distribution
    * as masking first, at the cost of one check per token). Stop tokens are allowed exactly where
    * the grammar may end.
+   *
+   * With `speculative: { lookup }`, a pass evaluates the last token together with a draft of
+   * the tokens that followed the same n-gram earlier in the context, and the answer takes the
+   * model's tokens for as long as they agree with the draft: several tokens per pass where the
+   * answer copies its prompt, and exactly the tokens it would give without drafts.
    */
   async *generate(
     promptIds: ArrayLike<number>,
@@ -314,6 +338,7 @@ export class Session {
     }
     const topLogprobs = options.logprobs;
     checkTopLogprobs(topLogprobs);
+    const lookup = lookupSettings(options.speculative);
     const stopIds = options.stopTokens ?? this.#host.config.eosTokenIds;
     const stop = new Set(stopIds);
     const grammar = compileConstraint(options);
@@ -326,8 +351,13 @@ export class Session {
       matcher = new GrammarMatcher(grammar, tokenTrie(vocab), stop);
     }
     const logprobs: TokenLogprob[] | undefined = topLogprobs === undefined ? undefined : [];
-    const end = (finishReason: FinishReason, tokens: number): GenerationEnd =>
-      logprobs ? { finishReason, tokens, logprobs } : { finishReason, tokens };
+    const drafts = lookup ? { drafted: 0, accepted: 0, passes: 0 } : undefined;
+    const end = (finishReason: FinishReason, tokens: number): GenerationEnd => ({
+      finishReason,
+      tokens,
+      ...logprobs && { logprobs },
+      ...drafts && { speculative: drafts },
+    });
     // Greedy or top-k decoding on a backend that finds the best tokens itself (WebGPU): only the
     // candidates come back, not the logits. Otherwise one logits array serves every step (a
     // fresh 1 MB array per token costs page faults).
@@ -350,6 +380,9 @@ export class Session {
       const id = sampler.sample(logits, this.#tokens);
       return matcher ? enforceGrammar(matcher, id, logits, masked!, sampler, this.#tokens) : id;
     };
+    /** The next token from the backend's k best candidates (k = 1: greedy). */
+    const chooseAmong = (best: TopK): number =>
+      k === 1 ? best.ids[0] : sampler.sampleCandidates(best.ids, best.values);
     /** Evaluates ids; the result picks the token that follows them (sampling from logits only
      * when a token is wanted). */
     const next = async (ids: ArrayLike<number>): Promise<() => number> => {
@@ -372,10 +405,13 @@ export class Session {
       pick = await next([last]);
     } else throw new Error("nothing to continue from: give prompt tokens");
 
-    for (let n = 0;; n++) {
-      if (n >= max || this.position >= this.contextLength) return end("length", n);
-      const id = pick();
-      if (stop.has(id)) return end("end_of_turn", n);
+    /** Tokens decided so far; the context ends with them. */
+    let decidedCount = 0;
+    /** The token `pickToken` gives joins the context, or the reason generation ends instead. */
+    const decide = (pickToken: () => number): number | FinishReason => {
+      if (decidedCount >= max || this.position >= this.contextLength) return "length";
+      const id = pickToken();
+      if (stop.has(id)) return "end_of_turn";
       if (options.onLogits && current) options.onLogits(current, id);
       if (logprobs && current) logprobs.push(logprobsOf(current, id, topLogprobs!));
       matcher?.accept(id);
@@ -384,17 +420,111 @@ export class Session {
       this.#tokens.push(id);
       this.#pending.push(id);
       this.#lastLogits = null;
-      yield id;
-      // Where the grammar is complete only a stop token could follow: end without computing it.
-      if (matcher?.mustEnd) return end("end_of_turn", n + 1);
-      if (n + 1 >= max || this.position >= this.contextLength) return end("length", n + 1);
-      // The caller has handled the token (written it to a stream, say); let the event loop send
-      // it, and serve other work, before the next forward pass.
-      await yieldToEventLoop();
-      this.#pending.pop();
-      this.#tokens.pop();
-      pick = await next([id]);
+      decidedCount++;
+      return id;
+    };
+    /** One forward pass from the last decided token: the tokens it decides (or why it ends). */
+    const forwardOnce = async (): Promise<(number | FinishReason)[]> => {
+      const host = this.#host;
+      const room = Math.min(
+        host.activations.maxTokens - this.#pending.length,
+        this.contextLength - this.position,
+        max - decidedCount - 1,
+      );
+      const draft = lookup && room > 0
+        ? draftFromContext(this.#tokens, lookup.n, Math.min(lookup.k, room))
+        : [];
+      if (draft.length === 0) {
+        const last = this.#pending.pop()!;
+        this.#tokens.pop();
+        return [decide(await next([last]))];
+      }
+      // The last token's row picks a token; while it is the draft's, the next row (the draft
+      // token's) is valid too and picks the one after, and so on.
+      const decided: (number | FinishReason)[] = [];
+      drafts!.drafted += draft.length;
+      drafts!.passes++;
+      drafts!.accepted += await this.#verifyDraft(
+        draft,
+        step ? { out: step } : { topK: k },
+        (row) => {
+          current = row instanceof Float32Array ? row : null;
+          const d = decide(
+            row instanceof Float32Array ? () => choose(row) : () => chooseAmong(row),
+          );
+          decided.push(d);
+          return d === draft[decided.length - 1] && !matcher?.mustEnd;
+        },
+      );
+      return decided;
+    };
+
+    const firstToken = this.position;
+    let yielded = 0;
+    let decided = [decide(pick)];
+    try {
+      for (;;) {
+        for (const d of decided) {
+          if (typeof d === "string") return end(d, yielded);
+          yielded++; // counted before the yield: a caller may stop at it
+          yield d;
+          // Where the grammar is complete only a stop token could follow: end without it.
+          if (matcher?.mustEnd) return end("end_of_turn", yielded);
+        }
+        if (yielded >= max || this.position >= this.contextLength) return end("length", yielded);
+        // The caller has handled the tokens (written them to a stream, say); let the event loop
+        // send them, and serve other work, before the next forward pass.
+        await yieldToEventLoop();
+        decided = await forwardOnce();
+      }
+    } finally {
+      // A caller that stops early (return() at a yield) has not seen the tokens a verify pass
+      // decided after that one: they leave the context.
+      if (this.#cache && this.position > firstToken + yielded) {
+        this.truncate(firstToken + yielded);
+      }
     }
+  }
+
+  /**
+   * Evaluates the pending tokens and `draft` in one pass (a turn at the model of its own), then
+   * hands `take` the rows from the last pending token's on, one at a time, for as long as it
+   * asks: `take` decides a token from each (adding it to the context) and says whether it was
+   * the draft's. The decided tokens that were the draft's are evaluated by this pass already;
+   * the last one, unless it was, is left pending. Returns how many were the draft's.
+   */
+  async #verifyDraft(
+    draft: number[],
+    want: { out: Float32Array } | { topK: number },
+    take: (row: Float32Array | TopK) => boolean,
+  ): Promise<number> {
+    const cache = this.#live();
+    const host = this.#host;
+    return await this.#inTurn(async () => {
+      const ids = Int32Array.from([...this.#pending, ...draft]);
+      const start = this.#tokens.length - this.#pending.length;
+      const from = this.#pending.length - 1;
+      this.#pending = [];
+      this.#written = Math.max(this.#written, start + ids.length);
+      await host.exclusive(() =>
+        forwardRows(host, cache, ids, start, from, (row) => {
+          if (row instanceof Float32Array) this.#checkFinite(row);
+          return take(row);
+        }, want)
+      ).catch((e) => {
+        throw e instanceof NonFiniteLogitsError
+          ? this.#nonFinite("logits that are not numbers")
+          : e;
+      });
+      const firstDecided = start + from + 1;
+      let agreed = 0;
+      while (
+        firstDecided + agreed < this.#tokens.length &&
+        this.#tokens[firstDecided + agreed] === draft[agreed]
+      ) agreed++;
+      this.#pending = this.#tokens.slice(firstDecided + agreed);
+      return agreed;
+    });
   }
 
   /** The token ids in the context, oldest first (a copy). */
@@ -416,11 +546,12 @@ export class Session {
     if (length === this.position) return;
     const evaluated = this.#tokens.length - this.#pending.length;
     let keep = Math.min(evaluated, length);
-    // Position q sits in slot q % ring; evaluating q (for q >= ring) destroyed position q - ring.
-    // Continuing at `keep` needs keep - ring + 1 .. keep - 1, destroyed by any q in keep + 1 ..
-    // evaluated - 1 with q >= ring.
-    const ring = this.#live().ringSlots;
-    if (Math.max(keep + 1, ring) <= evaluated - 1) keep = 0;
+    if (!cacheHoldsPrefix(this.#live(), keep, this.#written)) {
+      // Evaluated again from the start: every position's keys are written anew after any stale
+      // ones, so none of those can overwrite what is needed any more.
+      keep = 0;
+      this.#written = 0;
+    }
     this.#tokens = this.#tokens.slice(0, length);
     this.#pending = this.#tokens.slice(keep);
     this.#lastLogits = null;
@@ -440,6 +571,7 @@ export class Session {
   /** Empties the context (the cache memory is kept for reuse). */
   reset(): void {
     this.#live();
+    this.#written = 0;
     this.#tokens = [];
     this.#pending = [];
     this.#lastLogits = null;

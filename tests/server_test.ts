@@ -151,9 +151,17 @@ Deno.test("server: a returning prompt reuses its slot's cache, and gets the same
   deepStrictEqual(first.usage.prompt_tokens_details.cached_tokens, 0);
   deepStrictEqual(again.usage.prompt_tokens_details.cached_tokens, first.usage.prompt_tokens - 1);
   deepStrictEqual(again.choices[0].text, first.choices[0].text);
-  // tiny-a's sliding window is 8 tokens: after 10 more tokens its rings have overwritten keys the
-  // prompt's end needs, so they are computed again, and not reported as cached.
-  const long = { ...body, prompt: "and now for something else", max_tokens: 10 };
+  // tiny-a's sliding window is 8 tokens, its rings 8 + SPARE_SLOTS = 24: after 10 more tokens
+  // they still hold every key the prompt's end needs, after 30 they have overwritten them, so
+  // those are computed again, and not reported as cached.
+  const short = { ...body, prompt: "and now for something else", max_tokens: 10 };
+  await call("/v1/completions", short);
+  const shortAgain = await (await call("/v1/completions", short)).json();
+  deepStrictEqual(
+    shortAgain.usage.prompt_tokens_details.cached_tokens,
+    shortAgain.usage.prompt_tokens - 1,
+  );
+  const long = { ...body, prompt: "and then for something else", max_tokens: 30 };
   const ten = await (await call("/v1/completions", long)).json();
   const tenAgain = await (await call("/v1/completions", long)).json();
   deepStrictEqual(tenAgain.usage.prompt_tokens_details.cached_tokens, 0);

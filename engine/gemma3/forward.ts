@@ -62,8 +62,32 @@ export interface KvCache<A> {
   layers: LayerCache<A>[];
   /** Bytes held by keys and values. */
   bytes: number;
-  /** The smallest ring buffer (slots of a sliding layer); Infinity when no layer wraps. */
-  ringSlots: number;
+  /** The sliding layers' ring buffers: their window and their slots (window + SPARE_SLOTS);
+   * null when no layer's ring wraps (the context fits in the window). */
+  ring: { window: number; slots: number } | null;
+}
+
+/**
+ * Slots a sliding layer's ring keeps beyond its window. Evaluating position q overwrites
+ * position q - slots; with a ring of exactly the window, going back even one token (a drafted
+ * token the model did not agree with, a regenerated answer's last token) would need positions
+ * already gone, and the whole context evaluated again. With SPARE_SLOTS more, a sequence can go
+ * back up to SPARE_SLOTS + 1 positions for free (cacheHoldsPrefix). For the 270M they cost 16
+ * slots x 2 KiB x 15 sliding layers, about 0.5 MiB a session.
+ */
+export const SPARE_SLOTS = 16;
+
+/**
+ * Whether a cache that has evaluated positions 0..evaluated-1 still holds everything that
+ * positions from `keep` on read (positions keep - window + 1 .. keep - 1 of the sliding layers),
+ * so that the sequence can be cut back to `keep` tokens and go on without evaluating any again.
+ * Evaluating position q overwrote q - slots in the ring.
+ */
+export function cacheHoldsPrefix<A>(cache: KvCache<A>, keep: number, evaluated: number): boolean {
+  const ring = cache.ring;
+  if (!ring || evaluated <= ring.slots) return true;
+  const newestOverwritten = evaluated - 1 - ring.slots;
+  return newestOverwritten < keep - ring.window + 1;
 }
 
 /** Activation buffers of a model: one chunk's worth. */
@@ -113,18 +137,15 @@ export function allocKvCache<A, W>(
   const kvDim = c.numKvHeads * c.headDim;
   const layers: LayerCache<A>[] = [];
   let bytes = 0;
+  let ring: KvCache<A>["ring"] = null;
   for (let l = 0; l < c.numLayers; l++) {
     const { window } = layerAttention(c, l);
-    const capacity = window > 0 ? Math.min(window, contextLength) : contextLength;
+    const capacity = window > 0 ? Math.min(window + SPARE_SLOTS, contextLength) : contextLength;
     layers.push({ keys: b.alloc(capacity * kvDim), values: b.alloc(capacity * kvDim), capacity });
     bytes += 2 * capacity * kvDim * 4;
+    if (capacity < contextLength) ring = { window, slots: capacity };
   }
-  const rings = layers.map((l) => l.capacity).filter((c) => c < contextLength);
-  return {
-    layers,
-    bytes,
-    ringSlots: rings.length ? Math.min(...rings) : Infinity,
-  };
+  return { layers, bytes, ring };
 }
 
 /** Frees a KV cache's buffers. */
@@ -168,6 +189,36 @@ async function backendTopK<A, W>(ctx: ForwardContext<A, W>, row: number, k: numb
   if (k === 1 && b.argmax) return { ids: [await b.argmax(logits, c.vocabSize)], values: [] };
   if (!b.topK) throw new Error("this backend has no top-k");
   return await b.topK(logits, c.vocabSize, k);
+}
+
+/**
+ * Runs `ids` like `forward` (at most activations.maxTokens of them), then the head one row at a
+ * time from row `from` on, handing `take` each row's logits (in `out`, reused) or, with `topK`,
+ * its candidates found by the backend, for as long as `take` asks for the next row. A pass that
+ * verifies drafted tokens computes the head, the 270M's largest matrix, only for the rows the
+ * answer reaches; each row's bits are those of the token evaluated alone.
+ */
+export async function forwardRows<A, W>(
+  ctx: ForwardContext<A, W>,
+  cache: KvCache<A>,
+  ids: Int32Array,
+  startPos: number,
+  from: number,
+  take: (row: Float32Array | TopK) => boolean,
+  want: { out: Float32Array } | { topK: number },
+): Promise<void> {
+  const { backend: b, activations: act } = ctx;
+  layers(ctx, ids, [{ cache, first: 0, tokens: ids.length, startPos }]);
+  for (let t = from; t < ids.length; t++) {
+    head(ctx, t, 1);
+    let row: Float32Array | TopK;
+    if ("topK" in want) row = await backendTopK(ctx, 0, want.topK);
+    else {
+      await b.read(act.logits, want.out);
+      row = want.out;
+    }
+    if (!take(row)) return;
+  }
 }
 
 /** Candidate tokens, best first, with their logits (empty for an argmax). */

@@ -13,6 +13,7 @@ import type { DecodeBatchStats } from "../decode_batcher.ts";
 import { generateText, type TextGenerationEnd, type TextLogprob } from "../generate_text.ts";
 import { ApiError, type CompletionParams, parseCompletion } from "./openai.ts";
 import { QueueFullError, type Slot, SlotPool } from "./slots.ts";
+import { lookupSettings, type SpeculativeOptions } from "../prompt_lookup.ts";
 
 /** Options of `createHandler`. */
 export interface HandlerOptions {
@@ -30,6 +31,9 @@ export interface HandlerOptions {
   corsOrigin?: string;
   /** The model's name in /v1/models and in responses (default "gemma-3"). */
   modelName?: string;
+  /** Speculative decoding for requests that do not say (their `speculative` field), e.g.
+   * `{ lookup: { n: 3, k: 8 } }`; default none. */
+  speculative?: SpeculativeOptions;
 }
 
 /** A Web-standard fetch handler, as Deno.serve, Bun.serve and edge functions take. */
@@ -44,6 +48,7 @@ export function createHandler(
   options: HandlerOptions = {},
 ): FetchHandler {
   const name = options.modelName ?? "gemma-3";
+  lookupSettings(options.speculative); // a bad default fails here, not in every request
   const maxBody = options.maxBodyBytes ?? 1 << 20;
   const metrics = new Metrics();
   let ready: { model: Gemma3Model; pool: SlotPool; contextLength: number } | undefined;
@@ -167,6 +172,7 @@ export function createHandler(
     if (params.maxTokens !== undefined && params.maxTokens > room) {
       headers["x-max-tokens-clamped"] = String(room);
     }
+    params.speculative ??= options.speculative;
     const abort = new AbortController();
     req.signal?.addEventListener("abort", () => abort.abort(), { once: true });
     let slot: Slot;
@@ -352,6 +358,7 @@ async function generate(
     stopTokens: model.defaultStopTokens,
     stop: p.stop,
     logprobs: p.logprobs,
+    speculative: p.speculative,
     signal,
   });
   for (let r = await text.next();; r = await text.next()) {
@@ -393,6 +400,9 @@ const timings = (r: Result) => {
     predicted_n: r.completionTokens,
     predicted_ms: r.generateMs,
     predicted_per_second: r.completionTokens / (r.generateMs / 1000),
+    // As llama-server names them: tokens drafted, and those the model agreed with.
+    ...r.speculative &&
+      { draft_n: r.speculative.drafted, draft_n_accepted: r.speculative.accepted },
   };
 };
 

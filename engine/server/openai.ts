@@ -3,6 +3,7 @@
 
 import type { ChatMessage } from "../tokenizer/chat_template.ts";
 import { compileConstraint, type ConstraintOptions } from "../grammar/constraint.ts";
+import { lookupSettings, type SpeculativeOptions } from "../prompt_lookup.ts";
 
 /** An error to send as OpenAI sends them: { error: { message, type, param, code } }. */
 export class ApiError extends Error {
@@ -48,6 +49,9 @@ export interface CompletionParams {
   includeUsage: boolean;
   /** From response_format (json_object, json_schema) or grammar (GBNF). */
   constraint: ConstraintOptions;
+  /** `speculative: { lookup: { n, k } }` (this server's field, as the library takes it):
+   * prompt-lookup decoding; the same answer, sooner where it copies the prompt. */
+  speculative?: SpeculativeOptions;
 }
 
 type Body = Record<string, unknown>;
@@ -105,6 +109,14 @@ export function parseCompletion(b: Body, kind: "chat" | "completion"): Completio
     if (b.logprobs === true) out.logprobs = top ?? 0;
   } else out.logprobs = num(b, "logprobs", topRange, "an integer from 0 to 20");
   out.constraint = parseConstraint(b);
+  if (b.speculative !== undefined && b.speculative !== null) {
+    try {
+      lookupSettings(b.speculative as SpeculativeOptions);
+    } catch (e) {
+      throw new ApiError(400, (e as Error).message, "speculative");
+    }
+    out.speculative = b.speculative as SpeculativeOptions;
+  }
   if (b.stop !== undefined && b.stop !== null) {
     const stops = typeof b.stop === "string" ? [b.stop] : b.stop;
     if (
