@@ -30,6 +30,7 @@ export type { Gemma3Config, LayerType } from "./engine/gemma3/config.ts";
 // --- Sessions and sampling ---
 export { Session } from "./engine/session.ts";
 export type {
+  CheckpointOptions,
   EvalOptions,
   FinishReason,
   GenerateOptions,

@@ -20,7 +20,12 @@ import {
   placeWeights,
 } from "./backends/select.ts";
 import { WasmRuntime } from "./backends/wasm/runtime.ts";
-import { type GenerateOptions, Session, type SessionHost } from "./session.ts";
+import {
+  type CheckpointOptions,
+  type GenerateOptions,
+  Session,
+  type SessionHost,
+} from "./session.ts";
 import type { Tokenizer } from "./tokenizer/tokenizer.ts";
 import type { ChatMessage } from "./tokenizer/chat_template.ts";
 import {
@@ -63,6 +68,10 @@ export interface SessionOptions {
   /** Most tokens the session can hold; sets the size of the full-attention layers' cache.
    * Default: 4096, or the model's maximum if smaller. */
   contextLength?: number;
+  /** Snapshots of the sliding layers, so that going back (regenerating an answer, editing the
+   * last message, another prompt sharing the start) re-evaluates only what follows the nearest
+   * one instead of everything (Session.truncate). */
+  checkpoints?: CheckpointOptions;
 }
 
 /** Options of `model.chat`: sampling, constraints and stopping, and which session keeps the
@@ -219,7 +228,7 @@ export class Gemma3Model {
         `contextLength must be an integer from 1 to ${max} (the model's maximum), got ${contextLength}`,
       );
     }
-    const s = new Session(this.#host, contextLength);
+    const s = new Session(this.#host, contextLength, options.checkpoints);
     this.#sessions.add(s);
     return s;
   }

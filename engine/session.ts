@@ -23,7 +23,45 @@ import { isGgufLocation, yieldToEventLoop } from "./io.ts";
 import { NonFiniteLogitsError } from "./gemma3/backend.ts";
 import { compileConstraint, type ConstraintOptions } from "./grammar/constraint.ts";
 import { GrammarMatcher, tokenTrie, type Vocabulary } from "./grammar/matcher.ts";
-import { draftFromContext, lookupSettings, type SpeculativeOptions } from "./prompt_lookup.ts";
+import {
+  draftFromContext,
+  DraftLength,
+  lookupSettings,
+  type SpeculativeOptions,
+} from "./prompt_lookup.ts";
+
+/** When a session snapshots its sliding layers (`SessionOptions.checkpoints`). */
+export interface CheckpointOptions {
+  /** Memory the snapshots may take, in bytes (default 64 MiB; 0: none). One holds every sliding
+   * layer's ring: 15.9 MiB for the 270M (f32, as the cache keeps them: the bits must come back
+   * exactly). Past the budget, the one used least recently goes. */
+  budgetBytes?: number;
+  /** Also one every this many positions of a long evaluation (default 512; 0: only at the
+   * ends of turns). None is taken before position 64, nor where the whole context fits in the
+   * sliding window (nothing is ever overwritten there). */
+  every?: number;
+}
+
+/** CheckpointOptions' defaults. */
+export const CHECKPOINT_DEFAULTS: Required<CheckpointOptions> = {
+  budgetBytes: 64 << 20,
+  every: 512,
+};
+
+/** No checkpoint before this position: evaluating that much again is one chunk's pass, not
+ * worth a snapshot of every ring (16 MiB for the 270M). */
+const CHECKPOINT_MIN_POSITION = 64;
+
+/** A snapshot of a session's sliding-layer rings after its first `position` tokens. */
+interface Checkpoint {
+  position: number;
+  /** The session's #written then (the rings' state includes what it says was overwritten). */
+  written: number;
+  /** Keys and values of each ring layer, in KvCache.ring.layers' order. */
+  buffers: unknown[];
+  /** When it was taken or last restored (a counter): the least recent goes first. */
+  used: number;
+}
 
 /** Options of `Session.eval`. */
 export interface EvalOptions {
@@ -100,6 +138,12 @@ export class Session {
    * be past the context: a draft's tokens the model did not agree with, a truncated answer);
    * what the sliding layers' rings have overwritten follows from it (cacheHoldsPrefix). */
   #written = 0;
+  /** Snapshots of the sliding layers, by position (each valid while the tokens before it are
+   * unchanged: a truncate drops those past its length). */
+  #checkpoints: Checkpoint[] = [];
+  readonly #checkpointBudget: number;
+  readonly #checkpointEvery: number;
+  #checkpointClock = 0;
   /** The end of this session's last call: its calls run one after another. */
   #turn: Promise<unknown> = Promise.resolve();
 
@@ -107,10 +151,99 @@ export class Session {
   readonly contextLength: number;
 
   /** @internal Use `model.createSession()`. */
-  constructor(host: SessionHost<unknown, unknown>, contextLength: number) {
+  constructor(
+    host: SessionHost<unknown, unknown>,
+    contextLength: number,
+    checkpoints: CheckpointOptions = {},
+  ) {
+    const { budgetBytes, every } = { ...CHECKPOINT_DEFAULTS, ...checkpoints };
+    if (!Number.isInteger(budgetBytes) || budgetBytes < 0) {
+      throw new RangeError(`checkpoints.budgetBytes must be an integer >= 0, got ${budgetBytes}`);
+    }
+    if (!Number.isInteger(every) || every < 0) {
+      throw new RangeError(`checkpoints.every must be an integer >= 0, got ${every}`);
+    }
     this.#host = host;
     this.contextLength = contextLength;
+    this.#checkpointBudget = budgetBytes;
+    this.#checkpointEvery = every;
     this.#cache = allocKvCache(host.backend, host.config, contextLength);
+  }
+
+  /** Positions this session holds sliding-layer checkpoints at, in order. */
+  get checkpointPositions(): number[] {
+    return this.#checkpoints.map((c) => c.position).sort((a, b) => a - b);
+  }
+
+  /** Bytes held by checkpoints (at most `checkpoints.budgetBytes`). */
+  get checkpointBytes(): number {
+    const ring = this.#cache?.ring;
+    return ring ? this.#checkpoints.length * ring.layers.length * 2 * ring.floats * 4 : 0;
+  }
+
+  /** Snapshots the rings after the first `position` tokens (all evaluated, none since), within
+   * the budget; never fails the evaluation it is part of (no memory: no checkpoint). */
+  #takeCheckpoint(position: number): void {
+    const cache = this.#live(), ring = cache.ring, b = this.#host.backend;
+    if (!ring || position === 0) return;
+    if (this.#checkpoints.some((c) => c.position === position)) return;
+    const bytes = ring.layers.length * 2 * ring.floats * 4;
+    if (bytes > this.#checkpointBudget) return;
+    while (this.checkpointBytes + bytes > this.#checkpointBudget) {
+      const oldest = this.#checkpoints.reduce((a, c) => (c.used < a.used ? c : a));
+      this.#dropCheckpoint(oldest);
+    }
+    const buffers: unknown[] = [];
+    try {
+      for (const l of ring.layers) {
+        for (const src of [cache.layers[l].keys, cache.layers[l].values]) {
+          const dst = b.alloc(ring.floats);
+          buffers.push(dst);
+          b.copy(src, dst, ring.floats);
+        }
+      }
+    } catch {
+      for (const buffer of buffers) b.free(buffer);
+      return;
+    }
+    this.#checkpoints.push({
+      position,
+      written: this.#written,
+      buffers,
+      used: ++this.#checkpointClock,
+    });
+  }
+
+  #dropCheckpoint(c: Checkpoint): void {
+    for (const buffer of c.buffers) this.#host.backend.free(buffer);
+    this.#checkpoints.splice(this.#checkpoints.indexOf(c), 1);
+  }
+
+  /** Puts a checkpoint's rings back: the cache is as it was after its first c.position tokens
+   * (the full layers hold those positions still: they never wrap). */
+  #restoreCheckpoint(c: Checkpoint): void {
+    const cache = this.#live(), ring = cache.ring!, b = this.#host.backend;
+    let i = 0;
+    for (const l of ring.layers) {
+      b.copy(c.buffers[i++], cache.layers[l].keys, ring.floats);
+      b.copy(c.buffers[i++], cache.layers[l].values, ring.floats);
+    }
+    this.#written = c.written;
+    c.used = ++this.#checkpointClock;
+  }
+
+  /** Where #evaluateChunks takes checkpoints, evaluating `count` tokens from `start`: the end of
+   * what was there (the end of the last turn), before the last token (a regenerated answer goes
+   * back to there: reusePrefix keeps at least one token to evaluate), and every
+   * `checkpoints.every` positions. */
+  #checkpointPlan(start: number, count: number): number[] {
+    if (!this.#cache?.ring || this.#checkpointBudget === 0 || count < 2) return [];
+    const at = new Set([start, start + count - 1]);
+    const every = this.#checkpointEvery;
+    if (every > 0) {
+      for (let p = Math.ceil((start + 1) / every) * every; p < start + count; p += every) at.add(p);
+    }
+    return [...at].filter((p) => p >= CHECKPOINT_MIN_POSITION).sort((a, b) => a - b);
   }
 
   /** Tokens in the context so far (the position the next token will take). */
@@ -242,8 +375,9 @@ export class Session {
     all.set(this.#pending);
     all.set(newIds, pending);
     const start = this.#tokens.length - pending;
-    this.#written = Math.max(this.#written, start + all.length);
-    const result = all.length === 1 && want !== "all"
+    const decodeStep = all.length === 1 && want !== "all";
+    if (decodeStep) this.#written = Math.max(this.#written, start + 1);
+    const result = decodeStep
       ? await host.decode({
         cache,
         id: all[0],
@@ -272,11 +406,26 @@ export class Session {
     const { config, activations } = host;
     const rows: Float32Array[] = [];
     let best: TopK | null = null;
-    for (let i = 0; i < all.length; i += activations.maxTokens) {
+    const checkpoints = this.#checkpointPlan(start, all.length);
+    let sinceYield = 0;
+    for (let i = 0; i < all.length;) {
       // A long prompt is many chunks: let the event loop run between them.
-      if (i > 0) await yieldToEventLoop();
-      const chunk = all.subarray(i, i + activations.maxTokens);
-      const isLast = i + chunk.length === all.length;
+      if (sinceYield >= activations.maxTokens) {
+        await yieldToEventLoop();
+        sinceYield = 0;
+      }
+      // Chunks end where checkpoints go (a token's bits do not depend on its chunk).
+      if (checkpoints[0] === start) this.#takeCheckpoint(checkpoints.shift()!);
+      const end = Math.min(
+        i + activations.maxTokens,
+        all.length,
+        (checkpoints[0] ?? Infinity) - start + i,
+      );
+      const chunk = all.subarray(i, end);
+      i = end;
+      sinceYield += chunk.length;
+      this.#written = Math.max(this.#written, start + chunk.length);
+      const isLast = end === all.length;
       if (typeof want === "object" && isLast) {
         best = await forwardTopK(host, cache, chunk, start, want.topK);
       } else {
@@ -285,7 +434,7 @@ export class Session {
         const got = await forward(host, cache, chunk, start, chunkWant, into);
         if (want === "all") {
           // Drop the rows of pending tokens, which belong to an earlier call.
-          const skip = Math.max(0, pending - i);
+          const skip = Math.max(0, pending - (end - chunk.length));
           rows.push(skip ? got.subarray(skip * config.vocabSize) : got);
         } else if (isLast) rows.push(got);
       }
@@ -339,6 +488,7 @@ export class Session {
     const topLogprobs = options.logprobs;
     checkTopLogprobs(topLogprobs);
     const lookup = lookupSettings(options.speculative);
+    const draftLength = new DraftLength();
     const stopIds = options.stopTokens ?? this.#host.config.eosTokenIds;
     const stop = new Set(stopIds);
     const grammar = compileConstraint(options);
@@ -431,9 +581,8 @@ export class Session {
         this.contextLength - this.position,
         max - decidedCount - 1,
       );
-      const draft = lookup && room > 0
-        ? draftFromContext(this.#tokens, lookup.n, Math.min(lookup.k, room))
-        : [];
+      const length = lookup && room > 0 ? draftLength.next(Math.min(lookup.k, room)) : 0;
+      const draft = length > 0 ? draftFromContext(this.#tokens, lookup!.n, length) : [];
       if (draft.length === 0) {
         const last = this.#pending.pop()!;
         this.#tokens.pop();
@@ -444,7 +593,7 @@ export class Session {
       const decided: (number | FinishReason)[] = [];
       drafts!.drafted += draft.length;
       drafts!.passes++;
-      drafts!.accepted += await this.#verifyDraft(
+      const accepted = await this.#verifyDraft(
         draft,
         step ? { out: step } : { topK: k },
         (row) => {
@@ -456,6 +605,8 @@ export class Session {
           return d === draft[decided.length - 1] && !matcher?.mustEnd;
         },
       );
+      drafts!.accepted += accepted;
+      draftLength.update(draft.length, accepted);
       return decided;
     };
 
@@ -544,17 +695,39 @@ export class Session {
       throw new RangeError(`truncate needs a length from 0 to ${this.position}, got ${length}`);
     }
     if (length === this.position) return;
-    const evaluated = this.#tokens.length - this.#pending.length;
-    let keep = Math.min(evaluated, length);
-    if (!cacheHoldsPrefix(this.#live(), keep, this.#written)) {
+    const { keep, checkpoint } = this.#resumePoint(length);
+    // Checkpoints past the new end belong to tokens that are going.
+    for (const c of [...this.#checkpoints]) if (c.position > length) this.#dropCheckpoint(c);
+    if (checkpoint) this.#restoreCheckpoint(checkpoint);
+    else if (keep === 0) {
       // Evaluated again from the start: every position's keys are written anew after any stale
       // ones, so none of those can overwrite what is needed any more.
-      keep = 0;
       this.#written = 0;
     }
     this.#tokens = this.#tokens.slice(0, length);
     this.#pending = this.#tokens.slice(keep);
     this.#lastLogits = null;
+  }
+
+  /** Where evaluation would resume after truncate(length): the tokens kept evaluated, from the
+   * cache as it is (what the rings have not overwritten) or from the latest checkpoint at or
+   * before `length` when that keeps more. */
+  #resumePoint(length: number): { keep: number; checkpoint?: Checkpoint } {
+    const evaluated = this.#tokens.length - this.#pending.length;
+    let keep = Math.min(evaluated, length);
+    if (!cacheHoldsPrefix(this.#live(), keep, this.#written)) keep = 0;
+    let checkpoint: Checkpoint | undefined;
+    for (const c of this.#checkpoints) {
+      if (c.position <= length && c.position > keep) [keep, checkpoint] = [c.position, c];
+    }
+    return { keep, checkpoint };
+  }
+
+  /** How many tokens of `prompt` reusePrefix(prompt) would keep evaluated (not compute again):
+   * the server gives a request the slot that keeps the most. */
+  reusableTokens(prompt: readonly number[]): number {
+    const kept = Math.max(0, Math.min(commonPrefix(this.#tokens, prompt), prompt.length - 1));
+    return kept === this.position ? this.evaluatedTokens : this.#resumePoint(kept).keep;
   }
 
   /**
@@ -571,6 +744,7 @@ export class Session {
   /** Empties the context (the cache memory is kept for reuse). */
   reset(): void {
     this.#live();
+    for (const c of [...this.#checkpoints]) this.#dropCheckpoint(c);
     this.#written = 0;
     this.#tokens = [];
     this.#pending = [];
@@ -580,6 +754,7 @@ export class Session {
   /** Frees the KV cache; the session cannot be used afterwards. */
   dispose(): void {
     if (!this.#cache) return;
+    for (const c of [...this.#checkpoints]) this.#dropCheckpoint(c);
     freeKvCache(this.#host.backend, this.#cache);
     this.#cache = null;
     this.#host.release(this);

@@ -152,8 +152,8 @@ Deno.test("server: a returning prompt reuses its slot's cache, and gets the same
   deepStrictEqual(again.usage.prompt_tokens_details.cached_tokens, first.usage.prompt_tokens - 1);
   deepStrictEqual(again.choices[0].text, first.choices[0].text);
   // tiny-a's sliding window is 8 tokens, its rings 8 + SPARE_SLOTS = 24: after 10 more tokens
-  // they still hold every key the prompt's end needs, after 30 they have overwritten them, so
-  // those are computed again, and not reported as cached.
+  // they still hold every key the prompt's end needs; after 30 they have overwritten them, and
+  // the slot resumes from its checkpoint before the prompt's last token.
   const short = { ...body, prompt: "and now for something else", max_tokens: 10 };
   await call("/v1/completions", short);
   const shortAgain = await (await call("/v1/completions", short)).json();
@@ -161,11 +161,47 @@ Deno.test("server: a returning prompt reuses its slot's cache, and gets the same
     shortAgain.usage.prompt_tokens_details.cached_tokens,
     shortAgain.usage.prompt_tokens - 1,
   );
-  const long = { ...body, prompt: "and then for something else", max_tokens: 30 };
-  const ten = await (await call("/v1/completions", long)).json();
-  const tenAgain = await (await call("/v1/completions", long)).json();
-  deepStrictEqual(tenAgain.usage.prompt_tokens_details.cached_tokens, 0);
-  deepStrictEqual(tenAgain.choices[0].text, ten.choices[0].text);
+  // (A prompt of over 64 tokens: no checkpoint is taken before position 64.)
+  const long = { ...body, prompt: "and then for something else ".repeat(2), max_tokens: 30 };
+  const thirty = await (await call("/v1/completions", long)).json();
+  deepStrictEqual(thirty.usage.completion_tokens, 30);
+  const thirtyAgain = await (await call("/v1/completions", long)).json();
+  deepStrictEqual(
+    thirtyAgain.usage.prompt_tokens_details.cached_tokens,
+    thirtyAgain.usage.prompt_tokens - 1,
+  );
+  deepStrictEqual(thirtyAgain.choices[0].text, thirty.choices[0].text);
+  // Without checkpoints those keys are computed again, and not reported as cached.
+  const bare = handlerWith({ parallel: 1, checkpoints: { budgetBytes: 0 } });
+  const bareFirst = await (await bare.call("/v1/completions", long)).json();
+  const bareAgain = await (await bare.call("/v1/completions", long)).json();
+  deepStrictEqual(bareAgain.usage.prompt_tokens_details.cached_tokens, 0);
+  deepStrictEqual(bareAgain.choices[0].text, bareFirst.choices[0].text);
+  deepStrictEqual(bareAgain.choices[0].text, thirty.choices[0].text);
+});
+
+Deno.test("server: speculative lookup gives the same answer, says what it drafted, and is checked", async () => {
+  const { call } = handlerWith({ parallel: 1 });
+  const body = { prompt: "one two three one two three one two", max_tokens: 40, temperature: 0 };
+  const plain = await (await call("/v1/completions", body)).json();
+  const drafted = await (await call("/v1/completions", {
+    ...body,
+    speculative: { lookup: { n: 2, k: 8 } },
+  })).json();
+  deepStrictEqual(drafted.choices[0].text, plain.choices[0].text);
+  ok(drafted.timings.draft_n > 0, `nothing drafted: ${JSON.stringify(drafted.timings)}`);
+  ok(drafted.timings.draft_n_accepted >= 0);
+  deepStrictEqual(plain.timings.draft_n, undefined);
+  // The handler's default applies to requests that do not say.
+  const byDefault = handlerWith({ parallel: 1, speculative: { lookup: { n: 2 } } });
+  const d = await (await byDefault.call("/v1/completions", body)).json();
+  deepStrictEqual(d.choices[0].text, plain.choices[0].text);
+  ok(d.timings.draft_n > 0);
+  for (const speculative of [{ lookup: { k: 99 } }, { lookup: 3 }, { ngram: {} }, "yes"]) {
+    const r = await call("/v1/completions", { ...body, speculative });
+    deepStrictEqual(r.status, 400, JSON.stringify(speculative));
+    deepStrictEqual((await r.json()).error.param, "speculative");
+  }
 });
 
 Deno.test("server: 16 concurrent requests each get what they get alone (seeded sampling too)", async () => {

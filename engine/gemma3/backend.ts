@@ -25,6 +25,9 @@ export interface Backend<A, W> {
   writeTokens(dst: A, ids: Int32Array): void;
   /** Copies `dst.length` floats from `src` into `dst`. */
   read(src: A, dst: Float32Array): Promise<void>;
+  /** Copies `floats` floats from one buffer to another, where the backend keeps them (a
+   * session's checkpoint of its sliding layers, and back). */
+  copy(src: A, dst: A, floats: number): void;
 
   /** out[t] = table[ids[t]] * scale. */
   embed(table: W, ids: A, tokens: number, scale: number, out: A): void;

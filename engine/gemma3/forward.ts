@@ -62,9 +62,10 @@ export interface KvCache<A> {
   layers: LayerCache<A>[];
   /** Bytes held by keys and values. */
   bytes: number;
-  /** The sliding layers' ring buffers: their window and their slots (window + SPARE_SLOTS);
-   * null when no layer's ring wraps (the context fits in the window). */
-  ring: { window: number; slots: number } | null;
+  /** The sliding layers' ring buffers: their window, their slots (window + SPARE_SLOTS), which
+   * layers have one, and the floats of each ring's keys (and of its values); null when no
+   * layer's ring wraps (the context fits in the window). */
+  ring: { window: number; slots: number; layers: number[]; floats: number } | null;
 }
 
 /**
@@ -143,7 +144,10 @@ export function allocKvCache<A, W>(
     const capacity = window > 0 ? Math.min(window + SPARE_SLOTS, contextLength) : contextLength;
     layers.push({ keys: b.alloc(capacity * kvDim), values: b.alloc(capacity * kvDim), capacity });
     bytes += 2 * capacity * kvDim * 4;
-    if (capacity < contextLength) ring = { window, slots: capacity };
+    if (capacity < contextLength) {
+      ring ??= { window, slots: capacity, layers: [], floats: capacity * kvDim };
+      ring.layers.push(l);
+    }
   }
   return { layers, bytes, ring };
 }
@@ -192,11 +196,13 @@ async function backendTopK<A, W>(ctx: ForwardContext<A, W>, row: number, k: numb
 }
 
 /**
- * Runs `ids` like `forward` (at most activations.maxTokens of them), then the head one row at a
- * time from row `from` on, handing `take` each row's logits (in `out`, reused) or, with `topK`,
- * its candidates found by the backend, for as long as `take` asks for the next row. A pass that
- * verifies drafted tokens computes the head, the 270M's largest matrix, only for the rows the
- * answer reaches; each row's bits are those of the token evaluated alone.
+ * Runs `ids` like `forward` (at most activations.maxTokens of them), then hands `take` the rows
+ * from row `from` on, one at a time, for as long as it asks for the next: each row's logits (in
+ * `out`, reused) or, with `topK`, its candidates found by the backend. A pass that verifies
+ * drafted tokens so computes the head, the 270M's largest matrix, only as far as the answer may
+ * reach: the first row alone (the draft's first token is often wrong), then the rest together
+ * (a product reads the weights once for several rows). Each row's bits are those of the token
+ * evaluated alone.
  */
 export async function forwardRows<A, W>(
   ctx: ForwardContext<A, W>,
@@ -207,17 +213,20 @@ export async function forwardRows<A, W>(
   take: (row: Float32Array | TopK) => boolean,
   want: { out: Float32Array } | { topK: number },
 ): Promise<void> {
-  const { backend: b, activations: act } = ctx;
+  const { backend: b, config: c, activations: act } = ctx;
   layers(ctx, ids, [{ cache, first: 0, tokens: ids.length, startPos }]);
-  for (let t = from; t < ids.length; t++) {
-    head(ctx, t, 1);
-    let row: Float32Array | TopK;
-    if ("topK" in want) row = await backendTopK(ctx, 0, want.topK);
-    else {
-      await b.read(act.logits, want.out);
-      row = want.out;
+  for (let t = from; t < ids.length;) {
+    const rows = t === from ? 1 : Math.min(act.logitRows, ids.length - t);
+    head(ctx, t, rows);
+    for (let r = 0; r < rows; r++, t++) {
+      let row: Float32Array | TopK;
+      if ("topK" in want) row = await backendTopK(ctx, r, want.topK);
+      else {
+        await b.read(b.offset(act.logits, r * c.vocabSize), want.out);
+        row = want.out;
+      }
+      if (!take(row)) return;
     }
-    if (!take(row)) return;
   }
 }
 

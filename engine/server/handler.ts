@@ -9,6 +9,7 @@
 // which Bun and Node do not resolve). Nine fixed routes do not need more than a table.
 
 import type { Gemma3Model } from "../model.ts";
+import type { CheckpointOptions } from "../session.ts";
 import type { DecodeBatchStats } from "../decode_batcher.ts";
 import { generateText, type TextGenerationEnd, type TextLogprob } from "../generate_text.ts";
 import { ApiError, type CompletionParams, parseCompletion } from "./openai.ts";
@@ -31,6 +32,10 @@ export interface HandlerOptions {
   corsOrigin?: string;
   /** The model's name in /v1/models and in responses (default "gemma-3"). */
   modelName?: string;
+  /** Each slot's sliding-window checkpoints (default: a session's, 64 MiB a slot, one every 512
+   * positions and at the ends of turns): a returning conversation that edits its last message
+   * or regenerates an answer resumes from one instead of evaluating everything again. */
+  checkpoints?: CheckpointOptions;
   /** Speculative decoding for requests that do not say (their `speculative` field), e.g.
    * `{ lookup: { n: 3, k: 8 } }`; default none. */
   speculative?: SpeculativeOptions;
@@ -59,6 +64,7 @@ export function createHandler(
       options.parallel ?? 4,
       options.contextLength,
       options.maxQueue ?? 64,
+      options.checkpoints,
     );
     return ready = { model: m, pool, contextLength: pool.contextLength };
   };

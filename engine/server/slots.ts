@@ -6,7 +6,7 @@
 // for it), so requests interleave fairly without a scheduler of their own.
 
 import type { Gemma3Model } from "../model.ts";
-import { commonPrefix, type Session } from "../session.ts";
+import type { CheckpointOptions, Session } from "../session.ts";
 
 /** One slot: a session and whether a request holds it. */
 export interface Slot {
@@ -33,11 +33,13 @@ export class SlotPool {
     count: number,
     contextLength: number | undefined,
     maxQueue: number,
+    checkpoints?: CheckpointOptions,
   ) {
     this.slots = [];
     for (let index = 0; index < count; index++) {
       try {
-        this.slots.push({ index, session: model.createSession({ contextLength }), busy: false });
+        const session = model.createSession({ contextLength, checkpoints });
+        this.slots.push({ index, session, busy: false });
       } catch (e) {
         if (index === 0) throw e;
         this.shortfall = `${index} of ${count} slots: no memory for more KV caches of ` +
@@ -96,12 +98,13 @@ export class SlotPool {
     else slot.busy = false;
   }
 
-  /** The idle slot holding the longest prefix of `prompt` (the first such, on ties). */
+  /** The idle slot that would compute the least of `prompt` again: the most of it kept in its
+   * cache or a checkpoint (the first such, on ties). */
   #bestIdle(prompt: number[]): Slot | undefined {
     let best: Slot | undefined, bestLen = -1;
     for (const slot of this.slots) {
       if (slot.busy) continue;
-      const n = commonPrefix(slot.session.tokens, prompt);
+      const n = slot.session.reusableTokens(prompt);
       if (n > bestLen) [best, bestLen] = [slot, n];
     }
     return best;

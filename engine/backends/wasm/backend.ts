@@ -151,6 +151,9 @@ export class WasmBackend implements Backend<Ptr, WasmWeight> {
     dst.set(this.rt.f32(src, dst.length));
     return Promise.resolve();
   }
+  copy(src: Ptr, dst: Ptr, floats: number): void {
+    this.rt.f32(dst, floats).set(this.rt.f32(src, floats));
+  }
 
   embed(table: WasmWeight, ids: Ptr, tokens: number, scale: number, out: Ptr): void {
     const k = this.rt.kernels;

@@ -139,6 +139,9 @@ export class WebGpuBackend implements Backend<GpuBuf, GpuWeight> {
     this.#submit();
     this.device.queue.writeBuffer(dst.buf, dst.off * 4, ids as Int32Array<ArrayBuffer>);
   }
+  copy(src: GpuBuf, dst: GpuBuf, floats: number): void {
+    this.#enc().copyBufferToBuffer(src.buf, src.off * 4, dst.buf, dst.off * 4, floats * 4);
+  }
   async read(src: GpuBuf, dst: Float32Array): Promise<void> {
     const bytes = Math.ceil((dst.length * 4) / 4) * 4;
     const staging = this.device.createBuffer({
