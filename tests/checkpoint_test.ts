@@ -70,6 +70,7 @@ Deno.test("regenerating an answer re-evaluates one token; a second prompt sharin
   for await (const id of s.generate(prompt, { maxTokens: 40, stopTokens: [] })) first.push(id);
   // Regenerate: the same prompt again keeps all of it but its last token (a checkpoint sits
   // right there) though 40 answer tokens have wrapped the 24-slot rings since.
+  deepStrictEqual(s.reusableTokens(prompt), prompt.length - 1); // what the server's slots ask
   deepStrictEqual(s.reusePrefix(prompt), prompt.length - 1);
   deepStrictEqual(s.evaluatedTokens, prompt.length - 1);
   const again: number[] = [];
@@ -79,6 +80,7 @@ Deno.test("regenerating an answer re-evaluates one token; a second prompt sharin
   deepStrictEqual(again, first);
   // Another prompt sharing the first 150 tokens: resumes from the checkpoint at 128.
   const other = [...prompt.slice(0, 150), ...tokens(30, 9)];
+  deepStrictEqual(s.reusableTokens(other), 128);
   s.reusePrefix(other);
   deepStrictEqual(s.evaluatedTokens, 128);
   const got = await s.eval(other.slice(150), { logits: "all" });

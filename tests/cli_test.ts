@@ -172,6 +172,23 @@ Deno.test("cli --threads: the same tokens on 1 and 2 threads, and a bad count is
   match(bad.stderr, /--threads: "two" is not an integer/);
 });
 
+Deno.test("cli --lookup: prompt-lookup decoding prints the same golden tokens; bad values are usage errors", async () => {
+  const r = golden.results[1];
+  const res = await generate(tinyA, r.prompt, 24, "--lookup", "1,4", "--json");
+  deepStrictEqual(res.code, 0, res.stderr);
+  deepStrictEqual(JSON.parse(res.stdout).tokens, r.greedy_continuation_kv_cache);
+  for (
+    const [value, message] of [["3", /--lookup needs n,k/], [
+      "3,40",
+      /k must be an integer from 1 to 16/,
+    ]]
+  ) {
+    const bad = await run("generate", "-m", tinyA, "-t", "2", "--lookup", value as string);
+    deepStrictEqual(bad.code, 2, value as string);
+    match(bad.stderr, message as RegExp);
+  }
+});
+
 Deno.test("cli generate runs a .gguf file, and --weights is checked", async () => {
   const r = golden.results[1];
   const res = await generate(`${tinyA}/model.gguf`, r.prompt, 24, "--json");

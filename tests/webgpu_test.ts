@@ -264,6 +264,37 @@ Deno.test("tiny-a on WebGPU: logits within 1e-4 of the golden, the same greedy t
   }
 });
 
+Deno.test("WebGPU: prompt lookup (argmax on the GPU per row) gives the plain tokens; a checkpoint restores the rings bit for bit", async () => {
+  const model = await loadModel(`${FIXTURES}tiny-a`, { backend: "webgpu" });
+  const prompt = Array.from({ length: 100 }, (_, i) => ((i % 13) * 7 + 3) % 512);
+  const answers: number[][] = [];
+  for (const speculative of [undefined, { lookup: { n: 2, k: 8 } }]) {
+    const s = model.createSession({ contextLength: 256 });
+    const out: number[] = [];
+    const gen = s.generate(prompt, { maxTokens: 40, stopTokens: [], speculative });
+    let r = await gen.next();
+    for (; !r.done; r = await gen.next()) out.push(r.value);
+    if (speculative) ok(r.value.speculative!.accepted > 0, "no drafted token was accepted");
+    answers.push(out);
+    // Back past the rings (40 tokens since the prompt), to the checkpoint before its last token.
+    s.truncate(99);
+    deepStrictEqual(s.evaluatedTokens, 99);
+    const got = await s.eval([7, 8, 9], { logits: "all" });
+    const cold = model.createSession({ contextLength: 256, checkpoints: { budgetBytes: 0 } });
+    const want = (await cold.eval([...prompt.slice(0, 99), 7, 8, 9], { logits: "all" }))
+      .subarray(99 * model.config.vocabSize);
+    const differ = want.findIndex((v, i) => !Object.is(v, got[i]));
+    ok(
+      differ < 0,
+      `after the restore, logit ${differ}: ${got[differ]} against cold ${want[differ]}`,
+    );
+    cold.dispose();
+    s.dispose();
+  }
+  deepStrictEqual(answers[1], answers[0]);
+  await model.dispose();
+});
+
 Deno.test("WebGPU on quantized GGUF files against WASM on their exact f32 decoding", async () => {
   // The same weights on both sides (the f32 file is the blocks decoded), f32 activations on both:
   // only summation order differs, so the float32 standard of the golden (1e-4) applies.
