@@ -17,13 +17,11 @@
  */
 
 import process from "node:process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { type Gemma3Model, loadModel, type Session } from "../mod.ts";
 import type { ChatMessage } from "../engine/tokenizer/chat_template.ts";
-import { ensureRealModel } from "./real_model.ts";
-import { ensureRandomGguf } from "./random_model.ts";
-import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
+import { realOrRandomModel } from "./real_model.ts";
+import { machineInfo, runtime, saveResults, takeBenchLock } from "./harness.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -59,17 +57,7 @@ const rounds = Number(values.rounds);
 const contextTokens = Number(values.context);
 const ANSWER_TOKENS = 40;
 
-let modelPath: string, modelLabel: string;
-const real = values.model === "random" ? { skip: "--model random" } : await ensureRealModel();
-if ("path" in real) {
-  modelPath = real.path;
-  modelLabel = "real gemma-3-270m Q4_K_M";
-} else {
-  if (values.model === "real") throw new Error(`the real model cannot be had: ${real.skip}`);
-  if (values.model !== "random") console.error(`${real.skip}: using the random-weight model`);
-  modelPath = await ensureRandomGguf("q8_0");
-  modelLabel = "random-weight 270M Q8_0";
-}
+const { path: modelPath, label: modelLabel } = await realOrRandomModel(values.model);
 
 const TOPICS = [
   "the history of lighthouses",
@@ -247,10 +235,4 @@ const json = {
   rows,
 };
 if (values.json) console.log(JSON.stringify(json));
-if (values.save) {
-  const dir = new URL("./results/", import.meta.url).pathname;
-  mkdirSync(dir, { recursive: true });
-  const stem = `${dir}${new Date().toISOString().slice(0, 10)}-checkpoints-${runtime}`;
-  writeFileSync(`${stem}.md`, table + "\n");
-  writeFileSync(`${stem}.json`, JSON.stringify(json, null, 2) + "\n");
-}
+if (values.save) saveResults(`checkpoints-${runtime}`, table, json);

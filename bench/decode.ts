@@ -20,11 +20,10 @@
 
 import process from "node:process";
 import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
 import { CONFIG, ensureCheckpoint } from "./random_model.ts";
-import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
+import { machineInfo, runtime, saveResults, takeBenchLock } from "./harness.ts";
 import { WasmRuntime } from "../engine/backends/wasm/runtime.ts";
 
 const { values } = parseArgs({
@@ -422,21 +421,15 @@ const result = {
   webgpuRows: gpuRows,
 };
 if (values.save) {
-  const dir = new URL("./results/", import.meta.url).pathname;
-  mkdirSync(dir, { recursive: true });
-  const base = `${dir}${result.date.slice(0, 10)}-decode-${runtime}`;
-  writeFileSync(`${base}.json`, JSON.stringify(result, null, 2) + "\n");
-  writeFileSync(
-    `${base}.md`,
-    [
-      `# Decode and prefill, ${runtime}`,
-      "",
-      `Machine: ${machine.cpu}, ${machine.cores} cores; ${machine.runtime}. Command: \`${result.command}\`.`,
-      "",
-      ...table,
-      "",
-    ].join("\n"),
-  );
+  const markdown = [
+    `# Decode and prefill, ${runtime}`,
+    "",
+    `Machine: ${machine.cpu}, ${machine.cores} cores; ${machine.runtime}. Command: \`${result.command}\`.`,
+    "",
+    ...table,
+    "",
+  ].join("\n");
+  saveResults(`decode-${runtime}`, markdown, result);
 }
 if (values.json) console.log(JSON.stringify(result));
 else console.log(table.join("\n"));

@@ -11,9 +11,9 @@
  * Q8_0 as llama-quantize keeps it) and Q8_0 by URL, and Q8_0 by local path. Linux only (/proc). Medians of the rounds with the min–max spread.
  */
 import { parseArgs } from "node:util";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { ensureRandomGguf } from "./random_model.ts";
-import { machineInfo, takeBenchLock } from "./harness.ts";
+import { machineInfo, saveResults, takeBenchLock } from "./harness.ts";
 import { fileResponse } from "../cli/web_page.ts";
 import { spawnEdge } from "../tests/fixtures/edge/spawn.ts";
 
@@ -142,12 +142,9 @@ const header =
   `Edge function (examples/deno-deploy/main.ts, Worker and process removed, no write permission), random 270M, ${machine.cpu}, ${machine.cores} cores, Deno ${Deno.version.deno}; medians of ${rounds} (min–max)`;
 console.log(`${header}\n\n${table}`);
 if (values.save) {
-  const dir = new URL("./results/", import.meta.url).pathname;
-  mkdirSync(dir, { recursive: true });
-  const stem = `${dir}${new Date().toISOString().slice(0, 10)}-edge`;
-  writeFileSync(
-    `${stem}.md`,
+  saveResults(
+    "edge",
     `# ${header}\n\nCommand: \`deno run -A bench/edge.ts --rounds ${rounds} --save\`\n\n${table}\n`,
+    { machine, rounds, rows },
   );
-  writeFileSync(`${stem}.json`, JSON.stringify({ machine, rounds, rows }, null, 2) + "\n");
 }

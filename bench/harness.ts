@@ -45,3 +45,12 @@ export function machineInfo(): { cpu: string; cores: number; runtime: string } {
     : `Node ${process.version}`;
   return { cpu, cores: navigator.hardwareConcurrency, runtime: version };
 }
+
+/** Writes a benchmark's results as bench/results/<date>-<name>.md (the markdown) and .json. */
+export function saveResults(name: string, markdown: string, json: unknown): void {
+  const dir = new URL("./results/", import.meta.url).pathname;
+  mkdirSync(dir, { recursive: true });
+  const stem = `${dir}${new Date().toISOString().slice(0, 10)}-${name}`;
+  writeFileSync(`${stem}.md`, markdown.endsWith("\n") ? markdown : markdown + "\n");
+  writeFileSync(`${stem}.json`, JSON.stringify(json, null, 2) + "\n");
+}

@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } fr
 import { open, rename, writeFile } from "node:fs/promises";
 import { openGgufCheckpoint } from "../engine/loading/gguf.ts";
 import { hashFile } from "../engine/io.ts";
+import { ensureRandomGguf } from "./random_model.ts";
 
 /** Where the file comes from and what it must be. */
 export const REAL_MODEL = {
@@ -158,6 +159,18 @@ export async function modelArgument(model: string): Promise<string> {
     process.exit(1);
   }
   return got.path;
+}
+
+/** A benchmark's `--model real|random` (undefined: the real model where it can be had, else the
+ * random one, said on stderr): the file and how tables name it. */
+export async function realOrRandomModel(
+  choice: string | undefined,
+): Promise<{ path: string; label: string }> {
+  const real = choice === "random" ? { skip: "--model random" } : await ensureRealModel();
+  if ("path" in real) return { path: real.path, label: "real gemma-3-270m Q4_K_M" };
+  if (choice === "real") throw new Error(`the real model cannot be had: ${real.skip}`);
+  if (choice !== "random") console.error(`${real.skip}: using the random-weight model`);
+  return { path: await ensureRandomGguf("q8_0"), label: "random-weight 270M Q8_0" };
 }
 
 if (import.meta.main) {

@@ -19,12 +19,10 @@
  */
 
 import process from "node:process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { type Gemma3Model, type GenerateOptions, loadModel } from "../mod.ts";
-import { ensureRealModel } from "./real_model.ts";
-import { ensureRandomGguf } from "./random_model.ts";
-import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
+import { realOrRandomModel } from "./real_model.ts";
+import { machineInfo, runtime, saveResults, takeBenchLock } from "./harness.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -62,17 +60,10 @@ const threadCounts = values.threads!.split(",").map(Number);
 const rounds = Number(values.rounds);
 const maxTokens = Number(values.tokens);
 
-let modelPath: string, modelLabel: string;
-const real = values.model === "random" ? { skip: "--model random" } : await ensureRealModel();
-if ("path" in real) {
-  modelPath = real.path;
-  modelLabel = "real gemma-3-270m Q4_K_M";
-} else {
-  if (values.model === "real") throw new Error(`the real model cannot be had: ${real.skip}`);
-  if (values.model !== "random") console.error(`${real.skip}: using the random-weight model`);
-  modelPath = await ensureRandomGguf("q8_0");
-  modelLabel = "random-weight 270M Q8_0 (its output repeats itself: acceptance not typical)";
-}
+const { path: modelPath, label } = await realOrRandomModel(values.model);
+const modelLabel = label.startsWith("random")
+  ? `${label} (its output repeats itself: acceptance not typical)`
+  : label;
 
 const ARTICLE =
   `The Harbor Street Library will reopen on Monday, March 3, after an eight-month renovation ` +
@@ -221,10 +212,4 @@ const table = [
 console.log(table);
 const json = { bench: "speculative", model: modelLabel, n, k, maxTokens, rounds, ...info, rows };
 if (values.json) console.log(JSON.stringify(json));
-if (values.save) {
-  const dir = new URL("./results/", import.meta.url).pathname;
-  mkdirSync(dir, { recursive: true });
-  const stem = `${dir}${new Date().toISOString().slice(0, 10)}-speculative-${runtime}`;
-  writeFileSync(`${stem}.md`, table + "\n");
-  writeFileSync(`${stem}.json`, JSON.stringify(json, null, 2) + "\n");
-}
+if (values.save) saveResults(`speculative-${runtime}`, table, json);

@@ -20,7 +20,7 @@ import { extname } from "node:path";
 import { chromium } from "playwright-core";
 import { ensureRandomGguf } from "./random_model.ts";
 import { loadTokenizer } from "../mod.ts";
-import { machineInfo, takeBenchLock } from "./harness.ts";
+import { machineInfo, saveResults, takeBenchLock } from "./harness.ts";
 import { fileResponse, ISOLATION_HEADERS } from "../cli/web_page.ts";
 
 const { values } = parseArgs({
@@ -247,14 +247,13 @@ const header =
   `This engine vs wllama ${WLLAMA} in ${version} (headless, cross-origin isolated), random 270M, decode ${decode} tokens after ${prompt.ids.length}, prefill ${prefill.ids.length}; ${machine.cpu}, ${machine.cores} cores; medians of ${rounds} rounds (min–max)`;
 console.log(`${header}\n\n${table}`);
 if (values.save) {
-  const dir = new URL("./results/", import.meta.url).pathname;
-  mkdirSync(dir, { recursive: true });
-  const stem = `${dir}${new Date().toISOString().slice(0, 10)}-wllama`;
   const command =
     `deno run -A bench/wllama.ts --formats ${values.formats} --threads ${values.threads} --rounds ${rounds} --decode ${decode} --prefill ${values.prefill} --save`;
-  writeFileSync(`${stem}.md`, `# ${header}\n\nCommand: \`${command}\`\n\n${table}\n`);
-  writeFileSync(
-    `${stem}.json`,
-    JSON.stringify({ machine, chromium: version, wllama: WLLAMA, rounds, rows }, null, 2) + "\n",
-  );
+  saveResults("wllama", `# ${header}\n\nCommand: \`${command}\`\n\n${table}\n`, {
+    machine,
+    chromium: version,
+    wllama: WLLAMA,
+    rounds,
+    rows,
+  });
 }

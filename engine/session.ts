@@ -33,7 +33,7 @@ import {
 /** When a session snapshots its sliding layers (`SessionOptions.checkpoints`). */
 export interface CheckpointOptions {
   /** Memory the snapshots may take, in bytes (default 64 MiB; 0: none). One holds every sliding
-   * layer's ring: 15.9 MiB for the 270M (f32, as the cache keeps them: the bits must come back
+   * layer's ring: 15.5 MiB for the 270M (f32, as the cache keeps them: the bits must come back
    * exactly). Past the budget, the one used least recently goes. */
   budgetBytes?: number;
   /** Also one every this many positions of a long evaluation (default 512; 0: only at the
@@ -49,7 +49,7 @@ export const CHECKPOINT_DEFAULTS: Required<CheckpointOptions> = {
 };
 
 /** No checkpoint before this position: evaluating that much again is one chunk's pass, not
- * worth a snapshot of every ring (16 MiB for the 270M). */
+ * worth a snapshot of every ring (15.5 MiB for the 270M). */
 const CHECKPOINT_MIN_POSITION = 64;
 
 /** A snapshot of a session's sliding-layer rings after its first `position` tokens. */
@@ -686,8 +686,10 @@ export class Session {
   /**
    * Shortens the context to its first `length` tokens, so a sequence can continue from there.
    * Full-attention layers just forget the rest. A sliding-window layer's ring buffer, though, has
-   * overwritten older positions with newer ones; when the dropped tokens destroyed keys the
-   * remaining ones still need, the kept tokens are evaluated again (lazily, on the next eval).
+   * overwritten older positions with newer ones (its SPARE_SLOTS beyond the window let a cut of
+   * up to 17 tokens keep everything); when the dropped tokens destroyed keys the remaining ones
+   * still need, the rings are put back from the latest checkpoint at or before `length` and the
+   * tokens after it are evaluated again (lazily, on the next eval), or all of them without one.
    */
   truncate(length: number): void {
     this.#live();
