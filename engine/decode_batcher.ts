@@ -101,7 +101,11 @@ export class DecodeBatcher<A, W> {
     this.stats.batches++;
     try {
       const results = await forwardBatch(this.#ctx, batch);
-      batch.forEach((w, i) => w.resolve(results[i]));
+      batch.forEach((w, i) => {
+        const r = results[i];
+        if (r instanceof Error) w.reject(r);
+        else w.resolve(r);
+      });
     } catch (e) {
       for (const w of batch) w.reject(e);
     }

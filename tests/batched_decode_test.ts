@@ -122,3 +122,39 @@ Deno.test("concurrent evals of one session run in order; of several sessions, in
     await model.dispose();
   }
 });
+
+Deno.test("a step whose logits are not numbers fails alone; the others in its batch go on", async () => {
+  const { randomWeights, smallConfig, writeCheckpoint } = await import(
+    "./support/safetensors_writer.ts"
+  );
+  // Untied head: a NaN in token 9's embedding row makes only a sequence that reads token 9 NaN.
+  const config = smallConfig({ tie_word_embeddings: false });
+  const tensors = randomWeights(config, 4, "F32");
+  const hidden = (config as Record<string, number>).hidden_size;
+  tensors["model.embed_tokens.weight"].values[9 * hidden + 3] = NaN;
+  const model = await loadModel(await writeCheckpoint(config, tensors), { threads: 1 });
+  try {
+    const healthy = model.createSession(), damaged = model.createSession();
+    await healthy.eval([2, 5]);
+    await damaged.eval([2, 5]);
+    const alone = (await model.createSession().eval([2, 5, 7])).slice();
+    // Greedy steps find their token on the backend (argmax): a NaN row is refused there.
+    const before = model.decodeBatchStats.batches;
+    const [good, bad] = await Promise.allSettled([
+      healthy.generate([7], { maxTokens: 1, temperature: 0 }).next(),
+      damaged.generate([9], { maxTokens: 1, temperature: 0 }).next(),
+    ]);
+    deepEqual(model.decodeBatchStats.batches - before, 1, "the two steps were one batch");
+    ok(
+      good.status === "fulfilled",
+      `the healthy step failed: ${(good as PromiseRejectedResult).reason}`,
+    );
+    let best = 0;
+    for (let i = 1; i < alone.length; i++) if (alone[i] > alone[best]) best = i;
+    deepEqual(good.value.value, best, "the healthy step's token is its argmax alone");
+    ok(bad.status === "rejected");
+    ok(/logits that are not numbers/.test(String(bad.reason)), String(bad.reason));
+  } finally {
+    await model.dispose();
+  }
+});

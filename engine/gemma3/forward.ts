@@ -294,12 +294,13 @@ export interface DecodeStep<A> {
  * tokens as one chunk, so each weight is read from memory once for all of them; rotary embedding
  * and attention run per sequence. A chunk's rows are computed exactly as each token alone (the
  * products' batch invariance), so every sequence gets the same bits as decoding by itself.
- * Returns each step's logits (in its `out`, or a new array) or candidates.
+ * Returns each step's logits (in its `out`, or a new array) or candidates, or the error of a
+ * step whose backend top-k refused its logits (NonFiniteLogitsError).
  */
 export async function forwardBatch<A, W>(
   ctx: ForwardContext<A, W>,
   steps: DecodeStep<A>[],
-): Promise<(Float32Array | TopK)[]> {
+): Promise<(Float32Array | TopK | Error)[]> {
   const { backend: b, config: c, activations: act } = ctx;
   const B = steps.length;
   if (new Set(steps.map((s) => s.cache)).size !== B) {
@@ -312,14 +313,16 @@ export async function forwardBatch<A, W>(
     steps.map((s, i) => ({ cache: s.cache, first: i, tokens: 1, startPos: s.position })),
   );
 
-  const results: (Float32Array | TopK)[] = [];
+  const results: (Float32Array | TopK | Error)[] = [];
   for (let t = 0; t < B; t += act.logitRows) {
     const rows = Math.min(act.logitRows, B - t);
     head(ctx, t, rows);
     for (let r = 0; r < rows; r++) {
       const step = steps[t + r];
-      if (step.topK !== undefined) results.push(await backendTopK(ctx, r, step.topK));
-      else {
+      if (step.topK !== undefined) {
+        // Non-finite logits fail this step only: the other rows are computed as if alone.
+        results.push(await backendTopK(ctx, r, step.topK).catch((e) => e as Error));
+      } else {
         const logits = step.out ?? new Float32Array(c.vocabSize);
         await b.read(b.offset(act.logits, r * c.vocabSize), logits);
         results.push(logits);
