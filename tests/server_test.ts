@@ -192,6 +192,32 @@ Deno.test("server: speculative lookup gives the same answer, says what it drafte
   ok(drafted.timings.draft_n > 0, `nothing drafted: ${JSON.stringify(drafted.timings)}`);
   ok(drafted.timings.draft_n_accepted >= 0);
   deepStrictEqual(plain.timings.draft_n, undefined);
+  // With log-probabilities and a stop string (tokens a pass decided after it leave the slot's
+  // context): the same as plain, field for field.
+  const chat = {
+    messages: [{ role: "user", content: "one two three one two three one two three" }],
+    max_tokens: 30,
+    temperature: 0,
+    logprobs: true,
+    top_logprobs: 2,
+  };
+  const plainChat = await (await call("/v1/chat/completions", chat)).json();
+  const draftedChat = await (await call("/v1/chat/completions", {
+    ...chat,
+    speculative: { lookup: { n: 1, k: 8 } },
+  })).json();
+  deepStrictEqual(draftedChat.choices, plainChat.choices);
+  ok(draftedChat.timings.draft_n_accepted > 0, "no pass gave several tokens");
+  const text = plainChat.choices[0].message.content as string;
+  const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 3);
+  const stopped = { ...chat, stop: [stop] };
+  const plainStop = await (await call("/v1/chat/completions", stopped)).json();
+  const draftedStop = await (await call("/v1/chat/completions", {
+    ...stopped,
+    speculative: { lookup: { n: 1, k: 8 } },
+  })).json();
+  deepStrictEqual(draftedStop.choices, plainStop.choices);
+  deepStrictEqual(draftedStop.choices[0].finish_reason, "stop");
   // The handler's default applies to requests that do not say.
   const byDefault = handlerWith({ parallel: 1, speculative: { lookup: { n: 2 } } });
   const d = await (await byDefault.call("/v1/completions", body)).json();
