@@ -191,6 +191,11 @@ Deno.test("server: speculative lookup gives the same answer, says what it drafte
   deepStrictEqual(drafted.choices[0].text, plain.choices[0].text);
   ok(drafted.timings.draft_n > 0, `nothing drafted: ${JSON.stringify(drafted.timings)}`);
   ok(drafted.timings.draft_n_accepted >= 0);
+  deepStrictEqual(await metric(call, "draft_tokens_total"), drafted.timings.draft_n);
+  deepStrictEqual(
+    await metric(call, "draft_tokens_accepted_total"),
+    drafted.timings.draft_n_accepted,
+  );
   deepStrictEqual(plain.timings.draft_n, undefined);
   // With log-probabilities and a stop string (tokens a pass decided after it leave the slot's
   // context): the same as plain, field for field.

@@ -461,8 +461,12 @@ class Metrics {
   generatedTokens = 0;
   promptSeconds = 0;
   generateSeconds = 0;
+  draftedTokens = 0;
+  acceptedTokens = 0;
 
   add(r: Result): void {
+    this.draftedTokens += r.speculative?.drafted ?? 0;
+    this.acceptedTokens += r.speculative?.accepted ?? 0;
     this.promptTokens += r.promptTokens - r.cachedTokens;
     this.cachedTokens += r.cachedTokens;
     this.generatedTokens += r.completionTokens;
@@ -508,6 +512,16 @@ class Metrics {
         "",
         this.generateSeconds > 0 ? this.generatedTokens / this.generateSeconds : 0,
       ]],
+    );
+    metric("draft_tokens_total", "counter", "Tokens drafted by prompt lookup", [[
+      "",
+      this.draftedTokens,
+    ]]);
+    metric(
+      "draft_tokens_accepted_total",
+      "counter",
+      "Drafted tokens the model agreed with (each saved a forward pass)",
+      [["", this.acceptedTokens]],
     );
     metric("decode_steps_total", "counter", "Decode steps (one token of one slot)", [[
       "",
