@@ -28,7 +28,7 @@ export type { LoadQuantType } from "./engine/formats/quant.ts";
 export type { Gemma3Config, LayerType } from "./engine/gemma3/config.ts";
 
 // --- Sessions and sampling ---
-export { Session } from "./engine/session.ts";
+export { CHECKPOINT_DEFAULTS, Session } from "./engine/session.ts";
 export type {
   CheckpointOptions,
   EvalOptions,

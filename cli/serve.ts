@@ -3,7 +3,7 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { createHandler } from "../mod.ts";
+import { CHECKPOINT_DEFAULTS, createHandler } from "../mod.ts";
 import { pageHandler } from "./web_page.ts";
 import {
   contextLength,
@@ -36,6 +36,9 @@ Server:
       --api-key <key>           Require "Authorization: Bearer <key>" (or set GEMMA_API_KEY)
       --cors-origin <origin>    Allow browser pages from this origin ("*" for any)
       --name <id>               The model's id in /v1/models (default gemma-3)
+      --checkpoint-memory <size>  Each slot's sliding-window checkpoints (default 64MiB; 0:
+                                none): a conversation that regenerates or edits its last turn
+                                resumes from one instead of evaluating everything again
       --lookup <n,k>            Prompt-lookup decoding for requests that do not set
                                 "speculative" (e.g. 3,8: up to 8 tokens drafted after a match
                                 of 3); the same answers, sooner where they copy the prompt
@@ -52,14 +55,14 @@ Example:
     -d '{"messages":[{"role":"user","content":"Hi!"}],"max_tokens":32}'
 `;
 
-/** A size in bytes: a number, or with KiB / MiB / kB / MB after it. */
-function sizeFlag(v: string | undefined, flag: string, fallback: number): number {
+/** A size in bytes: a number, or with KiB / MiB / kB / MB after it; at least `min`. */
+function sizeFlag(v: string | undefined, flag: string, fallback: number, min = 1): number {
   if (v === undefined) return fallback;
   const m = /^(\d+(?:\.\d+)?)\s*(|b|kib|mib|kb|mb)$/i.exec(v.trim());
   const unit =
     { "": 1, b: 1, kib: 1024, mib: 1 << 20, kb: 1000, mb: 1e6 }[m?.[2].toLowerCase() ?? ""];
   const n = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
-  if (!(n >= 1)) {
+  if (!(n >= min)) {
     throw new UsageError(`${flag} must be a size such as 1048576, 512KiB or 1MiB, got ${v}`);
   }
   return n;
@@ -86,6 +89,7 @@ export async function serve(args: string[]): Promise<void> {
       "cors-origin": { type: "string" },
       name: { type: "string" },
       lookup: { type: "string" },
+      "checkpoint-memory": { type: "string" },
       quiet: { type: "boolean", short: "q" },
       help: { type: "boolean", short: "h" },
     },
@@ -101,6 +105,14 @@ export async function serve(args: string[]): Promise<void> {
     corsOrigin: values["cors-origin"],
     modelName: values.name,
     speculative: lookupFlag(values.lookup),
+    checkpoints: {
+      budgetBytes: sizeFlag(
+        values["checkpoint-memory"],
+        "--checkpoint-memory",
+        CHECKPOINT_DEFAULTS.budgetBytes,
+        0,
+      ),
+    },
     contextLength: contextLength(values),
   };
   const model = await openModel(values, !!values.quiet);

@@ -651,6 +651,8 @@ Deno.test("cli.ts serve: bad flags are one line and exit code 2", async () => {
     const [flag, value, pattern] of [
       ["--max-body", "lots", /--max-body must be a size such as/],
       ["--parallel", "0", /--parallel must be an integer >= 1/],
+      ["--checkpoint-memory", "much", /--checkpoint-memory must be a size such as/],
+      ["--lookup", "3", /--lookup needs n,k/],
     ] as const
   ) {
     const out = await new Deno.Command(Deno.execPath(), {
