@@ -66,6 +66,14 @@ export class DecodeBatcher<A, W> {
     });
   }
 
+  /** Whether sequences other than `cache`'s are decoding now (waiting here, or in the last
+   * batch): a session then leaves out prompt lookup's verify passes, which take the model alone,
+   * and shares each pass over the weights with them instead. */
+  othersDecoding(cache: KvCache<A>): boolean {
+    for (const c of this.#expected) if (c !== cache) return true;
+    return this.#waiting.some((w) => w.cache !== cache);
+  }
+
   #queueFlush(): void {
     if (this.#flushQueued) return;
     this.#flushQueued = true;

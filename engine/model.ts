@@ -139,6 +139,7 @@ export class Gemma3Model {
       ...forwardContext,
       exclusive,
       decode: (step) => batcher.step(step),
+      othersDecoding: (cache) => batcher.othersDecoding(cache),
       release: (s) => this.#sessions.delete(s),
       vocabulary: tokenizer,
       source,

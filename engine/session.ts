@@ -117,6 +117,8 @@ export interface SessionHost<A, W> extends ForwardContext<A, W> {
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** One decode step, run in a batch with other sessions' steps (engine/decode_batcher.ts). */
   decode(step: DecodeStep<unknown>): Promise<Float32Array | TopK>;
+  /** Whether other sessions than the one with `cache` are decoding (DecodeBatcher). */
+  othersDecoding(cache: KvCache<unknown>): boolean;
   /** Called by dispose(). */
   release(session: Session): void;
   /** The tokenizer's vocabulary, for grammar-constrained generation (absent without one). */
@@ -581,7 +583,10 @@ export class Session {
         this.contextLength - this.position,
         max - decidedCount - 1,
       );
-      const length = lookup && room > 0 ? draftLength.next(Math.min(lookup.k, room)) : 0;
+      // No drafts while other sessions decode: a verify pass takes the model alone, where their
+      // steps and this one share each pass over the weights (the tokens are the same either way).
+      const drafting = lookup && room > 0 && !host.othersDecoding(this.#live());
+      const length = drafting ? draftLength.next(Math.min(lookup.k, room)) : 0;
       const draft = length > 0 ? draftFromContext(this.#tokens, lookup!.n, length) : [];
       if (draft.length === 0) {
         const last = this.#pending.pop()!;

@@ -170,3 +170,39 @@ Deno.test("a caller that stops early leaves the context with exactly the tokens 
     await model.dispose();
   }
 });
+
+Deno.test("sessions decoding together share batches instead of drafting; their tokens stay the plain ones", async () => {
+  const model = await loadModel(`${FIXTURES}tiny-a/model.gguf`, { threads: 1 });
+  try {
+    const options: GenerateOptions = { maxTokens: 40, stopTokens: [] };
+    const plain = async (prompt: number[]) => {
+      const s = model.createSession({ contextLength: 160 });
+      const out: number[] = [];
+      for await (const id of s.generate(prompt, options)) out.push(id);
+      s.dispose();
+      return out;
+    };
+    const prompts = [PROMPT, PROMPT.map((t) => (t + 1) % 512)];
+    const alone = [await plain(prompts[0]), await plain(prompts[1])];
+    const before = model.decodeBatchStats;
+    const drafted: number[] = [];
+    const together = await Promise.all(prompts.map(async (prompt) => {
+      const s = model.createSession({ contextLength: 160 });
+      const gen = s.generate(prompt, { ...options, speculative: { lookup: { n: 2, k: 8 } } });
+      const out: number[] = [];
+      let r = await gen.next();
+      for (; !r.done; r = await gen.next()) out.push(r.value);
+      drafted.push(r.value.speculative!.drafted);
+      s.dispose();
+      return out;
+    }));
+    deepStrictEqual(together, alone);
+    const after = model.decodeBatchStats;
+    const steps = after.steps - before.steps, batches = after.batches - before.batches;
+    // Each answer's 39 steps after its prompt's pass go through the batcher, two to a batch.
+    ok(steps >= 70 && batches <= steps / 2 + 2, `${steps} steps in ${batches} batches`);
+    ok(drafted.every((d) => d <= 2), `drafts while another session decoded: ${drafted}`);
+  } finally {
+    await model.dispose();
+  }
+});
