@@ -147,7 +147,7 @@ export async function* generateText(
   // Stopped early: the session's generator ends too (tokens it decided but did not yield yet,
   // with speculative decoding, leave the context).
   if (finishReason === "stop" || finishReason === "abort") await tokens.return(undefined as never);
-  if (finishReason !== "stop" && finishReason !== "abort") {
+  else {
     const p = piece(stops.push(decoder.flush()) + stops.flush());
     if (p.text || p.logprobs.length) yield p;
   }

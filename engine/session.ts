@@ -179,17 +179,21 @@ export class Session {
 
   /** Bytes held by checkpoints (at most `checkpoints.budgetBytes`). */
   get checkpointBytes(): number {
+    return this.#checkpoints.length * this.#oneCheckpointBytes();
+  }
+
+  /** Bytes of one checkpoint: keys and values of every ring (0 without rings). */
+  #oneCheckpointBytes(): number {
     const ring = this.#cache?.ring;
-    return ring ? this.#checkpoints.length * ring.layers.length * 2 * ring.floats * 4 : 0;
+    return ring ? ring.layers.length * 2 * ring.floats * 4 : 0;
   }
 
   /** Snapshots the rings after the first `position` tokens (all evaluated, none since), within
    * the budget; never fails the evaluation it is part of (no memory: no checkpoint). */
   #takeCheckpoint(position: number): void {
     const cache = this.#live(), ring = cache.ring, b = this.#host.backend;
-    if (!ring || position === 0) return;
-    if (this.#checkpoints.some((c) => c.position === position)) return;
-    const bytes = ring.layers.length * 2 * ring.floats * 4;
+    if (!ring || this.#checkpoints.some((c) => c.position === position)) return;
+    const bytes = this.#oneCheckpointBytes();
     if (bytes > this.#checkpointBudget) return;
     while (this.checkpointBytes + bytes > this.#checkpointBudget) {
       const oldest = this.#checkpoints.reduce((a, c) => (c.used < a.used ? c : a));
@@ -451,14 +455,18 @@ export class Session {
     return result;
   }
 
-  /** Evaluates ids and returns the next token, chosen by `sampler` from the k best candidates
-   * the backend found (k = 1: greedy). */
-  async #evalOnBackend(ids: ArrayLike<number>, sampler: Sampler, k: number): Promise<number> {
+  /** Evaluates ids and returns the k best candidates for the next token, found by the backend
+   * (k = 1: the argmax). */
+  async #evalOnBackend(ids: ArrayLike<number>, k: number): Promise<TopK> {
     const newIds = this.#checkIds(ids);
-    const best = await this.#inTurn(() => this.#evaluate(newIds, { topK: k })).catch((e) => {
-      throw e instanceof NonFiniteLogitsError ? this.#nonFinite("logits that are not numbers") : e;
-    }) as TopK;
-    return k === 1 ? best.ids[0] : sampler.sampleCandidates(best.ids, best.values);
+    return await this.#inTurn(() => this.#evaluate(newIds, { topK: k }))
+      .catch((e) => this.#rethrowNonFinite(e)) as TopK;
+  }
+
+  /** A backend's NonFiniteLogitsError (from its argmax or top-k) as the session says it, with
+   * the model's files; any other error as it is. */
+  #rethrowNonFinite(e: unknown): never {
+    throw e instanceof NonFiniteLogitsError ? this.#nonFinite("logits that are not numbers") : e;
   }
 
   /**
@@ -539,8 +547,8 @@ export class Session {
      * when a token is wanted). */
     const next = async (ids: ArrayLike<number>): Promise<() => number> => {
       if (k > 0) {
-        const id = await this.#evalOnBackend(ids, sampler, k);
-        return () => id;
+        const best = await this.#evalOnBackend(ids, k);
+        return () => chooseAmong(best);
       }
       const logits = current = await this.eval(ids, { out: step });
       return () => choose(logits);
@@ -667,11 +675,7 @@ export class Session {
           if (row instanceof Float32Array) this.#checkFinite(row);
           return take(row);
         }, want)
-      ).catch((e) => {
-        throw e instanceof NonFiniteLogitsError
-          ? this.#nonFinite("logits that are not numbers")
-          : e;
-      });
+      ).catch((e) => this.#rethrowNonFinite(e));
       const firstDecided = start + from + 1;
       let agreed = 0;
       while (
