@@ -21,7 +21,7 @@ import { parseArgs } from "node:util";
 import { type Gemma3Model, loadModel, type Session } from "../mod.ts";
 import type { ChatMessage } from "../engine/tokenizer/chat_template.ts";
 import { realOrRandomModel } from "./real_model.ts";
-import { machineInfo, runtime, saveResults, takeBenchLock } from "./harness.ts";
+import { machineInfo, median, runtime, saveResults, takeBenchLock } from "./harness.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -129,8 +129,6 @@ async function converse(model: Gemma3Model, s: Session): Promise<ChatMessage[]> 
   }
   return messages;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 interface Row {
   threads: number;

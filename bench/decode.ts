@@ -23,7 +23,7 @@ import { spawn } from "node:child_process";
 import { parseArgs } from "node:util";
 import { loadModel } from "../mod.ts";
 import { CONFIG, ensureCheckpoint } from "./random_model.ts";
-import { machineInfo, runtime, saveResults, takeBenchLock } from "./harness.ts";
+import { machineInfo, median, runtime, saveResults, takeBenchLock } from "./harness.ts";
 import { WasmRuntime } from "../engine/backends/wasm/runtime.ts";
 
 const { values } = parseArgs({
@@ -101,7 +101,6 @@ const promptLen = Number(values.prompt),
   batchSessions = Number(values.sessions);
 const ids = (n: number, seed: number) =>
   Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % 262144);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const opsPerToken = CONFIG.num_hidden_layers * 8 + 1; // 7 matrix products + attention per layer, and the head
 
 /** Decode and prefill tokens/s for one format and thread count. */

@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
 import { ensureRandomGguf } from "./random_model.ts";
-import { machineInfo, saveResults, takeBenchLock } from "./harness.ts";
+import { machineInfo, median, saveResults, takeBenchLock } from "./harness.ts";
 import { fileResponse } from "../cli/web_page.ts";
 import { spawnEdge } from "../tests/fixtures/edge/spawn.ts";
 
@@ -113,7 +113,6 @@ for (let r = 0; r < rounds; r++) {
 }
 await server.shutdown();
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const spread = (xs: number[], digits: number) =>
   `${median(xs).toFixed(digits)} (${Math.min(...xs).toFixed(digits)}–${
     Math.max(...xs).toFixed(digits)

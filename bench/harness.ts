@@ -54,3 +54,8 @@ export function saveResults(name: string, markdown: string, json: unknown): void
   writeFileSync(`${stem}.md`, markdown.endsWith("\n") ? markdown : markdown + "\n");
   writeFileSync(`${stem}.json`, JSON.stringify(json, null, 2) + "\n");
 }
+
+/** The median of a benchmark's samples (the upper one of an even count). */
+export function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+}

@@ -25,7 +25,7 @@ import { ensureRandomGguf } from "./random_model.ts";
 import { ensureLlamaCppIn, ensureNativeLlamaTool } from "./peers/llamacpp_install.ts";
 import { modelArgument } from "./real_model.ts";
 import { basename } from "node:path";
-import { machineInfo, runtime, takeBenchLock } from "./harness.ts";
+import { machineInfo, median, runtime, takeBenchLock } from "./harness.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -170,7 +170,6 @@ for (let r = 0; r < rounds; r++) {
 }
 process.stderr.write("\n");
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const stat = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
 type Stat = { median: number; min: number; max: number };
 interface EngineStats {

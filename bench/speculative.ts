@@ -22,7 +22,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { type Gemma3Model, type GenerateOptions, loadModel } from "../mod.ts";
 import { realOrRandomModel } from "./real_model.ts";
-import { machineInfo, runtime, saveResults, takeBenchLock } from "./harness.ts";
+import { machineInfo, median, runtime, saveResults, takeBenchLock } from "./harness.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -139,8 +139,6 @@ async function answer(
     tokens.push(r.value);
   }
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 interface Row {
   task: string;

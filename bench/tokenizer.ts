@@ -19,7 +19,7 @@ import process from "node:process";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { loadTokenizer } from "../mod.ts";
-import { machineInfo, runtime } from "./harness.ts";
+import { machineInfo, median, runtime } from "./harness.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const cache = `${here}.cache`;
@@ -65,8 +65,6 @@ function corpus(): string {
   writeFileSync(path, out);
   return out;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function ours(text: string) {
   // Cold: parse tokenizer.json (no compact cache).

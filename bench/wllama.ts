@@ -20,7 +20,7 @@ import { extname } from "node:path";
 import { chromium } from "playwright-core";
 import { ensureRandomGguf } from "./random_model.ts";
 import { loadTokenizer } from "../mod.ts";
-import { machineInfo, saveResults, takeBenchLock } from "./harness.ts";
+import { machineInfo, median, saveResults, takeBenchLock } from "./harness.ts";
 import { fileResponse, ISOLATION_HEADERS } from "../cli/web_page.ts";
 
 const { values } = parseArgs({
@@ -199,7 +199,6 @@ await browser.close();
 await server.shutdown();
 await Deno.remove(profile, { recursive: true }).catch(() => {});
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const cell = (xs: number[], digits = 1) =>
   `${median(xs).toFixed(digits)} (${Math.min(...xs).toFixed(digits)}–${
     Math.max(...xs).toFixed(digits)
