@@ -6,6 +6,7 @@ import { deepStrictEqual, match, ok, rejects } from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { workerTestHooks } from "../engine/backends/wasm/worker_pool.ts";
 import { WasmBackend } from "../engine/backends/wasm/backend.ts";
+import { OP_TIMEOUT_MS, WasmRuntime } from "../engine/backends/wasm/runtime.ts";
 
 // Split every op, however small, so the tests exercise each parallel kernel on these tiny models.
 WasmBackend.parallelMinFloats = 0;
@@ -96,6 +97,41 @@ Deno.test("other shapes (f32 and bf16, rows and heads that do not divide evenly)
       ok(bitIdentical(many.logits[0], one.logits[0]), `${dtype}, ${n} threads: logits differ`);
       deepStrictEqual(many.tokens, one.tokens);
     }
+  }
+});
+
+Deno.test("an op returns only when every chunk is written, also right after an op of fewer chunks", async () => {
+  // A one-chunk op then a 16-chunk one, 40,000 times over: a worker that wakes late for the first
+  // must not take the second's chunk count with the first's claim (it did: the second then
+  // returned with a chunk unwritten about 5 times in 10,000 pairs on 2 cores), checked against
+  // the one-thread kernel's output.
+  const rt = await WasmRuntime.create({ threads: 2 });
+  try {
+    const par = rt.parallel!;
+    ok(par, "no worker pool");
+    const n = 1 << 14;
+    const gate = rt.alloc(n * 4), up = rt.alloc(n * 4), out = rt.alloc(n * 4);
+    const g = rt.f32(gate, n), u = rt.f32(up, n);
+    for (let i = 0; i < n; i++) [g[i], u[i]] = [Math.sin(i), Math.cos(0.7 * i)];
+    rt.kernels.geglu(gate, up, out, 0, n);
+    const expected = rt.f32(out, n).slice();
+    let unwritten = 0;
+    for (let pair = 0; pair < 40_000; pair++) {
+      rt.f32(out, n).fill(NaN);
+      deepStrictEqual(par.parGeglu(gate, up, out, 4, OP_TIMEOUT_MS), 0);
+      deepStrictEqual(par.parGeglu(gate, up, out, n, OP_TIMEOUT_MS), 0);
+      // A chunk is 1,024 elements: one in 256 of each checked.
+      const o = rt.f32(out, n);
+      for (let i = 0; i < n; i += 256) {
+        if (!Object.is(o[i], expected[i])) {
+          unwritten++;
+          break;
+        }
+      }
+    }
+    deepStrictEqual(unwritten, 0, `${unwritten} of 40,000 ops returned before all their chunks`);
+  } finally {
+    rt.dispose();
   }
 });
 
