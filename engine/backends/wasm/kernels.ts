@@ -173,9 +173,9 @@ export interface Kernels {
   /** x[i] += y[i] for n floats. */
   addInPlace(x: number, y: number, n: number): void;
   /** The index of the largest of n f32 values at p (the lowest index on ties; -0 and +0 tie), or
-   * -1 when a value is not finite (NaN or ±infinity: logits of a broken model). Two passes of four
-   * lanes: the maximum (and whether v − v is NaN anywhere, which finite values never give), then the
-   * first index holding it. */
+   * -1 when a value is not finite (NaN or ±infinity: logits of a broken model). Two passes: the
+   * maximum (and whether v − v is NaN anywhere, which finite values never give), then the first
+   * index holding it. */
   argmaxF32(p: number, n: number): number;
   /** Sums bytes [start, end) of a buffer as f32x4 lanes (the sum only keeps the loads alive). */
   streamRead(p: number, start: number, end: number): number;
