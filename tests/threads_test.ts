@@ -107,7 +107,7 @@ Deno.test("an op returns only when every chunk is written, also right after an o
   // the one-thread kernel's output.
   const rt = await WasmRuntime.create({ threads: 2 });
   try {
-    const par = rt.parallel!;
+    const par = rt.parallel;
     ok(par, "no worker pool");
     const n = 1 << 14;
     const gate = rt.alloc(n * 4), up = rt.alloc(n * 4), out = rt.alloc(n * 4);

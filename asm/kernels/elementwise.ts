@@ -127,8 +127,8 @@ export function addInPlace(x: usize, y: usize, n: i32): void {
  * index holding it. */
 export function argmaxF32(p: usize, n: i32): i32 {
   // Four maxima and four non-finite sums, 16 values a step: with one of each, every step waited
-  // for the last one's latency (0.74 ms for the 262,144 logits of the 270M, an eighth of one
-  // thread's decode beside the 30 ms head at 2 threads with 4 sessions). pmax (one instruction,
+  // for the last one's latency (0.67-0.71 ms for the 270M's 262,144 logits in decode, once per
+  // session a step: with 4 sessions 6% of a 2-thread step). pmax (one instruction,
   // where max also orders NaN and zeros) is max for the values that get past the NaN check;
   // between -0 and +0 it may keep either, and the first of them is found either way below.
   let b0 = f32x4.splat(-Infinity), b1 = b0, b2 = b0, b3 = b0;
